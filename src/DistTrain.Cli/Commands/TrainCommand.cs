@@ -1,0 +1,30 @@
+using System.CommandLine;
+using DistTrain.Cli.Terminal;
+using DistTrain.Training;
+using DistTrain.Training.Config;
+using Spectre.Console;
+
+namespace DistTrain.Cli.Commands;
+
+/// <summary>disttrain train --config C [--set k=v ...]: one process, world size 1.</summary>
+static class TrainCommand
+{
+    public static Command Create()
+    {
+        var config = CommonOptions.Config();
+        var set = CommonOptions.Set();
+        var command = new Command("train", "train a model on one process (world size 1)") { config, set };
+        command.SetAction((parse, ct) =>
+        {
+            var options = TrainConfigLoader.Load(parse.GetValue(config)!, parse.GetValue(set));
+            using var trainer = new Trainer(options);
+            var result = TrainingProgress.Run(options, observer => trainer.Run(observer, ct));
+            var first = result.Reports[0];
+            var final = result.Reports[^1];
+            AnsiConsole.MarkupLineInterpolated($"loss {first.Loss:F4} -> {final.Loss:F4}; validation loss {final.ValLoss?.ToString("F4") ?? "n/a"}");
+            AnsiConsole.MarkupLineInterpolated($"run directory: [bold]{result.RunDirectory}[/]");
+            return Task.FromResult(0);
+        });
+        return command;
+    }
+}

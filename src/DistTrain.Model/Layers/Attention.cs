@@ -1,0 +1,72 @@
+using TorchSharp;
+using TorchSharp.Utils;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace DistTrain.Model.Layers;
+
+/// <summary>
+/// Causal self-attention through scaled_dot_product_attention. MUDDFormer layers take separate
+/// Q/K/V input streams (wq, wk, wv); the other architectures use one fused wqkv.
+/// </summary>
+public sealed class Attention : nn.Module
+{
+    readonly int _nHead, _headDim;
+    [ComponentName(Name = "wqkv")] readonly Linear? _wqkv;
+    [ComponentName(Name = "wq")] readonly Linear? _wq;
+    [ComponentName(Name = "wk")] readonly Linear? _wk;
+    [ComponentName(Name = "wv")] readonly Linear? _wv;
+    [ComponentName(Name = "wo")] readonly Linear _wo;
+    [ComponentName(Name = "q_norm")] readonly RmsNorm? _qNorm;
+    [ComponentName(Name = "k_norm")] readonly RmsNorm? _kNorm;
+
+    public Attention(ModelConfig config, bool separateStreams) : base(nameof(Attention))
+    {
+        _nHead = config.NHead;
+        _headDim = config.HeadDim;
+        long inner = (long)config.NHead * config.HeadDim;
+        if (separateStreams)
+        {
+            _wq = nn.Linear(config.Dim, inner, hasBias: false);
+            _wk = nn.Linear(config.Dim, inner, hasBias: false);
+            _wv = nn.Linear(config.Dim, inner, hasBias: false);
+        }
+        else
+        {
+            _wqkv = nn.Linear(config.Dim, 3 * inner, hasBias: false);
+        }
+        _wo = nn.Linear(inner, config.Dim, hasBias: false);
+        if (config.UseQkNorm)
+        {
+            _qNorm = new RmsNorm(config.HeadDim, config.NormEps);
+            _kNorm = new RmsNorm(config.HeadDim, config.NormEps);
+        }
+        RegisterComponents();
+    }
+
+    /// <summary>xq, xk, xv: (B, T, D) (the same tensor three times without dense streams) -> (B, T, D).</summary>
+    public Tensor Forward(Tensor xq, Tensor xk, Tensor xv, Tensor cos, Tensor sin)
+    {
+        using var scope = NewDisposeScope();
+        long b = xq.shape[0], t = xq.shape[1];
+        Tensor q, k, v;
+        if (_wqkv is not null)
+        {
+            var qkv = _wqkv.forward(xq).view(b, t, 3, _nHead, _headDim);
+            (q, k, v) = (qkv.select(2, 0), qkv.select(2, 1), qkv.select(2, 2));
+        }
+        else
+        {
+            q = _wq!.forward(xq).view(b, t, _nHead, _headDim);
+            k = _wk!.forward(xk).view(b, t, _nHead, _headDim);
+            v = _wv!.forward(xv).view(b, t, _nHead, _headDim);
+        }
+        if (_qNorm is not null) (q, k) = (_qNorm.forward(q), _kNorm!.forward(k));
+        q = Rotary.Apply(q, cos, sin);
+        k = Rotary.Apply(k, cos, sin);
+        // (B, T, H, d) -> (B, H, T, d)
+        var y = nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_casual: true);
+        var output = _wo.forward(y.transpose(1, 2).reshape(b, t, (long)_nHead * _headDim));
+        return output.MoveToOuterDisposeScope();
+    }
+}

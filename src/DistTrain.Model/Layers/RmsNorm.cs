@@ -1,0 +1,31 @@
+using TorchSharp;
+using TorchSharp.Utils;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace DistTrain.Model.Layers;
+
+/// <summary>RMSNorm computed in fp32 whatever the compute dtype, then scaled (official RMSNorm).</summary>
+public sealed class RmsNorm : nn.Module<Tensor, Tensor>
+{
+    readonly double _eps;
+    public Parameter weight;
+
+    public RmsNorm(long dim, double eps) : base(nameof(RmsNorm))
+    {
+        _eps = eps;
+        weight = nn.Parameter(ones(dim));
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x) => Normalize(x, _eps) * weight;
+
+    /// <summary>x · rsqrt(mean(x²) + eps) in fp32, cast back to x's dtype (also RMSnormNoscale).</summary>
+    public static Tensor Normalize(Tensor x, double eps)
+    {
+        using var scope = NewDisposeScope();
+        var xf = Precision.Upcast(x);
+        var normed = xf * rsqrt(xf.square().mean([-1], keepdim: true) + eps);
+        return normed.to(x.dtype).MoveToOuterDisposeScope();
+    }
+}

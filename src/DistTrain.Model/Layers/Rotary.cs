@@ -1,0 +1,34 @@
+using static TorchSharp.torch;
+
+namespace DistTrain.Model.Layers;
+
+/// <summary>
+/// Rotary embedding in the official MUDDFormer layout ('half' mode): pairs (x[i], x[i + d/2]) are
+/// rotated and written out interleaved. q and k get the same permutation, so attention scores
+/// are those of standard rotary. The cos/sin table is rounded to bf16 as the official cache is.
+/// </summary>
+public static class Rotary
+{
+    /// <summary>(T, 1, d/2) cos and sin tables in fp32 for positions 0..T-1.</summary>
+    public static (Tensor Cos, Tensor Sin) Tables(long seqLen, long headDim, double ropeBase, Device device)
+    {
+        using var scope = NewDisposeScope();
+        var freqs = 1.0 / pow(ropeBase, arange(0, headDim, 2, ScalarType.Float32)[..(int)(headDim / 2)] / headDim);
+        var angles = outer(arange(seqLen, ScalarType.Float32), freqs);
+        var cos = angles.cos().to(ScalarType.BFloat16).to(ScalarType.Float32).unsqueeze(1).to(device);
+        var sin = angles.sin().to(ScalarType.BFloat16).to(ScalarType.Float32).unsqueeze(1).to(device);
+        return (cos.MoveToOuterDisposeScope(), sin.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>x: (B, T, H, d) -> (B, T, H, d), computed in fp32, returned in x's dtype.</summary>
+    public static Tensor Apply(Tensor x, Tensor cos, Tensor sin)
+    {
+        using var scope = NewDisposeScope();
+        var xf = Precision.Upcast(x);
+        var half = x.shape[^1] / 2;
+        var x0 = xf[.., .., .., ..(int)half];
+        var x1 = xf[.., .., .., (int)half..];
+        var rotated = stack([x0 * cos - x1 * sin, x1 * cos + x0 * sin], -1).flatten(3);
+        return rotated.to(x.dtype).MoveToOuterDisposeScope();
+    }
+}

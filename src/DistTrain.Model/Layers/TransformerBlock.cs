@@ -1,0 +1,55 @@
+using TorchSharp;
+using TorchSharp.Utils;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace DistTrain.Model.Layers;
+
+/// <summary>
+/// Pre-norm block: h = r + attn(norm(q), norm(k), norm(v)); out = h + ffn(ffn_norm(h)).
+/// Without dense streams q = k = v = r = x. With MUDD streams (layers after the first) the four
+/// inputs differ, and sepln gives each of Q, K, V its own norm (attention_norms.{0..2}).
+/// </summary>
+public sealed class TransformerBlock : nn.Module
+{
+    [ComponentName(Name = "attention")] readonly Attention _attention;
+    [ComponentName(Name = "feed_forward")] readonly FeedForward _feedForward;
+    [ComponentName(Name = "ffn_norm")] readonly RmsNorm _ffnNorm;
+    [ComponentName(Name = "attention_norm")] readonly RmsNorm? _attentionNorm;
+    [ComponentName(Name = "attention_norms")] readonly ModuleList<RmsNorm>? _attentionNorms;
+
+    public TransformerBlock(ModelConfig config, int layer) : base(nameof(TransformerBlock))
+    {
+        bool mudd = config.Arch == Architecture.MUDDFormer;
+        _attention = new Attention(config, separateStreams: mudd);
+        _feedForward = new FeedForward(config.Dim, config.FfnWidth(layer));
+        _ffnNorm = new RmsNorm(config.Dim, config.NormEps);
+        if (mudd && config.Sepln && layer > 0)
+            _attentionNorms = new ModuleList<RmsNorm>(Enumerable.Range(0, 3).Select(_ => new RmsNorm(config.Dim, config.NormEps)).ToArray());
+        else
+            _attentionNorm = new RmsNorm(config.Dim, config.NormEps);
+        RegisterComponents();
+    }
+
+    /// <summary>Single residual stream: x (B, T, D) -> (B, T, D).</summary>
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin)
+    {
+        using var scope = NewDisposeScope();
+        var normed = _attentionNorm!.forward(x);
+        var h = x + _attention.Forward(normed, normed, normed, cos, sin);
+        return (h + _feedForward.forward(_ffnNorm.forward(h))).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>MUDD streams q, k, v, r: each (B, T, D) -> (B, T, D).</summary>
+    public Tensor Forward(Tensor q, Tensor k, Tensor v, Tensor r, Tensor cos, Tensor sin)
+    {
+        using var scope = NewDisposeScope();
+        Tensor nq, nk, nv;
+        if (_attentionNorms is not null)
+            (nq, nk, nv) = (_attentionNorms[0].forward(q), _attentionNorms[1].forward(k), _attentionNorms[2].forward(v));
+        else
+            (nq, nk, nv) = (_attentionNorm!.forward(q), _attentionNorm.forward(k), _attentionNorm.forward(v));
+        var h = r + _attention.Forward(nq, nk, nv, cos, sin);
+        return (h + _feedForward.forward(_ffnNorm.forward(h))).MoveToOuterDisposeScope();
+    }
+}

@@ -1,0 +1,41 @@
+using System.Diagnostics;
+using DistTrain.Data;
+using static TorchSharp.torch;
+
+namespace DistTrain.Training;
+
+/// <summary>
+/// Turns the window reader into (inputs, targets) batches on the device: B windows of T+1
+/// tokens -> x = w[:, :-1], y = w[:, 1:], both (B, T) int64. Time spent waiting on the reader
+/// is accumulated in <see cref="WaitSeconds"/>.
+/// </summary>
+public sealed class BatchLoader : IDisposable
+{
+    readonly TokenWindowReader _reader;
+    readonly int _batch, _window;
+    readonly long[] _buffer;
+    readonly Device _device;
+
+    public BatchLoader(TokenWindowReader reader, int batch, int seqLen, Device device)
+    {
+        (_reader, _batch, _window, _device) = (reader, batch, seqLen + 1, device);
+        _buffer = new long[batch * _window];
+    }
+
+    public double WaitSeconds { get; private set; }
+    public DataCursor Cursor => _reader.Cursor;
+
+    /// <summary>Null when a non-looping reader runs out before a full batch.</summary>
+    public (Tensor X, Tensor Y)? Next()
+    {
+        var started = Stopwatch.GetTimestamp();
+        for (int i = 0; i < _batch; i++)
+            if (!_reader.TryNext(_buffer.AsSpan(i * _window, _window))) return null;
+        WaitSeconds += Stopwatch.GetElapsedTime(started).TotalSeconds;
+        using var host = tensor(_buffer, [_batch, _window]);
+        using var windows = host.to(_device);
+        return (windows[.., ..^1].contiguous(), windows[.., 1..].contiguous());
+    }
+
+    public void Dispose() => _reader.Dispose();
+}

@@ -1,0 +1,146 @@
+using DistTrain.Model;
+
+namespace DistTrain.Training.Config;
+
+/// <summary>Reads a YAML config (+ --set overrides) into a validated <see cref="TrainConfig"/>.</summary>
+public static class TrainConfigLoader
+{
+    static readonly Dictionary<string, Architecture> Archs = new()
+    {
+        ["muddformer"] = Architecture.MUDDFormer,
+        ["denseformer"] = Architecture.DenseFormer,
+        ["transformer++"] = Architecture.TransformerPP,
+        ["transformerpp"] = Architecture.TransformerPP,
+    };
+
+    public static TrainConfig Load(string path, IEnumerable<string>? overrides = null)
+    {
+        var tree = YamlTree.Load(path);
+        foreach (var assignment in overrides ?? []) YamlTree.Set(tree, assignment);
+        var baseDir = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        return FromTree(tree, path, baseDir);
+    }
+
+    /// <summary>Only the model section (for `disttrain model info`: no data needed).</summary>
+    public static ModelConfig LoadModel(string path, IEnumerable<string>? overrides = null)
+    {
+        var tree = YamlTree.Load(path);
+        foreach (var assignment in overrides ?? []) YamlTree.Set(tree, assignment);
+        var model = ReadModel(new ConfigSection(path, "", tree).Section("model"));
+        if (model.Dim % model.NHead != 0) throw new ConfigException($"{path}: model.n_head: dim {model.Dim} is not divisible by n_head {model.NHead}");
+        return model;
+    }
+
+    public static TrainConfig FromTree(Dictionary<string, object?> tree, string source, string baseDir)
+    {
+        var root = new ConfigSection(source, "", tree);
+        var model = ReadModel(root.Section("model"));
+        var data = ReadData(root.Section("data"), baseDir);
+        var optim = ReadOptim(root.Section("optim"));
+        var train = ReadTrain(root.Section("train"), Path.GetFileNameWithoutExtension(source));
+        root.EnsureConsumed();
+        var config = new TrainConfig(source, model, data, optim, train) { Tree = tree };
+        Validate(config);
+        return config;
+    }
+
+    static ModelConfig ReadModel(ConfigSection s)
+    {
+        var size = s.String("size", "");
+        var baseline = new ModelConfig();
+        if (size.Length > 0 && !ModelSizes.TryGet(size, out baseline))
+            throw new ConfigException($"{s.Where("size")}: '{size}' is not a known size; use one of: {string.Join(", ", ModelSizes.Names)}");
+        var m = new ModelConfig
+        {
+            Arch = s.Choice("arch", baseline.Arch, Archs),
+            VocabSize = s.Int("vocab_size", baseline.VocabSize),
+            BlockSize = s.Int("block_size", baseline.BlockSize),
+            Dim = s.Int("dim", baseline.Dim),
+            NLayer = s.Int("n_layer", baseline.NLayer),
+            NHead = s.Int("n_head", baseline.NHead),
+            NLocalHeads = s.Int("n_local_heads", baseline.NLocalHeads),
+            IntermediateSize = s.Int("intermediate_size", baseline.IntermediateSize),
+            RopeBase = s.Double("rope_base", baseline.RopeBase),
+            NormEps = s.Double("norm_eps", baseline.NormEps),
+            UseQkNorm = s.Bool("use_qk_norm", baseline.UseQkNorm),
+            DenseType = s.String("dense_type", baseline.DenseType),
+            Sepln = s.Bool("sepln", baseline.Sepln),
+            ExpandLast = s.Bool("expand_last", baseline.ExpandLast),
+            Round64 = s.Bool("round64", baseline.Round64),
+            FfnScaleWithLayer = s.OptionalBool("ffn_scale_with_layer") ?? baseline.FfnScaleWithLayer,
+            DwaDilation = s.Int("dwa_dilation", baseline.DwaDilation),
+            DwaPeriod = s.Int("dwa_period", baseline.DwaPeriod),
+        };
+        if (s.Has("head_dim") && s.Int("head_dim", 0) != m.HeadDim)
+            throw new ConfigException($"{s.Where("head_dim")}: head_dim is dim / n_head = {m.HeadDim} (as in the official MUDDFormer config); remove the key or change dim / n_head");
+        s.EnsureConsumed();
+        return m;
+    }
+
+    static DataOptions ReadData(ConfigSection s, string baseDir)
+    {
+        string Resolve(string p) => p.Length == 0 || Path.IsPathRooted(p) ? p : Path.GetFullPath(Path.Combine(baseDir, p));
+        var train = Resolve(s.String("train", ""));
+        var val = Resolve(s.String("val", ""));
+        var column = s.String("column", "input_ids");
+        var eot = s.Int("end_of_text", -1);
+        s.EnsureConsumed();
+        if (train.Length == 0) throw new ConfigException($"{s.Where("train")}: missing; give a Parquet file or folder (for example configs/corpus/kjv/train)");
+        if (eot < 0) eot = DatasetInfo.EndOfText(train)
+            ?? throw new ConfigException($"{s.Where("end_of_text")}: missing, and no dataset.json next to {train} says it; set data.end_of_text to the tokenizer's end-of-text id");
+        return new DataOptions(train, val.Length == 0 ? null : val, column, eot);
+    }
+
+    static OptimOptions ReadOptim(ConfigSection s)
+    {
+        var o = new OptimOptions(
+            Lr: s.Double("lr", 3e-4), MinLrRatio: s.Double("min_lr_ratio", 0.1), WarmupSteps: s.Int("warmup_steps", 100),
+            WeightDecay: s.Double("weight_decay", 0.1), Beta1: s.Double("beta1", 0.9), Beta2: s.Double("beta2", 0.95),
+            Eps: s.Double("eps", 1e-8), GradClip: s.Double("grad_clip", 1.0));
+        s.EnsureConsumed();
+        return o;
+    }
+
+    static TrainOptions ReadTrain(ConfigSection s, string defaultName)
+    {
+        var t = new TrainOptions(
+            Steps: s.Int("steps", 1000), MicroBatch: s.Int("micro_batch", 8), GradAccum: s.Int("grad_accum", 1),
+            SeqLen: s.Int("seq_len", 256), Seed: s.Int("seed", 1234), Precision: s.String("precision", "fp32"),
+            Device: s.String("device", "cpu"), LogInterval: s.Int("log_interval", 10), EvalInterval: s.Int("eval_interval", 100),
+            EvalBatches: s.Int("eval_batches", 8), RunDir: s.String("run_dir", "runs"), Name: s.String("name", defaultName));
+        s.EnsureConsumed();
+        return t;
+    }
+
+    /// <summary>Checks the options against each other, in one place, with what to change.</summary>
+    static void Validate(TrainConfig c)
+    {
+        var (m, t, o, src) = (c.Model, c.Train, c.Optim, c.Source);
+        void Require(bool ok, string key, string message) { if (!ok) throw new ConfigException($"{src}: {key}: {message}"); }
+
+        Require(m.Dim > 0 && m.NLayer > 0 && m.NHead > 0, "model", "dim, n_layer and n_head must be positive");
+        Require(m.Dim % m.NHead == 0, "model.n_head", $"dim {m.Dim} is not divisible by n_head {m.NHead}; pick n_head dividing dim");
+        Require(m.HeadDim % 2 == 0, "model.n_head", $"head_dim = dim / n_head = {m.HeadDim} must be even for rotary");
+        Require(m.LocalHeads == m.NHead, "model.n_local_heads", "grouped-query attention is not supported yet; set it to -1 (= n_head)");
+        Require(m.VocabSize > c.Data.EndOfText, "model.vocab_size", $"{m.VocabSize} is not above the data's end-of-text id {c.Data.EndOfText}; raise vocab_size to fit the tokenizer");
+        Require(m.Arch != Architecture.MUDDFormer || m.DenseType == "qkvr", "model.dense_type", $"'{m.DenseType}' is not supported; MUDDFormer uses qkvr");
+        Require(m.DwaDilation >= 1 && m.DwaPeriod >= 1, "model.dwa_dilation", "dwa_dilation and dwa_period must be at least 1");
+        Require(Enumerable.Range(0, m.NLayer).All(i => m.FfnWidth(i) > 0), "model.intermediate_size",
+            $"{m.BaseIntermediateSize} makes layer 0's FFN width round to 0 (widths scale 0.5x..1.5x, rounded to 128); raise it to at least 128");
+        Require(m.RopeBase > 0 && m.NormEps > 0, "model.rope_base", "rope_base and norm_eps must be positive");
+        Require(t.SeqLen > 0 && t.SeqLen <= m.BlockSize, "train.seq_len", $"{t.SeqLen} must be in 1..model.block_size ({m.BlockSize})");
+        Require(t.Steps > 0, "train.steps", "must be at least 1");
+        Require(t.MicroBatch > 0, "train.micro_batch", "must be at least 1");
+        Require(t.GradAccum > 0, "train.grad_accum", "must be at least 1");
+        Require(t.LogInterval > 0, "train.log_interval", "must be at least 1");
+        Require(t.EvalInterval >= 0 && t.EvalBatches >= 0, "train.eval_interval", "eval_interval and eval_batches must be 0 (off) or positive");
+        Require(t.Precision is "fp32" or "bf16" or "fp64", "train.precision", $"'{t.Precision}' is not one of fp32, bf16 (fp64 for checks)");
+        Require(t.Device == "cpu" || t.Device.StartsWith("cuda"), "train.device", $"'{t.Device}' is not cpu, cuda or cuda:N");
+        Require(o.Lr > 0, "optim.lr", "must be positive");
+        Require(o.MinLrRatio is >= 0 and <= 1, "optim.min_lr_ratio", "must be in 0..1");
+        Require(o.WarmupSteps >= 0 && o.WarmupSteps <= t.Steps, "optim.warmup_steps", $"must be in 0..train.steps ({t.Steps})");
+        Require(o.Beta1 is >= 0 and < 1 && o.Beta2 is >= 0 and < 1, "optim.beta1", "beta1 and beta2 must be in [0, 1)");
+        Require(o.GradClip >= 0, "optim.grad_clip", "must be 0 (off) or positive");
+        Require(o.WeightDecay >= 0, "optim.weight_decay", "must be 0 or positive");
+    }
+}

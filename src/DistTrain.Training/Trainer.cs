@@ -1,0 +1,166 @@
+using System.Diagnostics;
+using DistTrain.Data;
+using DistTrain.Model;
+using DistTrain.Model.Layers;
+using DistTrain.Training.Config;
+using DistTrain.Training.Optim;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DistTrain.Training;
+
+/// <summary>
+/// The training loop for any world size (1 here, N with another <see cref="ICommunicator"/>).
+/// The step reads top to bottom in <see cref="Run"/>: batch, forward, backward (x grad_accum),
+/// all-reduce, clip + AdamW, log. Everything else is called from it.
+/// </summary>
+public sealed class Trainer : IDisposable
+{
+    readonly TrainConfig _config;
+    readonly ICommunicator _comm;
+    readonly Device _device;
+    readonly ScalarType _dtype;
+
+    public Trainer(TrainConfig config, ICommunicator? comm = null)
+    {
+        _config = config;
+        _comm = comm ?? new LocalCommunicator();
+        _device = DeviceFor(config);
+        _dtype = Precision.Parse(config.Train.Precision);
+        manual_seed(config.Train.Seed);
+        Model = new LanguageModel(config.Model);
+        Model.to(_dtype).to(_device);
+        Flat = new FlatParameters(Model, _dtype, _device);
+        _comm.Broadcast(Flat.Params, root: 0);
+        Flat.Master.copy_(Flat.Params);   // no-op when they share storage; equal on every rank
+        Optimizer = new FlatAdamW(Flat, config.Optim);
+    }
+
+    public LanguageModel Model { get; }
+    public FlatParameters Flat { get; }
+    public FlatAdamW Optimizer { get; }
+
+    public TrainResult Run(ITrainingObserver? observer = null, CancellationToken ct = default)
+    {
+        var (t, o) = (_config.Train, _config.Optim);
+        var schedule = new LrSchedule(o.Lr, o.WarmupSteps, t.Steps, o.MinLrRatio);
+        using var train = new BatchLoader(OpenReader(_config.Data.Train, loop: true), t.MicroBatch, t.SeqLen, _device);
+        using var run = _comm.Rank == 0 ? RunDirectory.Create(_config) : null;
+        observer?.OnStart(t.Steps, run?.Path ?? "");
+
+        long tokensPerStep = (long)t.MicroBatch * t.SeqLen * t.GradAccum * _comm.WorldSize;
+        var lossSum = zeros([], ScalarType.Float32, _device);
+        var reports = new List<StepReport>();
+        var window = Stopwatch.StartNew();
+        double waitAtWindow = 0;
+        int stepsInWindow = 0;
+        Model.train();
+
+        for (int step = 0; step < t.Steps; step++)
+        {
+            ct.ThrowIfCancellationRequested();
+            double lr = schedule.At(step);
+            Tensor gradNorm;
+            using (var scope = NewDisposeScope())
+            {
+                for (int micro = 0; micro < t.GradAccum; micro++)
+                {
+                    var (x, y) = train.Next()!.Value;
+                    var loss = Loss(Model.forward(x), y) / t.GradAccum;
+                    loss.backward();
+                    lossSum.add_(loss.detach());
+                }
+                _comm.AllReduceMean(Flat.Grads);
+                gradNorm = Optimizer.Step(lr, step).MoveToOuterDisposeScope();
+                Flat.ZeroGrads();
+            }
+            stepsInWindow++;
+            observer?.OnStep(step);
+
+            bool last = step == t.Steps - 1;
+            if ((step + 1) % t.LogInterval == 0 || last)
+            {
+                // a host sync: only every log_interval steps
+                double loss = lossSum.item<float>() / stepsInWindow;
+                double norm = gradNorm.item<float>();
+                CheckFinite(step, loss);
+                double seconds = window.Elapsed.TotalSeconds;
+                double? val = (t.EvalInterval > 0 && (step + 1) % t.EvalInterval == 0) || last ? Evaluate() : null;
+                var report = new StepReport(step + 1, loss, lr, tokensPerStep * (step + 1), tokensPerStep * stepsInWindow / seconds,
+                    norm, train.WaitSeconds - waitAtWindow, seconds / stepsInWindow, val);
+                reports.Add(report);
+                run?.Append(report);
+                observer?.OnReport(report);
+                lossSum.zero_();
+                stepsInWindow = 0;
+                waitAtWindow = train.WaitSeconds;
+                window.Restart();
+            }
+            gradNorm.Dispose();
+        }
+        lossSum.Dispose();
+        return new TrainResult(run?.Path ?? "", reports, train.Cursor);
+    }
+
+    /// <summary>Mean next-token loss over the validation set (its first eval_batches batches), or null without one.</summary>
+    public double? Evaluate()
+    {
+        if (_config.Data.Val is null || _config.Train.EvalBatches == 0) return null;
+        using var val = new BatchLoader(OpenReader(_config.Data.Val, loop: false), _config.Train.MicroBatch, _config.Train.SeqLen, _device);
+        Model.eval();
+        double sum = 0;
+        int batches = 0;
+        using (no_grad())
+        {
+            for (; batches < _config.Train.EvalBatches; batches++)
+            {
+                using var scope = NewDisposeScope();
+                if (val.Next() is not var (x, y)) break;
+                sum += Loss(Model.forward(x), y).item<float>();
+            }
+        }
+        Model.train();
+        if (batches == 0)
+            throw new TrainingException($"{_config.Data.Val}: validation data is shorter than one batch ({_config.Train.MicroBatch} windows of {_config.Train.SeqLen + 1} tokens); add validation data or lower train.micro_batch");
+        return sum / batches;
+    }
+
+    /// <summary>Next-token cross entropy in fp32: logits (B, T, V), targets (B, T).</summary>
+    public static Tensor Loss(Tensor logits, Tensor targets)
+    {
+        using var scope = NewDisposeScope();
+        var flat = Precision.Upcast(logits).view(-1, logits.shape[^1]);
+        return nn.functional.cross_entropy(flat, targets.view(-1)).MoveToOuterDisposeScope();
+    }
+
+    void CheckFinite(int step, double loss)
+    {
+        long bad = Optimizer.FirstNonFiniteStep;
+        if (bad < 0 && double.IsFinite(loss)) return;
+        string at = bad >= 0 ? $"step {bad + 1}" : $"the steps up to {step + 1}";
+        throw new TrainingException(
+            $"the loss became {(double.IsNaN(loss) ? "NaN" : "non-finite")} at {at}; training stopped and no update was applied from that step on. " +
+            $"Hint: lower optim.lr (now {_config.Optim.Lr}), keep optim.grad_clip on (now {_config.Optim.GradClip}), lengthen optim.warmup_steps, or try train.precision=fp32.");
+    }
+
+    TokenWindowReader OpenReader(string path, bool loop) => new(new WindowReaderOptions(
+        DatasetFiles.Resolve(path), _config.Train.SeqLen, _config.Data.EndOfText, _config.Model.VocabSize, _config.Data.Column, Loop: loop));
+
+    static Device DeviceFor(TrainConfig config)
+    {
+        var name = config.Train.Device;
+        if (name.StartsWith("cuda") && !cuda.is_available())
+            throw new ConfigException($"{config.Source}: train.device: '{name}' asked for, but this libtorch has no CUDA device; use train.device=cpu or build against a CUDA libtorch (README, 'GPU build')");
+        return device(name);
+    }
+
+    public void Dispose()
+    {
+        Optimizer.Dispose();
+        Flat.Dispose();
+        Model.Dispose();
+    }
+}
+
+/// <summary>What a finished run leaves: its folder, every logged report, and where the data stands.</summary>
+public sealed record TrainResult(string RunDirectory, IReadOnlyList<StepReport> Reports, DataCursor Cursor);
