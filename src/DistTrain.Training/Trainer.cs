@@ -29,7 +29,6 @@ public sealed class Trainer : IDisposable
         _dtype = Precision.Parse(config.Train.Precision);
         manual_seed(config.Train.Seed);
         Model = new LanguageModel(config.Model);
-        Model.to(_dtype).to(_device);
         Flat = new FlatParameters(Model, _dtype, _device);
         _comm.Broadcast(Flat.Params, root: 0);
         Flat.Master.copy_(Flat.Params);   // no-op when they share storage; equal on every rank
@@ -129,8 +128,8 @@ public sealed class Trainer : IDisposable
     public static Tensor Loss(Tensor logits, Tensor targets)
     {
         using var scope = NewDisposeScope();
-        var flat = Precision.Upcast(logits).view(-1, logits.shape[^1]);
-        return nn.functional.cross_entropy(flat, targets.view(-1)).MoveToOuterDisposeScope();
+        var flat = Precision.Upcast(logits).reshape(-1, logits.shape[^1]);
+        return nn.functional.cross_entropy(flat, targets.reshape(-1)).MoveToOuterDisposeScope();
     }
 
     void CheckFinite(int step, double loss)

@@ -36,8 +36,8 @@ public static class TrainConfigLoader
         var root = new ConfigSection(source, "", tree);
         var model = ReadModel(root.Section("model"));
         var data = ReadData(root.Section("data"), baseDir);
-        var optim = ReadOptim(root.Section("optim"));
         var train = ReadTrain(root.Section("train"), Path.GetFileNameWithoutExtension(source));
+        var optim = ReadOptim(root.Section("optim"), train.Steps);
         root.EnsureConsumed();
         var config = new TrainConfig(source, model, data, optim, train) { Tree = tree };
         Validate(config);
@@ -91,10 +91,10 @@ public static class TrainConfigLoader
         return new DataOptions(train, val.Length == 0 ? null : val, column, eot);
     }
 
-    static OptimOptions ReadOptim(ConfigSection s)
+    static OptimOptions ReadOptim(ConfigSection s, int steps)
     {
         var o = new OptimOptions(
-            Lr: s.Double("lr", 3e-4), MinLrRatio: s.Double("min_lr_ratio", 0.1), WarmupSteps: s.Int("warmup_steps", 100),
+            Lr: s.Double("lr", 3e-4), MinLrRatio: s.Double("min_lr_ratio", 0.1), WarmupSteps: s.Int("warmup_steps", Math.Min(100, steps / 10)),
             WeightDecay: s.Double("weight_decay", 0.1), Beta1: s.Double("beta1", 0.9), Beta2: s.Double("beta2", 0.95),
             Eps: s.Double("eps", 1e-8), GradClip: s.Double("grad_clip", 1.0));
         s.EnsureConsumed();

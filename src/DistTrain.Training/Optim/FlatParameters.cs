@@ -20,6 +20,11 @@ public sealed class FlatParameters : IDisposable
     public long Count { get; }
     public IReadOnlyList<(string Name, long Offset, long[] Shape)> Layout { get; }
 
+    /// <summary>
+    /// Takes a freshly built model (fp32, on the CPU), keeps its weights at full precision in the
+    /// master, converts the model to <paramref name="computeDtype"/> on <paramref name="device"/> and
+    /// points every parameter and gradient into the flat buffers.
+    /// </summary>
     public FlatParameters(nn.Module model, ScalarType computeDtype, Device device)
     {
         var named = model.named_parameters().ToList();
@@ -37,21 +42,25 @@ public sealed class FlatParameters : IDisposable
         Layout = layout;
 
         var masterDtype = computeDtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
-        Params = zeros(Count, computeDtype, device);
+        Master = zeros(Count, masterDtype, device);
+        using (no_grad())
+            foreach (var (name, off, shape) in layout)
+                Master.narrow(0, off, shape.Aggregate(1L, (a, b) => a * b)).copy_(ordered.First(p => p.name == name).parameter.view(-1));
+
+        model.to(computeDtype).to(device);   // replaces the parameter tensors; they are re-pointed below
+        Params = computeDtype == masterDtype ? Master : Master.to(computeDtype);
         Grads = zeros(Count, computeDtype, device);
+        var converted = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);
         using (no_grad())
         {
-            for (int i = 0; i < ordered.Count; i++)
+            foreach (var (name, off, shape) in layout)
             {
-                var p = ordered[i].parameter;
-                var (_, off, shape) = layout[i];
-                using var view = Params.narrow(0, off, p.numel()).view(shape);
-                view.copy_(p);
-                p.set_(view);
-                p.grad = Grads.narrow(0, off, p.numel()).view(shape);
+                var p = converted[name];
+                long n = p.numel();
+                p.set_(Params.narrow(0, off, n).view(shape));
+                p.grad = Grads.narrow(0, off, n).view(shape);
             }
         }
-        Master = computeDtype == masterDtype ? Params : Params.to(masterDtype);
     }
 
     /// <summary>Matrices (linear and embedding weights) decay; norms, dense_bs and DenseFormer weights do not.</summary>

@@ -1,0 +1,53 @@
+# DistTrain: build, test, train, bundle. Needs only the .NET 10 SDK (packages come from NuGet).
+#   make test                 build everything and run all tests (what CI runs)
+#   make train                train the tiny MUDDFormer on the embedded corpus (CPU, a few minutes)
+#   make bench                tiny-model CPU steps/s and Parquet reader tokens/s
+#   make bundle               self-contained linux-x64 disttrain (no libtorch) as a tar.xz for GPU hosts
+#   make build TORCH_LIB=/path/to/site-packages/torch/lib    GPU build: use that libtorch (CUDA) instead of the CPU one
+
+DOTNET        ?= dotnet
+CONFIGURATION ?= Release
+TORCH_LIB     ?=
+TRAIN_CONFIG  ?= configs/tiny-muddformer.yaml
+ARGS          ?=
+
+BACKEND  := $(if $(TORCH_LIB),-p:TorchBackend=external,)
+CLI_DLL  := src/DistTrain.Cli/bin/$(CONFIGURATION)/net10.0/disttrain.dll
+DISTTRAIN = $(if $(TORCH_LIB),LD_LIBRARY_PATH=$(TORCH_LIB):$$LD_LIBRARY_PATH,) $(DOTNET) $(CLI_DLL)
+BUNDLE   := artifacts/disttrain-linux-x64.tar.xz
+
+export DOTNET_CLI_TELEMETRY_OPTOUT := 1
+export DOTNET_NOLOGO := 1
+export DOTNET_SKIP_FIRST_TIME_EXPERIENCE := 1
+
+.PHONY: build test train bench bundle corpus clean
+
+build:
+	$(DOTNET) build DistTrain.sln -c $(CONFIGURATION) $(BACKEND) -v minimal
+
+test: build
+	$(DOTNET) test DistTrain.sln -c $(CONFIGURATION) --no-build --blame-hang-timeout 10m \
+	  --logger "console;verbosity=normal"
+
+train: build
+	$(DISTTRAIN) train --config $(TRAIN_CONFIG) $(ARGS)
+
+bench: build
+	$(DISTTRAIN) bench --config $(TRAIN_CONFIG) $(ARGS)
+
+# Self-contained, trimmed of libtorch: the target host brings libtorch (a PyTorch install's torch/lib).
+bundle:
+	rm -rf artifacts/bundle
+	$(DOTNET) publish src/DistTrain.Cli/DistTrain.Cli.csproj -c Release -r linux-x64 --self-contained \
+	  -p:TorchBackend=external -o artifacts/bundle/disttrain -v minimal
+	tar -C artifacts/bundle -cf - disttrain | xz -T0 -6 > $(BUNDLE)
+	@size=$$(stat -c %s $(BUNDLE)); echo "$(BUNDLE): $$((size / 1048576)) MiB"; \
+	  test $$size -lt 62914560 || { echo "bundle is over 60 MB"; exit 1; }
+
+# Rebuilds the embedded corpus (configs/corpus/kjv) from Debian's bible-kjv; the result is committed.
+corpus: build
+	DISTTRAIN="$(DISTTRAIN)" configs/corpus/kjv/make-corpus.sh
+
+clean:
+	rm -rf artifacts runs
+	find src tests -type d \( -name bin -o -name obj \) -prune -exec rm -rf {} +
