@@ -46,6 +46,7 @@ bundle:
 
 # Rebuilds the embedded corpus (configs/corpus/kjv) from Debian's bible-kjv; the result is committed.
 corpus: build
+	command -v bible >/dev/null || apt-get install -y bible-kjv
 	DISTTRAIN="$(DISTTRAIN)" configs/corpus/kjv/make-corpus.sh
 
 clean:

@@ -9,4 +9,5 @@ var root = new RootCommand("DistTrain: data-parallel training of Transformer++, 
     ModelCommand.Create(),
     BenchCommand.Create(),
 };
-return ErrorReporter.Run(() => root.Parse(args).Invoke());
+// errors reach ErrorReporter: a user mistake is one line and exit code 2, not a stack trace
+return ErrorReporter.Run(() => root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false }));

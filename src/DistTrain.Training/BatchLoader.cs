@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using DistTrain.Data;
 using static TorchSharp.torch;
 
@@ -6,8 +5,7 @@ namespace DistTrain.Training;
 
 /// <summary>
 /// Turns the window reader into (inputs, targets) batches on the device: B windows of T+1
-/// tokens -> x = w[:, :-1], y = w[:, 1:], both (B, T) int64. Time spent waiting on the reader
-/// is accumulated in <see cref="WaitSeconds"/>.
+/// tokens -> x = w[:, :-1], y = w[:, 1:], both (B, T) int64.
 /// </summary>
 public sealed class BatchLoader : IDisposable
 {
@@ -22,16 +20,15 @@ public sealed class BatchLoader : IDisposable
         _buffer = new long[batch * _window];
     }
 
-    public double WaitSeconds { get; private set; }
+    /// <summary>Seconds the step spent waiting for the read-ahead thread (near zero when it keeps up).</summary>
+    public double WaitSeconds => _reader.WaitTime.TotalSeconds;
     public DataCursor Cursor => _reader.Cursor;
 
     /// <summary>Null when a non-looping reader runs out before a full batch.</summary>
     public (Tensor X, Tensor Y)? Next()
     {
-        var started = Stopwatch.GetTimestamp();
         for (int i = 0; i < _batch; i++)
             if (!_reader.TryNext(_buffer.AsSpan(i * _window, _window))) return null;
-        WaitSeconds += Stopwatch.GetElapsedTime(started).TotalSeconds;
         using var host = tensor(_buffer, [_batch, _window]);
         using var windows = host.to(_device);
         return (windows[.., ..^1].contiguous(), windows[.., 1..].contiguous());

@@ -46,6 +46,7 @@ public sealed class Trainer : IDisposable
         using var train = new BatchLoader(OpenReader(_config.Data.Train, loop: true), t.MicroBatch, t.SeqLen, _device);
         using var run = _comm.Rank == 0 ? RunDirectory.Create(_config) : null;
         observer?.OnStart(t.Steps, run?.Path ?? "");
+        double? initialValLoss = Evaluate();
 
         long tokensPerStep = (long)t.MicroBatch * t.SeqLen * t.GradAccum * _comm.WorldSize;
         var lossSum = zeros([], ScalarType.Float32, _device);
@@ -98,7 +99,7 @@ public sealed class Trainer : IDisposable
             gradNorm.Dispose();
         }
         lossSum.Dispose();
-        return new TrainResult(run?.Path ?? "", reports, train.Cursor);
+        return new TrainResult(run?.Path ?? "", reports, train.Cursor, initialValLoss);
     }
 
     /// <summary>Mean next-token loss over the validation set (its first eval_batches batches), or null without one.</summary>
@@ -161,5 +162,5 @@ public sealed class Trainer : IDisposable
     }
 }
 
-/// <summary>What a finished run leaves: its folder, every logged report, and where the data stands.</summary>
-public sealed record TrainResult(string RunDirectory, IReadOnlyList<StepReport> Reports, DataCursor Cursor);
+/// <summary>What a finished run leaves: its folder, every logged report, where the data stands, and the validation loss before step 1.</summary>
+public sealed record TrainResult(string RunDirectory, IReadOnlyList<StepReport> Reports, DataCursor Cursor, double? InitialValLoss);

@@ -11,7 +11,7 @@ public class CliTests
         try
         {
             var (code, output) = Disttrain.Run(Minutes, "train", "--config", "configs/tiny-muddformer.yaml",
-                "--set", "train.steps=20", "--set", "train.log_interval=10", "--set", "train.seq_len=64", "--set", $"train.run_dir={runs}");
+                "--set", "train.steps=20", "--set", "train.log_interval=10", "--set", "optim.warmup_steps=2", "--set", "train.seq_len=64", "--set", $"train.run_dir={runs}");
             Assert.True(code == 0, output);
             Assert.Matches(@"step\s+20\s+loss", output);
             var runDir = Directory.GetDirectories(runs).Single();

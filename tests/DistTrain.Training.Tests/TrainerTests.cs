@@ -36,11 +36,14 @@ public class TrainerTests
     public void LossFallsOnTheEmbeddedCorpus()
     {
         using var runs = new TempDir();
-        var reports = Train(Tiny("muddformer", runs, "train.steps=60", "train.log_interval=10"));
+        using var trainer = new Trainer(Tiny("muddformer", runs, "train.steps=60", "train.log_interval=10"));
+        var result = trainer.Run();
+        var reports = result.Reports;
+        Assert.True(result.InitialValLoss > 5.0, $"validation loss before training {result.InitialValLoss:F3}");   // ln 264 = 5.58
         Assert.True(reports[0].Loss > 4.0, $"first logged loss {reports[0].Loss:F3}");
         Assert.True(reports[^1].Loss < reports[0].Loss - 1.0, $"loss {reports[0].Loss:F3} -> {reports[^1].Loss:F3}");
         Assert.NotNull(reports[^1].ValLoss);
-        Assert.True(reports[^1].ValLoss < reports[0].Loss - 1.0, $"validation loss {reports[^1].ValLoss:F3}");
+        Assert.True(reports[^1].ValLoss < result.InitialValLoss - 2.0, $"validation loss {result.InitialValLoss:F3} -> {reports[^1].ValLoss:F3}");
     }
 
     [Fact]
@@ -62,7 +65,7 @@ public class TrainerTests
         var once = Train(Tiny("muddformer", runs, "train.steps=3", "train.micro_batch=8", "train.grad_accum=1"));
         var accumulated = Train(Tiny("muddformer", runs, "train.steps=3", "train.micro_batch=4", "train.grad_accum=2"));
         for (int i = 0; i < 3; i++)
-            Assert.Equal(once[i].Loss, accumulated[i].Loss, 4);
+            Assert.True(Math.Abs(once[i].Loss - accumulated[i].Loss) < 1e-4, $"step {i + 1}: {once[i].Loss} vs {accumulated[i].Loss}");
         Assert.Equal(once[^1].Tokens, accumulated[^1].Tokens);
     }
 

@@ -21,7 +21,9 @@ static class TrainCommand
             var result = TrainingProgress.Run(options, observer => trainer.Run(observer, ct));
             var first = result.Reports[0];
             var final = result.Reports[^1];
-            AnsiConsole.MarkupLineInterpolated($"loss {first.Loss:F4} -> {final.Loss:F4}; validation loss {final.ValLoss?.ToString("F4") ?? "n/a"}");
+            AnsiConsole.MarkupLineInterpolated($"training loss {first.Loss:F4} (first {options.Train.LogInterval} steps) -> {final.Loss:F4}");
+            if (result.InitialValLoss is { } before && final.ValLoss is { } after)
+                AnsiConsole.MarkupLineInterpolated($"validation loss {before:F4} before training -> {after:F4}");
             AnsiConsole.MarkupLineInterpolated($"run directory: [bold]{result.RunDirectory}[/]");
             return Task.FromResult(0);
         });
