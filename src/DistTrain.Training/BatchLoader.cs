@@ -1,4 +1,5 @@
 using DistTrain.Data;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace DistTrain.Training;
@@ -30,7 +31,9 @@ public sealed class BatchLoader : IDisposable
         for (int i = 0; i < _batch; i++)
             if (!_reader.TryNext(_buffer.AsSpan(i * _window, _window))) return null;
         using var host = tensor(_buffer, [_batch, _window]);
-        using var windows = host.to(_device);
+        // to a GPU from pinned memory without blocking: a pageable copy would be a host sync every micro-step
+        using var staged = _device.type == DeviceType.CUDA ? host.pin_memory() : host.alias();
+        using var windows = staged.to(_device, non_blocking: true);
         return (windows[.., ..^1].contiguous(), windows[.., 1..].contiguous());
     }
 
