@@ -19,7 +19,12 @@ $bin train --config configs/tiny-muddformer.yaml --set train.device=cuda --set t
   --set train.micro_batch=8 --set train.seq_len=64 --set train.log_interval=1 --set train.eval_interval=0 \
   --set train.eval_batches=2 --set optim.warmup_steps=2 --set train.run_dir=/tmp/runs 2>&1 | tee "$out/tiny-cuda.txt"
 
+# peak device memory as nvidia-smi sees it (TorchSharp has no memory-statistics API): sampled every 200 ms
 for arch in transformerpp denseformer muddformer; do
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > /tmp/mem-$arch.txt &
+  sampler=$!
   $bin bench --config configs/405m-$arch.yaml --set train.device=cuda --set train.precision=bf16 \
     --steps ${BENCH_STEPS:-10} --warmup 3 --reader-tokens 0 2>&1 | tee "$out/405m-$arch.txt" || true
+  kill $sampler
+  echo "peak device memory (nvidia-smi): $(sort -n /tmp/mem-$arch.txt | tail -1) MiB" | tee -a "$out/405m-$arch.txt"
 done

@@ -44,6 +44,15 @@ public sealed record DatasetManifest(
         }
     }
 
+    /// <summary>The manifest of the data set that <paramref name="dataPath"/> (a shard, train/, val/ or the set's folder) belongs to, or null.</summary>
+    public static DatasetManifest? FindFor(string dataPath)
+    {
+        var dir = Directory.Exists(dataPath) ? dataPath : Path.GetDirectoryName(dataPath);
+        for (int up = 0; up < 2 && dir is not null; up++, dir = Path.GetDirectoryName(dir))
+            if (File.Exists(Path.Combine(dir, FileName))) return Read(dir);
+        return null;
+    }
+
     /// <summary>Full paths of the train shards of the data set in dir.</summary>
     public IReadOnlyList<string> TrainPaths(string dir) => [.. TrainFiles.Select(f => Path.GetFullPath(Path.Combine(dir, f)))];
 

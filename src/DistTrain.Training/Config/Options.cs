@@ -2,8 +2,8 @@ using DistTrain.Model;
 
 namespace DistTrain.Training.Config;
 
-/// <summary>Where the tokens come from. Paths are resolved against the config file's folder.</summary>
-public sealed record DataOptions(string Train, string? Val, string Column, int EndOfText);
+/// <summary>Where the tokens come from. Paths are resolved against the config file's folder; TokenizerVocabSize comes from dataset.json when there is one.</summary>
+public sealed record DataOptions(string Train, string? Val, string Column, int EndOfText, int? TokenizerVocabSize);
 
 /// <summary>AdamW with warmup + cosine decay to min_lr_ratio · lr.</summary>
 public sealed record OptimOptions(double Lr, double MinLrRatio, int WarmupSteps, double WeightDecay, double Beta1, double Beta2, double Eps, double GradClip);

@@ -1,3 +1,4 @@
+using DistTrain.Data;
 using DistTrain.Model;
 
 namespace DistTrain.Training.Config;
@@ -86,9 +87,10 @@ public static class TrainConfigLoader
         var eot = s.Int("end_of_text", -1);
         s.EnsureConsumed();
         if (train.Length == 0) throw new ConfigException($"{s.Where("train")}: missing; give a Parquet file or folder (for example configs/corpus/kjv/train)");
-        if (eot < 0) eot = DatasetInfo.EndOfText(train)
+        var manifest = DatasetManifest.FindFor(train);
+        if (eot < 0) eot = manifest?.EndOfText
             ?? throw new ConfigException($"{s.Where("end_of_text")}: missing, and no dataset.json next to {train} says it; set data.end_of_text to the tokenizer's end-of-text id");
-        return new DataOptions(train, val.Length == 0 ? null : val, column, eot);
+        return new DataOptions(train, val.Length == 0 ? null : val, column, eot, manifest?.VocabSize);
     }
 
     static OptimOptions ReadOptim(ConfigSection s, int steps)
@@ -123,6 +125,8 @@ public static class TrainConfigLoader
         Require(m.HeadDim % 2 == 0, "model.n_head", $"head_dim = dim / n_head = {m.HeadDim} must be even for rotary");
         Require(m.LocalHeads == m.NHead, "model.n_local_heads", "grouped-query attention is not supported yet; set it to -1 (= n_head)");
         Require(m.VocabSize > c.Data.EndOfText, "model.vocab_size", $"{m.VocabSize} is not above the data's end-of-text id {c.Data.EndOfText}; raise vocab_size to fit the tokenizer");
+        Require(m.VocabSize >= (c.Data.TokenizerVocabSize ?? 0), "model.vocab_size",
+            $"{m.VocabSize} is below the {c.Data.TokenizerVocabSize} ids of the tokenizer that wrote {c.Data.Train}; raise vocab_size to at least that");
         Require(m.Arch != Architecture.MUDDFormer || m.DenseType == "qkvr", "model.dense_type", $"'{m.DenseType}' is not supported; MUDDFormer uses qkvr");
         Require(m.DwaDilation >= 1 && m.DwaPeriod >= 1, "model.dwa_dilation", "dwa_dilation and dwa_period must be at least 1");
         Require(Enumerable.Range(0, m.NLayer).All(i => m.FfnWidth(i) > 0), "model.intermediate_size",
