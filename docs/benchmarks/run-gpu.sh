@@ -18,6 +18,9 @@ python3 -c 'import torch; print("torch", torch.__version__)' | tee -a "$out/gpu.
 $bin train --config configs/tiny-muddformer.yaml --set train.device=cuda --set train.steps=5 \
   --set train.micro_batch=8 --set train.seq_len=64 --set train.log_interval=1 --set train.eval_interval=0 \
   --set train.eval_batches=2 --set optim.warmup_steps=2 --set train.run_dir=/tmp/runs 2>&1 | tee "$out/tiny-cuda.txt"
+$bin train --config configs/tiny-muddformer.yaml --set train.device=cuda --set train.precision=bf16 --set train.steps=5 \
+  --set train.micro_batch=8 --set train.seq_len=64 --set train.log_interval=1 --set train.eval_interval=0 \
+  --set train.eval_batches=2 --set optim.warmup_steps=2 --set train.run_dir=/tmp/runs 2>&1 | tee "$out/tiny-cuda-bf16.txt"
 
 # peak device memory as nvidia-smi sees it (TorchSharp has no memory-statistics API): sampled every 200 ms
 for arch in transformerpp denseformer muddformer; do
