@@ -101,7 +101,8 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
     {
         if (seqLen > _config.BlockSize)
             throw new ArgumentException($"sequence length {seqLen} exceeds block_size {_config.BlockSize}; raise model.block_size or lower train.seq_len");
-        if (_cos is null || _cos.device != device || _cos.shape[0] < seqLen)
+        // Device has no value equality: compare type and index, or the table is rebuilt (and copied to the GPU) every step
+        if (_cos is null || _cos.device_type != device.type || _cos.device_index != device.index)
         {
             _cos?.Dispose(); _sin?.Dispose();
             (_cos, _sin) = Rotary.Tables(_config.BlockSize, _config.HeadDim, _config.RopeBase, device);

@@ -24,7 +24,4 @@ public sealed record ModelInfo(long Total, long Embedding, long Output, long Lay
         return new ModelInfo(total, embedding, output, layers, dense, norms);
     }
 
-    /// <summary>Forward+backward FLOPs per token for MFU: 6·N (non-embedding) + 12·L·D·T attention.</summary>
-    public static double FlopsPerToken(ModelInfo info, ModelConfig config, long seqLen) =>
-        6.0 * (info.Total - info.Embedding) + 12.0 * config.NLayer * config.Dim * seqLen;
 }

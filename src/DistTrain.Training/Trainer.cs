@@ -30,8 +30,8 @@ public sealed class Trainer : IDisposable
         manual_seed(config.Train.Seed);
         Model = new LanguageModel(config.Model);
         Flat = new FlatParameters(Model, _dtype, _device);
-        _comm.Broadcast(Flat.Params, root: 0);
-        Flat.Master.copy_(Flat.Params);   // no-op when they share storage; equal on every rank
+        _comm.Broadcast(Flat.Master, root: 0);   // every rank starts from rank 0's fp32 weights
+        Flat.PublishMaster();
         Optimizer = new FlatAdamW(Flat, config.Optim);
     }
 
