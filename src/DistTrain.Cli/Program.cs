@@ -8,6 +8,10 @@ var root = new RootCommand("DistTrain: data-parallel training of Transformer++, 
     PrepareCommand.Create(),
     ModelCommand.Create(),
     BenchCommand.Create(),
+    ClusterCommands.Launch(),
+    ClusterCommands.Coordinator(),
+    ClusterCommands.Worker(),
+    ClusterCommands.Status(),
 };
 // errors reach ErrorReporter: a user mistake is one line and exit code 2, not a stack trace
 return ErrorReporter.Run(() => root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false }));

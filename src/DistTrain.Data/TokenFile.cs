@@ -99,20 +99,15 @@ sealed class TokenFile : IDisposable
         : t.Name;
 
     /// <summary>
-    /// Tokens in the file from footer metadata, one end-of-text per row included: values − null/empty entries + rows.
-    /// Exact when the footer's null counts cover empty lists (Parquet.Net and `disttrain prepare` files);
-    /// an upper bound otherwise.
+    /// Tokens in one row group from footer metadata, one end-of-text per row included: values − null/empty entries + rows.
+    /// Exact when the footer's null count covers empty lists (Parquet.Net, `disttrain prepare` and arrow-rs files);
+    /// an upper bound when a writer leaves empty documents out of it or writes no statistics for a row group with some.
     /// </summary>
-    public long TokensFromMetadata()
+    public long TokensFromMetadata(int rowGroup)
     {
-        long tokens = 0;
-        for (int rg = 0; rg < RowGroupCount; rg++)
-        {
-            ParquetRowGroupReader group = _reader.OpenRowGroupReader(rg);
-            Parquet.Meta.ColumnMetaData? meta = group.GetMetadata(_field)?.MetaData;
-            tokens += (meta?.NumValues ?? 0) - (meta?.Statistics?.NullCount ?? 0) + group.RowCount;
-        }
-        return tokens;
+        ParquetRowGroupReader group = _reader.OpenRowGroupReader(rowGroup);
+        Parquet.Meta.ColumnMetaData? meta = group.GetMetadata(_field)?.MetaData;
+        return (meta?.NumValues ?? 0) - (meta?.Statistics?.NullCount ?? 0) + group.RowCount;
     }
 
     /// <summary>Decodes one row group into into; every id is checked against the vocabulary.</summary>

@@ -5,15 +5,18 @@ namespace DistTrain.Data;
 /// Holds one open file and one decoded row group. Its position is always normalized the same way (past a
 /// document's end-of-text → next row → next row group → next file, using only the open file's metadata), so
 /// a cursor taken from it and a stream seeked to that cursor continue identically.
+/// With an <see cref="EpochLayout"/> it also maps positions to stream offsets and back; with options.Range set it
+/// then checks every row group it decodes against the footer count those offsets rest on.
 /// </summary>
 sealed class TokenStream : IDisposable
 {
     readonly WindowReaderOptions _options;
+    readonly EpochLayout? _layout;
     readonly RowGroupTokens _group = new();
     TokenFile? _open;
     bool _loaded;   // _group holds (_file, _rowGroup)
 
-    public TokenStream(WindowReaderOptions options) => _options = options;
+    public TokenStream(WindowReaderOptions options, EpochLayout? layout = null) => (_options, _layout) = (options, layout);
 
     public int File { get; private set; }
     public int RowGroup { get; private set; }
@@ -53,6 +56,45 @@ sealed class TokenStream : IDisposable
         }
         Normalize();
     }
+
+    /// <summary>
+    /// Moves to token offset of the epoch's stream (0 ≤ offset &lt; layout.Total), found from the footers' prefix sums:
+    /// only the row group holding it is opened and decoded. Needs options.Range, under which every decode is checked
+    /// against the footer these offsets come from.
+    /// </summary>
+    public void SeekToOffset(long offset, CancellationToken ct)
+    {
+        if (_options.Range is null) throw new InvalidOperationException("SeekToOffset relies on footer counts, which only a reader with a range checks");
+        (int file, int rowGroup, long start) = Layout.Locate(offset);
+        if (file != File) Close();
+        (File, RowGroup, Row, Token) = (file, rowGroup, 0, 0);
+        OpenFile(ct);
+        Load(ct);   // checked against its footer, so offset − start lies inside the group
+        long rest = offset - start;
+        while (rest > _group.Length(Row))   // each row: its tokens, then its end-of-text
+        {
+            rest -= _group.Length(Row) + 1;
+            Row++;
+        }
+        Token = (int)rest;
+    }
+
+    /// <summary>The current position as a token offset into the epoch's stream: footer prefix sums + the decoded row group.</summary>
+    public long Offset
+    {
+        get
+        {
+            EpochLayout layout = Layout;
+            if (AtEpochEnd) return layout.Total;
+            long start = layout.Offset(File, RowGroup);
+            if (_loaded) return start + _group.Offsets[Row] + Row + Token;
+            // a normalized position in a row group not decoded yet is its start
+            if ((Row, Token) != (0L, 0)) throw new InvalidOperationException($"position {File}/{RowGroup}/{Row}/{Token} is not normalized");
+            return start;
+        }
+    }
+
+    EpochLayout Layout => _layout ?? throw new InvalidOperationException("this stream was made without an EpochLayout");
 
     /// <summary>Fills dst from the current position; fewer than dst.Length only at the epoch's end.</summary>
     public int Read(Span<long> dst, CancellationToken ct)
@@ -115,6 +157,19 @@ sealed class TokenStream : IDisposable
         _open!.Read(RowGroup, _group, ct);
         _loaded = true;
         DataDiagnostics.RowGroups.Add(1);
+        if (_options.Range is not null) CheckFooter();
+    }
+
+    // Ranks place their windows by footer counts; one that is off would shift every later rank's windows.
+    void CheckFooter()
+    {
+        long decoded = _group.Offsets[_group.Rows] + _group.Rows, footer = Layout.Tokens(File, RowGroup);
+        if (decoded != footer)
+            throw new DataException(
+                $"{_open!.Path}: row group {RowGroup} holds {decoded} tokens with end-of-text markers, but its footer implies {footer} "
+                + "(values − null count + rows), and ranks find their windows from the footers. Either the file changed after the "
+                + "reader opened the data set (keep the data fixed during a run), or its writer's null count leaves out empty "
+                + "documents (rewrite the files with `disttrain prepare`, or read them without a window range).");
     }
 
     void Close()

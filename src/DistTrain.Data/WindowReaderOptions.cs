@@ -6,6 +6,8 @@ namespace DistTrain.Data;
 /// and the vocabulary size every id is checked against.
 /// </summary>
 /// <param name="ReadAhead">Windows the background thread may prepare before the consumer takes them.</param>
+/// <param name="Range">This rank's share of each epoch's global window sequence (<see cref="WindowRange.ForRank"/>);
+/// null reads the whole sequence. With a range every epoch yields exactly windows [First, First+Count).</param>
 public sealed record WindowReaderOptions(
     IReadOnlyList<string> Files,
     int SeqLen,
@@ -13,7 +15,8 @@ public sealed record WindowReaderOptions(
     int VocabSize,
     string Column = "input_ids",
     bool Loop = true,
-    int ReadAhead = 64)
+    int ReadAhead = 64,
+    WindowRange? Range = null)
 {
     internal void Validate()
     {
@@ -24,8 +27,9 @@ public sealed record WindowReaderOptions(
                 $"EndOfText must lie in [0, VocabSize={VocabSize}); check the tokenizer's end_of_text in dataset.json");
         if (ReadAhead < 1) throw new ArgumentOutOfRangeException(nameof(ReadAhead), ReadAhead, "ReadAhead must be at least 1");
         if (string.IsNullOrEmpty(Column)) throw new ArgumentException("Column must name the token column, e.g. input_ids", nameof(Column));
-        if (Files.Count == 0)
-            throw new DataException("the data set has no files; point data.path at a .parquet file, a folder holding some, or a glob, "
-                + "or create one with `disttrain prepare`");
+        if (Range is { First: < 0 } or { Count: < 1 })
+            throw new ArgumentOutOfRangeException(nameof(Range), Range,
+                "Range must start at window 0 or later and hold at least one window; take it from WindowRange.ForRank");
+        if (Files.Count == 0) throw EpochLayout.NoFiles();
     }
 }

@@ -10,30 +10,47 @@ namespace DistTrain.Training;
 /// </summary>
 public sealed class RunDirectory : IDisposable
 {
-    readonly StreamWriter _metrics;
+    readonly StreamWriter? _metrics, _ledger;
 
-    RunDirectory(string path)
+    RunDirectory(string path, int rank, bool ledger)
     {
         Path = path;
-        _metrics = new StreamWriter(System.IO.Path.Combine(path, "metrics.jsonl")) { AutoFlush = true };
+        // rank 0 writes the job's metrics; every rank writes its own ledger
+        if (rank == 0) _metrics = new StreamWriter(System.IO.Path.Combine(path, "metrics.jsonl")) { AutoFlush = true };
+        if (ledger) _ledger = new StreamWriter(System.IO.Path.Combine(path, $"ledger-rank{rank}.jsonl")) { AutoFlush = true };
     }
 
     public string Path { get; }
 
-    public static RunDirectory Create(TrainConfig config)
+    /// <param name="runId">the folder name all ranks of a job share (from the coordinator); null: NAME-TIMESTAMP, made unique</param>
+    public static RunDirectory Create(TrainConfig config, string? runId, int rank)
     {
-        var stamp = DateTime.UtcNow.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture);
         var root = System.IO.Path.GetFullPath(config.Train.RunDir);
-        var path = System.IO.Path.Combine(root, $"{config.Train.Name}-{stamp}");
-        for (int n = 2; Directory.Exists(path); n++)
-            path = System.IO.Path.Combine(root, $"{config.Train.Name}-{stamp}-{n}");
+        string path;
+        if (runId is not null)
+            path = System.IO.Path.Combine(root, runId);
+        else
+        {
+            var stamp = DateTime.UtcNow.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture);
+            path = System.IO.Path.Combine(root, $"{config.Train.Name}-{stamp}");
+            for (int n = 2; Directory.Exists(path); n++)
+                path = System.IO.Path.Combine(root, $"{config.Train.Name}-{stamp}-{n}");
+        }
         Directory.CreateDirectory(path);
-        File.WriteAllText(System.IO.Path.Combine(path, "config.yaml"),
-            $"# resolved from {config.Source}\n" + YamlTree.Write(config.Tree));
-        return new RunDirectory(path);
+        if (rank == 0)
+            File.WriteAllText(System.IO.Path.Combine(path, "config.yaml"), $"# resolved from {config.Source}\n" + YamlTree.Write(config.Tree));
+        return new RunDirectory(path, rank, config.Train.Ledger);
     }
 
-    public void Append(StepReport report) => _metrics.WriteLine(JsonSerializer.Serialize(report, StepReport.Json));
+    public void Append(StepReport report) => _metrics?.WriteLine(JsonSerializer.Serialize(report, StepReport.Json));
 
-    public void Dispose() => _metrics.Dispose();
+    /// <summary>One ledger line: {"step": S, "windows": [[shard, epoch, index], ...]}.</summary>
+    public void AppendLedger(int step, IEnumerable<(int Shard, int Epoch, long Index)> windows) =>
+        _ledger?.WriteLine($"{{\"step\":{step},\"windows\":[{string.Join(",", windows.Select(w => $"[{w.Shard},{w.Epoch},{w.Index}]"))}]}}");
+
+    public void Dispose()
+    {
+        _metrics?.Dispose();
+        _ledger?.Dispose();
+    }
 }

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using DistTrain.Data;
+using DistTrain.Distributed;
 using DistTrain.Model;
 using DistTrain.Model.Layers;
 using DistTrain.Training.Config;
@@ -18,13 +19,20 @@ public sealed class Trainer : IDisposable
 {
     readonly TrainConfig _config;
     readonly ICommunicator _comm;
+    readonly DataAssignment _data;
+    readonly string? _runId;
     readonly Device _device;
     readonly ScalarType _dtype;
 
-    public Trainer(TrainConfig config, ICommunicator? comm = null)
+    /// <param name="comm">the ranks' communicator; null: one process (world size 1)</param>
+    /// <param name="data">this rank's shards; null: computed here (what every rank of a job computes)</param>
+    /// <param name="runId">the run directory name shared by all ranks; null: NAME-TIMESTAMP</param>
+    public Trainer(TrainConfig config, ICommunicator? comm = null, DataAssignment? data = null, string? runId = null)
     {
         _config = config;
         _comm = comm ?? new LocalCommunicator();
+        _data = data ?? DataAssignment.For(config, DataParallelPlan.For(config, _comm.WorldSize), _comm.Rank);
+        _runId = runId;
         _device = DeviceFor(config);
         _dtype = Precision.Parse(config.Train.Precision);
         manual_seed(config.Train.Seed);
@@ -41,14 +49,15 @@ public sealed class Trainer : IDisposable
 
     public TrainResult Run(ITrainingObserver? observer = null, CancellationToken ct = default)
     {
-        var (t, o) = (_config.Train, _config.Optim);
+        var (t, o, plan) = (_config.Train, _config.Optim, _data.Plan);
         var schedule = new LrSchedule(o.Lr, o.WarmupSteps, t.Steps, o.MinLrRatio);
-        using var train = new BatchLoader(OpenReader(_config.Data.Train, loop: true), t.MicroBatch, t.SeqLen, _device);
-        using var run = _comm.Rank == 0 ? RunDirectory.Create(_config) : null;
-        observer?.OnStart(t.Steps, run?.Path ?? "");
+        using var train = new BatchLoader(_data.Shards.Select(s => (s.Shard, OpenReader(_config.Data.Train, loop: true, s.Range))).ToList(),
+            plan.WindowsPerShard, t.SeqLen, _device);
+        using var run = RunDirectory.Create(_config, _runId, _comm.Rank);
+        observer?.OnStart(t.Steps, run.Path);
         double? initialValLoss = Evaluate();
 
-        long tokensPerStep = (long)t.MicroBatch * t.SeqLen * t.GradAccum * _comm.WorldSize;
+        long tokensPerStep = (long)plan.GlobalBatch * t.SeqLen;
         var lossSum = zeros([], ScalarType.Float32, _device);
         var reports = new List<StepReport>();
         var window = Stopwatch.StartNew();
@@ -63,24 +72,27 @@ public sealed class Trainer : IDisposable
             Tensor gradNorm;
             using (var scope = NewDisposeScope())
             {
-                for (int micro = 0; micro < t.GradAccum; micro++)
+                for (int micro = 0; micro < plan.GradAccum; micro++)
                 {
-                    var (x, y) = train.Next()!.Value;
-                    var loss = Loss(Model.forward(x), y) / t.GradAccum;
+                    var (x, y) = train.Next(plan.MicroBatch)!.Value;
+                    var loss = Loss(Model.forward(x), y) / plan.GradAccum;
                     loss.backward();
                     lossSum.add_(loss.detach());
                 }
-                _comm.AllReduceMean(Flat.Grads);
+                GradientBuckets.AllReduceMean(_comm, Flat.Grads, GradientBuckets.BytesFromMegabytes(t.BucketMb));
                 gradNorm = Optimizer.Step(lr, step).MoveToOuterDisposeScope();
                 Flat.ZeroGrads();
             }
             stepsInWindow++;
+            if (t.Ledger) run.AppendLedger(step + 1, train.Taken);
+            train.Taken.Clear();
             observer?.OnStep(step);
 
             bool last = step == t.Steps - 1;
             if ((step + 1) % t.LogInterval == 0 || last)
             {
-                // a host sync: only every log_interval steps
+                // a host sync: only every log_interval steps; the loss is the mean over ranks
+                _comm.AllReduceMean(lossSum);
                 double loss = lossSum.item<float>() / stepsInWindow;
                 double norm = gradNorm.item<float>();
                 CheckFinite(step, loss);
@@ -89,7 +101,7 @@ public sealed class Trainer : IDisposable
                 var report = new StepReport(step + 1, loss, lr, tokensPerStep * (step + 1), tokensPerStep * stepsInWindow / seconds,
                     norm, train.WaitSeconds - waitAtWindow, seconds / stepsInWindow, val);
                 reports.Add(report);
-                run?.Append(report);
+                run.Append(report);
                 observer?.OnReport(report);
                 lossSum.zero_();
                 stepsInWindow = 0;
@@ -99,14 +111,14 @@ public sealed class Trainer : IDisposable
             gradNorm.Dispose();
         }
         lossSum.Dispose();
-        return new TrainResult(run?.Path ?? "", reports, train.Cursor, initialValLoss);
+        return new TrainResult(run.Path, reports, train.Cursors, initialValLoss);
     }
 
     /// <summary>Mean next-token loss over the validation set (its first eval_batches batches), or null without one.</summary>
     public double? Evaluate()
     {
         if (_config.Data.Val is null || _config.Train.EvalBatches == 0) return null;
-        using var val = new BatchLoader(OpenReader(_config.Data.Val, loop: false), _config.Train.MicroBatch, _config.Train.SeqLen, _device);
+        using var val = new BatchLoader([(0, OpenReader(_config.Data.Val, loop: false, range: null))], _config.Train.MicroBatch, _config.Train.SeqLen, _device);
         Model.eval();
         double sum = 0;
         int batches = 0;
@@ -115,7 +127,7 @@ public sealed class Trainer : IDisposable
             for (; batches < _config.Train.EvalBatches; batches++)
             {
                 using var scope = NewDisposeScope();
-                if (val.Next() is not var (x, y)) break;
+                if (val.Next(_config.Train.MicroBatch) is not var (x, y)) break;
                 sum += Loss(Model.forward(x), y).item<float>();
             }
         }
@@ -143,8 +155,8 @@ public sealed class Trainer : IDisposable
             $"Hint: lower optim.lr (now {_config.Optim.Lr}), keep optim.grad_clip on (now {_config.Optim.GradClip}), lengthen optim.warmup_steps, or try train.precision=fp32.");
     }
 
-    TokenWindowReader OpenReader(string path, bool loop) => new(new WindowReaderOptions(
-        DatasetFiles.Resolve(path), _config.Train.SeqLen, _config.Data.EndOfText, _config.Model.VocabSize, _config.Data.Column, Loop: loop));
+    TokenWindowReader OpenReader(string path, bool loop, WindowRange? range) => new(new WindowReaderOptions(
+        DatasetFiles.Resolve(path), _config.Train.SeqLen, _config.Data.EndOfText, _config.Model.VocabSize, _config.Data.Column, Loop: loop, Range: range));
 
     static Device DeviceFor(TrainConfig config)
     {
@@ -163,4 +175,4 @@ public sealed class Trainer : IDisposable
 }
 
 /// <summary>What a finished run leaves: its folder, every logged report, where the data stands, and the validation loss before step 1.</summary>
-public sealed record TrainResult(string RunDirectory, IReadOnlyList<StepReport> Reports, DataCursor Cursor, double? InitialValLoss);
+public sealed record TrainResult(string RunDirectory, IReadOnlyList<StepReport> Reports, IReadOnlyList<DataCursor> Cursors, double? InitialValLoss);

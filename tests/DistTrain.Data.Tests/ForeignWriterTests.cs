@@ -45,6 +45,23 @@ public class ForeignWriterTests
         Assert.Equal([0, 17, 34, 51, 68, 250, 31, 48, 65, 82, 99, 116, 133, 150, 167, 184], windows[0]);
         Assert.Equal([183, 200, 217, 250, 209, 226, 243, 10, 27, 44, 61, 78, 95, 112, 129, 146], windows[^1]);
         Assert.Equal(686, tokensPerEpoch);   // no empty documents and no nulls, so the footer count is exact
+        Assert.Equal(42, DatasetWindows.Count([FixturePath(name)], "input_ids", SeqLen));
+    }
+
+    [Theory]
+    [MemberData(nameof(Files))]
+    public void Three_ranks_share_a_foreign_file_window_by_window(string name)
+    {
+        string[] files = [FixturePath(name)];
+        var expected = Fixture.ExpectedWindows(Docs, Eot, SeqLen);
+        for (int rank = 0; rank < 3; rank++)
+        {
+            WindowRange range = WindowRange.ForRank(DatasetWindows.Count(files, "input_ids", SeqLen), rank, 3);   // 14 windows each
+            using var reader = new TokenWindowReader(new WindowReaderOptions(files, SeqLen, Eot, Vocab, Loop: false, ReadAhead: 3, Range: range));
+            var share = Fixture.ReadIndexed(reader, SeqLen);
+            Assert.Equal(Enumerable.Range(14 * rank, 14).Select(i => (long)i), share.Select(w => w.Global));
+            Assert.Equal(expected.Skip(14 * rank).Take(14), share.Select(w => w.Window));
+        }
     }
 
     [Fact]

@@ -101,6 +101,16 @@ static class Fixture
         return windows;
     }
 
+    /// <summary>Up to count windows with their global indices and the cursor after each.</summary>
+    public static List<(long[] Window, long Global, DataCursor After)> ReadIndexed(TokenWindowReader reader, int seqLen, int count = int.MaxValue)
+    {
+        var windows = new List<(long[], long, DataCursor)>();
+        var window = new long[seqLen + 1];
+        while (windows.Count < count && reader.TryNext(window, out long global))
+            windows.Add(((long[])window.Clone(), global, reader.Cursor));
+        return windows;
+    }
+
     /// <summary>FNV-1a over the tokens, to pin a whole run in one number.</summary>
     public static ulong Checksum(IEnumerable<long[]> windows)
     {

@@ -1,4 +1,6 @@
 using DistTrain.Data;
+using DistTrain.Distributed;
+using DistTrain.Worker;
 using DistTrain.Training;
 using DistTrain.Training.Config;
 using Spectre.Console;
@@ -11,7 +13,13 @@ static class ErrorReporter
     public static int Run(Func<int> body)
     {
         try { return body(); }
-        catch (Exception e) when (Unwrap(e) is ConfigException or DataException or InvalidDataException or TrainingException or FileNotFoundException or DirectoryNotFoundException or ArgumentException)
+        catch (Exception e) when (Unwrap(e) is Grpc.Core.RpcException rpc)
+        {
+            var r = (Grpc.Core.RpcException)Unwrap(e);
+            AnsiConsole.MarkupLineInterpolated($"[red]error:[/] the coordinator answered {r.StatusCode}: {r.Status.Detail}");
+            return 2;
+        }
+        catch (Exception e) when (Unwrap(e) is ConfigException or DataException or InvalidDataException or TrainingException or WorkerException or CommunicatorException or FileNotFoundException or DirectoryNotFoundException or ArgumentException)
         {
             var inner = Unwrap(e);
             AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {inner.Message}");

@@ -12,7 +12,7 @@ static class TrainingProgress
 {
     public static TrainResult Run(TrainConfig config, Func<ITrainingObserver, TrainResult> train)
     {
-        AnsiConsole.MarkupLineInterpolated($"[bold]{config.Model.Arch}[/] dim {config.Model.Dim} x {config.Model.NLayer} layers, {config.Train.Precision} on {config.Train.Device}, {config.Train.Steps} steps of {config.Train.MicroBatch * config.Train.GradAccum} x {config.Train.SeqLen} tokens");
+        AnsiConsole.MarkupLineInterpolated($"[bold]{config.Model.Arch}[/] dim {config.Model.Dim} x {config.Model.NLayer} layers, {config.Train.Precision} on {config.Train.Device}, {config.Train.Steps} steps of {DataParallelPlan.For(config, 1).GlobalBatch} x {config.Train.SeqLen} tokens");
         if (!AnsiConsole.Profile.Capabilities.Interactive || Console.IsOutputRedirected)
             return train(new LineObserver());
         TrainResult? result = null;
@@ -25,6 +25,9 @@ static class TrainingProgress
             });
         return result!;
     }
+
+    /// <summary>Plain lines (a worker under `disttrain launch`, whose output is forwarded).</summary>
+    public static ITrainingObserver Lines() => new LineObserver();
 
     static string Describe(StepReport r) =>
         $"step {r.Step,6}  loss {r.Loss,8:F4}  lr {r.Lr:0.00e+00}  {r.TokensPerSecond,9:N0} tok/s" +

@@ -55,6 +55,27 @@ public sealed class ConfigSection
         _ => throw new ConfigException($"{w}: '{s}' is not true or false"),
     });
 
+    /// <summary>A list of mappings (for example a manifest's nodes), each read as its own section.</summary>
+    public IReadOnlyList<ConfigSection> RawList(string key)
+    {
+        _taken.Add(key);
+        if (!_values.TryGetValue(key, out var raw) || raw is null) return [];
+        if (raw is not List<object?> list) throw new ConfigException($"{Where(key)}: expected a list (- item per line)");
+        return list.Select((item, i) => item is Dictionary<string, object?> map
+            ? new ConfigSection(_source, $"{Join(key)}[{i}]", map)
+            : throw new ConfigException($"{Where(key)}[{i}]: expected a mapping of keys, found '{item}'")).ToList();
+    }
+
+    /// <summary>A list of whole numbers, such as [0, 1, 2]; absent means empty.</summary>
+    public IReadOnlyList<int> IntList(string key)
+    {
+        _taken.Add(key);
+        if (!_values.TryGetValue(key, out var raw) || raw is null) return [];
+        if (raw is not List<object?> list) throw new ConfigException($"{Where(key)}: expected a list such as [0, 1]");
+        return list.Select(item => int.TryParse(item as string, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) ? v
+            : throw new ConfigException($"{Where(key)}: '{item}' is not a whole number")).ToList();
+    }
+
     public bool? OptionalBool(string key) => Has(key) ? Bool(key, false) : null;
 
     /// <summary>One of <paramref name="choices"/> (case-insensitive), mapped to its value.</summary>

@@ -3,15 +3,20 @@ using DistTrain.Model;
 namespace DistTrain.Training.Config;
 
 /// <summary>Where the tokens come from. Paths are resolved against the config file's folder; TokenizerVocabSize comes from dataset.json when there is one.</summary>
-public sealed record DataOptions(string Train, string? Val, string Column, int EndOfText, int? TokenizerVocabSize);
+/// Shards: canonical data shards (0: one per rank); pin it to keep the sample order across world sizes.
+public sealed record DataOptions(string Train, string? Val, string Column, int EndOfText, int? TokenizerVocabSize, int Shards);
 
 /// <summary>AdamW with warmup + cosine decay to min_lr_ratio · lr.</summary>
 public sealed record OptimOptions(double Lr, double MinLrRatio, int WarmupSteps, double WeightDecay, double Beta1, double Beta2, double Eps, double GradClip);
 
-/// <summary>The step loop. micro_batch is per rank; the global batch is micro_batch · grad_accum · world size.</summary>
+/// <summary>
+/// The step loop. micro_batch is per rank. global_batch (sequences per optimizer step over all
+/// ranks) fixes grad_accum = global_batch / (world size · micro_batch); 0 means micro_batch ·
+/// grad_accum · world size. ledger writes which windows each rank trained at each step.
+/// </summary>
 public sealed record TrainOptions(
-    int Steps, int MicroBatch, int GradAccum, int SeqLen, int Seed, string Precision, string Device,
-    int LogInterval, int EvalInterval, int EvalBatches, string RunDir, string Name);
+    int Steps, int MicroBatch, int GradAccum, int GlobalBatch, int SeqLen, int Seed, string Precision, string Device,
+    int LogInterval, int EvalInterval, int EvalBatches, string RunDir, string Name, bool Ledger, double BucketMb);
 
 /// <summary>The one options tree: read from YAML once, checked against itself once.</summary>
 public sealed record TrainConfig(string Source, ModelConfig Model, DataOptions Data, OptimOptions Optim, TrainOptions Train)

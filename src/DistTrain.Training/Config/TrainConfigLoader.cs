@@ -85,12 +85,14 @@ public static class TrainConfigLoader
         var val = Resolve(s.String("val", ""));
         var column = s.String("column", "input_ids");
         var eot = s.Int("end_of_text", -1);
+        var shards = s.Int("shards", 0);
         s.EnsureConsumed();
         if (train.Length == 0) throw new ConfigException($"{s.Where("train")}: missing; give a Parquet file or folder (for example configs/corpus/kjv/train)");
         var manifest = DatasetManifest.FindFor(train);
         if (eot < 0) eot = manifest?.EndOfText
             ?? throw new ConfigException($"{s.Where("end_of_text")}: missing, and no dataset.json next to {train} says it; set data.end_of_text to the tokenizer's end-of-text id");
-        return new DataOptions(train, val.Length == 0 ? null : val, column, eot, manifest?.VocabSize);
+        if (shards < 0) throw new ConfigException($"{s.Where("shards")}: must be 0 (one per rank) or positive");
+        return new DataOptions(train, val.Length == 0 ? null : val, column, eot, manifest?.VocabSize, shards);
     }
 
     static OptimOptions ReadOptim(ConfigSection s, int steps)
@@ -106,10 +108,11 @@ public static class TrainConfigLoader
     static TrainOptions ReadTrain(ConfigSection s, string defaultName)
     {
         var t = new TrainOptions(
-            Steps: s.Int("steps", 1000), MicroBatch: s.Int("micro_batch", 8), GradAccum: s.Int("grad_accum", 1),
+            Steps: s.Int("steps", 1000), MicroBatch: s.Int("micro_batch", 8), GradAccum: s.Int("grad_accum", 1), GlobalBatch: s.Int("global_batch", 0),
             SeqLen: s.Int("seq_len", 256), Seed: s.Int("seed", 1234), Precision: s.String("precision", "fp32"),
             Device: s.String("device", "cpu"), LogInterval: s.Int("log_interval", 10), EvalInterval: s.Int("eval_interval", 100),
-            EvalBatches: s.Int("eval_batches", 8), RunDir: s.String("run_dir", "runs"), Name: s.String("name", defaultName));
+            EvalBatches: s.Int("eval_batches", 8), RunDir: s.String("run_dir", "runs"), Name: s.String("name", defaultName),
+            Ledger: s.Bool("ledger", false), BucketMb: s.Double("bucket_mb", 64));
         s.EnsureConsumed();
         return t;
     }
@@ -136,13 +139,15 @@ public static class TrainConfigLoader
         Require(t.Steps > 0, "train.steps", "must be at least 1");
         Require(t.MicroBatch > 0, "train.micro_batch", "must be at least 1");
         Require(t.GradAccum > 0, "train.grad_accum", "must be at least 1");
+        Require(t.BucketMb > 0, "train.bucket_mb", "must be positive (megabytes of gradient per all-reduce)");
+        Require(t.GlobalBatch >= 0, "train.global_batch", "must be 0 (micro_batch x grad_accum x world size) or positive");
         Require(t.LogInterval > 0, "train.log_interval", "must be at least 1");
         Require(t.EvalInterval >= 0 && t.EvalBatches >= 0, "train.eval_interval", "eval_interval and eval_batches must be 0 (off) or positive");
         Require(t.Precision is "fp32" or "bf16" or "fp64", "train.precision", $"'{t.Precision}' is not one of fp32, bf16 (fp64 for checks)");
         Require(t.Device == "cpu" || t.Device.StartsWith("cuda"), "train.device", $"'{t.Device}' is not cpu, cuda or cuda:N");
         Require(o.Lr > 0, "optim.lr", "must be positive");
         Require(o.MinLrRatio is >= 0 and <= 1, "optim.min_lr_ratio", "must be in 0..1");
-        Require(o.WarmupSteps >= 0 && o.WarmupSteps <= t.Steps, "optim.warmup_steps", $"must be in 0..train.steps ({t.Steps})");
+        Require(o.WarmupSteps >= 0, "optim.warmup_steps", "must be 0 or positive (a warmup longer than train.steps simply never reaches the peak)");
         Require(o.Beta1 is >= 0 and < 1 && o.Beta2 is >= 0 and < 1, "optim.beta1", "beta1 and beta2 must be in [0, 1)");
         Require(o.GradClip >= 0, "optim.grad_clip", "must be 0 (off) or positive");
         Require(o.WeightDecay >= 0, "optim.weight_decay", "must be 0 or positive");

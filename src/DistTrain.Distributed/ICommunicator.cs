@@ -1,10 +1,11 @@
 using static TorchSharp.torch;
 
-namespace DistTrain.Training;
+namespace DistTrain.Distributed;
 
 /// <summary>
 /// The seam through which data parallelism enters the trainer. World size 1 is the same
 /// trainer with <see cref="LocalCommunicator"/>; NCCL and the CPU ring implement it for N.
+/// Every rank calls the same collectives in the same order, with tensors of the same size and dtype.
 /// </summary>
 public interface ICommunicator : IDisposable
 {
@@ -14,6 +15,13 @@ public interface ICommunicator : IDisposable
     void AllReduceMean(Tensor flat);
     /// <summary>In place: every rank ends with rank <paramref name="root"/>'s <paramref name="flat"/>.</summary>
     void Broadcast(Tensor flat, int root);
+    /// <summary>Returns once every rank has entered the barrier.</summary>
+    void Barrier();
+    /// <summary>
+    /// Tears the communicator down now, from any thread: a collective blocked here or on another rank
+    /// throws <see cref="CommunicatorException"/> within a second or two, and later calls throw too.
+    /// </summary>
+    void Abort();
 }
 
 /// <summary>One process: the reductions are identities.</summary>
@@ -23,5 +31,7 @@ public sealed class LocalCommunicator : ICommunicator
     public int WorldSize => 1;
     public void AllReduceMean(Tensor flat) { }
     public void Broadcast(Tensor flat, int root) { }
+    public void Barrier() { }
+    public void Abort() { }
     public void Dispose() { }
 }

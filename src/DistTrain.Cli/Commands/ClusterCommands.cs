@@ -1,0 +1,80 @@
+using System.CommandLine;
+using DistTrain.Cli.Terminal;
+using DistTrain.Coordinator;
+using DistTrain.Training.Cluster;
+using DistTrain.Training;
+using DistTrain.Training.Config;
+using DistTrain.Worker;
+using Spectre.Console;
+
+namespace DistTrain.Cli.Commands;
+
+/// <summary>disttrain coordinator | worker | launch | status: a job across processes and nodes.</summary>
+static class ClusterCommands
+{
+    static Option<string> Manifest() => new("--manifest", "-m") { Description = "cluster manifest (YAML), for example cluster/local-cpu.yaml", Required = true };
+    static Option<int> NodeRank() => new("--node-rank") { Description = "this node's index in the manifest's nodes", DefaultValueFactory = _ => 0 };
+
+    public static Command Coordinator()
+    {
+        var (manifest, config, set) = (Manifest(), CommonOptions.Config(), CommonOptions.Set());
+        var command = new Command("coordinator", "run a job's control plane: rendezvous, ranks, data shards, heartbeats") { manifest, config, set };
+        command.SetAction(async (parse, ct) =>
+        {
+            var m = ManifestLoader.Load(parse.GetValue(manifest)!);
+            var c = TrainConfigLoader.Load(parse.GetValue(config)!, parse.GetValue(set));
+            return await CoordinatorServer.RunAsync(m, c, line => Console.WriteLine(line), ct);
+        });
+        return command;
+    }
+
+    public static Command Worker()
+    {
+        var (manifest, config, set, node) = (Manifest(), CommonOptions.Config(), CommonOptions.Set(), NodeRank());
+        var slot = new Option<int>("--local-slot") { Description = "which of the node's GPUs / CPU slots this worker uses", DefaultValueFactory = _ => 0 };
+        var command = new Command("worker", "join a job as one worker (for schedulers that start processes themselves)") { manifest, config, set, node, slot };
+        command.SetAction(async (parse, ct) =>
+        {
+            var m = ManifestLoader.Load(parse.GetValue(manifest)!);
+            var c = TrainConfigLoader.Load(parse.GetValue(config)!, parse.GetValue(set));
+            // only rank 0 prints the job's lines
+            return await WorkerRunner.RunAsync(m, c, parse.GetValue(node), parse.GetValue(slot),
+                rank => rank == 0 ? TrainingProgress.Lines() : null, ct);
+        });
+        return command;
+    }
+
+    public static Command Launch()
+    {
+        var (manifest, config, set, node) = (Manifest(), CommonOptions.Config(), CommonOptions.Set(), NodeRank());
+        var command = new Command("launch", "start what this node runs: the coordinator (on its node) and one worker per GPU / CPU slot") { manifest, config, set, node };
+        command.SetAction(async (parse, ct) =>
+        {
+            var path = parse.GetValue(manifest)!;
+            var m = ManifestLoader.Load(path);
+            TrainConfigLoader.Load(parse.GetValue(config)!, parse.GetValue(set));   // fail here, not in every child
+            ManifestLoader.ReadToken(m);
+            return await Launcher.RunAsync(m, path, parse.GetValue(config)!, parse.GetValue(set)!, parse.GetValue(node), ct);
+        });
+        return command;
+    }
+
+    public static Command Status()
+    {
+        var manifest = Manifest();
+        var address = new Option<string?>("--coordinator") { Description = "coordinator address (default: the manifest's)" };
+        var command = new Command("status", "show a running job's state and each rank's progress") { manifest, address };
+        command.SetAction(async (parse, ct) =>
+        {
+            var m = ManifestLoader.Load(parse.GetValue(manifest)!);
+            var status = await JobProgress.QueryAsync(m, parse.GetValue(address), ct);
+            AnsiConsole.MarkupLineInterpolated($"job [bold]{status.Job}[/]: {status.State} ({status.Registered}/{status.WorldSize} registered) {status.Reason}");
+            var table = new Table().AddColumns("rank", "host", "step", "tokens", "loss", "last heartbeat", "finished");
+            foreach (var r in status.Ranks)
+                table.AddRow(r.Rank.ToString(), r.Host, r.Step.ToString(), r.Tokens.ToString("N0"), r.Loss.ToString("F4"), $"{r.SecondsSinceHeartbeat:F1} s ago", r.Finished ? "yes" : "no");
+            AnsiConsole.Write(table);
+            return 0;
+        });
+        return command;
+    }
+}

@@ -1,0 +1,83 @@
+using System.Globalization;
+using System.Net;
+using System.Security.Cryptography.X509Certificates;
+using DistTrain.Protocol.V1;
+using DistTrain.Training;
+using DistTrain.Training.Cluster;
+using DistTrain.Training.Config;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace DistTrain.Coordinator;
+
+/// <summary>
+/// Hosts the coordinator (Kestrel, HTTP/2, optional TLS) until the job finishes or fails.
+/// Binds to the manifest's coordinator.bind address (loopback unless the manifest says otherwise).
+/// </summary>
+public static class CoordinatorServer
+{
+    /// <summary>Runs the job's control plane; returns 0 when every rank finished, 1 when the job failed.</summary>
+    public static async Task<int> RunAsync(ClusterManifest manifest, TrainConfig config, Action<string> log, CancellationToken ct)
+    {
+        var plan = DataParallelPlan.For(config, manifest.WorldSize);
+        var runId = $"{config.Train.Name}-{DateTime.UtcNow.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture)}";
+        var job = new JobState(manifest, rank => Assignment(manifest, config, plan, rank, runId));
+        var token = new JobToken(ManifestLoader.ReadToken(manifest));
+
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.Logging.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(LogLevel.Warning);
+        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Parse(manifest.BindAddress == "localhost" ? "127.0.0.1" : manifest.BindAddress), manifest.CoordinatorPort, listen =>
+        {
+            listen.Protocols = HttpProtocols.Http2;
+            if (manifest.Tls is { } tls) listen.UseHttps(X509Certificate2.CreateFromPemFile(tls.CertificatePath, tls.KeyPath));
+        }));
+        builder.Services.AddSingleton(job);
+        builder.Services.AddSingleton(token);
+        builder.Services.AddGrpc(o => o.Interceptors.Add<TokenInterceptor>());
+        var app = builder.Build();
+        app.MapGrpcService<CoordinatorService>();
+        await app.StartAsync(ct);
+        log($"coordinator for job '{manifest.Job}' on {manifest.BindAddress}:{manifest.CoordinatorPort}: waiting for {manifest.WorldSize} workers; run {runId}");
+
+        using var watchdog = new PeriodicTimer(TimeSpan.FromMilliseconds(250));
+        var watching = Task.Run(async () =>
+        {
+            while (await watchdog.WaitForNextTickAsync(ct) && !job.Stopped.IsCompleted) job.CheckHeartbeats(DateTime.UtcNow);
+        }, ct);
+        try { await job.Stopped.WaitAsync(ct); }
+        catch (OperationCanceledException) { job.Fail("the coordinator was interrupted"); }
+        await Task.Delay(TimeSpan.FromSeconds(1), CancellationToken.None);   // let STOP reach every heartbeat stream
+        await app.StopAsync(CancellationToken.None);
+        if (job.Failed) { log($"job '{manifest.Job}' failed: {job.Reason}"); return 1; }
+        log($"job '{manifest.Job}' finished");
+        return 0;
+    }
+
+    static RegisterReply Assignment(ClusterManifest manifest, TrainConfig config, DataParallelPlan plan, int rank, string runId)
+    {
+        var data = DataAssignment.For(config, plan, rank);
+        var (node, slot) = Locate(manifest, rank);
+        var reply = new RegisterReply
+        {
+            Rank = rank, WorldSize = manifest.WorldSize, Backend = manifest.Backend,
+            CudaDevice = node.Gpus.Count > 0 ? node.Gpus[slot] : -1,
+            DataShards = plan.Shards, WindowsPerShard = data.Shards[0].Range.Count, RunId = runId,
+        };
+        reply.Shards.AddRange(data.Shards.Select(s => new DataShard { Index = s.Shard, FirstWindow = s.Range.First, Windows = s.Range.Count }));
+        return reply;
+    }
+
+    static (NodeSpec Node, int Slot) Locate(ClusterManifest manifest, int rank)
+    {
+        foreach (var node in manifest.Nodes)
+        {
+            if (rank < node.Slots) return (node, rank);
+            rank -= node.Slots;
+        }
+        throw new ArgumentOutOfRangeException(nameof(rank));
+    }
+}

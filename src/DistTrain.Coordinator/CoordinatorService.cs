@@ -1,0 +1,46 @@
+using DistTrain.Protocol.V1;
+using Grpc.Core;
+using Google.Protobuf;
+
+namespace DistTrain.Coordinator;
+
+/// <summary>The gRPC face of <see cref="JobState"/>.</summary>
+sealed class CoordinatorService(JobState job) : Protocol.V1.Coordinator.CoordinatorBase
+{
+    public override Task<RegisterReply> Register(RegisterRequest request, ServerCallContext context) =>
+        job.Register(request).WaitAsync(context.CancellationToken);
+
+    public override async Task<RendezvousReply> Rendezvous(RendezvousRequest request, ServerCallContext context) =>
+        new() { NcclUniqueId = ByteString.CopyFrom(await job.Rendezvous(request).WaitAsync(context.CancellationToken)) };
+
+    public override async Task Heartbeat(IAsyncStreamReader<HeartbeatRequest> requests, IServerStreamWriter<HeartbeatReply> replies, ServerCallContext context)
+    {
+        int rank = -1;
+        var reading = Task.Run(async () =>
+        {
+            await foreach (var beat in requests.ReadAllAsync(context.CancellationToken))
+            {
+                rank = beat.Rank;
+                job.Heartbeat(beat);
+            }
+        });
+        var first = await Task.WhenAny(reading, job.Stopped);
+        if (first == job.Stopped)
+        {
+            if (job.Failed)
+                await replies.WriteAsync(new HeartbeatReply { Command = HeartbeatReply.Types.Command.Stop, Reason = job.Reason });
+            return;
+        }
+        // the stream ended: cleanly after Finish, or because the worker vanished
+        string how = reading.IsFaulted ? $"its heartbeat stream broke ({reading.Exception!.InnerException?.GetType().Name})" : "its heartbeat stream ended before it finished";
+        if (rank >= 0) job.Lost(rank, how);
+    }
+
+    public override Task<FinishReply> Finish(FinishRequest request, ServerCallContext context)
+    {
+        job.Finish(request);
+        return Task.FromResult(new FinishReply());
+    }
+
+    public override Task<JobStatus> GetStatus(StatusRequest request, ServerCallContext context) => Task.FromResult(job.Status());
+}

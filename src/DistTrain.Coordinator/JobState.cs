@@ -1,0 +1,170 @@
+using DistTrain.Protocol.V1;
+using Grpc.Core;
+using DistTrain.Training.Cluster;
+
+namespace DistTrain.Coordinator;
+
+/// <summary>
+/// The job as the coordinator knows it: waiting for workers, running, stopping, failed or
+/// finished; who registered, each rank's progress and last heartbeat. All transitions happen
+/// under one lock; waiters (Register, Rendezvous, Heartbeat) wait on tasks completed here.
+/// </summary>
+sealed class JobState
+{
+    sealed class Rank(int rank, RegisterRequest request)
+    {
+        public int Index { get; } = rank;
+        public RegisterRequest Request { get; } = request;
+        public int Step;
+        public long Tokens;
+        public double Loss = double.NaN;
+        public DateTime LastHeartbeat = DateTime.UtcNow;
+        public bool Finished;
+    }
+
+    readonly object _lock = new();
+    readonly ClusterManifest _manifest;
+    readonly Func<int, RegisterReply> _assignment;
+    readonly List<(RegisterRequest Request, TaskCompletionSource<RegisterReply> Reply)> _waiting = [];
+    readonly Dictionary<int, Rank> _ranks = [];
+    readonly TaskCompletionSource<byte[]> _ncclId = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    JobStatus.Types.State _state = JobStatus.Types.State.Waiting;
+    string _reason = "";
+
+    /// <param name="assignment">rank -> the reply it gets (rank, rendezvous, data shards)</param>
+    public JobState(ClusterManifest manifest, Func<int, RegisterReply> assignment)
+    {
+        _manifest = manifest;
+        _assignment = assignment;
+    }
+
+    /// <summary>Completes when the job stops for good (finished or failed).</summary>
+    public Task Stopped => _stopped.Task;
+    public bool Failed { get { lock (_lock) return _state == JobStatus.Types.State.Failed; } }
+    public string Reason { get { lock (_lock) return _reason; } }
+
+    public Task<RegisterReply> Register(RegisterRequest request)
+    {
+        lock (_lock)
+        {
+            if (request.Job != _manifest.Job)
+                throw new RpcException(new Status(StatusCode.FailedPrecondition, $"job: this coordinator runs '{_manifest.Job}', not '{request.Job}'; check the worker's --manifest"));
+            if (_state != JobStatus.Types.State.Waiting)
+                throw new RpcException(new Status(StatusCode.FailedPrecondition, $"job '{_manifest.Job}' is already {_state.ToString().ToLowerInvariant()} with world size {_manifest.WorldSize}; a worker cannot join a started job"));
+            if (request.NodeRank < 0 || request.NodeRank >= _manifest.Nodes.Count)
+                throw new RpcException(new Status(StatusCode.InvalidArgument, $"node_rank: {request.NodeRank} is not one of the manifest's {_manifest.Nodes.Count} nodes"));
+            var node = _manifest.Nodes[request.NodeRank];
+            if (request.LocalSlot < 0 || request.LocalSlot >= node.Slots)
+                throw new RpcException(new Status(StatusCode.InvalidArgument, $"local_slot: {request.LocalSlot} is not one of node {request.NodeRank} ({node.Host})'s {node.Slots} slots"));
+            if (_waiting.Any(w => w.Request.NodeRank == request.NodeRank && w.Request.LocalSlot == request.LocalSlot))
+                throw new RpcException(new Status(StatusCode.AlreadyExists, $"node {request.NodeRank} slot {request.LocalSlot} registered twice; each slot runs one worker"));
+
+            var reply = new TaskCompletionSource<RegisterReply>(TaskCreationOptions.RunContinuationsAsynchronously);
+            _waiting.Add((request, reply));
+            if (_waiting.Count == _manifest.WorldSize) Start();
+            return reply.Task;
+        }
+    }
+
+    void Start()
+    {
+        var endpoints = _waiting.OrderBy(w => _manifest.RankOf(w.Request.NodeRank, w.Request.LocalSlot)).Select(w => w.Request.RingEndpoint).ToList();
+        foreach (var (request, reply) in _waiting)
+        {
+            int rank = _manifest.RankOf(request.NodeRank, request.LocalSlot);
+            _ranks[rank] = new Rank(rank, request);
+            var r = _assignment(rank);
+            r.RingEndpoints.AddRange(endpoints);
+            reply.SetResult(r);
+        }
+        _state = JobStatus.Types.State.Running;
+    }
+
+    public Task<byte[]> Rendezvous(RendezvousRequest request)
+    {
+        if (request.Rank == 0 && request.NcclUniqueId.Length > 0) _ncclId.TrySetResult(request.NcclUniqueId.ToByteArray());
+        return _ncclId.Task;
+    }
+
+    public void Heartbeat(HeartbeatRequest beat)
+    {
+        lock (_lock)
+        {
+            if (!_ranks.TryGetValue(beat.Rank, out var r)) return;
+            (r.Step, r.Tokens, r.Loss, r.LastHeartbeat) = (beat.Step, beat.Tokens, beat.Loss, DateTime.UtcNow);
+        }
+    }
+
+    public void Finish(FinishRequest request)
+    {
+        lock (_lock)
+        {
+            if (!_ranks.TryGetValue(request.Rank, out var r)) return;
+            r.Step = request.Step;
+            if (request.Failed) { Fail($"rank {request.Rank} ({r.Request.Host}) failed at step {request.Step}: {request.Message}"); return; }
+            r.Finished = true;
+            if (_state == JobStatus.Types.State.Running && _ranks.Values.All(x => x.Finished))
+            {
+                _state = JobStatus.Types.State.Finished;
+                _stopped.TrySetResult();
+            }
+        }
+    }
+
+    /// <summary>A rank's heartbeat stream broke before it finished: the worker is gone.</summary>
+    public void Lost(int rank, string how)
+    {
+        lock (_lock)
+        {
+            if (!_ranks.TryGetValue(rank, out var r) || r.Finished) return;
+            Fail($"rank {rank} (host {r.Request.Host}, pid {r.Request.Pid}) lost at step {r.Step}: {how}");
+        }
+    }
+
+    /// <summary>Called periodically: a running rank silent for longer than the timeout fails the job.</summary>
+    public void CheckHeartbeats(DateTime now)
+    {
+        lock (_lock)
+        {
+            if (_state != JobStatus.Types.State.Running) return;
+            foreach (var r in _ranks.Values.Where(r => !r.Finished))
+            {
+                var silent = (now - r.LastHeartbeat).TotalSeconds;
+                if (silent > _manifest.HeartbeatTimeoutSeconds)
+                {
+                    Fail($"rank {r.Index} (host {r.Request.Host}, pid {r.Request.Pid}) sent no heartbeat for {silent:F0} s (heartbeat.timeout_s {_manifest.HeartbeatTimeoutSeconds}); last step {r.Step}");
+                    return;
+                }
+            }
+        }
+    }
+
+    public void Fail(string reason)
+    {
+        lock (_lock)
+        {
+            if (_state is JobStatus.Types.State.Failed or JobStatus.Types.State.Finished) return;
+            _state = JobStatus.Types.State.Failed;
+            _reason = reason;
+            foreach (var (_, reply) in _waiting) reply.TrySetException(new RpcException(new Status(StatusCode.Aborted, reason)));
+            _ncclId.TrySetException(new RpcException(new Status(StatusCode.Aborted, reason)));
+            _stopped.TrySetResult();
+        }
+    }
+
+    public JobStatus Status()
+    {
+        lock (_lock)
+        {
+            var now = DateTime.UtcNow;
+            var status = new JobStatus { Job = _manifest.Job, State = _state, WorldSize = _manifest.WorldSize, Registered = _waiting.Count, Reason = _reason };
+            status.Ranks.AddRange(_ranks.Values.OrderBy(r => r.Index).Select(r => new RankStatus
+            {
+                Rank = r.Index, Host = r.Request.Host, Step = r.Step, Tokens = r.Tokens, Loss = r.Loss,
+                SecondsSinceHeartbeat = (now - r.LastHeartbeat).TotalSeconds, Finished = r.Finished,
+            }));
+            return status;
+        }
+    }
+}

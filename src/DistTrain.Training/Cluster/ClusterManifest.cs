@@ -1,0 +1,32 @@
+namespace DistTrain.Training.Cluster;
+
+/// <summary>One node of a cluster manifest: a host with GPUs (nccl) or CPU slots (ring).</summary>
+public sealed record NodeSpec(string Host, IReadOnlyList<int> Gpus, int CpuSlots)
+{
+    /// <summary>Worker processes this node runs: one per GPU, or one per CPU slot.</summary>
+    public int Slots => Gpus.Count > 0 ? Gpus.Count : CpuSlots;
+}
+
+/// <summary>Optional TLS for the coordinator: a server certificate and key (PEM), and a CA that workers trust.</summary>
+public sealed record TlsSpec(string CertificatePath, string KeyPath, string? CaPath);
+
+/// <summary>
+/// Where a job runs: its name, the coordinator's address, the nodes with their GPUs or CPU slots,
+/// the communicator backend, how the job token is found, heartbeat timing and optional TLS.
+/// Ranks are assigned in node order, then local slot.
+/// </summary>
+public sealed record ClusterManifest(
+    string Source, string Job, string Backend, string CoordinatorHost, int CoordinatorPort, string BindAddress,
+    int CoordinatorNode, string TokenSource, double HeartbeatIntervalSeconds, double HeartbeatTimeoutSeconds,
+    double RendezvousTimeoutSeconds, TlsSpec? Tls, IReadOnlyList<NodeSpec> Nodes)
+{
+    /// <summary>The metadata header that carries the job token on every coordinator call.</summary>
+    public const string TokenHeader = "x-disttrain-token";
+
+    public int WorldSize => Nodes.Sum(n => n.Slots);
+
+    /// <summary>The global rank of a node's local slot: all slots of earlier nodes come first.</summary>
+    public int RankOf(int nodeRank, int localSlot) => Nodes.Take(nodeRank).Sum(n => n.Slots) + localSlot;
+
+    public string CoordinatorAddress => $"{(Tls is null ? "http" : "https")}://{CoordinatorHost}:{CoordinatorPort}";
+}

@@ -1,0 +1,18 @@
+using DistTrain.Training.Cluster;
+
+namespace DistTrain.Worker;
+
+/// <summary>One rank's progress as the coordinator last heard it.</summary>
+public sealed record RankProgress(int Rank, string Host, int Step, long Tokens, double Loss, double SecondsSinceHeartbeat, bool Finished);
+
+/// <summary>A job's state as the coordinator reports it (`disttrain status`).</summary>
+public sealed record JobProgress(string Job, string State, int WorldSize, int Registered, string Reason, IReadOnlyList<RankProgress> Ranks)
+{
+    public static async Task<JobProgress> QueryAsync(ClusterManifest manifest, string? address, CancellationToken ct)
+    {
+        var client = CoordinatorClient.Create(manifest, ManifestLoader.ReadToken(manifest), address);
+        var s = await client.GetStatusAsync(new(), deadline: DateTime.UtcNow.AddSeconds(10), cancellationToken: ct);
+        return new JobProgress(s.Job, s.State.ToString().ToLowerInvariant(), s.WorldSize, s.Registered, s.Reason,
+            s.Ranks.Select(r => new RankProgress(r.Rank, r.Host, r.Step, r.Tokens, r.Loss, r.SecondsSinceHeartbeat, r.Finished)).ToList());
+    }
+}

@@ -1,0 +1,184 @@
+using System.Net;
+using System.Net.Sockets;
+using DistTrain.Data;
+using DistTrain.Distributed;
+using DistTrain.Distributed.Nccl;
+using DistTrain.Protocol.V1;
+using DistTrain.Training;
+using DistTrain.Training.Cluster;
+using DistTrain.Training.Config;
+using Google.Protobuf;
+using Grpc.Core;
+
+namespace DistTrain.Worker;
+
+/// <summary>Raised when a worker cannot join or is told to stop; the message names the cause.</summary>
+public sealed class WorkerException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>
+/// One worker process: registers with the coordinator, gets its rank, communicator rendezvous and
+/// data shards, trains with the same <see cref="Trainer"/> a single process uses, and streams
+/// heartbeats. A STOP from the coordinator aborts the communicator so nothing waits on a lost peer.
+/// </summary>
+public static class WorkerRunner
+{
+    public static async Task<int> RunAsync(ClusterManifest manifest, TrainConfig config, int nodeRank, int localSlot,
+        Func<int, ITrainingObserver?> observerForRank, CancellationToken ct)
+    {
+        if (nodeRank < 0 || nodeRank >= manifest.Nodes.Count)
+            throw new ConfigException($"{manifest.Source}: --node-rank {nodeRank} is not one of the {manifest.Nodes.Count} nodes (0-based)");
+        var node = manifest.Nodes[nodeRank];
+        if (localSlot < 0 || localSlot >= node.Slots)
+            throw new ConfigException($"{manifest.Source}: --local-slot {localSlot} is not one of node {nodeRank} ({node.Host})'s {node.Slots} slots");
+
+        var client = CoordinatorClient.Create(manifest, ManifestLoader.ReadToken(manifest));
+        var (listener, endpoint) = ReserveRingPort(node.Host);
+        RegisterReply reply;
+        try
+        {
+            reply = await client.RegisterAsync(new RegisterRequest
+            {
+                Job = manifest.Job, NodeRank = nodeRank, LocalSlot = localSlot, Host = node.Host,
+                RingEndpoint = endpoint, Pid = Environment.ProcessId,
+            }, deadline: DateTime.UtcNow.AddSeconds(manifest.RendezvousTimeoutSeconds), cancellationToken: ct);
+        }
+        catch (RpcException e) { throw Explain(e, manifest); }
+        finally { listener.Stop(); }
+
+        int rank = reply.Rank;
+        var plan = DataParallelPlan.For(config, reply.WorldSize);
+        var data = CheckedAssignment(config, plan, rank, reply);
+        if (reply.CudaDevice >= 0) config = config with { Train = config.Train with { Device = $"cuda:{reply.CudaDevice}" } };
+        else TorchSharp.torch.set_num_threads(Math.Max(1, Environment.ProcessorCount / node.Slots));   // CPU slots share the cores; oversubscribed libtorch threads spin
+
+        using var stopping = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        using var comm = await ConnectAsync(client, manifest, reply, stopping.Token);
+        using var heartbeat = client.Heartbeat(cancellationToken: stopping.Token);
+        var progress = new Progress(rank);
+        string? stopReason = null;
+        var listening = Task.Run(async () =>
+        {
+            try
+            {
+                await foreach (var command in heartbeat.ResponseStream.ReadAllAsync(stopping.Token))
+                    if (command.Command == HeartbeatReply.Types.Command.Stop)
+                    {
+                        stopReason = command.Reason;
+                        stopping.Cancel();
+                        comm.Abort();   // a collective waiting on a lost peer fails now, not after a timeout
+                        return;
+                    }
+            }
+            catch (Exception) when (stopping.IsCancellationRequested) { }
+            catch (RpcException e)
+            {
+                stopReason = $"lost the coordinator ({e.Status.Detail})";
+                stopping.Cancel();
+                comm.Abort();
+            }
+        });
+        var beating = Task.Run(async () =>
+        {
+            while (!stopping.IsCancellationRequested)
+            {
+                try
+                {
+                    await heartbeat.RequestStream.WriteAsync(progress.Beat(), stopping.Token);
+                    await Task.Delay(TimeSpan.FromSeconds(manifest.HeartbeatIntervalSeconds), stopping.Token);
+                }
+                catch (Exception) when (stopping.IsCancellationRequested) { return; }
+                catch (Exception) { return; }
+            }
+        });
+
+        try
+        {
+            using var trainer = new Trainer(config, comm, data, reply.RunId);
+            var observer = new Fanout(progress, observerForRank(rank));
+            await Task.Run(() => trainer.Run(observer, stopping.Token), CancellationToken.None);
+            await client.FinishAsync(new FinishRequest { Rank = rank, Step = progress.Step }, cancellationToken: ct);
+            stopping.Cancel();
+            await heartbeat.RequestStream.CompleteAsync();
+            return 0;
+        }
+        catch (Exception e) when (stopReason is not null)
+        {
+            throw new WorkerException($"rank {rank}: stopped by the coordinator: {stopReason}", e);
+        }
+        catch (Exception e)
+        {
+            try { await client.FinishAsync(new FinishRequest { Rank = rank, Step = progress.Step, Failed = true, Message = e.Message }, deadline: DateTime.UtcNow.AddSeconds(5)); }
+            catch (RpcException) { }
+            throw;
+        }
+        finally
+        {
+            stopping.Cancel();
+            await Task.WhenAll(listening, beating).WaitAsync(TimeSpan.FromSeconds(5)).ContinueWith(_ => { });
+        }
+    }
+
+    /// <summary>The coordinator's shards must be the ones this worker computes from its own copy of the data.</summary>
+    static DataAssignment CheckedAssignment(TrainConfig config, DataParallelPlan plan, int rank, RegisterReply reply)
+    {
+        var local = DataAssignment.For(config, plan, rank);
+        var remote = reply.Shards.Select(s => (s.Index, new WindowRange(s.FirstWindow, s.Windows))).ToList();
+        if (!local.Shards.SequenceEqual(remote))
+            throw new WorkerException($"rank {rank}: the coordinator assigned shards [{string.Join(", ", remote)}] but this worker's data ({config.Data.Train}) gives [{string.Join(", ", local.Shards)}]; every node must see the same data set and config");
+        return local;
+    }
+
+    static async Task<ICommunicator> ConnectAsync(Protocol.V1.Coordinator.CoordinatorClient client, ClusterManifest manifest, RegisterReply reply, CancellationToken ct)
+    {
+        if (reply.Backend == "nccl")
+        {
+            var id = reply.Rank == 0 ? NcclCommunicator.CreateUniqueId() : [];
+            var rendezvous = await client.RendezvousAsync(new RendezvousRequest { Rank = reply.Rank, NcclUniqueId = ByteString.CopyFrom(id) },
+                deadline: DateTime.UtcNow.AddSeconds(manifest.RendezvousTimeoutSeconds), cancellationToken: ct);
+            return new NcclCommunicator(reply.Rank, reply.WorldSize, rendezvous.NcclUniqueId.ToByteArray(), reply.CudaDevice);
+        }
+        var peers = reply.RingEndpoints.Select(ParseEndpoint).ToList();
+        return await Task.Run(() => RingCommunicator.Connect(reply.Rank, reply.WorldSize, peers, manifest.Job, TimeSpan.FromSeconds(manifest.RendezvousTimeoutSeconds), ct), ct);
+    }
+
+    static IPEndPoint ParseEndpoint(string hostPort)
+    {
+        int colon = hostPort.LastIndexOf(':');
+        var host = hostPort[..colon];
+        var address = IPAddress.TryParse(host, out var ip) ? ip : Dns.GetHostAddresses(host).First(a => a.AddressFamily == AddressFamily.InterNetwork);
+        return new IPEndPoint(address, int.Parse(hostPort[(colon + 1)..]));
+    }
+
+    /// <summary>A free port on this node for the ring listener (held until registration, then released for the communicator).</summary>
+    static (TcpListener, string) ReserveRingPort(string host)
+    {
+        var address = IPAddress.TryParse(host, out var ip) ? ip : host == "localhost" ? IPAddress.Loopback : IPAddress.Any;
+        var listener = new TcpListener(address, 0);
+        listener.Start();
+        return (listener, $"{host}:{((IPEndPoint)listener.LocalEndpoint).Port}");
+    }
+
+    static WorkerException Explain(RpcException e, ClusterManifest m) => e.StatusCode switch
+    {
+        StatusCode.Unavailable => new WorkerException($"the coordinator at {m.CoordinatorAddress} is unreachable after retries ({e.Status.Detail}); is it running? `disttrain launch` starts it on node {m.CoordinatorNode} ({m.Nodes[m.CoordinatorNode].Host})", e),
+        StatusCode.DeadlineExceeded => new WorkerException($"not every worker registered within heartbeat.rendezvous_timeout_s ({m.RendezvousTimeoutSeconds} s); the job needs {m.WorldSize} workers", e),
+        _ => new WorkerException($"the coordinator refused this worker: {e.Status.Detail}", e),
+    };
+
+    /// <summary>What the heartbeat reports: the latest step, tokens and loss.</summary>
+    sealed class Progress(int rank) : ITrainingObserver
+    {
+        volatile StepReport? _last;
+        public int Step;
+        public void OnStep(int step) => Step = step + 1;
+        public void OnReport(StepReport report) => _last = report;
+        public HeartbeatRequest Beat() => new() { Rank = rank, Step = Step, Tokens = _last?.Tokens ?? 0, Loss = _last?.Loss ?? double.NaN };
+    }
+
+    sealed class Fanout(ITrainingObserver first, ITrainingObserver? second) : ITrainingObserver
+    {
+        public void OnStart(int totalSteps, string runDirectory) { first.OnStart(totalSteps, runDirectory); second?.OnStart(totalSteps, runDirectory); }
+        public void OnStep(int step) { first.OnStep(step); second?.OnStep(step); }
+        public void OnReport(StepReport report) { first.OnReport(report); second?.OnReport(report); }
+    }
+}

@@ -1,0 +1,47 @@
+using DistTrain.Protocol.V1;
+using DistTrain.Training.Cluster;
+using DistTrain.Training.Config;
+using Grpc.Core;
+using Grpc.Net.Client;
+
+namespace DistTrain.Coordinator.Tests;
+
+/// <summary>A real coordinator (Kestrel on loopback) called the way a stranger would.</summary>
+public class TokenTests
+{
+    [Fact]
+    public async Task CallsWithoutTheRightTokenAreRefusedAndTheRightTokenIsServed()
+    {
+        using var dir = new TempDir();
+        int port = TestFiles.FreePort();
+        var manifest = ManifestLoader.Load(dir.Write("m.yaml", $"job: tokens\nbackend: ring\ncoordinator: {{host: 127.0.0.1, port: {port}}}\ntoken: value:right\nnodes:\n  - {{host: 127.0.0.1, cpus: 2}}\n"));
+        var config = TrainConfigLoader.Load(Path.Combine(TestFiles.RepoRoot, "configs", "tiny-muddformer.yaml"), ["train.steps=5"]);
+        using var stop = new CancellationTokenSource(TimeSpan.FromMinutes(1));
+        var server = CoordinatorServer.RunAsync(manifest, config, _ => { }, stop.Token);
+
+        using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{port}");
+        var client = new Protocol.V1.Coordinator.CoordinatorClient(channel);
+        async Task<RpcException> Refused(Metadata? headers) =>
+            await Assert.ThrowsAsync<RpcException>(() => client.GetStatusAsync(new StatusRequest(), headers, DateTime.UtcNow.AddSeconds(20)).ResponseAsync);
+
+        var missing = await Refused(null);
+        Assert.Equal(StatusCode.PermissionDenied, missing.StatusCode);
+        Assert.Contains("no job token", missing.Status.Detail);
+        var wrong = await Refused(new Metadata { { ClusterManifest.TokenHeader, "wrong" } });
+        Assert.Equal(StatusCode.PermissionDenied, wrong.StatusCode);
+        Assert.Contains("wrong job token", wrong.Status.Detail);
+
+        var right = new Metadata { { ClusterManifest.TokenHeader, "right" } };
+        var status = await client.GetStatusAsync(new StatusRequest(), right, DateTime.UtcNow.AddSeconds(20));
+        Assert.Equal(JobStatus.Types.State.Waiting, status.State);
+        Assert.Equal(2, status.WorldSize);
+
+        var otherJob = await Assert.ThrowsAsync<RpcException>(() => client.RegisterAsync(new RegisterRequest { Job = "another", NodeRank = 0, LocalSlot = 0 }, right, DateTime.UtcNow.AddSeconds(20)).ResponseAsync);
+        Assert.Equal(StatusCode.FailedPrecondition, otherJob.StatusCode);
+        var badSlot = await Assert.ThrowsAsync<RpcException>(() => client.RegisterAsync(new RegisterRequest { Job = "tokens", NodeRank = 0, LocalSlot = 5 }, right, DateTime.UtcNow.AddSeconds(20)).ResponseAsync);
+        Assert.Contains("local_slot: 5 is not one of node 0", badSlot.Status.Detail);
+
+        stop.Cancel();
+        Assert.Equal(1, await server.WaitAsync(TimeSpan.FromSeconds(30)));   // interrupted before finishing: a failed job
+    }
+}
