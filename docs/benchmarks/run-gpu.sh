@@ -15,6 +15,11 @@ bin=/tmp/disttrain/disttrain/disttrain
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 python3 -c 'import torch; print("torch", torch.__version__)' | tee -a "$out/gpu.txt"
 
+# NCCL at world size 1, then a one-GPU job through the coordinator and the nccl communicator
+$bin comm-test nccl --device 0 2>&1 | tee "$out/nccl.txt"
+DISTTRAIN_JOB_TOKEN=gpu-check $bin launch --manifest cluster/one-gpu.yaml --config configs/tiny-muddformer.yaml \
+  --set train.precision=bf16 --set train.steps=40 --set train.log_interval=10 --set train.run_dir=/tmp/runs 2>&1 | tee "$out/launch-one-gpu.txt"
+
 $bin train --config configs/tiny-muddformer.yaml --set train.device=cuda --set train.steps=5 \
   --set train.micro_batch=8 --set train.seq_len=64 --set train.log_interval=1 --set train.eval_interval=0 \
   --set train.eval_batches=2 --set optim.warmup_steps=2 --set train.run_dir=/tmp/runs 2>&1 | tee "$out/tiny-cuda.txt"

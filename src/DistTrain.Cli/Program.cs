@@ -2,6 +2,9 @@ using System.CommandLine;
 using DistTrain.Cli.Commands;
 using DistTrain.Cli.Terminal;
 
+// piped output (CI, launch's forwarding) gets long lines instead of Spectre's 80-column wrap
+if (Console.IsOutputRedirected) Spectre.Console.AnsiConsole.Profile.Width = 200;
+
 var root = new RootCommand("DistTrain: data-parallel training of Transformer++, DenseFormer and MUDDFormer language models on TorchSharp")
 {
     TrainCommand.Create(),
@@ -12,6 +15,7 @@ var root = new RootCommand("DistTrain: data-parallel training of Transformer++, 
     ClusterCommands.Coordinator(),
     ClusterCommands.Worker(),
     ClusterCommands.Status(),
+    CommTestCommand.Create(),
 };
 // errors reach ErrorReporter: a user mistake is one line and exit code 2, not a stack trace
 return ErrorReporter.Run(() => root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false }));

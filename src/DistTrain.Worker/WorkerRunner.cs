@@ -77,17 +77,17 @@ public static class WorkerRunner
                 comm.Abort();
             }
         });
+        using var beatsDone = CancellationTokenSource.CreateLinkedTokenSource(stopping.Token);
         var beating = Task.Run(async () =>
         {
-            while (!stopping.IsCancellationRequested)
+            while (!beatsDone.IsCancellationRequested)
             {
                 try
                 {
-                    await heartbeat.RequestStream.WriteAsync(progress.Beat(), stopping.Token);
-                    await Task.Delay(TimeSpan.FromSeconds(manifest.HeartbeatIntervalSeconds), stopping.Token);
+                    await heartbeat.RequestStream.WriteAsync(progress.Beat(), beatsDone.Token);
+                    await Task.Delay(TimeSpan.FromSeconds(manifest.HeartbeatIntervalSeconds), beatsDone.Token);
                 }
-                catch (Exception) when (stopping.IsCancellationRequested) { return; }
-                catch (Exception) { return; }
+                catch (Exception) { return; }   // stopping, or the call ended: the listener reports why
             }
         });
 
@@ -96,9 +96,12 @@ public static class WorkerRunner
             using var trainer = new Trainer(config, comm, data, reply.RunId);
             var observer = new Fanout(progress, observerForRank(rank));
             await Task.Run(() => trainer.Run(observer, stopping.Token), CancellationToken.None);
+            // finish first, then end the stream: a stream that ends before Finish means a lost worker
+            beatsDone.Cancel();
+            await beating;
             await client.FinishAsync(new FinishRequest { Rank = rank, Step = progress.Step }, cancellationToken: ct);
-            stopping.Cancel();
-            await heartbeat.RequestStream.CompleteAsync();
+            try { await heartbeat.RequestStream.CompleteAsync(); }
+            catch (Exception e) when (e is RpcException or InvalidOperationException) { }   // the coordinator may have closed it already
             return 0;
         }
         catch (Exception e) when (stopReason is not null)

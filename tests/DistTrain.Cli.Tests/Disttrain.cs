@@ -10,19 +10,8 @@ static class Disttrain
 
     public static (int ExitCode, string Output) Run(TimeSpan timeout, params string[] args)
     {
-        // tests/DistTrain.Cli.Tests/bin/<Configuration>/net10.0/ -> src/DistTrain.Cli/bin/<Configuration>/net10.0/disttrain.dll
-        var configuration = new DirectoryInfo(AppContext.BaseDirectory).Parent!.Name;
-        var dll = Path.Combine(RepoRoot, "src", "DistTrain.Cli", "bin", configuration, "net10.0", "disttrain.dll");
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = RepoRoot };
-        start.ArgumentList.Add(dll);
-        foreach (var a in args) start.ArgumentList.Add(a);
-        start.Environment["NO_COLOR"] = "1";
-        using var process = Process.Start(start)!;
-        var output = new StringBuilder();
-        process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (output) output.AppendLine(e.Data); };
-        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (output) output.AppendLine(e.Data); };
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
+        var (process, output) = Start(args);
+        using var _ = process;
         if (!process.WaitForExit(timeout))
         {
             process.Kill(entireProcessTree: true);
@@ -30,6 +19,45 @@ static class Disttrain
         }
         process.WaitForExit();
         return (process.ExitCode, output.ToString());
+    }
+
+    /// <summary>Starts disttrain and collects its output (stdout and stderr) as it comes.</summary>
+    public static (Process Process, StringBuilder Output) Start(params string[] args)
+    {
+        // tests/DistTrain.Cli.Tests/bin/<Configuration>/net10.0/ -> src/DistTrain.Cli/bin/<Configuration>/net10.0/disttrain.dll
+        var configuration = new DirectoryInfo(AppContext.BaseDirectory).Parent!.Name;
+        var dll = Path.Combine(RepoRoot, "src", "DistTrain.Cli", "bin", configuration, "net10.0", "disttrain.dll");
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = RepoRoot };
+        start.ArgumentList.Add(dll);
+        foreach (var a in args) start.ArgumentList.Add(a);
+        start.Environment["NO_COLOR"] = "1";
+        var process = Process.Start(start)!;
+        var output = new StringBuilder();
+        process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (output) output.AppendLine(e.Data); };
+        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (output) output.AppendLine(e.Data); };
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        return (process, output);
+    }
+
+    /// <summary>A manifest for <paramref name="workers"/> CPU workers on loopback, on a free port, with a literal token.</summary>
+    public static string LocalManifest(string dir, int workers, double heartbeatTimeout = 10)
+    {
+        var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        int port = ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
+        listener.Stop();
+        var path = Path.Combine(dir, $"local-{workers}.yaml");
+        File.WriteAllText(path, $$"""
+            job: test-{{workers}}
+            backend: ring
+            coordinator: {host: 127.0.0.1, port: {{port}}}
+            token: value:test-token
+            heartbeat: {interval_s: 0.5, timeout_s: {{heartbeatTimeout.ToString(System.Globalization.CultureInfo.InvariantCulture)}}}
+            nodes:
+              - {host: 127.0.0.1, cpus: {{workers}}}
+            """);
+        return path;
     }
 
     static string FindRoot()

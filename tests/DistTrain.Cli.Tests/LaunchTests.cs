@@ -1,0 +1,127 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+
+namespace DistTrain.Cli.Tests;
+
+/// <summary>`disttrain launch` with real coordinator and worker processes on localhost.</summary>
+public class LaunchTests
+{
+    static readonly TimeSpan Limit = TimeSpan.FromMinutes(4);
+
+    // 12 sequences per step from 6 canonical shards (2 each), whatever the number of workers
+    static string[] Common(string runs, int steps) =>
+    [
+        "--config", "configs/tiny-muddformer.yaml", "--set", $"train.steps={steps}", "--set", "train.log_interval=2",
+        "--set", "train.seq_len=64", "--set", "train.global_batch=12", "--set", "data.shards=6", "--set", "train.eval_interval=0",
+        "--set", "train.eval_batches=1", "--set", "optim.warmup_steps=2", "--set", $"train.run_dir={runs}",
+    ];
+
+    static double[] Losses(string output) =>
+        Regex.Matches(output, @"step\s+\d+\s+loss\s+([0-9.]+)").Select(m => double.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture)).ToArray();
+
+    [Theory]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void WorkersTrainLikeOneProcessWithTheSameGlobalBatch(int workers)
+    {
+        using var dir = new TempFolder();
+        var (singleCode, single) = Disttrain.Run(Limit, ["train", .. Common(dir.Path, 10), "--set", "train.micro_batch=12"]);
+        Assert.True(singleCode == 0, single);
+        var (code, launched) = Disttrain.Run(Limit, ["launch", "--manifest", Disttrain.LocalManifest(dir.Path, workers), .. Common(dir.Path, 10), "--set", $"train.micro_batch={12 / workers}"]);
+        Assert.True(code == 0, launched);
+
+        var expected = Losses(single);
+        var actual = Losses(launched);
+        Assert.Equal(5, expected.Length);
+        Assert.Equal(expected.Length, actual.Length);
+        // the same samples per step; only the float reduction order differs (printed to 4 decimals)
+        double gap = expected.Zip(actual, (a, b) => Math.Abs(a - b)).Max();
+        Assert.True(gap <= 2e-4, $"single {string.Join(" ", expected)} vs {workers} workers {string.Join(" ", actual)}");
+        Assert.Contains("job 'test-" + workers + "' finished", launched);
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void TheLedgerShowsEveryWindowOfAnEpochTrainedExactlyOnce(int workers)
+    {
+        // the KJV validation split as training data: 1417 windows of 65 tokens; 6 shards of 236, 2 per shard and step: 118 steps
+        using var dir = new TempFolder();
+        string[] args = [.. Common(dir.Path, 118), "--set", "train.ledger=true", "--set", "train.log_interval=59", "--set", $"train.micro_batch={12 / workers}",
+            "--set", "data.train=corpus/kjv/val"];
+        var (code, output) = workers == 1
+            ? Disttrain.Run(Limit, ["train", .. args])
+            : Disttrain.Run(Limit, ["launch", "--manifest", Disttrain.LocalManifest(dir.Path, workers), .. args]);
+        Assert.True(code == 0, output);
+
+        var runDir = Directory.GetDirectories(dir.Path).Single();
+        var ledgers = Directory.GetFiles(runDir, "ledger-rank*.jsonl");
+        Assert.Equal(workers, ledgers.Length);
+        var seen = new List<(int Shard, int Epoch, long Index)>();
+        foreach (var file in ledgers)
+            foreach (var line in File.ReadLines(file))
+                foreach (var w in JsonDocument.Parse(line).RootElement.GetProperty("windows").EnumerateArray())
+                    seen.Add((w[0].GetInt32(), w[1].GetInt32(), w[2].GetInt64()));
+
+        Assert.All(seen, w => Assert.Equal(0, w.Epoch));
+        Assert.Equal(6 * 236, seen.Count);
+        Assert.Equal(Enumerable.Range(0, 6 * 236).Select(i => (long)i), seen.Select(w => w.Index).Order());   // each once
+        Assert.All(seen, w => Assert.Equal(w.Index / 236, w.Shard));
+    }
+
+    [Fact]
+    public void KillingAWorkerEndsTheWholeJobQuicklyAndNamesTheLostRank()
+    {
+        using var dir = new TempFolder();
+        var (launch, output) = Disttrain.Start(["launch", "--manifest", Disttrain.LocalManifest(dir.Path, 2), .. Common(dir.Path, 1_000_000), "--set", "train.micro_batch=6"]);
+        using var _ = launch;
+        try
+        {
+            var deadline = DateTime.UtcNow + Limit;
+            while (!Regex.IsMatch(Snapshot(output), @"step\s+4\s+loss") && DateTime.UtcNow < deadline && !launch.HasExited) Thread.Sleep(100);
+            Assert.False(launch.HasExited, Snapshot(output));
+            var victim = FindProcess(dir.Path, "--local-slot", "1") ?? throw new InvalidOperationException("worker 0.1 not found\n" + Snapshot(output));
+
+            var killed = Stopwatch.StartNew();
+            victim.Kill();   // SIGKILL
+            Assert.True(launch.WaitForExit(TimeSpan.FromSeconds(30)), "the job did not end within 30 s\n" + Snapshot(output));
+            var seconds = killed.Elapsed.TotalSeconds;
+            launch.WaitForExit();
+            var text = Snapshot(output);
+            Assert.True(seconds < 15, $"the job took {seconds:F1} s to end\n{text}");
+            Assert.NotEqual(0, launch.ExitCode);
+            Assert.Matches(@"rank 1 \(host 127\.0\.0\.1, pid \d+\) lost at step \d+", text);
+            Assert.Contains("job 'test-2' failed", text);
+        }
+        finally
+        {
+            if (!launch.HasExited) launch.Kill(entireProcessTree: true);
+        }
+    }
+
+    static string Snapshot(System.Text.StringBuilder output) { lock (output) return output.ToString(); }
+
+    /// <summary>The disttrain child whose command line holds the test's folder and the given argument pair.</summary>
+    static Process? FindProcess(string marker, string flag, string value)
+    {
+        foreach (var dir in Directory.GetDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out int pid)) continue;
+            string[] args;
+            try { args = File.ReadAllText(Path.Combine(dir, "cmdline")).Split('\0'); } catch (IOException) { continue; } catch (UnauthorizedAccessException) { continue; }
+            int i = Array.IndexOf(args, flag);
+            if (i >= 0 && i + 1 < args.Length && args[i + 1] == value && args.Any(a => a.Contains(marker)) && args.Contains("worker"))
+                return Process.GetProcessById(pid);
+        }
+        return null;
+    }
+}
+
+sealed class TempFolder : IDisposable
+{
+    public string Path { get; } = Directory.CreateTempSubdirectory("disttrain-launch-").FullName;
+    public void Dispose() { try { Directory.Delete(Path, true); } catch (IOException) { } }
+}
