@@ -59,4 +59,19 @@ public class CliTests
         }
         finally { Directory.Delete(dir, true); }
     }
+
+    [Fact]
+    public void AWorkerWhoseCoordinatorIsUnreachableRetriesThenSaysSo()
+    {
+        var dir = Directory.CreateTempSubdirectory("disttrain-unreachable-").FullName;
+        try
+        {
+            var manifest = Disttrain.LocalManifest(dir, 2);   // nobody listens on its port
+            var (code, output) = Disttrain.Run(Minutes, "worker", "--manifest", manifest, "--config", "configs/tiny-muddformer.yaml", "--local-slot", "1");
+            Assert.Equal(2, code);
+            Assert.Contains("is unreachable after retries", output);
+            Assert.Contains("disttrain launch` starts it on node 0", output);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
 }

@@ -41,6 +41,18 @@ public class TokenTests
         var badSlot = await Assert.ThrowsAsync<RpcException>(() => client.RegisterAsync(new RegisterRequest { Job = "tokens", NodeRank = 0, LocalSlot = 5 }, right, DateTime.UtcNow.AddSeconds(20)).ResponseAsync);
         Assert.Contains("local_slot: 5 is not one of node 0", badSlot.Status.Detail);
 
+        // the world (2 slots) registers; a third worker cannot join the started job
+        var first = client.RegisterAsync(new RegisterRequest { Job = "tokens", NodeRank = 0, LocalSlot = 0, Host = "127.0.0.1", RingEndpoint = "127.0.0.1:1" }, right, DateTime.UtcNow.AddSeconds(30)).ResponseAsync;
+        var second = client.RegisterAsync(new RegisterRequest { Job = "tokens", NodeRank = 0, LocalSlot = 1, Host = "127.0.0.1", RingEndpoint = "127.0.0.1:2" }, right, DateTime.UtcNow.AddSeconds(30)).ResponseAsync;
+        var replies = await Task.WhenAll(first, second);
+        Assert.Equal([0, 1], replies.Select(r => r.Rank));
+        Assert.Equal(["127.0.0.1:1", "127.0.0.1:2"], replies[1].RingEndpoints);
+        Assert.Equal(replies[0].WindowsPerShard, replies[1].Shards[0].Windows);
+        Assert.Equal(replies[0].Shards[0].Windows, replies[1].Shards[0].FirstWindow);   // contiguous, disjoint shards
+        var late = await Assert.ThrowsAsync<RpcException>(() => client.RegisterAsync(new RegisterRequest { Job = "tokens", NodeRank = 0, LocalSlot = 0 }, right, DateTime.UtcNow.AddSeconds(20)).ResponseAsync);
+        Assert.Equal(StatusCode.FailedPrecondition, late.StatusCode);
+        Assert.Contains("already running", late.Status.Detail);
+
         stop.Cancel();
         Assert.Equal(1, await server.WaitAsync(TimeSpan.FromSeconds(30)));   // interrupted before finishing: a failed job
     }

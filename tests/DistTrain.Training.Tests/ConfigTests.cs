@@ -83,6 +83,18 @@ public class ConfigTests
     }
 
     [Fact]
+    public void AGlobalBatchThatDoesNotSplitOverTheRanksOrShardsIsRefused()
+    {
+        var c = Load(Valid, "train.global_batch=16", "train.micro_batch=4");
+        Assert.Equal(2, DataParallelPlan.For(c, 2).GradAccum);                   // 16 / (2 ranks x 4)
+        Assert.Contains("train.global_batch: 16 sequences do not split over 3 ranks", Assert.Throws<ConfigException>(() => DataParallelPlan.For(c, 3)).Message);
+        Assert.Contains("train.micro_batch: each of the 2 ranks gets 8 sequences per step, not a multiple of micro_batch 3",
+            Assert.Throws<ConfigException>(() => DataParallelPlan.For(Load(Valid, "train.global_batch=16", "train.micro_batch=3"), 2)).Message);
+        Assert.Contains("data.shards: 3 data shards do not split over 2 ranks",
+            Assert.Throws<ConfigException>(() => DataParallelPlan.For(Load(Valid, "train.global_batch=12", "train.micro_batch=2", "data.shards=3"), 2)).Message);
+    }
+
+    [Fact]
     public void EveryShippedConfigLoads()
     {
         var files = Directory.GetFiles(Path.Combine(Repo.Root, "configs"), "*.yaml");
