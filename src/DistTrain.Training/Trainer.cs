@@ -43,6 +43,10 @@ public sealed class Trainer : IDisposable
         Optimizer = new FlatAdamW(Flat, config.Optim);
     }
 
+    /// <summary>Where each of this rank's shard readers stands (safe to read from another thread, e.g. for heartbeats).</summary>
+    public IReadOnlyList<DataCursor> DataCursors => _loader?.Cursors ?? [];
+    BatchLoader? _loader;
+
     public LanguageModel Model { get; }
     public FlatParameters Flat { get; }
     public FlatAdamW Optimizer { get; }
@@ -53,6 +57,7 @@ public sealed class Trainer : IDisposable
         var schedule = new LrSchedule(o.Lr, o.WarmupSteps, t.Steps, o.MinLrRatio);
         using var train = new BatchLoader(_data.Shards.Select(s => (s.Shard, OpenReader(_config.Data.Train, loop: true, s.Range))).ToList(),
             plan.WindowsPerShard, t.SeqLen, _device);
+        _loader = train;
         using var run = RunDirectory.Create(_config, _runId, _comm.Rank);
         observer?.OnStart(t.Steps, run.Path);
         double? initialValLoss = Evaluate();
@@ -111,6 +116,7 @@ public sealed class Trainer : IDisposable
             gradNorm.Dispose();
         }
         lossSum.Dispose();
+        _loader = null;
         return new TrainResult(run.Path, reports, train.Cursors, initialValLoss);
     }
 

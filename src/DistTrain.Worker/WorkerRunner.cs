@@ -94,6 +94,7 @@ public static class WorkerRunner
         try
         {
             using var trainer = new Trainer(config, comm, data, reply.RunId);
+            progress.Cursors = () => trainer.DataCursors;
             var observer = new Fanout(progress, observerForRank(rank));
             await Task.Run(() => trainer.Run(observer, stopping.Token), CancellationToken.None);
             // finish first, then end the stream: a stream that ends before Finish means a lost worker
@@ -173,9 +174,14 @@ public static class WorkerRunner
     {
         volatile StepReport? _last;
         public int Step;
+        public Func<IReadOnlyList<DataCursor>> Cursors { get; set; } = () => [];
         public void OnStep(int step) => Step = step + 1;
         public void OnReport(StepReport report) => _last = report;
-        public HeartbeatRequest Beat() => new() { Rank = rank, Step = Step, Tokens = _last?.Tokens ?? 0, Loss = _last?.Loss ?? double.NaN };
+        public HeartbeatRequest Beat() => new()
+        {
+            Rank = rank, Step = Step, Tokens = _last?.Tokens ?? 0, Loss = _last?.Loss ?? double.NaN,
+            DataCursor = "[" + string.Join(",", Cursors().Select(c => c.ToJson())) + "]",
+        };
     }
 
     sealed class Fanout(ITrainingObserver first, ITrainingObserver? second) : ITrainingObserver

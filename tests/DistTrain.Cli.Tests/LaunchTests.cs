@@ -102,6 +102,33 @@ public class LaunchTests
         }
     }
 
+    [Fact]
+    public void AFrozenWorkerIsCaughtByTheHeartbeatTimeoutAndTheJobStillEnds()
+    {
+        using var dir = new TempFolder();
+        var manifest = Disttrain.LocalManifest(dir.Path, 2, heartbeatTimeout: 3);
+        var (launch, output) = Disttrain.Start(["launch", "--manifest", manifest, .. Common(dir.Path, 1_000_000), "--set", "train.micro_batch=6"]);
+        using var _ = launch;
+        try
+        {
+            var deadline = DateTime.UtcNow + Limit;
+            while (!Regex.IsMatch(Snapshot(output), @"step\s+4\s+loss") && DateTime.UtcNow < deadline && !launch.HasExited) Thread.Sleep(100);
+            var victim = FindProcess(dir.Path, "--local-slot", "1") ?? throw new InvalidOperationException("rank 1 not found\n" + Snapshot(output));
+            using (var stop = Process.Start("kill", ["-STOP", victim.Id.ToString()])) stop.WaitForExit();   // alive, connected, silent
+
+            Assert.True(launch.WaitForExit(TimeSpan.FromSeconds(60)), "the job did not end\n" + Snapshot(output));
+            launch.WaitForExit();
+            var text = Snapshot(output);
+            Assert.NotEqual(0, launch.ExitCode);
+            Assert.Matches(@"rank 1 \(host 127\.0\.0\.1, pid \d+\) sent no heartbeat for \d+ s \(heartbeat.timeout_s 3\)", text);
+            Assert.Contains("[launch] rank 1 still running", text);   // frozen: killed after the grace period
+        }
+        finally
+        {
+            if (!launch.HasExited) launch.Kill(entireProcessTree: true);
+        }
+    }
+
     static string Snapshot(System.Text.StringBuilder output) { lock (output) return output.ToString(); }
 
     /// <summary>The disttrain child whose command line holds the test's folder and the given argument pair.</summary>

@@ -10,6 +10,8 @@ namespace DistTrain.Cli.Commands;
 /// </summary>
 static class Launcher
 {
+    static readonly TimeSpan FailureGrace = TimeSpan.FromSeconds(10);
+
     public static async Task<int> RunAsync(ClusterManifest m, string manifestPath, string configPath, string[] overrides, int nodeRank, CancellationToken ct)
     {
         if (nodeRank < 0 || nodeRank >= m.Nodes.Count)
@@ -23,10 +25,29 @@ static class Launcher
         var children = new List<(string Name, Process Process)>();
         if (nodeRank == m.CoordinatorNode) children.Add(("coordinator", Start("coordinator", ["coordinator", .. common])));
         for (int slot = 0; slot < node.Slots; slot++)
-            children.Add(($"worker {nodeRank}.{slot}", Start($"worker {nodeRank}.{slot}", ["worker", .. common, "--node-rank", $"{nodeRank}", "--local-slot", $"{slot}"])));
+        {
+            var name = $"rank {m.RankOf(nodeRank, slot)}";   // ranks are fixed by the manifest: node order, then slot
+            children.Add((name, Start(name, ["worker", .. common, "--node-rank", $"{nodeRank}", "--local-slot", $"{slot}"])));
+        }
 
         using var stop = ct.Register(() => { foreach (var (_, p) in children) TryKill(p); });
-        await Task.WhenAll(children.Select(c => c.Process.WaitForExitAsync(CancellationToken.None)));
+        var exits = children.Select(c => c.Process.WaitForExitAsync(CancellationToken.None)).ToList();
+        // once one child has failed, the rest get a grace period to stop on their own (the coordinator
+        // tells them why); a frozen or stuck one is killed after it, so launch never hangs
+        while (exits.Any(e => !e.IsCompleted))
+        {
+            await Task.WhenAny(exits.Where(e => !e.IsCompleted));
+            if (children.Any(c => c.Process.HasExited && c.Process.ExitCode != 0))
+            {
+                await Task.WhenAny(Task.WhenAll(exits), Task.Delay(FailureGrace));
+                foreach (var (name, p) in children.Where(c => !c.Process.HasExited))
+                {
+                    Console.Error.WriteLine($"[launch] {name} still running {FailureGrace.TotalSeconds:F0} s after the job failed; killing it");
+                    TryKill(p);
+                }
+                await Task.WhenAll(exits);
+            }
+        }
         var failed = children.Where(c => c.Process.ExitCode != 0).ToList();
         foreach (var (name, p) in failed) Console.Error.WriteLine($"[launch] {name} exited with code {p.ExitCode}");
         return failed.Count == 0 ? 0 : 1;

@@ -13,7 +13,7 @@ static class ErrorReporter
     public static int Run(Func<int> body)
     {
         try { return body(); }
-        catch (Exception e) when (Unwrap(e) is Grpc.Core.RpcException rpc)
+        catch (Exception e) when (Unwrap(e) is Grpc.Core.RpcException)
         {
             var r = (Grpc.Core.RpcException)Unwrap(e);
             AnsiConsole.MarkupLineInterpolated($"[red]error:[/] the coordinator answered {r.StatusCode}: {r.Status.Detail}");
