@@ -74,4 +74,20 @@ public class CliTests
         }
         finally { Directory.Delete(dir, true); }
     }
+
+    [Fact]
+    public void LaunchRefusesMoreGpusThanTheHostHas()
+    {
+        var dir = Directory.CreateTempSubdirectory("disttrain-gpus-").FullName;
+        try
+        {
+            var manifest = Path.Combine(dir, "m.yaml");
+            File.WriteAllText(manifest, "job: g\nbackend: nccl\ntoken: value:t\nnodes:\n  - {host: 127.0.0.1, gpus: [0, 1, 2, 3, 4, 5, 6, 7, 8]}\n");
+            int present = Directory.Exists("/proc/driver/nvidia/gpus") ? Directory.GetDirectories("/proc/driver/nvidia/gpus").Length : 0;
+            var (code, output) = Disttrain.Run(Minutes, "launch", "--manifest", manifest, "--config", "configs/tiny-muddformer.yaml");
+            Assert.Equal(2, code);
+            Assert.Contains($"nodes[0].gpus: [0, 1, 2, 3, 4, 5, 6, 7, 8] listed, this host has {present} GPU(s)", output);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
 }
