@@ -2,6 +2,7 @@
 #   make test                 build everything and run all tests (what CI runs)
 #   make train                train the tiny MUDDFormer on the embedded corpus (CPU, a few minutes)
 #   make bench                tiny-model CPU steps/s and Parquet reader tokens/s
+#   make launch               the same job on two CPU workers (coordinator + ring all-reduce, cluster/local-cpu.yaml)
 #   make bundle               self-contained linux-x64 disttrain (no libtorch) as a tar.xz for GPU hosts
 #   make build TORCH_LIB=/path/to/site-packages/torch/lib    GPU build: use that libtorch (CUDA) instead of the CPU one
 
@@ -20,7 +21,9 @@ export DOTNET_CLI_TELEMETRY_OPTOUT := 1
 export DOTNET_NOLOGO := 1
 export DOTNET_SKIP_FIRST_TIME_EXPERIENCE := 1
 
-.PHONY: build test train bench bundle corpus clean
+MANIFEST      ?= cluster/local-cpu.yaml
+
+.PHONY: build test train launch bench bundle corpus clean
 
 build:
 	$(DOTNET) build DistTrain.sln -c $(CONFIGURATION) $(BACKEND) -v minimal
@@ -31,6 +34,9 @@ test: build
 
 train: build
 	$(DISTTRAIN) train --config $(TRAIN_CONFIG) $(ARGS)
+
+launch: build
+	DISTTRAIN_JOB_TOKEN=$${DISTTRAIN_JOB_TOKEN:-local-$$$$} $(DISTTRAIN) launch --manifest $(MANIFEST) --config $(TRAIN_CONFIG) $(ARGS)
 
 bench: build
 	$(DISTTRAIN) bench --config $(TRAIN_CONFIG) $(ARGS)
