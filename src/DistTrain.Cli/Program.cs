@@ -16,6 +16,8 @@ var root = new RootCommand("DistTrain: data-parallel training of Transformer++, 
     ClusterCommands.Worker(),
     ClusterCommands.Status(),
     CommTestCommand.Create(),
+    CheckpointCommands.Inspect(),
+    CheckpointCommands.Export(),
 };
 // errors reach ErrorReporter: a user mistake is one line and exit code 2, not a stack trace
 return ErrorReporter.Run(() => root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false }));

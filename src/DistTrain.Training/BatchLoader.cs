@@ -31,6 +31,9 @@ public sealed class BatchLoader : IDisposable
 
     public IReadOnlyList<DataCursor> Cursors => _readers.Select(r => r.Reader.Cursor).ToList();
 
+    /// <summary>Each owned shard's cursor; at a step boundary nothing is held back, so these resume exactly.</summary>
+    public IReadOnlyDictionary<int, DataCursor> ShardCursors => _readers.ToDictionary(r => r.Shard, r => r.Reader.Cursor);
+
     /// <summary>The next micro-batch of <paramref name="batch"/> windows; null when a non-looping reader runs out.</summary>
     public (Tensor X, Tensor Y)? Next(int batch)
     {

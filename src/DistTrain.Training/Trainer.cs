@@ -3,6 +3,7 @@ using DistTrain.Data;
 using DistTrain.Distributed;
 using DistTrain.Model;
 using DistTrain.Model.Layers;
+using DistTrain.Training.Checkpointing;
 using DistTrain.Training.Config;
 using DistTrain.Training.Optim;
 using TorchSharp;
@@ -55,7 +56,10 @@ public sealed class Trainer : IDisposable
     {
         var (t, o, plan) = (_config.Train, _config.Optim, _data.Plan);
         var schedule = new LrSchedule(o.Lr, o.WarmupSteps, t.Steps, o.MinLrRatio);
-        using var train = new BatchLoader(_data.Shards.Select(s => (s.Shard, OpenReader(_config.Data.Train, loop: true, s.Range))).ToList(),
+        var (startStep, resumeCursors) = _config.Checkpoint.Resume.Length > 0
+            ? TrainingCheckpoint.Load(_config.Checkpoint.Resume, _config.Checkpoint, Flat, Optimizer, plan)
+            : (0, new Dictionary<int, DataCursor>());
+        using var train = new BatchLoader(_data.Shards.Select(s => (s.Shard, OpenReader(_config.Data.Train, loop: true, s.Range, resumeCursors.GetValueOrDefault(s.Shard)))).ToList(),
             plan.WindowsPerShard, t.SeqLen, _device);
         _loader = train;
         using var run = RunDirectory.Create(_config, _runId, _comm.Rank);
@@ -70,7 +74,7 @@ public sealed class Trainer : IDisposable
         int stepsInWindow = 0;
         Model.train();
 
-        for (int step = 0; step < t.Steps; step++)
+        for (int step = startStep; step < t.Steps; step++)
         {
             ct.ThrowIfCancellationRequested();
             double lr = schedule.At(step);
@@ -114,6 +118,9 @@ public sealed class Trainer : IDisposable
                 window.Restart();
             }
             gradNorm.Dispose();
+            var c = _config.Checkpoint;
+            if (c.Interval > 0 && ((step + 1) % c.Interval == 0 || last))
+                TrainingCheckpoint.Save(c, _config, _comm, Flat, Optimizer, plan, step + 1, tokensPerStep * (step + 1), train.ShardCursors);
         }
         lossSum.Dispose();
         _loader = null;
@@ -124,7 +131,7 @@ public sealed class Trainer : IDisposable
     public double? Evaluate()
     {
         if (_config.Data.Val is null || _config.Train.EvalBatches == 0) return null;
-        using var val = new BatchLoader([(0, OpenReader(_config.Data.Val, loop: false, range: null))], _config.Train.MicroBatch, _config.Train.SeqLen, _device);
+        using var val = new BatchLoader([(0, OpenReader(_config.Data.Val, loop: false, range: null, start: null))], _config.Train.MicroBatch, _config.Train.SeqLen, _device);
         Model.eval();
         double sum = 0;
         int batches = 0;
@@ -161,8 +168,8 @@ public sealed class Trainer : IDisposable
             $"Hint: lower optim.lr (now {_config.Optim.Lr}), keep optim.grad_clip on (now {_config.Optim.GradClip}), lengthen optim.warmup_steps, or try train.precision=fp32.");
     }
 
-    TokenWindowReader OpenReader(string path, bool loop, WindowRange? range) => new(new WindowReaderOptions(
-        DatasetFiles.Resolve(path), _config.Train.SeqLen, _config.Data.EndOfText, _config.Model.VocabSize, _config.Data.Column, Loop: loop, Range: range));
+    TokenWindowReader OpenReader(string path, bool loop, WindowRange? range, DataCursor? start) => new(new WindowReaderOptions(
+        DatasetFiles.Resolve(path), _config.Train.SeqLen, _config.Data.EndOfText, _config.Model.VocabSize, _config.Data.Column, Loop: loop, Range: range), start);
 
     static Device DeviceFor(TrainConfig config)
     {

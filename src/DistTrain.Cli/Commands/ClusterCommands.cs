@@ -30,13 +30,13 @@ static class ClusterCommands
 
     public static Command Worker()
     {
-        var (manifest, config, set, node) = (Manifest(), CommonOptions.Config(), CommonOptions.Set(), NodeRank());
+        var (manifest, config, set, node, resume) = (Manifest(), CommonOptions.Config(), CommonOptions.Set(), NodeRank(), CommonOptions.Resume());
         var slot = new Option<int>("--local-slot") { Description = "which of the node's GPUs / CPU slots this worker uses", DefaultValueFactory = _ => 0 };
-        var command = new Command("worker", "join a job as one worker (for schedulers that start processes themselves)") { manifest, config, set, node, slot };
+        var command = new Command("worker", "join a job as one worker (for schedulers that start processes themselves)") { manifest, config, set, node, slot, resume };
         command.SetAction(async (parse, ct) =>
         {
             var m = ManifestLoader.Load(parse.GetValue(manifest)!);
-            var c = TrainConfigLoader.Load(parse.GetValue(config)!, parse.GetValue(set));
+            var c = TrainConfigLoader.Load(parse.GetValue(config)!, CommonOptions.Overrides(parse, set, resume));
             // only rank 0 prints the job's lines
             return await WorkerRunner.RunAsync(m, c, parse.GetValue(node), parse.GetValue(slot),
                 rank => rank == 0 ? TrainingProgress.Lines() : null, ct);
@@ -46,15 +46,16 @@ static class ClusterCommands
 
     public static Command Launch()
     {
-        var (manifest, config, set, node) = (Manifest(), CommonOptions.Config(), CommonOptions.Set(), NodeRank());
-        var command = new Command("launch", "start what this node runs: the coordinator (on its node) and one worker per GPU / CPU slot") { manifest, config, set, node };
+        var (manifest, config, set, node, resume) = (Manifest(), CommonOptions.Config(), CommonOptions.Set(), NodeRank(), CommonOptions.Resume());
+        var command = new Command("launch", "start what this node runs: the coordinator (on its node) and one worker per GPU / CPU slot") { manifest, config, set, node, resume };
         command.SetAction(async (parse, ct) =>
         {
             var path = parse.GetValue(manifest)!;
             var m = ManifestLoader.Load(path);
-            TrainConfigLoader.Load(parse.GetValue(config)!, parse.GetValue(set));   // fail here, not in every child
+            var overrides = CommonOptions.Overrides(parse, set, resume);
+            TrainConfigLoader.Load(parse.GetValue(config)!, overrides);   // fail here, not in every child
             ManifestLoader.ReadToken(m);
-            return await Launcher.RunAsync(m, path, parse.GetValue(config)!, parse.GetValue(set)!, parse.GetValue(node), ct);
+            return await Launcher.RunAsync(m, path, parse.GetValue(config)!, overrides, parse.GetValue(node), ct);
         });
         return command;
     }

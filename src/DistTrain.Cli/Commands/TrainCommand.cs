@@ -13,10 +13,11 @@ static class TrainCommand
     {
         var config = CommonOptions.Config();
         var set = CommonOptions.Set();
-        var command = new Command("train", "train a model on one process (world size 1)") { config, set };
+        var resume = CommonOptions.Resume();
+        var command = new Command("train", "train a model on one process (world size 1)") { config, set, resume };
         command.SetAction((parse, ct) =>
         {
-            var options = TrainConfigLoader.Load(parse.GetValue(config)!, parse.GetValue(set));
+            var options = TrainConfigLoader.Load(parse.GetValue(config)!, CommonOptions.Overrides(parse, set, resume));
             using var trainer = new Trainer(options);
             var result = TrainingProgress.Run(options, observer => trainer.Run(observer, ct));
             var first = result.Reports[0];

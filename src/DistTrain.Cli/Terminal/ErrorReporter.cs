@@ -1,3 +1,4 @@
+using DistTrain.Checkpoint;
 using DistTrain.Data;
 using DistTrain.Distributed;
 using DistTrain.Worker;
@@ -19,7 +20,7 @@ static class ErrorReporter
             AnsiConsole.MarkupLineInterpolated($"[red]error:[/] the coordinator answered {r.StatusCode}: {r.Status.Detail}");
             return 2;
         }
-        catch (Exception e) when (Unwrap(e) is ConfigException or DataException or InvalidDataException or TrainingException or WorkerException or CommunicatorException or FileNotFoundException or DirectoryNotFoundException or ArgumentException)
+        catch (Exception e) when (Unwrap(e) is ConfigException or DataException or InvalidDataException or TrainingException or WorkerException or CommunicatorException or CheckpointException or FileNotFoundException or DirectoryNotFoundException or ArgumentException)
         {
             var inner = Unwrap(e);
             AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {inner.Message}");

@@ -27,6 +27,12 @@ public static class TrainConfigLoader
     {
         var tree = YamlTree.Load(path);
         foreach (var assignment in overrides ?? []) YamlTree.Set(tree, assignment);
+        return ModelFromTree(tree, path);
+    }
+
+    /// <summary>Only the model section of a config tree (a checkpoint's resolved config, for export).</summary>
+    public static ModelConfig ModelFromTree(Dictionary<string, object?> tree, string path)
+    {
         var model = ReadModel(new ConfigSection(path, "", tree).Section("model"));
         if (model.Dim % model.NHead != 0) throw new ConfigException($"{path}: model.n_head: dim {model.Dim} is not divisible by n_head {model.NHead}");
         return model;
@@ -39,8 +45,9 @@ public static class TrainConfigLoader
         var data = ReadData(root.Section("data"), baseDir);
         var train = ReadTrain(root.Section("train"), Path.GetFileNameWithoutExtension(source));
         var optim = ReadOptim(root.Section("optim"), train.Steps);
+        var checkpoint = ReadCheckpoint(root.Section("checkpoint"), train.Name);
         root.EnsureConsumed();
-        var config = new TrainConfig(source, model, data, optim, train) { Tree = tree };
+        var config = new TrainConfig(source, model, data, optim, train, checkpoint) { Tree = tree };
         Validate(config);
         return config;
     }
@@ -103,6 +110,16 @@ public static class TrainConfigLoader
             Eps: s.Double("eps", 1e-8), GradClip: s.Double("grad_clip", 1.0));
         s.EnsureConsumed();
         return o;
+    }
+
+    static CheckpointOptions ReadCheckpoint(ConfigSection s, string name)
+    {
+        var c = new CheckpointOptions(Dir: Path.GetFullPath(s.String("dir", Path.Combine("checkpoints", name))),
+            Interval: s.Int("interval", 0), Keep: s.Int("keep", 3), Resume: s.String("resume", ""));
+        s.EnsureConsumed();
+        if (c.Interval < 0) throw new ConfigException($"{s.Where("interval")}: must be 0 (no checkpoints) or a number of steps");
+        if (c.Keep < 1) throw new ConfigException($"{s.Where("keep")}: keep at least 1 checkpoint");
+        return c;
     }
 
     static TrainOptions ReadTrain(ConfigSection s, string defaultName)

@@ -31,6 +31,13 @@ public sealed class FlatAdamW : IDisposable
     public Tensor ExpAvg => _m;
     public Tensor ExpAvgSq => _v;
 
+    /// <summary>The scalars a checkpoint keeps: steps with finite gradients (bias correction) and the first non-finite step. Reading syncs.</summary>
+    public (double Steps, long FirstNonFinite) Scalars
+    {
+        get => (_step.item<double>(), _firstBad.item<long>());
+        set { _step.fill_(value.Steps); _firstBad.fill_(value.FirstNonFinite); }
+    }
+
     /// <summary>-1 while every step had finite gradients, else the first step (as passed to <see cref="Step"/>) that did not. Reading it syncs.</summary>
     public long FirstNonFiniteStep => _firstBad.item<long>();
 

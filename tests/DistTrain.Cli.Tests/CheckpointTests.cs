@@ -1,0 +1,119 @@
+using System.Text.Json;
+
+namespace DistTrain.Cli.Tests;
+
+/// <summary>Sharded checkpoints through the real executable: bitwise resume, resharding, corruption, export.</summary>
+public class CheckpointTests
+{
+    static readonly TimeSpan Limit = TimeSpan.FromMinutes(4);
+
+    static string[] Args(string dir, string runs, int workers) =>
+    [
+        "--config", "configs/tiny-muddformer.yaml", "--set", "train.steps=20", "--set", "train.log_interval=1", "--set", "train.seq_len=64",
+        "--set", "train.global_batch=12", "--set", $"train.micro_batch={12 / workers}", "--set", "data.shards=6", "--set", "train.eval_interval=0",
+        "--set", "train.eval_batches=1", "--set", "optim.warmup_steps=2", "--set", "train.ledger=true",
+        "--set", "checkpoint.interval=10", "--set", $"checkpoint.dir={Path.Combine(dir, "ckpt-" + runs)}", "--set", $"train.run_dir={Path.Combine(dir, runs)}",
+    ];
+
+    static (int, string) Train(string dir, string runs, int workers, params string[] extra) => workers == 1
+        ? Disttrain.Run(Limit, ["train", .. Args(dir, runs, workers), .. extra])
+        : Disttrain.Run(Limit, ["launch", "--manifest", Disttrain.LocalManifest(dir, workers), .. Args(dir, runs, workers), .. extra]);
+
+    static double[] Losses(string runs) =>
+        File.ReadLines(Path.Combine(Directory.GetDirectories(runs).Single(), "metrics.jsonl"))
+            .Select(l => JsonDocument.Parse(l).RootElement.GetProperty("loss").GetDouble()).ToArray();
+
+    static IEnumerable<(int Shard, long Index)> Ledger(string runs) =>
+        Directory.GetFiles(Directory.GetDirectories(runs).Single(), "ledger-rank*.jsonl").SelectMany(File.ReadLines)
+            .SelectMany(l => JsonDocument.Parse(l).RootElement.GetProperty("windows").EnumerateArray().Select(w => (w[0].GetInt32(), w[2].GetInt64())).ToList());
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void ResumingFromStep10RepeatsSteps11To20Bitwise(int workers)
+    {
+        using var dir = new TempFolder();
+        var (code, output) = Train(dir.Path, "full", workers);
+        Assert.True(code == 0, output);
+        var (resumedCode, resumedOutput) = Train(dir.Path, "resumed", workers, "--resume", Path.Combine(dir.Path, "ckpt-full", "step-00000010"));
+        Assert.True(resumedCode == 0, resumedOutput);
+
+        var full = Losses(Path.Combine(dir.Path, "full"));
+        var resumed = Losses(Path.Combine(dir.Path, "resumed"));
+        Assert.Equal(20, full.Length);
+        Assert.Equal(full[10..], resumed);          // exact doubles
+    }
+
+    [Fact]
+    public void SavedWithThreeWorkersResumedWithTwoContinuesTheSameSamples()
+    {
+        using var dir = new TempFolder();
+        var (code, output) = Train(dir.Path, "three", 3);
+        Assert.True(code == 0, output);
+        var (resumedCode, resumedOutput) = Train(dir.Path, "two", 2, "--resume", Path.Combine(dir.Path, "ckpt-three", "step-00000010"));
+        Assert.True(resumedCode == 0, resumedOutput);
+
+        // the same samples per step (6 canonical shards); only the reduction order differs
+        var three = Losses(Path.Combine(dir.Path, "three"));
+        var two = Losses(Path.Combine(dir.Path, "two"));
+        double gap = three[10..].Zip(two, (a, b) => Math.Abs(a - b)).Max();
+        Assert.True(gap < 1e-5, $"max |Δ loss| {gap:E2}");
+
+        // the ledger: steps 1-10 of the three-worker run (up to the checkpoint), then steps 11-20 with two
+        // workers: per shard 40 consecutive windows, each once
+        var head = Ledger(Path.Combine(dir.Path, "three")).GroupBy(w => w.Shard)
+            .ToDictionary(g => g.Key, g => g.OrderBy(w => w.Index).Take(20).ToList());   // steps 1-10: 2 per shard and step
+        var tail = Ledger(Path.Combine(dir.Path, "two")).GroupBy(w => w.Shard).ToDictionary(g => g.Key, g => g.OrderBy(w => w.Index).ToList());
+        Assert.Equal(6, tail.Count);
+        foreach (var shard in Enumerable.Range(0, 6))
+        {
+            var all = head[shard].Concat(tail[shard]).Select(w => w.Index).ToList();
+            Assert.Equal(40, all.Count);
+            Assert.Equal(all.Distinct().Count(), all.Count);
+            Assert.Equal(Enumerable.Range(0, 40).Select(i => all[0] + i), all.Order());
+        }
+
+        var (inspect, text) = Disttrain.Run(Limit, "ckpt", "inspect", Path.Combine(dir.Path, "ckpt-three", "step-00000010"));
+        Assert.True(inspect == 0, text);
+        Assert.Contains("world size 3", text);
+        Assert.Contains("checksums verified: 6 files", text);
+    }
+
+    [Fact]
+    public void ACorruptShardIsRefusedByName()
+    {
+        using var dir = new TempFolder();
+        var (code, output) = Train(dir.Path, "full", 1, "--set", "train.steps=10");
+        Assert.True(code == 0, output);
+        var checkpoint = Path.Combine(dir.Path, "ckpt-full", "step-00000010");
+        var shard = Path.Combine(checkpoint, "shard-00000-of-00001.safetensors");
+        var bytes = File.ReadAllBytes(shard);
+        bytes[^100] ^= 1;
+        File.WriteAllBytes(shard, bytes);
+
+        var (resumed, message) = Train(dir.Path, "resumed", 1, "--resume", checkpoint);
+        Assert.Equal(2, resumed);
+        Assert.Contains($"{shard}: checksum mismatch", message);
+        Assert.Contains("use an older checkpoint", message);
+    }
+
+    [Fact]
+    public void ExportWritesTheOfficialLayout()
+    {
+        using var dir = new TempFolder();
+        var (code, output) = Train(dir.Path, "full", 1, "--set", "train.steps=10");
+        Assert.True(code == 0, output);
+        var outDir = Path.Combine(dir.Path, "hf");
+        var (exported, text) = Disttrain.Run(Limit, "export", "--checkpoint", Path.Combine(dir.Path, "ckpt-full", "step-00000010"), "--format", "hf", "--out", outDir);
+        Assert.True(exported == 0, text);
+        using var config = JsonDocument.Parse(File.ReadAllText(Path.Combine(outDir, "config.json")));
+        Assert.Equal("muddformer", config.RootElement.GetProperty("model_type").GetString());
+        Assert.Equal(64, config.RootElement.GetProperty("dim").GetInt32());
+        Assert.True(config.RootElement.GetProperty("dynamic_dense").GetBoolean());
+        var weights = File.ReadAllBytes(Path.Combine(outDir, "model.safetensors"));
+        long headerLength = BitConverter.ToInt64(weights, 0);
+        using var header = JsonDocument.Parse(weights.AsMemory(8, (int)headerLength));
+        foreach (var name in new[] { "tok_embeddings.weight", "layers.1.attention_norms.0.weight", "dense_bs.3", "dynamic_dense.3.w2.weight", "output.weight" })
+            Assert.Equal("BF16", header.RootElement.GetProperty(name).GetProperty("dtype").GetString());
+    }
+}
