@@ -29,7 +29,7 @@ build:
 	$(DOTNET) build DistTrain.sln -c $(CONFIGURATION) $(BACKEND) -v minimal
 
 test: build
-	$(DOTNET) test DistTrain.sln -c $(CONFIGURATION) --no-build --blame-hang-timeout 10m \
+	$(DOTNET) test DistTrain.sln -c $(CONFIGURATION) --no-build --blame-hang-timeout 10m -m:1 \
 	  --logger "console;verbosity=normal"
 
 train: build

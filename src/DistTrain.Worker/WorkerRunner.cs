@@ -36,6 +36,9 @@ public static class WorkerRunner
         RegisterReply reply;
         try
         {
+            // a coordinator that starts after its workers is normal: wait for it to come up (wait-for-ready), bounded
+            try { await client.GetStatusAsync(new StatusRequest(), new CallOptions(deadline: DateTime.UtcNow.AddSeconds(manifest.ConnectTimeoutSeconds), cancellationToken: ct).WithWaitForReady()); }
+            catch (RpcException e) when (e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded) { throw Unreachable(manifest, e); }
             reply = await client.RegisterAsync(new RegisterRequest
             {
                 Job = manifest.Job, NodeRank = nodeRank, LocalSlot = localSlot, Host = node.Host,
@@ -164,10 +167,13 @@ public static class WorkerRunner
 
     static WorkerException Explain(RpcException e, ClusterManifest m) => e.StatusCode switch
     {
-        StatusCode.Unavailable => new WorkerException($"the coordinator at {m.CoordinatorAddress} is unreachable after retries ({e.Status.Detail}); is it running? `disttrain launch` starts it on node {m.CoordinatorNode} ({m.Nodes[m.CoordinatorNode].Host})", e),
+        StatusCode.Unavailable => Unreachable(m, e),
         StatusCode.DeadlineExceeded => new WorkerException($"not every worker registered within heartbeat.rendezvous_timeout_s ({m.RendezvousTimeoutSeconds} s); the job needs {m.WorldSize} workers", e),
         _ => new WorkerException($"the coordinator refused this worker: {e.Status.Detail}", e),
     };
+
+    static WorkerException Unreachable(ClusterManifest m, RpcException e) =>
+        new($"the coordinator at {m.CoordinatorAddress} is unreachable after waiting {m.ConnectTimeoutSeconds} s (heartbeat.connect_timeout_s; {e.Status.Detail}); is it running? `disttrain launch` starts it on node {m.CoordinatorNode} ({m.Nodes[m.CoordinatorNode].Host})", e);
 
     /// <summary>What the heartbeat reports: the latest step, tokens and loss.</summary>
     sealed class Progress(int rank) : ITrainingObserver

@@ -66,10 +66,10 @@ public class CliTests
         var dir = Directory.CreateTempSubdirectory("disttrain-unreachable-").FullName;
         try
         {
-            var manifest = Disttrain.LocalManifest(dir, 2);   // nobody listens on its port
+            var manifest = Disttrain.LocalManifest(dir, 2, connectTimeout: 3);   // nobody listens on its port
             var (code, output) = Disttrain.Run(Minutes, "worker", "--manifest", manifest, "--config", "configs/tiny-muddformer.yaml", "--local-slot", "1");
             Assert.Equal(2, code);
-            Assert.Contains("is unreachable after retries", output);
+            Assert.Contains("is unreachable after waiting 3 s (heartbeat.connect_timeout_s", output);
             Assert.Contains("disttrain launch` starts it on node 0", output);
         }
         finally { Directory.Delete(dir, true); }

@@ -41,7 +41,7 @@ static class Disttrain
     }
 
     /// <summary>A manifest for <paramref name="workers"/> CPU workers on loopback, on a free port, with a literal token.</summary>
-    public static string LocalManifest(string dir, int workers, double heartbeatTimeout = 10)
+    public static string LocalManifest(string dir, int workers, double heartbeatTimeout = 10, double connectTimeout = 60)
     {
         var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
         listener.Start();
@@ -53,7 +53,7 @@ static class Disttrain
             backend: ring
             coordinator: {host: 127.0.0.1, port: {{port}}}
             token: value:test-token
-            heartbeat: {interval_s: 0.5, timeout_s: {{heartbeatTimeout.ToString(System.Globalization.CultureInfo.InvariantCulture)}}}
+            heartbeat: {interval_s: 0.5, timeout_s: {{heartbeatTimeout.ToString(System.Globalization.CultureInfo.InvariantCulture)}}, connect_timeout_s: {{connectTimeout.ToString(System.Globalization.CultureInfo.InvariantCulture)}}}
             nodes:
               - {host: 127.0.0.1, cpus: {{workers}}}
             """);

@@ -18,7 +18,7 @@ public sealed record TlsSpec(string CertificatePath, string KeyPath, string? CaP
 public sealed record ClusterManifest(
     string Source, string Job, string Backend, string CoordinatorHost, int CoordinatorPort, string BindAddress,
     int CoordinatorNode, string TokenSource, double HeartbeatIntervalSeconds, double HeartbeatTimeoutSeconds,
-    double RendezvousTimeoutSeconds, TlsSpec? Tls, IReadOnlyList<NodeSpec> Nodes)
+    double RendezvousTimeoutSeconds, double ConnectTimeoutSeconds, TlsSpec? Tls, IReadOnlyList<NodeSpec> Nodes)
 {
     /// <summary>The metadata header that carries the job token on every coordinator call.</summary>
     public const string TokenHeader = "x-disttrain-token";

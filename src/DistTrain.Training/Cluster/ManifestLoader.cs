@@ -21,6 +21,7 @@ public static class ManifestLoader
         var interval = heartbeat.Double("interval_s", 1.0);
         var timeout = heartbeat.Double("timeout_s", 10.0);
         var rendezvous = heartbeat.Double("rendezvous_timeout_s", 300.0);
+        var connect = heartbeat.Double("connect_timeout_s", 60.0);
         heartbeat.EnsureConsumed();
         TlsSpec? tls = null;
         if (root.Has("tls"))
@@ -47,7 +48,8 @@ public static class ManifestLoader
             Require(backend != "nccl" || n.Gpus.Count > 0, $"nodes[{i}]", "backend nccl needs gpus: [...] on every node");
             Require(backend != "ring" || n.Gpus.Count == 0, $"nodes[{i}].gpus", "backend ring runs on CPU slots; use cpus: N, or backend: nccl");
         }
-        return new ClusterManifest(path, job, backend, host, port, bind, coordinatorNode, token, interval, timeout, rendezvous, tls, nodes);
+        Require(connect > 0, "heartbeat.connect_timeout_s", "must be positive (how long a worker waits for the coordinator to come up)");
+        return new ClusterManifest(path, job, backend, host, port, bind, coordinatorNode, token, interval, timeout, rendezvous, connect, tls, nodes);
     }
 
     static List<NodeSpec> ReadNodes(string path, ConfigSection root)
