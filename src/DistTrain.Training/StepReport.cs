@@ -26,6 +26,8 @@ public sealed record StepReport(
 public interface ITrainingObserver
 {
     void OnStart(int totalSteps, string runDirectory) { }
+    /// <summary>Training continues from <paramref name="checkpoint"/> at <paramref name="step"/>; <paramref name="ignoredPartial"/> are folders of interrupted saves.</summary>
+    void OnResume(string checkpoint, int step, IReadOnlyList<string> ignoredPartial) { }
     void OnStep(int step) { }
     void OnReport(StepReport report) { }
 }

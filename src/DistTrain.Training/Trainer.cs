@@ -56,9 +56,14 @@ public sealed class Trainer : IDisposable
     {
         var (t, o, plan) = (_config.Train, _config.Optim, _data.Plan);
         var schedule = new LrSchedule(o.Lr, o.WarmupSteps, t.Steps, o.MinLrRatio);
-        var (startStep, resumeCursors) = _config.Checkpoint.Resume.Length > 0
-            ? TrainingCheckpoint.Load(_config.Checkpoint.Resume, _config.Checkpoint, Flat, Optimizer, plan)
-            : (0, new Dictionary<int, DataCursor>());
+        int startStep = 0;
+        IReadOnlyDictionary<int, DataCursor> resumeCursors = new Dictionary<int, DataCursor>();
+        if (_config.Checkpoint.Resume.Length > 0)
+        {
+            var (dir, step, cursors, partial) = TrainingCheckpoint.Load(_config.Checkpoint.Resume, _config.Checkpoint, Flat, Optimizer, plan);
+            (startStep, resumeCursors) = (step, cursors);
+            observer?.OnResume(dir, step, partial);
+        }
         using var train = new BatchLoader(_data.Shards.Select(s => (s.Shard, OpenReader(_config.Data.Train, loop: true, s.Range, resumeCursors.GetValueOrDefault(s.Shard)))).ToList(),
             plan.WindowsPerShard, t.SeqLen, _device);
         _loader = train;

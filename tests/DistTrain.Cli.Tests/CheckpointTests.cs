@@ -116,4 +116,24 @@ public class CheckpointTests
         foreach (var name in new[] { "tok_embeddings.weight", "layers.1.attention_norms.0.weight", "dense_bs.3", "dynamic_dense.3.w2.weight", "output.weight" })
             Assert.Equal("BF16", header.RootElement.GetProperty(name).GetProperty("dtype").GetString());
     }
+
+    [Theory]
+    [InlineData("after-shards")]
+    [InlineData("after-manifest")]
+    [InlineData("after-rename")]
+    public void AWriterKilledDuringASaveLeavesALatestThatLoads(string point)
+    {
+        using var dir = new TempFolder();
+        string[] args = [.. Args(dir.Path, "full", 1), "--set", "checkpoint.interval=5"];
+        var (code, output) = Disttrain.Run(Limit, ["train", .. args], ("DISTTRAIN_FAULT_CHECKPOINT", $"{point}@10"));
+        Assert.NotEqual(0, code);                                   // killed in the middle of the step-10 save
+        var root = Path.Combine(dir.Path, "ckpt-full");
+        Assert.Equal("step-00000005", File.ReadAllText(Path.Combine(root, "latest")).Trim());
+
+        var (resumed, text) = Disttrain.Run(Limit, ["train", .. args, "--set", $"train.run_dir={Path.Combine(dir.Path, "resumed")}", "--resume", "latest"]);
+        Assert.True(resumed == 0, text);
+        Assert.Contains($"resuming from {Path.Combine(root, "step-00000005")} at step 5", text);
+        if (point != "after-rename") Assert.Matches(@"ignoring .*\.tmp-step-00000010-\w+: an interrupted save", text);
+        Assert.Equal(15, Losses(Path.Combine(dir.Path, "resumed")).Length);
+    }
 }

@@ -8,9 +8,11 @@ static class Disttrain
 {
     public static string RepoRoot { get; } = FindRoot();
 
-    public static (int ExitCode, string Output) Run(TimeSpan timeout, params string[] args)
+    public static (int ExitCode, string Output) Run(TimeSpan timeout, params string[] args) => Run(timeout, args, []);
+
+    public static (int ExitCode, string Output) Run(TimeSpan timeout, string[] args, params (string Name, string Value)[] environment)
     {
-        var (process, output) = Start(args);
+        var (process, output) = Start(args, environment);
         using var _ = process;
         if (!process.WaitForExit(timeout))
         {
@@ -22,7 +24,9 @@ static class Disttrain
     }
 
     /// <summary>Starts disttrain and collects its output (stdout and stderr) as it comes.</summary>
-    public static (Process Process, StringBuilder Output) Start(params string[] args)
+    public static (Process Process, StringBuilder Output) Start(params string[] args) => Start(args, []);
+
+    public static (Process Process, StringBuilder Output) Start(string[] args, params (string Name, string Value)[] environment)
     {
         // tests/DistTrain.Cli.Tests/bin/<Configuration>/net10.0/ -> src/DistTrain.Cli/bin/<Configuration>/net10.0/disttrain.dll
         var configuration = new DirectoryInfo(AppContext.BaseDirectory).Parent!.Name;
@@ -31,6 +35,7 @@ static class Disttrain
         start.ArgumentList.Add(dll);
         foreach (var a in args) start.ArgumentList.Add(a);
         start.Environment["NO_COLOR"] = "1";
+        foreach (var (name, value) in environment) start.Environment[name] = value;
         var process = Process.Start(start)!;
         var output = new StringBuilder();
         process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (output) output.AppendLine(e.Data); };

@@ -33,14 +33,22 @@ static class TrainingProgress
         $"step {r.Step,6}  loss {r.Loss,8:F4}  lr {r.Lr:0.00e+00}  {r.TokensPerSecond,9:N0} tok/s" +
         (r.ValLoss is { } v ? $"  val {v:F4}" : "");
 
+    static void DescribeResume(string checkpoint, int step, IReadOnlyList<string> ignoredPartial)
+    {
+        Console.WriteLine($"resuming from {checkpoint} at step {step}");
+        foreach (var p in ignoredPartial) Console.WriteLine($"ignoring {p}: an interrupted save (no complete manifest); it is removed at the next save");
+    }
+
     sealed class LineObserver : ITrainingObserver
     {
+        public void OnResume(string checkpoint, int step, IReadOnlyList<string> ignoredPartial) => DescribeResume(checkpoint, step, ignoredPartial);
         public void OnStart(int totalSteps, string runDirectory) => Console.WriteLine($"run directory: {runDirectory}");
         public void OnReport(StepReport report) => Console.WriteLine(Describe(report));
     }
 
     sealed class BarObserver(ProgressTask task) : ITrainingObserver
     {
+        public void OnResume(string checkpoint, int step, IReadOnlyList<string> ignoredPartial) => DescribeResume(checkpoint, step, ignoredPartial);
         public void OnStep(int step) => task.Value = step + 1;
         public void OnReport(StepReport report)
         {

@@ -22,10 +22,17 @@ public static class TrainingCheckpoint
     public static string Save(CheckpointOptions options, TrainConfig config, ICommunicator comm, FlatParameters flat, FlatAdamW optimizer,
         DataParallelPlan plan, int step, long tokens, IReadOnlyDictionary<int, DataCursor> cursors)
     {
+        var prefix = $".tmp-{CheckpointDirectory.StepName(step)}-";
         comm.Barrier();
-        if (comm.Rank == 0) CheckpointDirectory.BeginTemp(options.Dir, step);
+        if (comm.Rank == 0)
+        {
+            // leftovers of an interrupted save of this same step (a crash, then a resume from an older checkpoint)
+            foreach (var stale in CheckpointDirectory.Partial(options.Dir).Where(p => Path.GetFileName(p).StartsWith(prefix)))
+                Directory.Delete(stale, recursive: true);
+            CheckpointDirectory.BeginTemp(options.Dir, step);
+        }
         comm.Barrier();
-        var temp = CheckpointDirectory.Partial(options.Dir).Single(p => Path.GetFileName(p).StartsWith($".tmp-{CheckpointDirectory.StepName(step)}-"));
+        var temp = CheckpointDirectory.Partial(options.Dir).Single(p => Path.GetFileName(p).StartsWith(prefix));
 
         var (start, count) = Slice(flat.Count, comm.Rank, comm.WorldSize);
         var scalars = optimizer.Scalars;
@@ -40,6 +47,7 @@ public static class TrainingCheckpoint
         File.WriteAllText(Path.Combine(temp, $"cursors-{comm.Rank:D5}.json"),
             JsonSerializer.Serialize(cursors.ToDictionary(c => c.Key.ToString(), c => c.Value.ToJson())));
         comm.Barrier();
+        CheckpointFaults.At("after-shards", step);
 
         var final = Path.Combine(options.Dir, CheckpointDirectory.StepName(step));
         if (comm.Rank == 0)
@@ -60,7 +68,13 @@ public static class TrainingCheckpoint
                 Tensors = names.Where(n => n!.EndsWith(".safetensors")).SelectMany(n => ManifestTensor.Of(n!, Safetensors.Open(Path.Combine(temp, n!)))).ToList(),
             };
             manifest.Write(temp);
+            CheckpointFaults.At("after-manifest", step);
+            // a complete checkpoint of this step that "latest" does not name (saved, then the run went back
+            // to an older one) is moved aside whole, never overwritten in place; the next KeepLast removes it
+            if (Directory.Exists(final))
+                Directory.Move(final, Path.Combine(options.Dir, $".tmp-superseded-{Path.GetFileName(final)}-{Guid.NewGuid():N}"));
             CheckpointDirectory.Commit(temp, final);
+            CheckpointFaults.At("after-rename", step);
             CheckpointDirectory.PointLatest(options.Dir, Path.GetFileName(final));
             CheckpointDirectory.KeepLast(options.Dir, options.Keep);
         }
@@ -68,8 +82,12 @@ public static class TrainingCheckpoint
         return final;
     }
 
-    /// <summary>Loads master weights, moments and optimizer scalars into this rank's buffers; returns the step and the cursors of every data shard.</summary>
-    public static (int Step, IReadOnlyDictionary<int, DataCursor> Cursors) Load(string resume, CheckpointOptions options, FlatParameters flat, FlatAdamW optimizer, DataParallelPlan plan)
+    /// <summary>
+    /// Loads master weights, moments and optimizer scalars into this rank's buffers; returns the
+    /// folder, the step, the cursors of every data shard, and the partial folders of interrupted
+    /// saves that were passed over.
+    /// </summary>
+    public static (string Dir, int Step, IReadOnlyDictionary<int, DataCursor> Cursors, IReadOnlyList<string> Partial) Load(string resume, CheckpointOptions options, FlatParameters flat, FlatAdamW optimizer, DataParallelPlan plan)
     {
         var dir = resume == "latest"
             ? CheckpointDirectory.ResolveLatest(options.Dir) ?? throw new CheckpointException($"{options.Dir}: no latest checkpoint to resume from (checkpoint.dir); train without checkpoint.resume first")
@@ -104,7 +122,7 @@ public static class TrainingCheckpoint
         optimizer.Scalars = (manifest.Scalars["adam_steps"], (long)manifest.Scalars["first_non_finite"]);
         var cursors = cursorsJson.RootElement.GetProperty("cursors").EnumerateObject()
             .ToDictionary(p => int.Parse(p.Name), p => DataCursor.FromJson(p.Value.GetString()!));
-        return ((int)manifest.Step, cursors);
+        return (dir, (int)manifest.Step, cursors, CheckpointDirectory.Partial(options.Dir));
     }
 
     static string ShardName(int rank, int world) => $"shard-{rank:D5}-of-{world:D5}.safetensors";
