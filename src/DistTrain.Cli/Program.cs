@@ -18,6 +18,8 @@ var root = new RootCommand("DistTrain: data-parallel training of Transformer++, 
     CommTestCommand.Create(),
     CheckpointCommands.Inspect(),
     CheckpointCommands.Export(),
+    CheckpointCommands.Score(),
+    CheckpointCommands.Eval(),
 };
 // errors reach ErrorReporter: a user mistake is one line and exit code 2, not a stack trace
 return ErrorReporter.Run(() => root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false }));

@@ -136,4 +136,30 @@ public class CheckpointTests
         if (point != "after-rename") Assert.Matches(@"ignoring .*\.tmp-step-00000010-\w+: an interrupted save", text);
         Assert.Equal(15, Losses(Path.Combine(dir.Path, "resumed")).Length);
     }
+
+    [Fact]
+    public void ScoreAndEvalReadACheckpoint()
+    {
+        using var dir = new TempFolder();
+        var (code, output) = Train(dir.Path, "full", 1, "--set", "train.steps=10");
+        Assert.True(code == 0, output);
+        var checkpoint = Path.Combine(dir.Path, "ckpt-full", "step-00000010");
+        var input = Path.Combine(dir.Path, "in.jsonl");
+        File.WriteAllText(input, "{\"tokens\": [73, 110, 32, 116, 104, 101]}\n{\"tokens\": [65, 110, 100]}\n");
+        var scored = Path.Combine(dir.Path, "out.jsonl");
+        var (scoreCode, scoreText) = Disttrain.Run(Limit, "score", "--checkpoint", checkpoint, "--input", input, "--out", scored);
+        Assert.True(scoreCode == 0, scoreText);
+        var rows = File.ReadAllLines(scored).Select(l => JsonDocument.Parse(l).RootElement).ToList();
+        Assert.Equal([5, 2], rows.Select(r => r.GetProperty("logprobs").GetArrayLength()));
+        Assert.All(rows.SelectMany(r => r.GetProperty("logprobs").EnumerateArray()), v => Assert.InRange(v.GetDouble(), -20, 0));
+
+        File.WriteAllText(input, "{\"tokens\": [73, 9999]}\n");
+        var (bad, badText) = Disttrain.Run(Limit, "score", "--checkpoint", checkpoint, "--input", input, "--out", Path.Combine(dir.Path, "bad.jsonl"));
+        Assert.Equal(2, bad);
+        Assert.Contains($"{input}:1: token 9999 is outside the vocabulary (0..263)", badText);
+
+        var (evalCode, evalText) = Disttrain.Run(Limit, "eval", "--checkpoint", checkpoint, "--data", "configs/corpus/kjv/val");
+        Assert.True(evalCode == 0, evalText);
+        Assert.Matches(@"step 10: loss \d\.\d{4}, perplexity \d+\.\d{3} over 1,417 windows", evalText);
+    }
 }

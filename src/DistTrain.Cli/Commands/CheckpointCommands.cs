@@ -2,7 +2,7 @@ using System.CommandLine;
 using System.Text.Json;
 using DistTrain.Checkpoint;
 using DistTrain.Model;
-using DistTrain.Training.Optim;
+using DistTrain.Training.Checkpointing;
 using Spectre.Console;
 using static TorchSharp.torch;
 
@@ -33,6 +33,39 @@ static class CheckpointCommands
         return new Command("ckpt", "inspect checkpoints") { inspect };
     }
 
+    public static Command Score()
+    {
+        var checkpoint = new Option<string>("--checkpoint") { Description = "a checkpoint folder", Required = true };
+        var input = new Option<string>("--input", "-i") { Description = "JSONL, one {\"tokens\": [...]} per line", Required = true };
+        var output = new Option<string>("--out", "-o") { Description = "JSONL with \"logprobs\" added to each line (must not exist)", Required = true };
+        var command = new Command("score", "log-probability of every next token of each input sequence") { checkpoint, input, output };
+        command.SetAction(parse =>
+        {
+            var (model, _, _) = TrainingCheckpoint.LoadModel(parse.GetValue(checkpoint)!);
+            using var _ = model;
+            int lines = Scoring.Score(model, parse.GetValue(input)!, parse.GetValue(output)!);
+            AnsiConsole.MarkupLineInterpolated($"scored {lines} sequences into {parse.GetValue(output)}");
+            return 0;
+        });
+        return command;
+    }
+
+    public static Command Eval()
+    {
+        var checkpoint = new Option<string>("--checkpoint") { Description = "a checkpoint folder", Required = true };
+        var data = new Option<string[]>("--data") { Description = "Parquet files or folders to evaluate on", Required = true, AllowMultipleArgumentsPerToken = true };
+        var command = new Command("eval", "validation loss and perplexity of a checkpoint on Parquet data") { checkpoint, data };
+        command.SetAction(parse =>
+        {
+            var (model, tree, manifest) = TrainingCheckpoint.LoadModel(parse.GetValue(checkpoint)!);
+            using var _ = model;
+            var (loss, windows) = Scoring.Evaluate(model, tree, parse.GetValue(data)!);
+            AnsiConsole.MarkupLineInterpolated($"step {manifest.Step}: loss {loss:F4}, perplexity {Math.Exp(loss):F3} over {windows:N0} windows");
+            return 0;
+        });
+        return command;
+    }
+
     public static Command Export()
     {
         var checkpoint = new Option<string>("--checkpoint") { Description = "a checkpoint folder", Required = true };
@@ -43,21 +76,9 @@ static class CheckpointCommands
         command.SetAction(parse =>
         {
             if (parse.GetValue(format) != "hf") throw new ArgumentException($"--format {parse.GetValue(format)}: only hf is supported");
-            var dir = Path.GetFullPath(parse.GetValue(checkpoint)!);
-            var m = CheckpointManifest.Read(dir);
-            m.Verify(dir);
-            var config = Training.Config.TrainConfigLoader.ModelFromTree(Training.Config.YamlTree.Parse(m.Config, $"{dir}/manifest.json"), $"{dir}/manifest.json");
-            using var model = new LanguageModel(config);
-            using var flat = new FlatParameters(model, ScalarType.Float32, CPU);
-            long count = (long)m.Scalars["flat_count"];
-            using (no_grad())
-                for (int r = 0; r < m.WorldSize; r++)
-                {
-                    var file = Safetensors.Open(Path.Combine(dir, $"shard-{r:D5}-of-{m.WorldSize:D5}.safetensors"));
-                    long start = count * r / m.WorldSize;
-                    using var slice = file.Read("master");
-                    flat.Master.narrow(0, start, slice.numel()).copy_(slice);
-                }
+            var (model, _, m) = TrainingCheckpoint.LoadModel(parse.GetValue(checkpoint)!);
+            using var _ = model;
+            var config = model.Config;
             var target = parse.GetValue(dtype) == "fp32" ? ScalarType.Float32 : ScalarType.BFloat16;
             HfExport.Write(model, parse.GetValue(output)!, target);
             AnsiConsole.MarkupLineInterpolated($"wrote {parse.GetValue(output)}/{HfExport.ConfigFileName} and {HfExport.WeightsFileName} ({config.Arch}, step {m.Step}, {target})");

@@ -2,6 +2,7 @@ using System.Text.Json;
 using DistTrain.Checkpoint;
 using DistTrain.Data;
 using DistTrain.Distributed;
+using DistTrain.Model;
 using DistTrain.Training.Config;
 using DistTrain.Training.Optim;
 using static TorchSharp.torch;
@@ -123,6 +124,38 @@ public static class TrainingCheckpoint
         var cursors = cursorsJson.RootElement.GetProperty("cursors").EnumerateObject()
             .ToDictionary(p => int.Parse(p.Name), p => DataCursor.FromJson(p.Value.GetString()!));
         return (dir, (int)manifest.Step, cursors, CheckpointDirectory.Partial(options.Dir));
+    }
+
+    /// <summary>
+    /// The model of a checkpoint, for export, scoring and evaluation: its config from the manifest,
+    /// its weights from the fp32 master slices (checksums verified first), in fp32 on the CPU.
+    /// Also returns the resolved training config tree it was trained with.
+    /// </summary>
+    public static (LanguageModel Model, Dictionary<string, object?> Config, CheckpointManifest Manifest) LoadModel(string checkpoint)
+    {
+        var dir = Path.GetFullPath(checkpoint);
+        var manifest = CheckpointManifest.Read(dir);
+        manifest.Verify(dir);
+        var tree = YamlTree.Parse(manifest.Config, $"{dir}/manifest.json");
+        var model = new LanguageModel(TrainConfigLoader.ModelFromTree(tree, $"{dir}/manifest.json"));
+        using var flat = new FlatParameters(model, ScalarType.Float32, CPU);
+        long count = (long)manifest.Scalars["flat_count"];
+        if (count != flat.Count) throw new CheckpointException($"{dir}: {count:N0} flat parameters, its own config builds {flat.Count:N0}; the checkpoint is inconsistent");
+        using (no_grad())
+            for (int r = 0; r < manifest.WorldSize; r++)
+            {
+                var (start, n) = Slice(count, r, manifest.WorldSize);
+                using var slice = Safetensors.Open(Path.Combine(dir, ShardName(r, manifest.WorldSize))).Read("master");
+                flat.Master.narrow(0, start, n).copy_(slice);
+            }
+        // the parameters now live in flat's buffer; detach them from it so the model outlives it
+        using (no_grad())
+            foreach (var (_, p) in model.named_parameters())
+            {
+                var own = p.detach().clone();
+                p.set_(own);
+            }
+        return (model, tree, manifest);
     }
 
     static string ShardName(int rank, int world) => $"shard-{rank:D5}-of-{world:D5}.safetensors";
