@@ -7,17 +7,19 @@ public class CheckpointTests
 {
     static readonly TimeSpan Limit = TimeSpan.FromMinutes(4);
 
-    static string[] Args(string dir, string runs, int workers) =>
+    static string[] Args(string dir, string runs, int workers, int shards = 6) =>
     [
         "--config", "configs/tiny-muddformer.yaml", "--set", "train.steps=20", "--set", "train.log_interval=1", "--set", "train.seq_len=64",
-        "--set", "train.global_batch=12", "--set", $"train.micro_batch={12 / workers}", "--set", "data.shards=6", "--set", "train.eval_interval=0",
+        "--set", "train.global_batch=12", "--set", $"train.micro_batch={12 / workers}", "--set", $"data.shards={shards}", "--set", "train.eval_interval=0",
         "--set", "train.eval_batches=1", "--set", "optim.warmup_steps=2", "--set", "train.ledger=true",
         "--set", "checkpoint.interval=10", "--set", $"checkpoint.dir={Path.Combine(dir, "ckpt-" + runs)}", "--set", $"train.run_dir={Path.Combine(dir, runs)}",
     ];
 
-    static (int, string) Train(string dir, string runs, int workers, params string[] extra) => workers == 1
-        ? Disttrain.Run(Limit, ["train", .. Args(dir, runs, workers), .. extra])
-        : Disttrain.Run(Limit, ["launch", "--manifest", Disttrain.LocalManifest(dir, workers), .. Args(dir, runs, workers), .. extra]);
+    static (int, string) Train(string dir, string runs, int workers, params string[] extra) => Train(dir, runs, workers, 6, extra);
+
+    static (int, string) Train(string dir, string runs, int workers, int shards, params string[] extra) => workers == 1
+        ? Disttrain.Run(Limit, ["train", .. Args(dir, runs, workers, shards), .. extra])
+        : Disttrain.Run(Limit, ["launch", "--manifest", Disttrain.LocalManifest(dir, workers), .. Args(dir, runs, workers, shards), .. extra]);
 
     static double[] Losses(string runs) =>
         File.ReadLines(Path.Combine(Directory.GetDirectories(runs).Single(), "metrics.jsonl"))
@@ -44,14 +46,17 @@ public class CheckpointTests
         Assert.Equal(full[10..], resumed);          // exact doubles
     }
 
-    [Fact]
-    public void SavedWithThreeWorkersResumedWithTwoContinuesTheSameSamples()
+    [Theory]
+    [InlineData(2, 6)]
+    [InlineData(4, 12)]
+    public void SavedWithThreeWorkersResumedWithAnotherCountContinuesTheSameSamples(int resumedWorkers, int shards)
     {
         using var dir = new TempFolder();
-        var (code, output) = Train(dir.Path, "three", 3);
+        var (code, output) = Train(dir.Path, "three", 3, shards);
         Assert.True(code == 0, output);
-        var (resumedCode, resumedOutput) = Train(dir.Path, "two", 2, "--resume", Path.Combine(dir.Path, "ckpt-three", "step-00000010"));
+        var (resumedCode, resumedOutput) = Train(dir.Path, "two", resumedWorkers, shards, "--resume", Path.Combine(dir.Path, "ckpt-three", "step-00000010"));
         Assert.True(resumedCode == 0, resumedOutput);
+        int perShard = 12 / shards;   // windows per shard and step
 
         // the same samples per step (6 canonical shards); only the reduction order differs
         var three = Losses(Path.Combine(dir.Path, "three"));
@@ -59,24 +64,24 @@ public class CheckpointTests
         double gap = three[10..].Zip(two, (a, b) => Math.Abs(a - b)).Max();
         Assert.True(gap < 1e-5, $"max |Δ loss| {gap:E2}");
 
-        // the ledger: steps 1-10 of the three-worker run (up to the checkpoint), then steps 11-20 with two
-        // workers: per shard 40 consecutive windows, each once
+        // the ledger: steps 1-10 of the three-worker run (up to the checkpoint), then steps 11-20 after the
+        // resume: per shard 20 · perShard consecutive windows, each once
         var head = Ledger(Path.Combine(dir.Path, "three")).GroupBy(w => w.Shard)
-            .ToDictionary(g => g.Key, g => g.OrderBy(w => w.Index).Take(20).ToList());   // steps 1-10: 2 per shard and step
+            .ToDictionary(g => g.Key, g => g.OrderBy(w => w.Index).Take(10 * perShard).ToList());
         var tail = Ledger(Path.Combine(dir.Path, "two")).GroupBy(w => w.Shard).ToDictionary(g => g.Key, g => g.OrderBy(w => w.Index).ToList());
-        Assert.Equal(6, tail.Count);
-        foreach (var shard in Enumerable.Range(0, 6))
+        Assert.Equal(shards, tail.Count);
+        foreach (var shard in Enumerable.Range(0, shards))
         {
             var all = head[shard].Concat(tail[shard]).Select(w => w.Index).ToList();
-            Assert.Equal(40, all.Count);
+            Assert.Equal(20 * perShard, all.Count);
             Assert.Equal(all.Distinct().Count(), all.Count);
-            Assert.Equal(Enumerable.Range(0, 40).Select(i => all[0] + i), all.Order());
+            Assert.Equal(Enumerable.Range(0, 20 * perShard).Select(i => all[0] + i), all.Order());
         }
 
         var (inspect, text) = Disttrain.Run(Limit, "ckpt", "inspect", Path.Combine(dir.Path, "ckpt-three", "step-00000010"));
         Assert.True(inspect == 0, text);
         Assert.Contains("world size 3", text);
-        Assert.Contains("checksums verified: 6 files", text);
+        Assert.Contains("checksums verified: 6 files", text);   // 3 shards + 3 cursor files
     }
 
     [Fact]

@@ -1,0 +1,57 @@
+using DistTrain.Distributed;
+using DistTrain.Training.Checkpointing;
+using DistTrain.Training.Config;
+using static TorchSharp.torch;
+
+namespace DistTrain.Training.Tests;
+
+public class CheckpointRoundTripTests
+{
+    [Fact]
+    public void MasterWeightsMomentsAndOptimizerScalarsLoadAsTheyWereSaved()
+    {
+        using var runs = new TempDir();
+        var config = TrainConfigLoader.Load(Repo.Config("tiny-muddformer.yaml"),
+            ["train.steps=6", "train.micro_batch=4", "train.seq_len=32", "train.eval_interval=0", "train.eval_batches=0", "optim.warmup_steps=1",
+             $"train.run_dir={runs.Path}", "checkpoint.interval=6", $"checkpoint.dir={Path.Combine(runs.Path, "ckpt")}"]);
+        using var trained = new Trainer(config);
+        trained.Run();   // saves step 6 after its last step
+
+        using var fresh = new Trainer(config);
+        var plan = DataParallelPlan.For(config, 1);
+        var (dir, step, cursors, partial) = TrainingCheckpoint.Load("latest", config.Checkpoint, fresh.Flat, fresh.Optimizer, plan);
+
+        Assert.EndsWith("step-00000006", dir);
+        Assert.Equal(6, step);
+        Assert.Empty(partial);
+        Assert.Equal(24, cursors[0].Windows);                      // 6 steps x 4 windows
+        Assert.True(fresh.Flat.Master.eq(trained.Flat.Master).all().item<bool>());
+        Assert.True(fresh.Flat.Params.eq(trained.Flat.Params).all().item<bool>());
+        Assert.True(fresh.Optimizer.ExpAvg.eq(trained.Optimizer.ExpAvg).all().item<bool>());
+        Assert.True(fresh.Optimizer.ExpAvgSq.eq(trained.Optimizer.ExpAvgSq).all().item<bool>());
+        Assert.Equal(trained.Optimizer.Scalars, fresh.Optimizer.Scalars);
+        Assert.Equal((6.0, -1L), fresh.Optimizer.Scalars);
+    }
+
+    [Fact]
+    public void AnotherModelOrShardCountIsRefusedWithWhatToSet()
+    {
+        using var runs = new TempDir();
+        string[] common = ["train.steps=2", "train.micro_batch=4", "train.seq_len=32", "train.eval_interval=0", "train.eval_batches=0", "optim.warmup_steps=1",
+            $"train.run_dir={runs.Path}", "checkpoint.interval=2", $"checkpoint.dir={Path.Combine(runs.Path, "ckpt")}"];
+        var config = TrainConfigLoader.Load(Repo.Config("tiny-muddformer.yaml"), common);
+        using (var t = new Trainer(config)) t.Run();
+
+        var wider = TrainConfigLoader.Load(Repo.Config("tiny-muddformer.yaml"), [.. common, "model.dim=128"]);
+        using var other = new Trainer(wider);
+        var error = Assert.Throws<DistTrain.Checkpoint.CheckpointException>(() =>
+            TrainingCheckpoint.Load("latest", wider.Checkpoint, other.Flat, other.Optimizer, DataParallelPlan.For(wider, 1)));
+        Assert.Contains("written for another model", error.Message);
+
+        var sharded = TrainConfigLoader.Load(Repo.Config("tiny-muddformer.yaml"), [.. common, "data.shards=2"]);
+        using var same = new Trainer(sharded);
+        var shards = Assert.Throws<DistTrain.Checkpoint.CheckpointException>(() =>
+            TrainingCheckpoint.Load("latest", sharded.Checkpoint, same.Flat, same.Optimizer, DataParallelPlan.For(sharded, 1)));
+        Assert.Contains("saved with data.shards 1, this run has 2; set data.shards=1", shards.Message);
+    }
+}
