@@ -29,6 +29,8 @@ public interface ITrainingObserver
     /// <summary>Training continues from <paramref name="checkpoint"/> at <paramref name="step"/>; <paramref name="ignoredPartial"/> are folders of interrupted saves.</summary>
     void OnResume(string checkpoint, int step, IReadOnlyList<string> ignoredPartial) { }
     void OnStep(int step) { }
+    /// <summary>A checkpoint was committed: this rank wrote <paramref name="bytes"/>, and training waited <paramref name="seconds"/>.</summary>
+    void OnCheckpoint(string checkpoint, long bytes, double seconds) { }
     void OnReport(StepReport report) { }
 }
 

@@ -125,7 +125,10 @@ public sealed class Trainer : IDisposable
             gradNorm.Dispose();
             var c = _config.Checkpoint;
             if (c.Interval > 0 && ((step + 1) % c.Interval == 0 || last))
-                TrainingCheckpoint.Save(c, _config, _comm, Flat, Optimizer, plan, step + 1, tokensPerStep * (step + 1), train.ShardCursors);
+            {
+                var (dir, bytes, seconds) = TrainingCheckpoint.Save(c, _config, _comm, Flat, Optimizer, plan, step + 1, tokensPerStep * (step + 1), train.ShardCursors);
+                observer?.OnCheckpoint(dir, bytes, seconds);
+            }
         }
         lossSum.Dispose();
         _loader = null;

@@ -195,6 +195,7 @@ public static class WorkerRunner
         public void OnStart(int totalSteps, string runDirectory) { first.OnStart(totalSteps, runDirectory); second?.OnStart(totalSteps, runDirectory); }
         public void OnResume(string checkpoint, int step, IReadOnlyList<string> ignoredPartial) { first.OnResume(checkpoint, step, ignoredPartial); second?.OnResume(checkpoint, step, ignoredPartial); }
         public void OnStep(int step) { first.OnStep(step); second?.OnStep(step); }
+        public void OnCheckpoint(string checkpoint, long bytes, double seconds) { first.OnCheckpoint(checkpoint, bytes, seconds); second?.OnCheckpoint(checkpoint, bytes, seconds); }
         public void OnReport(StepReport report) { first.OnReport(report); second?.OnReport(report); }
     }
 }

@@ -39,8 +39,12 @@ static class TrainingProgress
         foreach (var p in ignoredPartial) Console.WriteLine($"ignoring {p}: an interrupted save (no complete manifest); it is removed at the next save");
     }
 
+    static void DescribeCheckpoint(string checkpoint, long bytes, double seconds) =>
+        Console.WriteLine($"checkpoint {checkpoint}: {bytes / 1e6:F1} MB from this rank in {seconds:F2} s ({bytes / 1e6 / seconds:F0} MB/s; training waited {seconds:F2} s)");
+
     sealed class LineObserver : ITrainingObserver
     {
+        public void OnCheckpoint(string checkpoint, long bytes, double seconds) => DescribeCheckpoint(checkpoint, bytes, seconds);
         public void OnResume(string checkpoint, int step, IReadOnlyList<string> ignoredPartial) => DescribeResume(checkpoint, step, ignoredPartial);
         public void OnStart(int totalSteps, string runDirectory) => Console.WriteLine($"run directory: {runDirectory}");
         public void OnReport(StepReport report) => Console.WriteLine(Describe(report));
@@ -48,6 +52,7 @@ static class TrainingProgress
 
     sealed class BarObserver(ProgressTask task) : ITrainingObserver
     {
+        public void OnCheckpoint(string checkpoint, long bytes, double seconds) => DescribeCheckpoint(checkpoint, bytes, seconds);
         public void OnResume(string checkpoint, int step, IReadOnlyList<string> ignoredPartial) => DescribeResume(checkpoint, step, ignoredPartial);
         public void OnStep(int step) => task.Value = step + 1;
         public void OnReport(StepReport report)

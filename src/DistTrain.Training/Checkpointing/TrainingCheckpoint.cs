@@ -20,9 +20,11 @@ public static class TrainingCheckpoint
 {
     static readonly string[] Buffers = ["master", "exp_avg", "exp_avg_sq"];
 
-    public static string Save(CheckpointOptions options, TrainConfig config, ICommunicator comm, FlatParameters flat, FlatAdamW optimizer,
+    /// <summary>Writes the checkpoint of <paramref name="step"/>; returns its folder, this rank's bytes and the seconds training waited.</summary>
+    public static (string Dir, long Bytes, double Seconds) Save(CheckpointOptions options, TrainConfig config, ICommunicator comm, FlatParameters flat, FlatAdamW optimizer,
         DataParallelPlan plan, int step, long tokens, IReadOnlyDictionary<int, DataCursor> cursors)
     {
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
         var prefix = $".tmp-{CheckpointDirectory.StepName(step)}-";
         comm.Barrier();
         if (comm.Rank == 0)
@@ -37,14 +39,16 @@ public static class TrainingCheckpoint
 
         var (start, count) = Slice(flat.Count, comm.Rank, comm.WorldSize);
         var scalars = optimizer.Scalars;
+        var shardPath = Path.Combine(temp, ShardName(comm.Rank, comm.WorldSize));
         // device-to-host copies of this rank's slices: the only stall on the training stream
         using (var scope = NewDisposeScope())
         {
             var tensors = new[] { flat.Master, optimizer.ExpAvg, optimizer.ExpAvgSq }
                 .Select((t, i) => (Buffers[i], t.narrow(0, start, count).to(ScalarType.Float32).cpu())).ToList();
-            Safetensors.Write(Path.Combine(temp, ShardName(comm.Rank, comm.WorldSize)), tensors,
+            Safetensors.Write(shardPath, tensors,
                 new Dictionary<string, string> { ["flat_start"] = $"{start}", ["flat_count"] = $"{count}" });
         }
+        long bytes = new FileInfo(shardPath).Length;
         File.WriteAllText(Path.Combine(temp, $"cursors-{comm.Rank:D5}.json"),
             JsonSerializer.Serialize(cursors.ToDictionary(c => c.Key.ToString(), c => c.Value.ToJson())));
         comm.Barrier();
@@ -80,7 +84,7 @@ public static class TrainingCheckpoint
             CheckpointDirectory.KeepLast(options.Dir, options.Keep);
         }
         comm.Barrier();
-        return final;
+        return (final, bytes, System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds);
     }
 
     /// <summary>
