@@ -18,7 +18,7 @@ namespace DistTrain.Training.Checkpointing;
 /// </summary>
 public static class TrainingCheckpoint
 {
-    static readonly string[] Buffers = ["master", "exp_avg", "exp_avg_sq"];
+    static readonly string[] Buffers = ["master", "exp_avg", "exp_avg_sq"];   // the names of the flat buffers in a shard file
 
     /// <summary>Writes the checkpoint of <paramref name="step"/>; returns its folder, this rank's bytes and the seconds training waited.</summary>
     public static (string Dir, long Bytes, double Seconds) Save(CheckpointOptions options, TrainConfig config, ICommunicator comm, FlatParameters flat, FlatAdamW optimizer,
@@ -108,21 +108,7 @@ public static class TrainingCheckpoint
         if (shards != plan.Shards)
             throw new CheckpointException($"{dir}: saved with data.shards {shards}, this run has {plan.Shards}; set data.shards={shards} (any world size dividing it resumes the same sample order)");
 
-        using (no_grad())
-        {
-            for (int r = 0; r < manifest.WorldSize; r++)
-            {
-                var file = Safetensors.Open(Path.Combine(dir, ShardName(r, manifest.WorldSize)));
-                var (start, n) = Slice(count, r, manifest.WorldSize);
-                var targets = new[] { flat.Master, optimizer.ExpAvg, optimizer.ExpAvgSq };
-                for (int i = 0; i < Buffers.Length; i++)
-                {
-                    using var slice = file.Read(Buffers[i]);
-                    if (slice.numel() != n) throw new CheckpointException($"{file.Path}: {Buffers[i]} holds {slice.numel()} values, the manifest's slice is {n}");
-                    targets[i].narrow(0, start, n).copy_(slice);
-                }
-            }
-        }
+        ReadSlices(dir, manifest, [("master", flat.Master), ("exp_avg", optimizer.ExpAvg), ("exp_avg_sq", optimizer.ExpAvgSq)]);
         flat.PublishMaster();
         optimizer.Scalars = (manifest.Scalars["adam_steps"], (long)manifest.Scalars["first_non_finite"]);
         var cursors = cursorsJson.RootElement.GetProperty("cursors").EnumerateObject()
@@ -145,13 +131,7 @@ public static class TrainingCheckpoint
         using var flat = new FlatParameters(model, ScalarType.Float32, CPU);
         long count = (long)manifest.Scalars["flat_count"];
         if (count != flat.Count) throw new CheckpointException($"{dir}: {count:N0} flat parameters, its own config builds {flat.Count:N0}; the checkpoint is inconsistent");
-        using (no_grad())
-            for (int r = 0; r < manifest.WorldSize; r++)
-            {
-                var (start, n) = Slice(count, r, manifest.WorldSize);
-                using var slice = Safetensors.Open(Path.Combine(dir, ShardName(r, manifest.WorldSize))).Read("master");
-                flat.Master.narrow(0, start, n).copy_(slice);
-            }
+        ReadSlices(dir, manifest, [("master", flat.Master)]);
         // the parameters now live in flat's buffer; detach them from it so the model outlives it
         using (no_grad())
             foreach (var (_, p) in model.named_parameters())
@@ -160,6 +140,24 @@ public static class TrainingCheckpoint
                 p.set_(own);
             }
         return (model, tree, manifest);
+    }
+
+    /// <summary>Reassembles flat buffers from the slices of every shard file, whatever world size wrote them.</summary>
+    static void ReadSlices(string dir, CheckpointManifest manifest, IReadOnlyList<(string Name, Tensor Target)> buffers)
+    {
+        long count = (long)manifest.Scalars["flat_count"];
+        using var noGrad = no_grad();
+        for (int r = 0; r < manifest.WorldSize; r++)
+        {
+            var file = Safetensors.Open(Path.Combine(dir, ShardName(r, manifest.WorldSize)));
+            var (start, n) = Slice(count, r, manifest.WorldSize);
+            foreach (var (name, target) in buffers)
+            {
+                using var slice = file.Read(name);
+                if (slice.numel() != n) throw new CheckpointException($"{file.Path}: {name} holds {slice.numel()} values, the manifest's slice is {n}");
+                target.narrow(0, start, n).copy_(slice);
+            }
+        }
     }
 
     static string ShardName(int rank, int world) => $"shard-{rank:D5}-of-{world:D5}.safetensors";
