@@ -20,6 +20,9 @@ public static partial class CheckpointDirectory
     [GeneratedRegex(@"^step-(\d{8,})$")]
     private static partial Regex StepFolder();
 
+    [GeneratedRegex(@"step-(\d{8,})")]
+    private static partial Regex TempStep();
+
     /// <summary>The finished folder name of a step: step-00001234.</summary>
     public static string StepName(long step) => "step-" + step.ToString("D8", CultureInfo.InvariantCulture);
 
@@ -29,6 +32,20 @@ public static partial class CheckpointDirectory
         ArgumentOutOfRangeException.ThrowIfNegative(step);
         Directory.CreateDirectory(root);
         string temp = Path.Combine(Path.GetFullPath(root), $"{TempPrefix}{StepName(step)}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(temp);
+        return temp;
+    }
+
+    /// <summary>
+    /// root/.tmp-step-00001234-SAVEID/, created if missing: every rank of one save computes the same
+    /// name from the id they share (the run id), so no rank waits for another to create it.
+    /// </summary>
+    public static string TempFor(string root, long step, string saveId)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(step);
+        if (saveId.Length == 0 || saveId.Contains('/') || saveId.Contains('\\') || saveId is "." or "..")
+            throw new ArgumentException($"a save id must be a plain, non-empty name, not '{saveId}'", nameof(saveId));
+        string temp = Path.Combine(Path.GetFullPath(root), $"{TempPrefix}{StepName(step)}-{saveId}");
         Directory.CreateDirectory(temp);
         return temp;
     }
@@ -101,10 +118,11 @@ public static partial class CheckpointDirectory
     }
 
     /// <summary>
-    /// Deletes finished checkpoints older than the newest k (never the one latest names) and every .tmp-*
-    /// folder. Call it from the one saving process after a commit, never while a save is in progress.
+    /// Deletes finished checkpoints older than the newest k (never the one latest names) and the .tmp-*
+    /// folders of steps up to <paramref name="upToStep"/> (a later step's save may be under way).
+    /// Call it from the one committing process after a commit.
     /// </summary>
-    public static void KeepLast(string root, int k)
+    public static void KeepLast(string root, int k, long upToStep = long.MaxValue)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(k, 1);
         string? latest = LatestName(root);
@@ -113,7 +131,8 @@ public static partial class CheckpointDirectory
             if (Path.GetFileName(dir) != latest)
                 Directory.Delete(dir, recursive: true);
         foreach (var dir in Partial(root))
-            Directory.Delete(dir, recursive: true);
+            if (TempStep().Match(Path.GetFileName(dir)) is not { Success: true } m || long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture) <= upToStep)
+                Directory.Delete(dir, recursive: true);
         FsyncDirectory(root);
     }
 
@@ -123,7 +142,8 @@ public static partial class CheckpointDirectory
         return File.Exists(path) ? File.ReadAllText(path).Trim() : null;
     }
 
-    static void FsyncFile(string path)
+    /// <summary>Flushes a written file to the disk (fsync); throws naming the file when the disk refuses.</summary>
+    public static void FsyncFile(string path)
     {
         if (OperatingSystem.IsWindows())
         {

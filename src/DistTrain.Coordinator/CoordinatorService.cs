@@ -42,5 +42,14 @@ sealed class CoordinatorService(JobState job) : Protocol.V1.Coordinator.Coordina
         return Task.FromResult(new FinishReply());
     }
 
+    public override Task<CheckpointVoteReply> CheckpointVote(CheckpointVoteRequest request, ServerCallContext context) =>
+        job.CheckpointVote(request).WaitAsync(context.CancellationToken);
+
+    public override Task<CheckpointDoneReply> CheckpointDone(CheckpointDoneRequest request, ServerCallContext context)
+    {
+        job.CheckpointDone(request);
+        return Task.FromResult(new CheckpointDoneReply());
+    }
+
     public override Task<JobStatus> GetStatus(StatusRequest request, ServerCallContext context) => Task.FromResult(job.Status());
 }

@@ -29,8 +29,11 @@ sealed class JobState
     readonly Dictionary<int, Rank> _ranks = [];
     readonly TaskCompletionSource<byte[]> _ncclId = new(TaskCreationOptions.RunContinuationsAsynchronously);
     readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    readonly Dictionary<int, (Dictionary<int, CheckpointVoteRequest> Votes, TaskCompletionSource<CheckpointVoteReply> Reply)> _saves = [];   // by step
     JobStatus.Types.State _state = JobStatus.Types.State.Waiting;
     string _reason = "";
+    int _checkpointStep;
+    string _checkpointPath = "", _checkpointError = "";
 
     /// <param name="assignment">rank -> the reply it gets (rank, rendezvous, data shards)</param>
     public JobState(ClusterManifest manifest, Func<int, RegisterReply> assignment)
@@ -96,6 +99,42 @@ sealed class JobState
         }
     }
 
+    /// <summary>Phase 1 of a checkpoint: a rank's vote; completes when every rank of the job has voted for that step.</summary>
+    public Task<CheckpointVoteReply> CheckpointVote(CheckpointVoteRequest vote)
+    {
+        lock (_lock)
+        {
+            if (_state != JobStatus.Types.State.Running)
+                throw new RpcException(new Status(StatusCode.Aborted, $"job '{_manifest.Job}' is {_state.ToString().ToLowerInvariant()}; no checkpoint commits {_reason}"));
+            if (!_ranks.ContainsKey(vote.Rank))
+                throw new RpcException(new Status(StatusCode.InvalidArgument, $"rank: {vote.Rank} is not a rank of this job (world size {_manifest.WorldSize})"));
+            if (!_saves.TryGetValue(vote.Step, out var save))
+                _saves[vote.Step] = save = ([], new TaskCompletionSource<CheckpointVoteReply>(TaskCreationOptions.RunContinuationsAsynchronously));
+            if (!save.Votes.TryAdd(vote.Rank, vote))
+                throw new RpcException(new Status(StatusCode.AlreadyExists, $"rank {vote.Rank} voted twice for the checkpoint of step {vote.Step}"));
+            if (save.Votes.Count == _manifest.WorldSize)
+            {
+                var failed = save.Votes.Values.Where(v => v.Error.Length > 0).OrderBy(v => v.Rank).ToList();
+                var reply = new CheckpointVoteReply { Commit = failed.Count == 0 };
+                if (reply.Commit) reply.Files.AddRange(save.Votes.Values.OrderBy(v => v.Rank).SelectMany(v => v.Files));
+                else reply.Reason = string.Join("; ", failed.Select(v => $"rank {v.Rank} ({_ranks[v.Rank].Request.Host}): {v.Error}"));
+                _saves.Remove(vote.Step);
+                save.Reply.SetResult(reply);
+            }
+            return save.Reply.Task;
+        }
+    }
+
+    /// <summary>Phase 2: rank 0 committed the checkpoint (or gave it up).</summary>
+    public void CheckpointDone(CheckpointDoneRequest done)
+    {
+        lock (_lock)
+        {
+            if (done.Path.Length > 0) (_checkpointStep, _checkpointPath) = (done.Step, done.Path);
+            else _checkpointError = $"step {done.Step}: {done.Error}";
+        }
+    }
+
     public void Finish(FinishRequest request)
     {
         lock (_lock)
@@ -149,6 +188,8 @@ sealed class JobState
             _reason = reason;
             foreach (var (_, reply) in _waiting) reply.TrySetException(new RpcException(new Status(StatusCode.Aborted, reason)));
             _ncclId.TrySetException(new RpcException(new Status(StatusCode.Aborted, reason)));
+            foreach (var (_, save) in _saves) save.Reply.TrySetException(new RpcException(new Status(StatusCode.Aborted, $"checkpoint abandoned: {reason}")));
+            _saves.Clear();
             _stopped.TrySetResult();
         }
     }
@@ -158,7 +199,8 @@ sealed class JobState
         lock (_lock)
         {
             var now = DateTime.UtcNow;
-            var status = new JobStatus { Job = _manifest.Job, State = _state, WorldSize = _manifest.WorldSize, Registered = _waiting.Count, Reason = _reason };
+            var status = new JobStatus { Job = _manifest.Job, State = _state, WorldSize = _manifest.WorldSize, Registered = _waiting.Count, Reason = _reason,
+                CheckpointStep = _checkpointStep, CheckpointPath = _checkpointPath, CheckpointError = _checkpointError };
             status.Ranks.AddRange(_ranks.Values.OrderBy(r => r.Index).Select(r => new RankStatus
             {
                 Rank = r.Index, Host = r.Request.Host, Step = r.Step, Tokens = r.Tokens, Loss = r.Loss,

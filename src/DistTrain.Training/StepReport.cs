@@ -1,5 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using DistTrain.Data;
+using DistTrain.Training.Checkpointing;
 
 namespace DistTrain.Training;
 
@@ -26,13 +28,19 @@ public sealed record StepReport(
 public interface ITrainingObserver
 {
     void OnStart(int totalSteps, string runDirectory) { }
-    /// <summary>Training continues from <paramref name="checkpoint"/> at <paramref name="step"/>; <paramref name="ignoredPartial"/> are folders of interrupted saves.</summary>
-    void OnResume(string checkpoint, int step, IReadOnlyList<string> ignoredPartial) { }
+    /// <summary>Training continues from a checkpoint (which, and what was passed over).</summary>
+    void OnResume(ResumeReport resume) { }
     void OnStep(int step) { }
-    /// <summary>A checkpoint was committed: this rank wrote <paramref name="bytes"/>, and training waited <paramref name="seconds"/>.</summary>
-    void OnCheckpoint(string checkpoint, long bytes, double seconds) { }
+    /// <summary>A save finished in the background: committed, or failed (<see cref="CheckpointReport.Error"/>).</summary>
+    void OnCheckpoint(CheckpointReport report) { }
     void OnReport(StepReport report) { }
 }
+
+/// <summary>
+/// Where a run resumed: the checkpoint and its step, every data shard's cursor, the folders of
+/// interrupted saves that were ignored, and (with checkpoint.fallback) the newer checkpoints refused and why.
+/// </summary>
+public sealed record ResumeReport(string Checkpoint, int Step, IReadOnlyDictionary<int, DataCursor> Cursors, IReadOnlyList<string> IgnoredPartial, IReadOnlyList<string> Refused);
 
 /// <summary>Raised when training cannot go on (non-finite loss, ...), with the step and a hint.</summary>
 public sealed class TrainingException(string message) : Exception(message);

@@ -22,16 +22,21 @@ public sealed class Trainer : IDisposable
     readonly ICommunicator _comm;
     readonly DataAssignment _data;
     readonly string? _runId;
+    readonly ICheckpointCommit _commit;
     readonly Device _device;
     readonly ScalarType _dtype;
 
     /// <param name="comm">the ranks' communicator; null: one process (world size 1)</param>
     /// <param name="data">this rank's shards; null: computed here (what every rank of a job computes)</param>
     /// <param name="runId">the run directory name shared by all ranks; null: NAME-TIMESTAMP</param>
-    public Trainer(TrainConfig config, ICommunicator? comm = null, DataAssignment? data = null, string? runId = null)
+    /// <param name="commit">the two-phase commit of checkpoints across ranks (the coordinator's); null: one process commits alone</param>
+    public Trainer(TrainConfig config, ICommunicator? comm = null, DataAssignment? data = null, string? runId = null, ICheckpointCommit? commit = null)
     {
         _config = config;
         _comm = comm ?? new LocalCommunicator();
+        if (commit is null && _comm.WorldSize > 1)
+            throw new ArgumentException($"a job of {_comm.WorldSize} ranks commits checkpoints through its coordinator; pass its ICheckpointCommit", nameof(commit));
+        _commit = commit ?? new SingleRankCommit();
         _data = data ?? DataAssignment.For(config, DataParallelPlan.For(config, _comm.WorldSize), _comm.Rank);
         _runId = runId;
         _device = DeviceFor(config);
@@ -60,14 +65,16 @@ public sealed class Trainer : IDisposable
         IReadOnlyDictionary<int, DataCursor> resumeCursors = new Dictionary<int, DataCursor>();
         if (_config.Checkpoint.Resume.Length > 0)
         {
-            var (dir, step, cursors, partial) = TrainingCheckpoint.Load(_config.Checkpoint.Resume, _config.Checkpoint, Flat, Optimizer, plan);
-            (startStep, resumeCursors) = (step, cursors);
-            observer?.OnResume(dir, step, partial);
+            var resumed = TrainingCheckpoint.Load(_config.Checkpoint.Resume, _config.Checkpoint, Flat, Optimizer, plan);
+            (startStep, resumeCursors) = (resumed.Step, resumed.Cursors);
+            observer?.OnResume(resumed);
         }
         using var train = new BatchLoader(_data.Shards.Select(s => (s.Shard, OpenReader(_config.Data.Train, loop: true, s.Range, resumeCursors.GetValueOrDefault(s.Shard)))).ToList(),
             plan.WindowsPerShard, t.SeqLen, _device);
         _loader = train;
         using var run = RunDirectory.Create(_config, _runId, _comm.Rank);
+        var c = _config.Checkpoint;
+        using var saver = c.Interval > 0 ? new CheckpointSaver(c, _config, _comm.Rank, _comm.WorldSize, _commit, Path.GetFileName(run.Path)) : null;
         observer?.OnStart(t.Steps, run.Path);
         double? initialValLoss = Evaluate();
 
@@ -98,6 +105,7 @@ public sealed class Trainer : IDisposable
                 Flat.ZeroGrads();
             }
             stepsInWindow++;
+            Saved(saver?.Poll(), observer);
             if (t.Ledger) run.AppendLedger(step + 1, train.Taken);
             train.Taken.Clear();
             observer?.OnStep(step);
@@ -123,16 +131,22 @@ public sealed class Trainer : IDisposable
                 window.Restart();
             }
             gradNorm.Dispose();
-            var c = _config.Checkpoint;
-            if (c.Interval > 0 && ((step + 1) % c.Interval == 0 || last))
-            {
-                var (dir, bytes, seconds) = TrainingCheckpoint.Save(c, _config, _comm, Flat, Optimizer, plan, step + 1, tokensPerStep * (step + 1), train.ShardCursors);
-                observer?.OnCheckpoint(dir, bytes, seconds);
-            }
+            if (saver is not null && ((step + 1) % c.Interval == 0 || last))
+                Saved(saver.Begin(Flat, Optimizer, plan, step + 1, tokensPerStep * (step + 1), train.ShardCursors, ct), observer);
         }
+        Saved(saver?.Wait(), observer);
         lossSum.Dispose();
         _loader = null;
         return new TrainResult(run.Path, reports, train.Cursors, initialValLoss);
+    }
+
+    /// <summary>Reports a finished save; a failed one stops the run unless checkpoint.on_failure is continue.</summary>
+    void Saved(CheckpointReport? report, ITrainingObserver? observer)
+    {
+        if (report is null) return;
+        observer?.OnCheckpoint(report);
+        if (report.Error is { } error && _config.Checkpoint.OnFailure == "stop")
+            throw new TrainingException($"the checkpoint of step {report.Step} failed: {error}. Training stopped (checkpoint.on_failure=stop); free space or fix permissions under {_config.Checkpoint.Dir} and resume from the last good checkpoint, or set checkpoint.on_failure=continue to train on and retry at the next save");
     }
 
     /// <summary>Mean next-token loss over the validation set (its first eval_batches batches), or null without one.</summary>

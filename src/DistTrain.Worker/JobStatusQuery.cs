@@ -6,13 +6,16 @@ namespace DistTrain.Worker;
 public sealed record RankProgress(int Rank, string Host, int Step, long Tokens, double Loss, double SecondsSinceHeartbeat, bool Finished);
 
 /// <summary>A job's state as the coordinator reports it (`disttrain status`).</summary>
-public sealed record JobProgress(string Job, string State, int WorldSize, int Registered, string Reason, IReadOnlyList<RankProgress> Ranks)
+/// CheckpointStep / CheckpointPath: the last committed checkpoint (0 / "" before the first); CheckpointError: the last failed save.
+public sealed record JobProgress(string Job, string State, int WorldSize, int Registered, string Reason, IReadOnlyList<RankProgress> Ranks,
+    int CheckpointStep, string CheckpointPath, string CheckpointError)
 {
     public static async Task<JobProgress> QueryAsync(ClusterManifest manifest, string? address, CancellationToken ct)
     {
         var client = CoordinatorClient.Create(manifest, ManifestLoader.ReadToken(manifest), address);
         var s = await client.GetStatusAsync(new(), deadline: DateTime.UtcNow.AddSeconds(10), cancellationToken: ct);
         return new JobProgress(s.Job, s.State.ToString().ToLowerInvariant(), s.WorldSize, s.Registered, s.Reason,
-            s.Ranks.Select(r => new RankProgress(r.Rank, r.Host, r.Step, r.Tokens, r.Loss, r.SecondsSinceHeartbeat, r.Finished)).ToList());
+            s.Ranks.Select(r => new RankProgress(r.Rank, r.Host, r.Step, r.Tokens, r.Loss, r.SecondsSinceHeartbeat, r.Finished)).ToList(),
+            s.CheckpointStep, s.CheckpointPath, s.CheckpointError);
     }
 }

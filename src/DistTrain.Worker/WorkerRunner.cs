@@ -5,6 +5,7 @@ using DistTrain.Distributed;
 using DistTrain.Distributed.Nccl;
 using DistTrain.Protocol.V1;
 using DistTrain.Training;
+using DistTrain.Training.Checkpointing;
 using DistTrain.Training.Cluster;
 using DistTrain.Training.Config;
 using Google.Protobuf;
@@ -96,7 +97,7 @@ public static class WorkerRunner
 
         try
         {
-            using var trainer = new Trainer(config, comm, data, reply.RunId);
+            using var trainer = new Trainer(config, comm, data, reply.RunId, new CoordinatorCommit(client, rank));
             progress.Cursors = () => trainer.DataCursors;
             var observer = new Fanout(progress, observerForRank(rank));
             await Task.Run(() => trainer.Run(observer, stopping.Token), CancellationToken.None);
@@ -193,9 +194,9 @@ public static class WorkerRunner
     sealed class Fanout(ITrainingObserver first, ITrainingObserver? second) : ITrainingObserver
     {
         public void OnStart(int totalSteps, string runDirectory) { first.OnStart(totalSteps, runDirectory); second?.OnStart(totalSteps, runDirectory); }
-        public void OnResume(string checkpoint, int step, IReadOnlyList<string> ignoredPartial) { first.OnResume(checkpoint, step, ignoredPartial); second?.OnResume(checkpoint, step, ignoredPartial); }
+        public void OnResume(ResumeReport resume) { first.OnResume(resume); second?.OnResume(resume); }
         public void OnStep(int step) { first.OnStep(step); second?.OnStep(step); }
-        public void OnCheckpoint(string checkpoint, long bytes, double seconds) { first.OnCheckpoint(checkpoint, bytes, seconds); second?.OnCheckpoint(checkpoint, bytes, seconds); }
+        public void OnCheckpoint(CheckpointReport report) { first.OnCheckpoint(report); second?.OnCheckpoint(report); }
         public void OnReport(StepReport report) { first.OnReport(report); second?.OnReport(report); }
     }
 }

@@ -19,11 +19,12 @@ public class CheckpointRoundTripTests
 
         using var fresh = new Trainer(config);
         var plan = DataParallelPlan.For(config, 1);
-        var (dir, step, cursors, partial) = TrainingCheckpoint.Load("latest", config.Checkpoint, fresh.Flat, fresh.Optimizer, plan);
+        var (dir, step, cursors, partial, refused) = TrainingCheckpoint.Load("latest", config.Checkpoint, fresh.Flat, fresh.Optimizer, plan);
 
         Assert.EndsWith("step-00000006", dir);
         Assert.Equal(6, step);
         Assert.Empty(partial);
+        Assert.Empty(refused);
         Assert.Equal(24, cursors[0].Windows);                      // 6 steps x 4 windows
         Assert.True(fresh.Flat.Master.eq(trained.Flat.Master).all().item<bool>());
         Assert.True(fresh.Flat.Params.eq(trained.Flat.Params).all().item<bool>());

@@ -32,7 +32,8 @@ static class ClusterCommands
     {
         var (manifest, config, set, node, resume) = (Manifest(), CommonOptions.Config(), CommonOptions.Set(), NodeRank(), CommonOptions.Resume());
         var slot = new Option<int>("--local-slot") { Description = "which of the node's GPUs / CPU slots this worker uses", DefaultValueFactory = _ => 0 };
-        var command = new Command("worker", "join a job as one worker (for schedulers that start processes themselves)") { manifest, config, set, node, slot, resume };
+        var command = new Command("worker", "join a job as one worker (for schedulers that start processes themselves)") { manifest, config, set, node, slot };
+        resume.AddTo(command);
         command.SetAction(async (parse, ct) =>
         {
             var m = ManifestLoader.Load(parse.GetValue(manifest)!);
@@ -47,7 +48,8 @@ static class ClusterCommands
     public static Command Launch()
     {
         var (manifest, config, set, node, resume) = (Manifest(), CommonOptions.Config(), CommonOptions.Set(), NodeRank(), CommonOptions.Resume());
-        var command = new Command("launch", "start what this node runs: the coordinator (on its node) and one worker per GPU / CPU slot") { manifest, config, set, node, resume };
+        var command = new Command("launch", "start what this node runs: the coordinator (on its node) and one worker per GPU / CPU slot") { manifest, config, set, node };
+        resume.AddTo(command);
         command.SetAction(async (parse, ct) =>
         {
             var path = parse.GetValue(manifest)!;
@@ -74,6 +76,8 @@ static class ClusterCommands
             foreach (var r in status.Ranks)
                 table.AddRow(r.Rank.ToString(), r.Host, r.Step.ToString(), r.Tokens.ToString("N0"), r.Loss.ToString("F4"), $"{r.SecondsSinceHeartbeat:F1} s ago", r.Finished ? "yes" : "no");
             AnsiConsole.Write(table);
+            Console.WriteLine(status.CheckpointStep > 0 ? $"last checkpoint: step {status.CheckpointStep} at {status.CheckpointPath}" : "last checkpoint: none yet");
+            if (status.CheckpointError.Length > 0) Console.WriteLine($"last failed save: {status.CheckpointError}");
             return 0;
         });
         return command;

@@ -11,14 +11,16 @@ static class CommonOptions
         Required = true,
     };
 
-    public static Option<string?> Resume() => new("--resume")
-    {
-        Description = "resume from a checkpoint folder, or 'latest' in checkpoint.dir (same as --set checkpoint.resume=...)",
-    };
+    public static ResumeOptions Resume() => new();
 
-    /// <summary>--set overrides plus --resume, in the order the config loader applies them.</summary>
-    public static string[] Overrides(System.CommandLine.ParseResult parse, Option<string[]> set, Option<string?> resume) =>
-        parse.GetValue(resume) is { Length: > 0 } r ? [.. parse.GetValue(set)!, $"checkpoint.resume={r}"] : parse.GetValue(set)!;
+    /// <summary>--set overrides plus --resume / --resume-fallback, in the order the config loader applies them.</summary>
+    public static string[] Overrides(ParseResult parse, Option<string[]> set, ResumeOptions resume)
+    {
+        var overrides = parse.GetValue(set)!.ToList();
+        if (parse.GetValue(resume.Path) is { Length: > 0 } r) overrides.Add($"checkpoint.resume={r}");
+        if (parse.GetValue(resume.Fallback)) overrides.Add("checkpoint.fallback=true");
+        return [.. overrides];
+    }
 
     public static Option<string[]> Set() => new("--set")
     {
@@ -26,4 +28,24 @@ static class CommonOptions
         AllowMultipleArgumentsPerToken = false,
         DefaultValueFactory = _ => [],
     };
+}
+
+/// <summary>--resume PATH|latest and --resume-fallback.</summary>
+sealed class ResumeOptions
+{
+    public Option<string?> Path { get; } = new("--resume")
+    {
+        Description = "resume from a checkpoint folder, or 'latest' in checkpoint.dir (same as --set checkpoint.resume=...)",
+    };
+
+    public Option<bool> Fallback { get; } = new("--resume-fallback")
+    {
+        Description = "with --resume latest: if latest fails verification (checksum, missing file), resume from the newest good checkpoint and report the ones passed over (checkpoint.fallback=true)",
+    };
+
+    public void AddTo(Command command)
+    {
+        command.Options.Add(Path);
+        command.Options.Add(Fallback);
+    }
 }

@@ -14,7 +14,8 @@ static class TrainCommand
         var config = CommonOptions.Config();
         var set = CommonOptions.Set();
         var resume = CommonOptions.Resume();
-        var command = new Command("train", "train a model on one process (world size 1)") { config, set, resume };
+        var command = new Command("train", "train a model on one process (world size 1)") { config, set };
+        resume.AddTo(command);
         command.SetAction((parse, ct) =>
         {
             var options = TrainConfigLoader.Load(parse.GetValue(config)!, CommonOptions.Overrides(parse, set, resume));

@@ -4,7 +4,6 @@ using DistTrain.Distributed;
 using DistTrain.Worker;
 using DistTrain.Training;
 using DistTrain.Training.Config;
-using Spectre.Console;
 
 namespace DistTrain.Cli.Terminal;
 
@@ -17,16 +16,20 @@ static class ErrorReporter
         catch (Exception e) when (Unwrap(e) is Grpc.Core.RpcException)
         {
             var r = (Grpc.Core.RpcException)Unwrap(e);
-            AnsiConsole.MarkupLineInterpolated($"[red]error:[/] the coordinator answered {r.StatusCode}: {r.Status.Detail}");
+            Print($"the coordinator answered {r.StatusCode}: {r.Status.Detail}");
             return 2;
         }
         catch (Exception e) when (Unwrap(e) is ConfigException or DataException or InvalidDataException or TrainingException or WorkerException or CommunicatorException or CheckpointException or FileNotFoundException or DirectoryNotFoundException or ArgumentException)
         {
             var inner = Unwrap(e);
-            AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {inner.Message}");
+            Print(inner.Message);
             return 2;
         }
     }
+
+    /// <summary>One unwrapped line on stderr (paths in messages stay whole for grep and tests), red on a terminal.</summary>
+    static void Print(string message) =>
+        Console.Error.WriteLine(Console.IsErrorRedirected ? $"error: {message}" : $"\u001b[31merror:\u001b[0m {message}");
 
     static Exception Unwrap(Exception e) => e is AggregateException { InnerException: { } inner } ? Unwrap(inner) : e;
 }

@@ -1,4 +1,5 @@
 using DistTrain.Training;
+using DistTrain.Training.Checkpointing;
 using DistTrain.Training.Config;
 using Spectre.Console;
 
@@ -33,27 +34,33 @@ static class TrainingProgress
         $"step {r.Step,6}  loss {r.Loss,8:F4}  lr {r.Lr:0.00e+00}  {r.TokensPerSecond,9:N0} tok/s" +
         (r.ValLoss is { } v ? $"  val {v:F4}" : "");
 
-    static void DescribeResume(string checkpoint, int step, IReadOnlyList<string> ignoredPartial)
+    static void DescribeResume(ResumeReport r)
     {
-        Console.WriteLine($"resuming from {checkpoint} at step {step}");
-        foreach (var p in ignoredPartial) Console.WriteLine($"ignoring {p}: an interrupted save (no complete manifest); it is removed at the next save");
+        foreach (var refused in r.Refused) Console.WriteLine($"passed over (checkpoint.fallback): {refused}");
+        Console.WriteLine($"resuming from {r.Checkpoint} at step {r.Step}");
+        foreach (var p in r.IgnoredPartial) Console.WriteLine($"ignoring {p}: an interrupted save (no complete manifest); it is removed at the next save");
     }
 
-    static void DescribeCheckpoint(string checkpoint, long bytes, double seconds) =>
-        Console.WriteLine($"checkpoint {checkpoint}: {bytes / 1e6:F1} MB from this rank in {seconds:F2} s ({bytes / 1e6 / seconds:F0} MB/s; training waited {seconds:F2} s)");
+    static void DescribeCheckpoint(CheckpointReport r)
+    {
+        if (r.Error is { } error)
+            Console.Error.WriteLine($"CHECKPOINT FAILED at step {r.Step}: {error}");
+        else
+            Console.WriteLine($"checkpoint {r.Dir}: {r.Bytes / 1e6:F1} MB from this rank; training waited {r.StallSeconds:F2} s, written in the background in {r.WriteSeconds:F2} s ({r.MegabytesPerSecond:F0} MB/s)");
+    }
 
     sealed class LineObserver : ITrainingObserver
     {
-        public void OnCheckpoint(string checkpoint, long bytes, double seconds) => DescribeCheckpoint(checkpoint, bytes, seconds);
-        public void OnResume(string checkpoint, int step, IReadOnlyList<string> ignoredPartial) => DescribeResume(checkpoint, step, ignoredPartial);
+        public void OnCheckpoint(CheckpointReport report) => DescribeCheckpoint(report);
+        public void OnResume(ResumeReport resume) => DescribeResume(resume);
         public void OnStart(int totalSteps, string runDirectory) => Console.WriteLine($"run directory: {runDirectory}");
         public void OnReport(StepReport report) => Console.WriteLine(Describe(report));
     }
 
     sealed class BarObserver(ProgressTask task) : ITrainingObserver
     {
-        public void OnCheckpoint(string checkpoint, long bytes, double seconds) => DescribeCheckpoint(checkpoint, bytes, seconds);
-        public void OnResume(string checkpoint, int step, IReadOnlyList<string> ignoredPartial) => DescribeResume(checkpoint, step, ignoredPartial);
+        public void OnCheckpoint(CheckpointReport report) => DescribeCheckpoint(report);
+        public void OnResume(ResumeReport resume) => DescribeResume(resume);
         public void OnStep(int step) => task.Value = step + 1;
         public void OnReport(StepReport report)
         {

@@ -3,20 +3,26 @@ using System.Diagnostics;
 namespace DistTrain.Training.Checkpointing;
 
 /// <summary>
-/// Crash injection for the crash-safety tests: DISTTRAIN_FAULT_CHECKPOINT=POINT@STEP kills this
-/// process (SIGKILL, no cleanup) at POINT of the save of STEP — after-shards (files written, no
-/// manifest), after-manifest (manifest written, folder not renamed) or after-rename (renamed,
-/// "latest" not moved). Unset, it does nothing.
+/// Fault injection for the checkpoint tests: DISTTRAIN_FAULT_CHECKPOINT=POINT@STEP[@RANK]. At
+/// after-shards (files written, not voted), after-manifest (manifest written, folder not renamed)
+/// or after-rename ("latest" not moved) it kills the process (SIGKILL, no cleanup); at io-error it
+/// makes the write fail as a full disk does. Without RANK every rank is hit. Unset, it does nothing.
 /// </summary>
 static class CheckpointFaults
 {
-    static readonly (string Point, int Step)? Fault = Parse(Environment.GetEnvironmentVariable("DISTTRAIN_FAULT_CHECKPOINT"));
+    static readonly (string Point, int Step, int? Rank)? Fault = Parse(Environment.GetEnvironmentVariable("DISTTRAIN_FAULT_CHECKPOINT"));
 
-    public static void At(string point, int step)
+    public static void At(string point, int step, int rank)
     {
-        if (Fault is { } f && f.Point == point && f.Step == step) Process.GetCurrentProcess().Kill();
+        if (Fault is not { } f || f.Point != point || f.Step != step || (f.Rank is { } r && r != rank)) return;
+        if (point == "io-error") throw new IOException("No space left on device (injected by DISTTRAIN_FAULT_CHECKPOINT)");
+        Process.GetCurrentProcess().Kill();
     }
 
-    static (string, int)? Parse(string? value) =>
-        value?.Split('@') is [var point, var step] && int.TryParse(step, out var s) ? (point, s) : null;
+    static (string, int, int?)? Parse(string? value) => value?.Split('@') switch
+    {
+        [var point, var step] when int.TryParse(step, out var s) => (point, s, null),
+        [var point, var step, var rank] when int.TryParse(step, out var s) && int.TryParse(rank, out var r) => (point, s, r),
+        _ => null,
+    };
 }

@@ -10,98 +10,23 @@ using static TorchSharp.torch;
 namespace DistTrain.Training.Checkpointing;
 
 /// <summary>
-/// Sharded, atomic training checkpoints. The flat fp32 master weights and both AdamW moments are
-/// cut into W contiguous slices; rank r writes slice r (shard-r-of-W.safetensors) and its data
-/// cursors, then rank 0 checksums every file, writes manifest.json, renames the temporary folder
-/// into place and moves "latest". Loading reassembles the slices of any world size, so a job can
+/// Loading sharded training checkpoints (<see cref="CheckpointSaver"/> writes them). The flat fp32
+/// master weights and both AdamW moments are cut into W contiguous slices, rank r's in
+/// shard-r-of-W.safetensors. Loading reassembles the slices of any world size, so a job can
 /// resume on another number of ranks; the canonical data shards carry their cursors across.
 /// </summary>
 public static class TrainingCheckpoint
 {
-    static readonly string[] Buffers = ["master", "exp_avg", "exp_avg_sq"];   // the names of the flat buffers in a shard file
-
-    /// <summary>Writes the checkpoint of <paramref name="step"/>; returns its folder, this rank's bytes and the seconds training waited.</summary>
-    public static (string Dir, long Bytes, double Seconds) Save(CheckpointOptions options, TrainConfig config, ICommunicator comm, FlatParameters flat, FlatAdamW optimizer,
-        DataParallelPlan plan, int step, long tokens, IReadOnlyDictionary<int, DataCursor> cursors)
-    {
-        var started = System.Diagnostics.Stopwatch.GetTimestamp();
-        var prefix = $".tmp-{CheckpointDirectory.StepName(step)}-";
-        comm.Barrier();
-        if (comm.Rank == 0)
-        {
-            // leftovers of an interrupted save of this same step (a crash, then a resume from an older checkpoint)
-            foreach (var stale in CheckpointDirectory.Partial(options.Dir).Where(p => Path.GetFileName(p).StartsWith(prefix)))
-                Directory.Delete(stale, recursive: true);
-            CheckpointDirectory.BeginTemp(options.Dir, step);
-        }
-        comm.Barrier();
-        var temp = CheckpointDirectory.Partial(options.Dir).Single(p => Path.GetFileName(p).StartsWith(prefix));
-
-        var (start, count) = Slice(flat.Count, comm.Rank, comm.WorldSize);
-        var scalars = optimizer.Scalars;
-        var shardPath = Path.Combine(temp, ShardName(comm.Rank, comm.WorldSize));
-        // device-to-host copies of this rank's slices: the only stall on the training stream
-        using (var scope = NewDisposeScope())
-        {
-            var tensors = new[] { flat.Master, optimizer.ExpAvg, optimizer.ExpAvgSq }
-                .Select((t, i) => (Buffers[i], t.narrow(0, start, count).to(ScalarType.Float32).cpu())).ToList();
-            Safetensors.Write(shardPath, tensors,
-                new Dictionary<string, string> { ["flat_start"] = $"{start}", ["flat_count"] = $"{count}" });
-        }
-        long bytes = new FileInfo(shardPath).Length;
-        File.WriteAllText(Path.Combine(temp, $"cursors-{comm.Rank:D5}.json"),
-            JsonSerializer.Serialize(cursors.ToDictionary(c => c.Key.ToString(), c => c.Value.ToJson())));
-        comm.Barrier();
-        CheckpointFaults.At("after-shards", step);
-
-        var final = Path.Combine(options.Dir, CheckpointDirectory.StepName(step));
-        if (comm.Rank == 0)
-        {
-            var allCursors = new Dictionary<string, string>();
-            for (int r = 0; r < comm.WorldSize; r++)
-                foreach (var (shard, cursor) in JsonSerializer.Deserialize<Dictionary<string, string>>(File.ReadAllText(Path.Combine(temp, $"cursors-{r:D5}.json")))!)
-                    allCursors[shard] = cursor;
-            var names = Directory.GetFiles(temp).Select(Path.GetFileName).Order(StringComparer.Ordinal).ToList();
-            var manifest = new CheckpointManifest
-            {
-                Step = step, Tokens = tokens, WorldSize = comm.WorldSize,
-                Config = YamlTree.Write(config.Tree), ModelConfig = HfExport.ConfigJson(config.Model, ScalarType.Float32),
-                DataCursors = JsonSerializer.Serialize(new { shards = plan.Shards, cursors = allCursors }),
-                Scalars = new() { ["adam_steps"] = scalars.Steps, ["first_non_finite"] = scalars.FirstNonFinite, ["flat_count"] = flat.Count },
-                Extra = new() { ["layout"] = JsonSerializer.Serialize(flat.Layout.Select(l => new { l.Name, l.Offset, l.Shape })) },
-                Files = names.Select(n => ManifestFile.Of(temp, n!)).ToList(),
-                Tensors = names.Where(n => n!.EndsWith(".safetensors")).SelectMany(n => ManifestTensor.Of(n!, Safetensors.Open(Path.Combine(temp, n!)))).ToList(),
-            };
-            manifest.Write(temp);
-            CheckpointFaults.At("after-manifest", step);
-            // a complete checkpoint of this step that "latest" does not name (saved, then the run went back
-            // to an older one) is moved aside whole, never overwritten in place; the next KeepLast removes it
-            if (Directory.Exists(final))
-                Directory.Move(final, Path.Combine(options.Dir, $".tmp-superseded-{Path.GetFileName(final)}-{Guid.NewGuid():N}"));
-            CheckpointDirectory.Commit(temp, final);
-            CheckpointFaults.At("after-rename", step);
-            CheckpointDirectory.PointLatest(options.Dir, Path.GetFileName(final));
-            CheckpointDirectory.KeepLast(options.Dir, options.Keep);
-        }
-        comm.Barrier();
-        return (final, bytes, System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds);
-    }
-
     /// <summary>
     /// Loads master weights, moments and optimizer scalars into this rank's buffers; returns the
     /// folder, the step, the cursors of every data shard, and the partial folders of interrupted
     /// saves that were passed over.
     /// </summary>
-    public static (string Dir, int Step, IReadOnlyDictionary<int, DataCursor> Cursors, IReadOnlyList<string> Partial) Load(string resume, CheckpointOptions options, FlatParameters flat, FlatAdamW optimizer, DataParallelPlan plan)
+    public static ResumeReport Load(string resume, CheckpointOptions options, FlatParameters flat, FlatAdamW optimizer, DataParallelPlan plan)
     {
-        var dir = resume == "latest"
-            ? CheckpointDirectory.ResolveLatest(options.Dir) ?? throw new CheckpointException($"{options.Dir}: no latest checkpoint to resume from (checkpoint.dir); train without checkpoint.resume first")
-            : Path.GetFullPath(resume);
-        var manifest = CheckpointManifest.Read(dir);
-        manifest.Verify(dir);
+        var (dir, manifest, refused) = Choose(resume, options);
         long count = (long)manifest.Scalars.GetValueOrDefault("flat_count");
-        var layout = JsonSerializer.Serialize(flat.Layout.Select(l => new { l.Name, l.Offset, l.Shape }));
-        if (count != flat.Count || manifest.Extra.GetValueOrDefault("layout") != layout)
+        if (count != flat.Count || manifest.Extra.GetValueOrDefault("layout") != LayoutJson(flat))
             throw new CheckpointException($"{dir}: written for another model ({count:N0} flat parameters, this config has {flat.Count:N0}); resume with the config it was saved with");
         using var cursorsJson = JsonDocument.Parse(manifest.DataCursors);
         int shards = cursorsJson.RootElement.GetProperty("shards").GetInt32();
@@ -113,8 +38,53 @@ public static class TrainingCheckpoint
         optimizer.Scalars = (manifest.Scalars["adam_steps"], (long)manifest.Scalars["first_non_finite"]);
         var cursors = cursorsJson.RootElement.GetProperty("cursors").EnumerateObject()
             .ToDictionary(p => int.Parse(p.Name), p => DataCursor.FromJson(p.Value.GetString()!));
-        return (dir, (int)manifest.Step, cursors, CheckpointDirectory.Partial(options.Dir));
+        return new ResumeReport(dir, (int)manifest.Step, cursors, CheckpointDirectory.Partial(options.Dir), refused);
     }
+
+    /// <summary>
+    /// The checkpoint to resume from, verified (checksums). "latest" is the one root/latest names; with
+    /// checkpoint.fallback a latest that fails verification is passed over (and reported) for the
+    /// newest finished checkpoint that passes.
+    /// </summary>
+    static (string Dir, CheckpointManifest Manifest, IReadOnlyList<string> Refused) Choose(string resume, CheckpointOptions options)
+    {
+        if (resume != "latest")
+        {
+            var path = Path.GetFullPath(resume);
+            return (path, Verified(path), []);
+        }
+        if (!options.Fallback)
+        {
+            var latest = CheckpointDirectory.ResolveLatest(options.Dir) ?? throw NoLatest(options);
+            try { return (latest, Verified(latest), []); }
+            catch (CheckpointException e) { throw new CheckpointException($"{e.Message}; or resume with --resume-fallback (checkpoint.fallback=true) to take the newest good checkpoint"); }
+        }
+        var refused = new List<string>();
+        string? named = null;
+        try { named = CheckpointDirectory.ResolveLatest(options.Dir); }
+        catch (CheckpointException e) { refused.Add(e.Message); }
+        var candidates = CheckpointDirectory.Complete(options.Dir).Reverse().ToList();
+        if (named is not null) candidates = [named, .. candidates.Where(c => c != named)];
+        foreach (var dir in candidates)
+        {
+            try { return (dir, Verified(dir), refused); }
+            catch (CheckpointException e) { refused.Add(e.Message); }
+        }
+        if (candidates.Count == 0) throw NoLatest(options);
+        throw new CheckpointException($"{options.Dir}: no checkpoint passes verification: {string.Join("; ", refused)}");
+    }
+
+    static CheckpointManifest Verified(string dir)
+    {
+        var manifest = CheckpointManifest.Read(dir);
+        manifest.Verify(dir);
+        return manifest;
+    }
+
+    static CheckpointException NoLatest(CheckpointOptions options) =>
+        new($"{options.Dir}: no latest checkpoint to resume from (checkpoint.dir); train without checkpoint.resume first");
+
+    internal static string LayoutJson(FlatParameters flat) => JsonSerializer.Serialize(flat.Layout.Select(l => new { l.Name, l.Offset, l.Shape }));
 
     /// <summary>
     /// The model of a checkpoint, for export, scoring and evaluation: its config from the manifest,
@@ -160,8 +130,8 @@ public static class TrainingCheckpoint
         }
     }
 
-    static string ShardName(int rank, int world) => $"shard-{rank:D5}-of-{world:D5}.safetensors";
+    internal static string ShardName(int rank, int world) => $"shard-{rank:D5}-of-{world:D5}.safetensors";
 
     /// <summary>Rank r's contiguous slice of a flat buffer of <paramref name="count"/> values.</summary>
-    static (long Start, long Count) Slice(long count, int rank, int world) => (count * rank / world, count * (rank + 1) / world - count * rank / world);
+    internal static (long Start, long Count) Slice(long count, int rank, int world) => (count * rank / world, count * (rank + 1) / world - count * rank / world);
 }

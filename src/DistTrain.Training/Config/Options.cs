@@ -18,8 +18,12 @@ public sealed record TrainOptions(
     int Steps, int MicroBatch, int GradAccum, int GlobalBatch, int SeqLen, int Seed, string Precision, string Device,
     int LogInterval, int EvalInterval, int EvalBatches, string RunDir, string Name, bool Ledger, double BucketMb);
 
-/// <summary>Checkpoints: every Interval steps (0: never) and after the last step, into Dir, keeping the last Keep; Resume: a checkpoint folder or "latest".</summary>
-public sealed record CheckpointOptions(string Dir, int Interval, int Keep, string Resume);
+/// <summary>
+/// Checkpoints: every Interval steps (0: never) and after the last step, into Dir, keeping the last
+/// Keep; Resume: a checkpoint folder or "latest"; Fallback: a "latest" that fails verification gives
+/// way to the newest good one; OnFailure: "stop" or "continue" when a save fails (disk full, permissions).
+/// </summary>
+public sealed record CheckpointOptions(string Dir, int Interval, int Keep, string Resume, bool Fallback = false, string OnFailure = "stop");
 
 /// <summary>The one options tree: read from YAML once, checked against itself once.</summary>
 public sealed record TrainConfig(string Source, ModelConfig Model, DataOptions Data, OptimOptions Optim, TrainOptions Train, CheckpointOptions Checkpoint)

@@ -115,8 +115,10 @@ public static class TrainConfigLoader
     static CheckpointOptions ReadCheckpoint(ConfigSection s, string name)
     {
         var c = new CheckpointOptions(Dir: Path.GetFullPath(s.String("dir", Path.Combine("checkpoints", name))),
-            Interval: s.Int("interval", 0), Keep: s.Int("keep", 3), Resume: s.String("resume", ""));
+            Interval: s.Int("interval", 0), Keep: s.Int("keep", 3), Resume: s.String("resume", ""),
+            Fallback: s.Bool("fallback", false), OnFailure: s.String("on_failure", "stop"));
         s.EnsureConsumed();
+        if (c.OnFailure is not ("stop" or "continue")) throw new ConfigException($"{s.Where("on_failure")}: '{c.OnFailure}' is not a policy; use stop (a failed save ends the run) or continue (train on, the next save retries)");
         if (c.Interval < 0) throw new ConfigException($"{s.Where("interval")}: must be 0 (no checkpoints) or a number of steps");
         if (c.Keep < 1) throw new ConfigException($"{s.Where("keep")}: keep at least 1 checkpoint");
         return c;

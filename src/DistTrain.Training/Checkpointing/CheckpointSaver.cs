@@ -1,0 +1,189 @@
+using System.Diagnostics;
+using System.Text.Json;
+using DistTrain.Checkpoint;
+using DistTrain.Data;
+using DistTrain.Training.Config;
+using DistTrain.Training.Optim;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DistTrain.Training.Checkpointing;
+
+/// <summary>What one save did: this rank's bytes, how long training waited, how long the background write took, and the error if it failed.</summary>
+public sealed record CheckpointReport(int Step, string Dir, long Bytes, double StallSeconds, double WriteSeconds, string? Error)
+{
+    public double MegabytesPerSecond => WriteSeconds > 0 ? Bytes / 1e6 / WriteSeconds : 0;
+}
+
+/// <summary>
+/// Asynchronous sharded saves. <see cref="Begin"/> waits for the previous save, copies this rank's
+/// slice of the fp32 master weights and both AdamW moments into host buffers (the only time
+/// training waits), and returns; a background task writes shard-RRRRR-of-WWWWW.safetensors and the
+/// rank's data cursors into the save's temporary folder, fsyncs and checksums them, and votes
+/// through <see cref="ICheckpointCommit"/>. When every rank voted to commit, rank 0 writes
+/// manifest.json, renames the folder into place, moves "latest" and keeps the last K.
+/// </summary>
+public sealed class CheckpointSaver : IDisposable
+{
+    static readonly string[] Buffers = ["master", "exp_avg", "exp_avg_sq"];   // the names of the flat buffers in a shard file
+
+    readonly CheckpointOptions _options;
+    readonly TrainConfig _config;
+    readonly int _rank, _world;
+    readonly ICheckpointCommit _commit;
+    readonly string _saveId;
+    readonly Tensor[] _host = new Tensor[Buffers.Length];   // this rank's slices in host memory (pinned for a GPU), reused by every save
+    Task<CheckpointReport>? _pending;
+
+    /// <param name="saveId">shared by every rank of the job (the run id): names the temporary folder of each save</param>
+    public CheckpointSaver(CheckpointOptions options, TrainConfig config, int rank, int world, ICheckpointCommit commit, string saveId)
+    {
+        (_options, _config, _rank, _world, _commit, _saveId) = (options, config, rank, world, commit, saveId);
+        try { Directory.CreateDirectory(options.Dir); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ConfigException($"{config.Source}: checkpoint.dir: cannot create {options.Dir} ({e.Message}); point it at a writable folder");
+        }
+    }
+
+    /// <summary>
+    /// Starts the save of <paramref name="step"/>: waits for the previous one (returned, for reporting),
+    /// then copies this rank's slices to the host and hands the writing to a background task.
+    /// </summary>
+    public CheckpointReport? Begin(FlatParameters flat, FlatAdamW optimizer, DataParallelPlan plan, int step, long tokens,
+        IReadOnlyDictionary<int, DataCursor> cursors, CancellationToken ct)
+    {
+        var started = Stopwatch.GetTimestamp();
+        var previous = Wait();
+        var (start, count) = TrainingCheckpoint.Slice(flat.Count, _rank, _world);
+        var sources = new[] { flat.Master, optimizer.ExpAvg, optimizer.ExpAvgSq };
+        using (no_grad())
+            for (int i = 0; i < Buffers.Length; i++)
+            {
+                if (_host[i] is null || _host[i].numel() != count) _host[i] = HostBuffer(count, flat.Master.device);
+                _host[i].copy_(sources[i].narrow(0, start, count));   // device-to-host: the stall
+            }
+        var scalars = optimizer.Scalars;
+        var cursorJson = JsonSerializer.Serialize(cursors.ToDictionary(c => c.Key.ToString(), c => c.Value.ToJson()));
+        double stall = Stopwatch.GetElapsedTime(started).TotalSeconds;
+        var job = new SaveJob(step, tokens, start, count, cursorJson, scalars, flat, plan.Shards, stall);
+        _pending = Task.Run(() => WriteAndCommitAsync(job, ct), CancellationToken.None);
+        return previous;
+    }
+
+    /// <summary>The finished save, if the background task is done (never blocks); null otherwise.</summary>
+    public CheckpointReport? Poll() => _pending is { IsCompleted: true } ? Wait() : null;
+
+    /// <summary>Waits for the save in flight and returns its report (null when none).</summary>
+    public CheckpointReport? Wait()
+    {
+        if (_pending is not { } pending) return null;
+        _pending = null;
+        return pending.GetAwaiter().GetResult();
+    }
+
+    sealed record SaveJob(int Step, long Tokens, long Start, long Count, string CursorJson, (double Steps, long FirstNonFinite) Scalars,
+        FlatParameters Flat, int Shards, double Stall);
+
+    async Task<CheckpointReport> WriteAndCommitAsync(SaveJob job, CancellationToken ct)
+    {
+        var started = Stopwatch.GetTimestamp();
+        string final = Path.Combine(_options.Dir, CheckpointDirectory.StepName(job.Step));
+        string temp = final;
+        long bytes = 0;
+        string? error = null;
+        var files = new List<ManifestFile>();
+        try
+        {
+            temp = CheckpointDirectory.TempFor(_options.Dir, job.Step, _saveId);
+            string shard = TrainingCheckpoint.ShardName(_rank, _world), cursors = $"cursors-{_rank:D5}.json";
+            CheckpointFaults.At("io-error", job.Step, _rank);
+            Safetensors.Write(Path.Combine(temp, shard), Buffers.Select((name, i) => (name, _host[i])).ToList(),
+                new Dictionary<string, string> { ["flat_start"] = $"{job.Start}", ["flat_count"] = $"{job.Count}" });
+            File.WriteAllText(Path.Combine(temp, cursors), job.CursorJson);
+            foreach (var name in new[] { shard, cursors })
+            {
+                CheckpointDirectory.FsyncFile(Path.Combine(temp, name));
+                files.Add(ManifestFile.Of(temp, name));   // each rank checksums its own files, in parallel
+            }
+            bytes = files.Sum(f => f.Bytes);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or CheckpointException)
+        {
+            error = $"{temp}: {e.Message}";
+        }
+        CheckpointFaults.At("after-shards", job.Step, _rank);
+        var decision = await _commit.VoteAsync(new CheckpointVote(job.Step, _rank, files, error), ct);
+        if (_rank != 0 || !decision.Commit)
+        {
+            if (_rank == 0) await GiveUpAsync(job.Step, temp, decision.Reason, ct);
+            return new CheckpointReport(job.Step, decision.Commit ? final : temp, bytes, job.Stall, Seconds(started), decision.Commit ? null : decision.Reason);
+        }
+        try
+        {
+            WriteManifest(job, temp, decision.Files);
+            CheckpointFaults.At("after-manifest", job.Step, _rank);
+            // a complete checkpoint of this step that "latest" does not name (saved, then the run went back
+            // to an older one) is moved aside whole, never overwritten in place; KeepLast removes it
+            if (Directory.Exists(final))
+                Directory.Move(final, Path.Combine(_options.Dir, $".tmp-superseded-{Path.GetFileName(final)}-{Guid.NewGuid():N}"));
+            CheckpointDirectory.Commit(temp, final);
+            CheckpointFaults.At("after-rename", job.Step, _rank);
+            CheckpointDirectory.PointLatest(_options.Dir, Path.GetFileName(final));
+            CheckpointDirectory.KeepLast(_options.Dir, _options.Keep, upToStep: job.Step);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or CheckpointException)
+        {
+            string reason = $"rank 0: committing {temp}: {e.Message}";
+            await GiveUpAsync(job.Step, temp, reason, ct);
+            return new CheckpointReport(job.Step, temp, bytes, job.Stall, Seconds(started), reason);
+        }
+        await _commit.CompletedAsync(job.Step, final, null, ct);
+        return new CheckpointReport(job.Step, final, bytes, job.Stall, Seconds(started), null);
+    }
+
+    /// <summary>Rank 0 after an aborted save: removes its temporary folder (best effort) and tells the coordinator.</summary>
+    async Task GiveUpAsync(int step, string temp, string reason, CancellationToken ct)
+    {
+        try { if (Directory.Exists(temp) && Path.GetFileName(temp).StartsWith(".tmp-")) Directory.Delete(temp, recursive: true); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }   // a leftover .tmp-* folder is ignored on load and removed by the next commit
+        await _commit.CompletedAsync(step, null, reason, ct);
+    }
+
+    void WriteManifest(SaveJob job, string temp, IReadOnlyList<ManifestFile> files)
+    {
+        var allCursors = new Dictionary<string, string>();
+        for (int r = 0; r < _world; r++)
+            foreach (var (shard, cursor) in JsonSerializer.Deserialize<Dictionary<string, string>>(File.ReadAllText(Path.Combine(temp, $"cursors-{r:D5}.json")))!)
+                allCursors[shard] = cursor;
+        var sorted = files.OrderBy(f => f.Name, StringComparer.Ordinal).ToList();
+        var manifest = new CheckpointManifest
+        {
+            Step = job.Step, Tokens = job.Tokens, WorldSize = _world,
+            Config = YamlTree.Write(_config.Tree), ModelConfig = HfExport.ConfigJson(_config.Model, ScalarType.Float32),
+            DataCursors = JsonSerializer.Serialize(new { shards = job.Shards, cursors = allCursors }),
+            Scalars = new() { ["adam_steps"] = job.Scalars.Steps, ["first_non_finite"] = job.Scalars.FirstNonFinite, ["flat_count"] = job.Flat.Count },
+            Extra = new() { ["layout"] = TrainingCheckpoint.LayoutJson(job.Flat) },
+            Files = sorted,
+            Tensors = sorted.Where(f => f.Name.EndsWith(".safetensors")).SelectMany(f => ManifestTensor.Of(f.Name, Safetensors.Open(Path.Combine(temp, f.Name)))).ToList(),
+        };
+        manifest.Write(temp);
+    }
+
+    static Tensor HostBuffer(long count, Device device)
+    {
+        var host = empty(count, ScalarType.Float32, CPU);
+        if (device.type != DeviceType.CUDA) return host.DetachFromDisposeScope();
+        using (host) return host.pin_memory().DetachFromDisposeScope();   // pinned: the device-to-host copy runs at full PCIe speed
+    }
+
+    static double Seconds(long started) => Stopwatch.GetElapsedTime(started).TotalSeconds;
+
+    public void Dispose()
+    {
+        // the background write reads the host buffers: let it finish (or fail) before freeing them
+        try { _pending?.Wait(TimeSpan.FromMinutes(2)); } catch (AggregateException) { }
+        if (_pending is { IsCompleted: false }) return;   // still writing (a hung file system): leak the buffers rather than free them under it
+        foreach (var t in _host) t?.Dispose();
+    }
+}
