@@ -45,6 +45,9 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
 
     public ModelConfig Config => _config;
 
+    /// <summary>Which layers recompute their activations in backward, and how (set from outside: the trainer's config).</summary>
+    public ActivationCheckpointing Checkpointing { get; set; } = ActivationCheckpointing.Off;
+
     public override Tensor forward(Tensor tokens)
     {
         using var scope = NewDisposeScope();
@@ -59,42 +62,75 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
         return _output.forward(_norm.forward(final)).MoveToOuterDisposeScope();
     }
 
+    /// <summary>Transformer++: without dense connections the block and mudd policies are the same.</summary>
     Tensor ForwardResidual(Tensor x, Tensor cos, Tensor sin)
     {
-        foreach (var layer in _layers) x = layer.Forward(x, cos, sin);
-        return x;
-    }
-
-    Tensor ForwardDenseFormer(Tensor x, Tensor cos, Tensor sin)
-    {
-        var hiddens = new List<Tensor> { x };
         for (int i = 0; i < _layers.Count; i++)
         {
-            hiddens.Add(_layers[i].Forward(x, cos, sin));
-            x = _dwa!.TryGet(i, out var dwa) ? dwa.Forward(hiddens) : hiddens[^1];
+            var layer = _layers[i];
+            x = Checkpointing.Covers(i) ? Recomputed((h, c, s) => layer.Forward(h[0], c, s), [x], cos, sin) : layer.Forward(x, cos, sin);
         }
         return x;
     }
 
     /// <summary>
+    /// hiddens: the embedding and every block output so far. Block i reads the depth-weighted
+    /// average after block i-1 (dwa.{i-1}; the plain output where the period skips it). With the
+    /// mudd policy the average is recomputed inside the checkpointed region, so only hiddens are kept.
+    /// </summary>
+    Tensor ForwardDenseFormer(Tensor x, Tensor cos, Tensor sin)
+    {
+        var hiddens = new List<Tensor> { x };
+        for (int i = 0; i < _layers.Count; i++)
+        {
+            var layer = _layers[i];
+            Tensor Average(IReadOnlyList<Tensor> h) => h.Count == 1 ? h[0] : _dwa!.TryGet(h.Count - 2, out var dwa) ? dwa.Forward(h) : h[^1];
+            Tensor output;
+            if (!Checkpointing.Covers(i)) output = layer.Forward(Average(hiddens), cos, sin);
+            else if (Checkpointing.Kind == CheckpointKind.Block) output = Recomputed((h, c, s) => layer.Forward(h[0], c, s), [Average(hiddens)], cos, sin);
+            else output = Recomputed((h, c, s) => layer.Forward(Average(h), c, s), [.. hiddens], cos, sin);
+            hiddens.Add(output);
+        }
+        return _dwa!.TryGet(_layers.Count - 1, out var last) ? last.Forward(hiddens) : hiddens[^1];
+    }
+
+    /// <summary>
     /// hiddens: the embedding and every layer output so far (each (B, T, D)); after layer i the
     /// dynamic weights dw (C, B, T, i+2) plus the static dense_bs.{i} (C, i+2) mix them into the
-    /// next layer's Q, K, V, R inputs, and into one stream after the last layer.
+    /// next layer's Q, K, V, R inputs, and into one stream after the last layer. With the mudd
+    /// policy, layer i's region starts from the hiddens: the weights and the mixing after layer
+    /// i-1 are recomputed in backward, so the four mixed streams are never kept.
     /// </summary>
     Tensor ForwardMudd(Tensor x, Tensor cos, Tensor sin)
     {
         var hiddens = new List<Tensor> { x };
-        Tensor[] streams = [x, x, x, x];
         for (int i = 0; i < _layers.Count; i++)
         {
-            var output = i == 0
-                ? _layers[i].Forward(x, cos, sin)
-                : _layers[i].Forward(streams[0], streams[1], streams[2], streams[3], cos, sin);
+            int layer = i;
+            Tensor Block(Tensor[] s, Tensor c, Tensor n) => s.Length == 1 ? _layers[layer].Forward(s[0], c, n) : _layers[layer].Forward(s[0], s[1], s[2], s[3], c, n);
+            Tensor output;
+            if (Checkpointing.Covers(i) && Checkpointing.Kind == CheckpointKind.Mudd)
+                output = Recomputed((h, c, n) => Block(layer == 0 ? h : MixAfter(layer - 1, h), c, n), [.. hiddens], cos, sin);
+            else
+            {
+                var streams = i == 0 ? [x] : MixAfter(i - 1, hiddens);
+                output = Checkpointing.Covers(i) ? Recomputed(Block, streams, cos, sin) : Block(streams, cos, sin);
+            }
             hiddens.Add(output);
-            var dw = _dynamicDense![i].forward(output) + _denseBs![i].unsqueeze(1).unsqueeze(1);   // (C, B, T, L)
-            streams = MultiwayDynamicDense.Mix(hiddens, dw);
         }
-        return streams[0];
+        return MixAfter(_layers.Count - 1, hiddens)[0];
+    }
+
+    /// <summary>A checkpointed region over <paramref name="inputs"/>; the rotary tables travel as inputs so that they outlive this forward's scope.</summary>
+    static Tensor Recomputed(Func<Tensor[], Tensor, Tensor, Tensor> region, Tensor[] inputs, Tensor cos, Tensor sin) =>
+        Recompute.Run(all => region(all[..^2], all[^2], all[^1]), [.. inputs, cos, sin]);
+
+    /// <summary>The streams after layer i: hiddens h_0..h_{i+1} mixed by dynamic_dense.{i}(h_{i+1}) + dense_bs.{i}.</summary>
+    Tensor[] MixAfter(int i, IReadOnlyList<Tensor> hiddens)
+    {
+        using var scope = NewDisposeScope();
+        var dw = _dynamicDense![i].forward(hiddens[^1]) + _denseBs![i].unsqueeze(1).unsqueeze(1);   // (C, B, T, L)
+        return MultiwayDynamicDense.Mix(hiddens, dw).Select(t => t.MoveToOuterDisposeScope()).ToArray();
     }
 
     (Tensor Cos, Tensor Sin) RotaryTables(long seqLen, Device device)

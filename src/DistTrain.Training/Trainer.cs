@@ -42,7 +42,7 @@ public sealed class Trainer : IDisposable
         _device = DeviceFor(config);
         _dtype = Precision.Parse(config.Train.Precision);
         manual_seed(config.Train.Seed);
-        Model = new LanguageModel(config.Model);
+        Model = new LanguageModel(config.Model) { Checkpointing = config.Train.ActivationCheckpointing };
         Flat = new FlatParameters(Model, _dtype, _device);
         _comm.Broadcast(Flat.Master, root: 0);   // every rank starts from rank 0's fp32 weights
         Flat.PublishMaster();

@@ -13,10 +13,12 @@ public sealed record OptimOptions(double Lr, double MinLrRatio, int WarmupSteps,
 /// The step loop. micro_batch is per rank. global_batch (sequences per optimizer step over all
 /// ranks) fixes grad_accum = global_batch / (world size · micro_batch); 0 means micro_batch ·
 /// grad_accum · world size. ledger writes which windows each rank trained at each step.
+/// activation_checkpointing: none | block | mudd, on every activation_checkpointing_every-th layer.
 /// </summary>
 public sealed record TrainOptions(
     int Steps, int MicroBatch, int GradAccum, int GlobalBatch, int SeqLen, int Seed, string Precision, string Device,
-    int LogInterval, int EvalInterval, int EvalBatches, string RunDir, string Name, bool Ledger, double BucketMb);
+    int LogInterval, int EvalInterval, int EvalBatches, string RunDir, string Name, bool Ledger, double BucketMb,
+    ActivationCheckpointing ActivationCheckpointing);
 
 /// <summary>
 /// Checkpoints: every Interval steps (0: never) and after the last step, into Dir, keeping the last

@@ -131,8 +131,11 @@ public static class TrainConfigLoader
             SeqLen: s.Int("seq_len", 256), Seed: s.Int("seed", 1234), Precision: s.String("precision", "fp32"),
             Device: s.String("device", "cpu"), LogInterval: s.Int("log_interval", 10), EvalInterval: s.Int("eval_interval", 100),
             EvalBatches: s.Int("eval_batches", 8), RunDir: s.String("run_dir", "runs"), Name: s.String("name", defaultName),
-            Ledger: s.Bool("ledger", false), BucketMb: s.Double("bucket_mb", 64));
+            Ledger: s.Bool("ledger", false), BucketMb: s.Double("bucket_mb", 64),
+            ActivationCheckpointing: new ActivationCheckpointing(s.Choice("activation_checkpointing", CheckpointKind.None, ActivationCheckpointing.Names),
+                s.Int("activation_checkpointing_every", 1)));
         s.EnsureConsumed();
+        if (t.ActivationCheckpointing.Every < 1) throw new ConfigException($"{s.Where("activation_checkpointing_every")}: must be 1 (every layer) or more");
         return t;
     }
 
