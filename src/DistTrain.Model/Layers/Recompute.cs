@@ -18,7 +18,7 @@ public sealed class Recompute : MultiTensorFunction<Recompute>
     /// <summary>Runs <paramref name="region"/> on <paramref name="inputs"/>, recomputing it in backward instead of keeping its activations.</summary>
     public static Tensor Run(Func<Tensor[], Tensor> region, params Tensor[] inputs)
     {
-        ReleaseReturned();
+        ReturnedGradients.Release();
         using var scope = NewDisposeScope();
         var output = apply([(Func<Tensor[], Tensor>)region, .. inputs])[0];
         // TorchSharp's node keeps an empty_like of each output (to materialize missing grads): this
@@ -36,7 +36,7 @@ public sealed class Recompute : MultiTensorFunction<Recompute>
 
     public override List<Tensor> backward(AutogradContext ctx, List<Tensor> gradOutputs)
     {
-        ReleaseReturned();
+        ReturnedGradients.Release();
         var region = (Func<Tensor[], Tensor>)ctx.get_data("region");
         List<Tensor> grads;
         using (var scope = NewDisposeScope())
@@ -50,21 +50,7 @@ public sealed class Recompute : MultiTensorFunction<Recompute>
             foreach (var g in grads) g?.MoveToOuterDisposeScope();
         }
         foreach (var g in gradOutputs) g?.Dispose();
-        // autograd copies the returned tensors after this returns: free our handles at the next call
-        lock (Returned) Returned.AddRange(grads.Where(g => g is not null));
+        ReturnedGradients.Keep(grads);
         return [null!, .. grads];   // no gradient for the region delegate (apply's first argument)
-    }
-
-    // handles of gradients handed back to autograd (backward may run on the engine's device thread,
-    // outside any dispose scope); each is safe to free once backward has returned
-    static readonly List<Tensor> Returned = [];
-
-    static void ReleaseReturned()
-    {
-        lock (Returned)
-        {
-            foreach (var t in Returned) t.Dispose();
-            Returned.Clear();
-        }
     }
 }
