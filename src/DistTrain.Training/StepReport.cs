@@ -24,6 +24,9 @@ public sealed record StepReport(
     };
 }
 
+/// <summary>The parts of a training step, in order (data, forward and backward repeat per micro-batch).</summary>
+public enum StepPhase { DataWait, Forward, Backward, AllReduce, Optimizer }
+
 /// <summary>Receives progress from the trainer (the CLI draws a bar; tests collect reports).</summary>
 public interface ITrainingObserver
 {
@@ -31,6 +34,8 @@ public interface ITrainingObserver
     /// <summary>Training continues from a checkpoint (which, and what was passed over).</summary>
     void OnResume(ResumeReport resume) { }
     void OnStep(int step) { }
+    /// <summary>Step <paramref name="step"/> enters <paramref name="phase"/> (the previous phase ends); the step ends at <see cref="OnStep"/>. Called on the hot path: keep it cheap.</summary>
+    void OnPhase(int step, StepPhase phase) { }
     /// <summary>A save finished in the background: committed, or failed (<see cref="CheckpointReport.Error"/>).</summary>
     void OnCheckpoint(CheckpointReport report) { }
     void OnReport(StepReport report) { }

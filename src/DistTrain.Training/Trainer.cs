@@ -95,12 +95,17 @@ public sealed class Trainer : IDisposable
             {
                 for (int micro = 0; micro < plan.GradAccum; micro++)
                 {
+                    observer?.OnPhase(step, StepPhase.DataWait);
                     var (x, y) = train.Next(plan.MicroBatch)!.Value;
+                    observer?.OnPhase(step, StepPhase.Forward);
                     var loss = Loss(Model.forward(x), y) / plan.GradAccum;
+                    observer?.OnPhase(step, StepPhase.Backward);
                     loss.backward();
                     lossSum.add_(loss.detach());
                 }
+                observer?.OnPhase(step, StepPhase.AllReduce);
                 GradientBuckets.AllReduceMean(_comm, Flat.Grads, GradientBuckets.BytesFromMegabytes(t.BucketMb));
+                observer?.OnPhase(step, StepPhase.Optimizer);
                 gradNorm = Optimizer.Step(lr, step).MoveToOuterDisposeScope();
                 Flat.ZeroGrads();
             }

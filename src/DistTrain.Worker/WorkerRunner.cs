@@ -196,6 +196,7 @@ public static class WorkerRunner
         public void OnStart(int totalSteps, string runDirectory) { first.OnStart(totalSteps, runDirectory); second?.OnStart(totalSteps, runDirectory); }
         public void OnResume(ResumeReport resume) { first.OnResume(resume); second?.OnResume(resume); }
         public void OnStep(int step) { first.OnStep(step); second?.OnStep(step); }
+        public void OnPhase(int step, StepPhase phase) { first.OnPhase(step, phase); second?.OnPhase(step, phase); }
         public void OnCheckpoint(CheckpointReport report) { first.OnCheckpoint(report); second?.OnCheckpoint(report); }
         public void OnReport(StepReport report) { first.OnReport(report); second?.OnReport(report); }
     }

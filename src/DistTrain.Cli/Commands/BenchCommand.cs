@@ -4,6 +4,7 @@ using DistTrain.Data;
 using DistTrain.Distributed;
 using DistTrain.Training;
 using DistTrain.Training.Config;
+using DistTrain.Training.Diagnostics;
 using Spectre.Console;
 
 namespace DistTrain.Cli.Commands;
@@ -22,18 +23,23 @@ static class BenchCommand
         var warmup = new Option<int>("--warmup") { Description = "untimed steps first", DefaultValueFactory = _ => 3 };
         var readerTokens = new Option<long>("--reader-tokens") { Description = "tokens for the reader benchmark (0: skip)", DefaultValueFactory = _ => 20_000_000 };
         var ringWorkers = new Option<int>("--ring-workers") { Description = "also measure the CPU ring all-reduce with this many ranks on loopback (0: skip)", DefaultValueFactory = _ => 0 };
-        var command = new Command("bench", "measure training steps/s, reader tokens/s and ring all-reduce bandwidth") { config, set, steps, warmup, readerTokens, ringWorkers };
+        var profileSteps = new Option<int>("--profile-steps") { Description = "steps after the timed ones whose phases are timed (the GPU synchronises at each phase boundary there)", DefaultValueFactory = _ => 5 };
+        var peakTflops = new Option<double>("--peak-tflops") { Description = "the device's dense bf16 peak for MFU (default: known from the GPU's name; H100/H200 989.4)", DefaultValueFactory = _ => 0 };
+        var fitMicroBatches = new Option<int[]?>("--fit-micro-batches") { Description = "also find the largest of these micro-batch sizes whose training step fits in device memory", AllowMultipleArgumentsPerToken = true };
+        var json = new Option<string?>("--json") { Description = "also write the results as JSON to this file" };
+        var command = new Command("bench", "measure training throughput, MFU, device memory and the step's phases; reader tokens/s; ring all-reduce bandwidth")
+            { config, set, steps, warmup, profileSteps, peakTflops, fitMicroBatches, json, readerTokens, ringWorkers };
         command.SetAction(parse =>
         {
-            int timed = parse.GetValue(steps), untimed = parse.GetValue(warmup);
-            var overrides = parse.GetValue(set)!.Concat([$"train.steps={timed + untimed}", $"train.log_interval={timed + untimed}", "train.eval_interval=0", "optim.warmup_steps=0", "train.run_dir=" + Path.Combine(Path.GetTempPath(), "disttrain-bench")]);
+            int timed = parse.GetValue(steps), untimed = parse.GetValue(warmup), profiled = parse.GetValue(profileSteps);
+            if (untimed < 1 || timed < 1) throw new ConfigException("bench: --warmup and --steps must be at least 1 (the first steps allocate and are never timed)");
+            var overrides = parse.GetValue(set)!.Concat([$"train.steps={timed + untimed + profiled}", $"train.log_interval={timed + untimed}", "train.eval_interval=0",
+                "train.eval_batches=0", "optim.warmup_steps=0", "train.run_dir=" + Path.Combine(Path.GetTempPath(), "disttrain-bench")]).ToArray();
             var options = TrainConfigLoader.Load(parse.GetValue(config)!, overrides);
-            var stepWatch = new StepClock(untimed);
-            using (var trainer = new Trainer(options))
-                trainer.Run(stepWatch);
-            long tokensPerStep = (long)options.Train.MicroBatch * options.Train.GradAccum * options.Train.SeqLen;
-            double stepsPerSecond = timed / stepWatch.Seconds;
-            AnsiConsole.MarkupLineInterpolated($"train: {options.Model.Arch} {options.Train.Precision} on {options.Train.Device}, {Environment.ProcessorCount} cores: {stepsPerSecond:F2} steps/s, {stepsPerSecond * tokensPerStep:N0} tokens/s ({timed} steps after {untimed} warmup)");
+            var result = TrainingBenchmark.Run(options, untimed, timed, profiled, parse.GetValue(peakTflops) * 1e12, parse.GetValue(fitMicroBatches) ?? []);
+            foreach (var line in result.Describe()) AnsiConsole.WriteLine(line);
+            if (parse.GetValue(json) is { } path) File.WriteAllText(path, result.ToJson());
+            double stepsPerSecond = result.StepsPerSecond;
 
             int ranks = parse.GetValue(ringWorkers);
             if (ranks > 1)
@@ -62,14 +68,5 @@ static class BenchCommand
     {
         using var model = new DistTrain.Model.LanguageModel(options.Model);
         return DistTrain.Model.ModelInfo.Of(model).Total * sizeof(float);
-    }
-
-    /// <summary>Times the steps after the first <c>warmup</c>; the step's host sync at the end of the run makes the last timestamp honest.</summary>
-    sealed class StepClock(int warmup) : ITrainingObserver
-    {
-        long _start;
-        public double Seconds { get; private set; }
-        public void OnStep(int step) { if (step == warmup - 1) _start = Stopwatch.GetTimestamp(); }
-        public void OnReport(StepReport report) => Seconds = Stopwatch.GetElapsedTime(_start).TotalSeconds;
     }
 }
