@@ -74,7 +74,7 @@ public sealed class Trainer : IDisposable
         _loader = train;
         using var run = RunDirectory.Create(_config, _runId, _comm.Rank);
         var c = _config.Checkpoint;
-        using var saver = c.Interval > 0 ? new CheckpointSaver(c, _config, _comm.Rank, _comm.WorldSize, _commit, Path.GetFileName(run.Path)) : null;
+        using var saver = c.Interval > 0 ? new CheckpointSaver(c, _config, _comm.Rank, _comm.WorldSize, _commit, Path.GetFileName(run.Path), Flat) : null;
         observer?.OnStart(t.Steps, run.Path);
         double? initialValLoss = Evaluate();
 

@@ -29,7 +29,7 @@ public class CheckpointSaverTests
         var config = TrainConfigLoader.Load(Repo.Config("tiny-muddformer.yaml"), [$"checkpoint.dir={Path.Combine(dir.Path, "ckpt")}", "checkpoint.interval=1"]);
         using var trainer = new Trainer(config);
         var commit = new HeldCommit();
-        using var saver = new CheckpointSaver(config.Checkpoint, config, 0, 1, commit, "run");
+        using var saver = new CheckpointSaver(config.Checkpoint, config, 0, 1, commit, "run", trainer.Flat);
         var before = trainer.Flat.Master.clone();
 
         Assert.Null(saver.Begin(trainer.Flat, trainer.Optimizer, DataParallelPlan.For(config, 1), 7, 700, new Dictionary<int, DataCursor>(), CancellationToken.None));

@@ -46,7 +46,7 @@ static class TrainingProgress
         if (r.Error is { } error)
             Console.Error.WriteLine($"CHECKPOINT FAILED at step {r.Step}: {error}");
         else
-            Console.WriteLine($"checkpoint {r.Dir}: {r.Bytes / 1e6:F1} MB from this rank; training waited {r.StallSeconds:F2} s, written in the background in {r.WriteSeconds:F2} s ({r.MegabytesPerSecond:F0} MB/s)");
+            Console.WriteLine($"checkpoint {r.Dir}: {r.Bytes / 1e6:F1} MB from this rank; training waited {r.StallSeconds:F2} s ({r.WaitSeconds:F2} s for the previous save, {r.CopySeconds:F2} s copying to the host), written in the background in {r.WriteSeconds:F2} s ({r.MegabytesPerSecond:F0} MB/s)");
     }
 
     sealed class LineObserver : ITrainingObserver

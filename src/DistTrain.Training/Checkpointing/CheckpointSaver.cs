@@ -9,9 +9,14 @@ using static TorchSharp.torch;
 
 namespace DistTrain.Training.Checkpointing;
 
-/// <summary>What one save did: this rank's bytes, how long training waited, how long the background write took, and the error if it failed.</summary>
-public sealed record CheckpointReport(int Step, string Dir, long Bytes, double StallSeconds, double WriteSeconds, string? Error)
+/// <summary>
+/// What one save did: this rank's bytes; how long training waited (StallSeconds = WaitSeconds for
+/// the previous save still writing + the device-to-host copy); how long the background write took;
+/// the error if it failed.
+/// </summary>
+public sealed record CheckpointReport(int Step, string Dir, long Bytes, double StallSeconds, double WriteSeconds, string? Error, double WaitSeconds = 0)
 {
+    public double CopySeconds => StallSeconds - WaitSeconds;
     public double MegabytesPerSecond => WriteSeconds > 0 ? Bytes / 1e6 / WriteSeconds : 0;
 }
 
@@ -36,9 +41,12 @@ public sealed class CheckpointSaver : IDisposable
     Task<CheckpointReport>? _pending;
 
     /// <param name="saveId">shared by every rank of the job (the run id): names the temporary folder of each save</param>
-    public CheckpointSaver(CheckpointOptions options, TrainConfig config, int rank, int world, ICheckpointCommit commit, string saveId)
+    public CheckpointSaver(CheckpointOptions options, TrainConfig config, int rank, int world, ICheckpointCommit commit, string saveId, FlatParameters flat)
     {
         (_options, _config, _rank, _world, _commit, _saveId) = (options, config, rank, world, commit, saveId);
+        // allocated once, up front: pinning gigabytes takes seconds, which would otherwise stall the first save
+        var (_, count) = TrainingCheckpoint.Slice(flat.Count, rank, world);
+        for (int i = 0; i < _host.Length; i++) _host[i] = HostBuffer(count, flat.Master.device);
         try { Directory.CreateDirectory(options.Dir); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -55,18 +63,16 @@ public sealed class CheckpointSaver : IDisposable
     {
         var started = Stopwatch.GetTimestamp();
         var previous = Wait();
+        double wait = Stopwatch.GetElapsedTime(started).TotalSeconds;
         var (start, count) = TrainingCheckpoint.Slice(flat.Count, _rank, _world);
         var sources = new[] { flat.Master, optimizer.ExpAvg, optimizer.ExpAvgSq };
         using (no_grad())
             for (int i = 0; i < Buffers.Length; i++)
-            {
-                if (_host[i] is null || _host[i].numel() != count) _host[i] = HostBuffer(count, flat.Master.device);
                 _host[i].copy_(sources[i].narrow(0, start, count));   // device-to-host: the stall
-            }
         var scalars = optimizer.Scalars;
         var cursorJson = JsonSerializer.Serialize(cursors.ToDictionary(c => c.Key.ToString(), c => c.Value.ToJson()));
         double stall = Stopwatch.GetElapsedTime(started).TotalSeconds;
-        var job = new SaveJob(step, tokens, start, count, cursorJson, scalars, flat, plan.Shards, stall);
+        var job = new SaveJob(step, tokens, start, count, cursorJson, scalars, flat, plan.Shards, stall, wait);
         _pending = Task.Run(() => WriteAndCommitAsync(job, ct), CancellationToken.None);
         return previous;
     }
@@ -83,7 +89,7 @@ public sealed class CheckpointSaver : IDisposable
     }
 
     sealed record SaveJob(int Step, long Tokens, long Start, long Count, string CursorJson, (double Steps, long FirstNonFinite) Scalars,
-        FlatParameters Flat, int Shards, double Stall);
+        FlatParameters Flat, int Shards, double Stall, double Wait);
 
     async Task<CheckpointReport> WriteAndCommitAsync(SaveJob job, CancellationToken ct)
     {
@@ -117,7 +123,7 @@ public sealed class CheckpointSaver : IDisposable
         if (_rank != 0 || !decision.Commit)
         {
             if (_rank == 0) await GiveUpAsync(job.Step, temp, decision.Reason, ct);
-            return new CheckpointReport(job.Step, decision.Commit ? final : temp, bytes, job.Stall, Seconds(started), decision.Commit ? null : decision.Reason);
+            return new CheckpointReport(job.Step, decision.Commit ? final : temp, bytes, job.Stall, Seconds(started), decision.Commit ? null : decision.Reason, job.Wait);
         }
         try
         {
@@ -136,10 +142,10 @@ public sealed class CheckpointSaver : IDisposable
         {
             string reason = $"rank 0: committing {temp}: {e.Message}";
             await GiveUpAsync(job.Step, temp, reason, ct);
-            return new CheckpointReport(job.Step, temp, bytes, job.Stall, Seconds(started), reason);
+            return new CheckpointReport(job.Step, temp, bytes, job.Stall, Seconds(started), reason, job.Wait);
         }
         await _commit.CompletedAsync(job.Step, final, null, ct);
-        return new CheckpointReport(job.Step, final, bytes, job.Stall, Seconds(started), null);
+        return new CheckpointReport(job.Step, final, bytes, job.Stall, Seconds(started), null, job.Wait);
     }
 
     /// <summary>Rank 0 after an aborted save: removes its temporary folder (best effort) and tells the coordinator.</summary>
