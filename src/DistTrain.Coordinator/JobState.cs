@@ -141,7 +141,14 @@ sealed class JobState
         {
             if (!_ranks.TryGetValue(request.Rank, out var r)) return;
             r.Step = request.Step;
-            if (request.Failed) { Fail($"rank {request.Rank} ({r.Request.Host}) failed at step {request.Step}: {request.Message}"); return; }
+            if (request.Failed)
+            {
+                // a killed rank breaks its peers' collectives at once, and they often report before its own
+                // heartbeat stream is seen to break: wait a moment so that the lost rank, the cause, is named
+                string reason = $"rank {request.Rank} ({r.Request.Host}) failed at step {request.Step}: {request.Message}";
+                _ = Task.Delay(TimeSpan.FromMilliseconds(750)).ContinueWith(_ => Fail(reason), TaskScheduler.Default);
+                return;
+            }
             r.Finished = true;
             if (_state == JobStatus.Types.State.Running && _ranks.Values.All(x => x.Finished))
             {
