@@ -44,7 +44,7 @@ public sealed class MultiwayDynamicDense : nn.Module<Tensor, Tensor>
     /// </summary>
     public static Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw)
     {
-        MixFunction.Release();
+        ReturnedGradients.Release();
         using var scope = NewDisposeScope();
         var streams = MixFunction.apply([dw, .. hiddens]);
         // TorchSharp's node keeps an empty_like of each output: leaving this scope frees them
@@ -62,8 +62,6 @@ public sealed class MultiwayDynamicDense : nn.Module<Tensor, Tensor>
 public sealed class MixFunction : MultiTensorFunction<MixFunction>
 {
     public override string Name => nameof(MixFunction);
-
-    public static void Release() => ReturnedGradients.Release();
 
     /// <summary>vars: dw (C, B, T, L), h_0..h_{L-1} (B, T, D) -> C streams (B, T, D).</summary>
     public override List<Tensor> forward(AutogradContext ctx, params object[] vars)
