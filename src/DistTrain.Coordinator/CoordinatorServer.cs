@@ -1,7 +1,9 @@
+using System.Diagnostics;
 using System.Globalization;
 using System.Net;
 using System.Security.Cryptography.X509Certificates;
 using DistTrain.Protocol.V1;
+using DistTrain.Telemetry;
 using DistTrain.Training;
 using DistTrain.Training.Cluster;
 using DistTrain.Training.Config;
@@ -20,11 +22,18 @@ namespace DistTrain.Coordinator;
 public static class CoordinatorServer
 {
     /// <summary>Runs the job's control plane; returns 0 when every rank finished, 1 when the job failed.</summary>
-    public static async Task<int> RunAsync(ClusterManifest manifest, TrainConfig config, Action<string> log, CancellationToken ct)
+    /// <param name="logs">where the job's log lines go (stragglers, commits, failure); null: nowhere</param>
+    public static async Task<int> RunAsync(ClusterManifest manifest, TrainConfig config, Action<string> log, ILoggerFactory? logs, CancellationToken ct)
     {
         var plan = DataParallelPlan.For(config, manifest.WorldSize);
         var runId = $"{config.Train.Name}-{DateTime.UtcNow.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture)}";
-        var job = new JobState(manifest, rank => Assignment(manifest, config, plan, rank, runId));
+        // under `disttrain launch` the job's span is the launcher's (TRACEPARENT); started alone, the coordinator's span is the job's
+        var launched = TelemetrySession.ParseTraceParent(Environment.GetEnvironmentVariable("TRACEPARENT"));
+        using var span = CoordinatorDiagnostics.Source.StartActivity(launched == default ? "job" : "coordinator", ActivityKind.Internal, launched);
+        span?.SetTag("disttrain.job", manifest.Job).SetTag("disttrain.world_size", manifest.WorldSize).SetTag("disttrain.run", runId);
+        var traceParent = TelemetrySession.TraceParent(launched != default ? launched : span?.Context ?? default);
+        var job = new JobState(manifest, rank => Assignment(manifest, config, plan, rank, runId, traceParent), config.Telemetry,
+            logs?.CreateLogger(CoordinatorDiagnostics.Name), span);
         var token = new JobToken(ManifestLoader.ReadToken(manifest));
 
         var builder = WebApplication.CreateSlimBuilder();
@@ -52,12 +61,17 @@ public static class CoordinatorServer
         catch (OperationCanceledException) { job.Fail("the coordinator was interrupted"); }
         await Task.Delay(TimeSpan.FromSeconds(1), CancellationToken.None);   // let STOP reach every heartbeat stream
         await app.StopAsync(CancellationToken.None);
-        if (job.Failed) { log($"job '{manifest.Job}' failed: {job.Reason}"); return 1; }
+        if (job.Failed)
+        {
+            span?.SetStatus(ActivityStatusCode.Error, job.Reason);
+            log($"job '{manifest.Job}' failed: {job.Reason}");
+            return 1;
+        }
         log($"job '{manifest.Job}' finished");
         return 0;
     }
 
-    static RegisterReply Assignment(ClusterManifest manifest, TrainConfig config, DataParallelPlan plan, int rank, string runId)
+    static RegisterReply Assignment(ClusterManifest manifest, TrainConfig config, DataParallelPlan plan, int rank, string runId, string traceParent)
     {
         var data = DataAssignment.For(config, plan, rank);
         var (node, slot) = Locate(manifest, rank);
@@ -65,7 +79,7 @@ public static class CoordinatorServer
         {
             Rank = rank, WorldSize = manifest.WorldSize, Backend = manifest.Backend,
             CudaDevice = node.Gpus.Count > 0 ? node.Gpus[slot] : -1,
-            DataShards = plan.Shards, WindowsPerShard = data.Shards[0].Range.Count, RunId = runId,
+            DataShards = plan.Shards, WindowsPerShard = data.Shards[0].Range.Count, RunId = runId, TraceParent = traceParent,
         };
         reply.Shards.AddRange(data.Shards.Select(s => new DataShard { Index = s.Shard, FirstWindow = s.Range.First, Windows = s.Range.Count }));
         return reply;

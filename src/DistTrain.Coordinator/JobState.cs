@@ -1,6 +1,10 @@
+using System.Diagnostics;
 using DistTrain.Protocol.V1;
-using Grpc.Core;
 using DistTrain.Training.Cluster;
+using DistTrain.Training.Config;
+using Grpc.Core;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace DistTrain.Coordinator;
 
@@ -20,6 +24,7 @@ sealed class JobState
         public double Loss = double.NaN;
         public DateTime LastHeartbeat = DateTime.UtcNow;
         public bool Finished;
+        public readonly RankTiming Timing = new();
     }
 
     readonly object _lock = new();
@@ -30,16 +35,27 @@ sealed class JobState
     readonly TaskCompletionSource<byte[]> _ncclId = new(TaskCreationOptions.RunContinuationsAsynchronously);
     readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
     readonly Dictionary<int, (Dictionary<int, CheckpointVoteRequest> Votes, TaskCompletionSource<CheckpointVoteReply> Reply)> _saves = [];   // by step
+    readonly Stragglers _stragglers;
+    readonly ILogger _log;
+    readonly Activity? _span;
     JobStatus.Types.State _state = JobStatus.Types.State.Waiting;
     string _reason = "";
     int _checkpointStep;
     string _checkpointPath = "", _checkpointError = "";
 
     /// <param name="assignment">rank -> the reply it gets (rank, rendezvous, data shards)</param>
-    public JobState(ClusterManifest manifest, Func<int, RegisterReply> assignment)
+    /// <param name="telemetry">the straggler rule (factor, duration)</param>
+    /// <param name="span">the job's span: straggler events are added to it</param>
+    public JobState(ClusterManifest manifest, Func<int, RegisterReply> assignment, TelemetryOptions? telemetry = null, ILogger? log = null, Activity? span = null)
     {
         _manifest = manifest;
         _assignment = assignment;
+        telemetry ??= new TelemetryOptions();
+        _stragglers = new Stragglers(telemetry.StragglerFactor, TimeSpan.FromSeconds(telemetry.StragglerAfterSeconds));
+        _log = log ?? NullLogger.Instance;
+        _span = span;
+        CoordinatorDiagnostics.Watch(this);
+        _stopped.Task.ContinueWith(_ => CoordinatorDiagnostics.Forget(this), TaskScheduler.Default);
     }
 
     /// <summary>Completes when the job stops for good (finished or failed).</summary>
@@ -77,11 +93,13 @@ sealed class JobState
         {
             int rank = _manifest.RankOf(request.NodeRank, request.LocalSlot);
             _ranks[rank] = new Rank(rank, request);
+            CoordinatorLog.Registered(_log, _manifest.Job, rank, request.Host, request.Pid);
             var r = _assignment(rank);
             r.RingEndpoints.AddRange(endpoints);
             reply.SetResult(r);
         }
         _state = JobStatus.Types.State.Running;
+        CoordinatorLog.Started(_log, _manifest.Job, _manifest.WorldSize);
     }
 
     public Task<byte[]> Rendezvous(RendezvousRequest request)
@@ -96,6 +114,7 @@ sealed class JobState
         {
             if (!_ranks.TryGetValue(beat.Rank, out var r)) return;
             (r.Step, r.Tokens, r.Loss, r.LastHeartbeat) = (beat.Step, beat.Tokens, beat.Loss, DateTime.UtcNow);
+            if (beat.ComputeSeconds > 0) r.Timing.ComputeSeconds = beat.ComputeSeconds;
         }
     }
 
@@ -130,8 +149,16 @@ sealed class JobState
     {
         lock (_lock)
         {
-            if (done.Path.Length > 0) (_checkpointStep, _checkpointPath) = (done.Step, done.Path);
-            else _checkpointError = $"step {done.Step}: {done.Error}";
+            if (done.Path.Length > 0)
+            {
+                (_checkpointStep, _checkpointPath) = (done.Step, done.Path);
+                CoordinatorLog.CheckpointCommitted(_log, _manifest.Job, done.Step, done.Path);
+            }
+            else
+            {
+                _checkpointError = $"step {done.Step}: {done.Error}";
+                CoordinatorLog.CheckpointFailed(_log, _manifest.Job, done.Step, done.Error);
+            }
         }
     }
 
@@ -153,6 +180,7 @@ sealed class JobState
             if (_state == JobStatus.Types.State.Running && _ranks.Values.All(x => x.Finished))
             {
                 _state = JobStatus.Types.State.Finished;
+                CoordinatorLog.Finished(_log, _manifest.Job);
                 _stopped.TrySetResult();
             }
         }
@@ -168,12 +196,13 @@ sealed class JobState
         }
     }
 
-    /// <summary>Called periodically: a running rank silent for longer than the timeout fails the job.</summary>
+    /// <summary>Called periodically: a running rank silent for longer than the timeout fails the job; stragglers are reported.</summary>
     public void CheckHeartbeats(DateTime now)
     {
         lock (_lock)
         {
             if (_state != JobStatus.Types.State.Running) return;
+            ReportStragglers(now);
             foreach (var r in _ranks.Values.Where(r => !r.Finished))
             {
                 var silent = (now - r.LastHeartbeat).TotalSeconds;
@@ -186,6 +215,29 @@ sealed class JobState
         }
     }
 
+    void ReportStragglers(DateTime now)
+    {
+        var running = _ranks.Values.Where(r => !r.Finished).ToDictionary(r => r.Index, r => r.Timing);
+        foreach (var (index, change) in _stragglers.Update(running, now))
+        {
+            var (r, t) = (_ranks[index], running[index]);
+            if (change == Stragglers.Change.Recovered)
+            {
+                CoordinatorLog.Recovered(_log, _manifest.Job, index, r.Request.Host, t.Ratio);
+                _span?.AddEvent(new ActivityEvent("straggler.recovered", tags: new() { ["disttrain.rank"] = index, ["host.name"] = r.Request.Host }));
+                continue;
+            }
+            double median = t.ComputeSeconds - t.LatenessSeconds, since = (now - t.SlowSince!.Value).TotalSeconds;
+            CoordinatorLog.Straggler(_log, _manifest.Job, index, r.Request.Host, t.ComputeSeconds, t.Ratio, median, since, t.LatenessSeconds);
+            CoordinatorDiagnostics.StragglerEvents.Add(1, new KeyValuePair<string, object?>("disttrain.rank", index), new KeyValuePair<string, object?>("host.name", r.Request.Host));
+            _span?.AddEvent(new ActivityEvent("straggler", tags: new()
+            {
+                ["disttrain.rank"] = index, ["host.name"] = r.Request.Host, ["disttrain.step"] = r.Step,
+                ["disttrain.compute_seconds"] = t.ComputeSeconds, ["disttrain.median_seconds"] = median, ["disttrain.ratio"] = t.Ratio,
+            }));
+        }
+    }
+
     public void Fail(string reason)
     {
         lock (_lock)
@@ -193,6 +245,7 @@ sealed class JobState
             if (_state is JobStatus.Types.State.Failed or JobStatus.Types.State.Finished) return;
             _state = JobStatus.Types.State.Failed;
             _reason = reason;
+            CoordinatorLog.Failed(_log, _manifest.Job, reason);
             foreach (var (_, reply) in _waiting) reply.TrySetException(new RpcException(new Status(StatusCode.Aborted, reason)));
             _ncclId.TrySetException(new RpcException(new Status(StatusCode.Aborted, reason)));
             foreach (var (_, save) in _saves) save.Reply.TrySetException(new RpcException(new Status(StatusCode.Aborted, $"checkpoint abandoned: {reason}")));
@@ -212,6 +265,7 @@ sealed class JobState
             {
                 Rank = r.Index, Host = r.Request.Host, Step = r.Step, Tokens = r.Tokens, Loss = r.Loss,
                 SecondsSinceHeartbeat = (now - r.LastHeartbeat).TotalSeconds, Finished = r.Finished,
+                ComputeSeconds = r.Timing.ComputeSeconds, LatenessSeconds = r.Timing.LatenessSeconds, Straggler = r.Timing.Straggler,
             }));
             return status;
         }

@@ -5,6 +5,7 @@ using DistTrain.Model;
 using DistTrain.Model.Layers;
 using DistTrain.Training.Checkpointing;
 using DistTrain.Training.Config;
+using DistTrain.Training.Diagnostics;
 using DistTrain.Training.Optim;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -14,7 +15,7 @@ namespace DistTrain.Training;
 /// <summary>
 /// The training loop for any world size (1 here, N with another <see cref="ICommunicator"/>).
 /// The step reads top to bottom in <see cref="Run"/>: batch, forward, backward (x grad_accum),
-/// all-reduce, clip + AdamW, log. Everything else is called from it.
+/// all-reduce, clip + AdamW, checkpoint, log. Everything else is called from it.
 /// </summary>
 public sealed class Trainer : IDisposable
 {
@@ -98,6 +99,7 @@ public sealed class Trainer : IDisposable
                     observer?.OnPhase(step, StepPhase.DataWait);
                     var (x, y) = train.Next(plan.MicroBatch)!.Value;
                     observer?.OnPhase(step, StepPhase.Forward);
+                    SlowRankFault.At(_comm.Rank);
                     var loss = Loss(Model.forward(x), y) / plan.GradAccum;
                     observer?.OnPhase(step, StepPhase.Backward);
                     loss.backward();
@@ -113,9 +115,14 @@ public sealed class Trainer : IDisposable
             Saved(saver?.Poll(), observer);
             if (t.Ledger) run.AppendLedger(step + 1, train.Taken);
             train.Taken.Clear();
+            bool last = step == t.Steps - 1;
+            if (saver is not null && ((step + 1) % c.Interval == 0 || last))
+            {
+                observer?.OnPhase(step, StepPhase.Checkpoint);
+                Saved(saver.Begin(Flat, Optimizer, plan, step + 1, tokensPerStep * (step + 1), train.ShardCursors, ct), observer);
+            }
             observer?.OnStep(step);
 
-            bool last = step == t.Steps - 1;
             if ((step + 1) % t.LogInterval == 0 || last)
             {
                 // a host sync: only every log_interval steps; the loss is the mean over ranks
@@ -136,8 +143,6 @@ public sealed class Trainer : IDisposable
                 window.Restart();
             }
             gradNorm.Dispose();
-            if (saver is not null && ((step + 1) % c.Interval == 0 || last))
-                Saved(saver.Begin(Flat, Optimizer, plan, step + 1, tokensPerStep * (step + 1), train.ShardCursors, ct), observer);
         }
         Saved(saver?.Wait(), observer);
         lossSum.Dispose();

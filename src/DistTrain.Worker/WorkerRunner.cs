@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using DistTrain.Data;
@@ -8,8 +9,12 @@ using DistTrain.Training;
 using DistTrain.Training.Checkpointing;
 using DistTrain.Training.Cluster;
 using DistTrain.Training.Config;
+using DistTrain.Training.Diagnostics;
+using DistTrain.Telemetry;
 using Google.Protobuf;
 using Grpc.Core;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace DistTrain.Worker;
 
@@ -23,8 +28,20 @@ public sealed class WorkerException(string message, Exception? inner = null) : E
 /// </summary>
 public static class WorkerRunner
 {
+    /// <param name="logs">where the worker's log lines go; null: nowhere</param>
     public static async Task<int> RunAsync(ClusterManifest manifest, TrainConfig config, int nodeRank, int localSlot,
-        Func<int, ITrainingObserver?> observerForRank, CancellationToken ct)
+        Func<int, ITrainingObserver?> observerForRank, ILoggerFactory? logs, CancellationToken ct)
+    {
+        // under `disttrain launch` the job's trace context comes in TRACEPARENT, so even registering is part of the
+        // job's trace; a worker started on its own joins the trace with the context its registration returns
+        var launched = TelemetrySession.ParseTraceParent(Environment.GetEnvironmentVariable("TRACEPARENT"));
+        var span = launched == default ? null : WorkerDiagnostics.Source.StartActivity("worker", ActivityKind.Internal, launched);
+        try { return await RunAsync(manifest, config, nodeRank, localSlot, observerForRank, logs?.CreateLogger(WorkerDiagnostics.Name) ?? NullLogger.Instance, span, ct); }
+        finally { span?.Dispose(); }
+    }
+
+    static async Task<int> RunAsync(ClusterManifest manifest, TrainConfig config, int nodeRank, int localSlot,
+        Func<int, ITrainingObserver?> observerForRank, ILogger log, Activity? span, CancellationToken ct)
     {
         if (nodeRank < 0 || nodeRank >= manifest.Nodes.Count)
             throw new ConfigException($"{manifest.Source}: --node-rank {nodeRank} is not one of the {manifest.Nodes.Count} nodes (0-based)");
@@ -50,11 +67,16 @@ public static class WorkerRunner
         finally { listener.Stop(); }
 
         int rank = reply.Rank;
+        using var joined = span is null ? WorkerDiagnostics.Source.StartActivity("worker", ActivityKind.Internal, TelemetrySession.ParseTraceParent(reply.TraceParent)) : null;
+        span ??= joined;
+        span?.SetTag("disttrain.job", manifest.Job).SetTag("disttrain.rank", rank).SetTag("disttrain.world_size", reply.WorldSize)
+            .SetTag("disttrain.node_rank", nodeRank).SetTag("host.name", node.Host);
         var plan = DataParallelPlan.For(config, reply.WorldSize);
         var data = CheckedAssignment(config, plan, rank, reply);
         if (reply.CudaDevice >= 0) config = config with { Train = config.Train with { Device = $"cuda:{reply.CudaDevice}" } };
         else TorchSharp.torch.set_num_threads(Math.Max(1, Environment.ProcessorCount / node.Slots));   // CPU slots share the cores; oversubscribed libtorch threads spin
 
+        WorkerDiagnostics.Joined(log, manifest.Job, rank, reply.WorldSize, reply.Backend, config.Train.Device, reply.RunId);
         using var stopping = CancellationTokenSource.CreateLinkedTokenSource(ct);
         using var comm = await ConnectAsync(client, manifest, reply, stopping.Token);
         using var heartbeat = client.Heartbeat(cancellationToken: stopping.Token);
@@ -99,7 +121,9 @@ public static class WorkerRunner
         {
             using var trainer = new Trainer(config, comm, data, reply.RunId, new CoordinatorCommit(client, rank));
             progress.Cursors = () => trainer.DataCursors;
-            var observer = new Fanout(progress, observerForRank(rank));
+            var telemetry = TrainingTelemetry.For(trainer, config, rank, reply.WorldSize, span?.Context ?? default);
+            progress.Compute = telemetry.TakeCompute;
+            var observer = new Observers(progress, telemetry, observerForRank(rank));
             await Task.Run(() => trainer.Run(observer, stopping.Token), CancellationToken.None);
             // finish first, then end the stream: a stream that ends before Finish means a lost worker
             beatsDone.Cancel();
@@ -107,14 +131,19 @@ public static class WorkerRunner
             await client.FinishAsync(new FinishRequest { Rank = rank, Step = progress.Step }, cancellationToken: ct);
             try { await heartbeat.RequestStream.CompleteAsync(); }
             catch (Exception e) when (e is RpcException or InvalidOperationException) { }   // the coordinator may have closed it already
+            WorkerDiagnostics.Finished(log, manifest.Job, rank, progress.Step);
             return 0;
         }
         catch (Exception e) when (stopReason is not null)
         {
+            WorkerDiagnostics.Stopped(log, manifest.Job, rank, progress.Step, $"stopped by the coordinator: {stopReason}");
+            span?.SetStatus(ActivityStatusCode.Error, stopReason);
             throw new WorkerException($"rank {rank}: stopped by the coordinator: {stopReason}", e);
         }
         catch (Exception e)
         {
+            WorkerDiagnostics.Stopped(log, manifest.Job, rank, progress.Step, e.Message);
+            span?.SetStatus(ActivityStatusCode.Error, e.Message);
             try { await client.FinishAsync(new FinishRequest { Rank = rank, Step = progress.Step, Failed = true, Message = e.Message }, deadline: DateTime.UtcNow.AddSeconds(5)); }
             catch (RpcException) { }
             throw;
@@ -176,28 +205,24 @@ public static class WorkerRunner
     static WorkerException Unreachable(ClusterManifest m, RpcException e) =>
         new($"the coordinator at {m.CoordinatorAddress} is unreachable after waiting {m.ConnectTimeoutSeconds} s (heartbeat.connect_timeout_s; {e.Status.Detail}); is it running? `disttrain launch` starts it on node {m.CoordinatorNode} ({m.Nodes[m.CoordinatorNode].Host})", e);
 
-    /// <summary>What the heartbeat reports: the latest step, tokens and loss.</summary>
+    /// <summary>What the heartbeat reports: the latest step, tokens, loss and compute time per step.</summary>
     sealed class Progress(int rank) : ITrainingObserver
     {
         volatile StepReport? _last;
         public int Step;
         public Func<IReadOnlyList<DataCursor>> Cursors { get; set; } = () => [];
+        public Func<StepCompute?> Compute { get; set; } = () => null;
         public void OnStep(int step) => Step = step + 1;
         public void OnReport(StepReport report) => _last = report;
-        public HeartbeatRequest Beat() => new()
+        public HeartbeatRequest Beat()
         {
-            Rank = rank, Step = Step, Tokens = _last?.Tokens ?? 0, Loss = _last?.Loss ?? double.NaN,
-            DataCursor = "[" + string.Join(",", Cursors().Select(c => c.ToJson())) + "]",
-        };
-    }
-
-    sealed class Fanout(ITrainingObserver first, ITrainingObserver? second) : ITrainingObserver
-    {
-        public void OnStart(int totalSteps, string runDirectory) { first.OnStart(totalSteps, runDirectory); second?.OnStart(totalSteps, runDirectory); }
-        public void OnResume(ResumeReport resume) { first.OnResume(resume); second?.OnResume(resume); }
-        public void OnStep(int step) { first.OnStep(step); second?.OnStep(step); }
-        public void OnPhase(int step, StepPhase phase) { first.OnPhase(step, phase); second?.OnPhase(step, phase); }
-        public void OnCheckpoint(CheckpointReport report) { first.OnCheckpoint(report); second?.OnCheckpoint(report); }
-        public void OnReport(StepReport report) { first.OnReport(report); second?.OnReport(report); }
+            var compute = Compute();
+            return new()
+            {
+                Rank = rank, Step = Step, Tokens = _last?.Tokens ?? 0, Loss = _last?.Loss ?? double.NaN,
+                DataCursor = "[" + string.Join(",", Cursors().Select(c => c.ToJson())) + "]",
+                ComputeSeconds = compute?.ComputeSeconds ?? 0, StepSeconds = compute?.StepSeconds ?? 0,
+            };
+        }
     }
 }

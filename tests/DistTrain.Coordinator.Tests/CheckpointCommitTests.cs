@@ -23,7 +23,7 @@ public class CheckpointCommitTests
             int port = TestFiles.FreePort();
             var manifest = ManifestLoader.Load(_dir.Write("m.yaml", $"job: ckpt\nbackend: ring\ncoordinator: {{host: 127.0.0.1, port: {port}}}\ntoken: value:t\nnodes:\n  - {{host: 127.0.0.1, cpus: 2}}\n"));
             var config = TrainConfigLoader.Load(Path.Combine(TestFiles.RepoRoot, "configs", "tiny-muddformer.yaml"), ["train.steps=5"]);
-            Server = CoordinatorServer.RunAsync(manifest, config, _ => { }, _stop.Token);
+            Server = CoordinatorServer.RunAsync(manifest, config, _ => { }, null, _stop.Token);
             _channel = GrpcChannel.ForAddress($"http://127.0.0.1:{port}");
             Client = new Protocol.V1.Coordinator.CoordinatorClient(_channel);
         }

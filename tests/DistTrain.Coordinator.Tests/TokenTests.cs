@@ -17,7 +17,7 @@ public class TokenTests
         var manifest = ManifestLoader.Load(dir.Write("m.yaml", $"job: tokens\nbackend: ring\ncoordinator: {{host: 127.0.0.1, port: {port}}}\ntoken: value:right\nnodes:\n  - {{host: 127.0.0.1, cpus: 2}}\n"));
         var config = TrainConfigLoader.Load(Path.Combine(TestFiles.RepoRoot, "configs", "tiny-muddformer.yaml"), ["train.steps=5"]);
         using var stop = new CancellationTokenSource(TimeSpan.FromMinutes(1));
-        var server = CoordinatorServer.RunAsync(manifest, config, _ => { }, stop.Token);
+        var server = CoordinatorServer.RunAsync(manifest, config, _ => { }, null, stop.Token);
 
         using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{port}");
         var client = new Protocol.V1.Coordinator.CoordinatorClient(channel);

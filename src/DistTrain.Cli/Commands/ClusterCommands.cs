@@ -1,6 +1,7 @@
 using System.CommandLine;
 using DistTrain.Cli.Terminal;
 using DistTrain.Coordinator;
+using DistTrain.Telemetry;
 using DistTrain.Training.Cluster;
 using DistTrain.Training;
 using DistTrain.Training.Config;
@@ -23,7 +24,8 @@ static class ClusterCommands
         {
             var m = ManifestLoader.Load(parse.GetValue(manifest)!);
             var c = TrainConfigLoader.Load(parse.GetValue(config)!, parse.GetValue(set));
-            return await CoordinatorServer.RunAsync(m, c, line => Console.WriteLine(line), ct);
+            using var telemetry = CliTelemetry.Start("coordinator", new() { ["disttrain.job"] = m.Job });
+            return await CoordinatorServer.RunAsync(m, c, line => Console.WriteLine(line), telemetry.Logs, ct);
         });
         return command;
     }
@@ -38,9 +40,13 @@ static class ClusterCommands
         {
             var m = ManifestLoader.Load(parse.GetValue(manifest)!);
             var c = TrainConfigLoader.Load(parse.GetValue(config)!, CommonOptions.Overrides(parse, set, resume));
+            using var telemetry = CliTelemetry.Start("worker", new()
+            {
+                ["disttrain.job"] = m.Job, ["disttrain.node_rank"] = parse.GetValue(node), ["disttrain.local_slot"] = parse.GetValue(slot),
+            });
             // only rank 0 prints the job's lines
             return await WorkerRunner.RunAsync(m, c, parse.GetValue(node), parse.GetValue(slot),
-                rank => rank == 0 ? TrainingProgress.Lines() : null, ct);
+                rank => rank == 0 ? TrainingProgress.Lines() : null, telemetry.Logs, ct);
         });
         return command;
     }
@@ -57,7 +63,12 @@ static class ClusterCommands
             var overrides = CommonOptions.Overrides(parse, set, resume);
             TrainConfigLoader.Load(parse.GetValue(config)!, overrides);   // fail here, not in every child
             ManifestLoader.ReadToken(m);
-            return await Launcher.RunAsync(m, path, parse.GetValue(config)!, overrides, parse.GetValue(node), ct);
+            using var telemetry = CliTelemetry.Start("launch", new() { ["disttrain.job"] = m.Job, ["disttrain.node_rank"] = parse.GetValue(node) });
+            // one job, one trace: the coordinator's node holds the job's span, and every process it starts joins it
+            using var span = parse.GetValue(node) == m.CoordinatorNode ? CliTelemetry.JobSpan(m.Job, m.WorldSize) : null;
+            int exit = await Launcher.RunAsync(m, path, parse.GetValue(config)!, overrides, parse.GetValue(node), TelemetrySession.TraceParent(span?.Context ?? default), ct);
+            if (exit != 0) span?.SetStatus(System.Diagnostics.ActivityStatusCode.Error, "a process of the job failed");
+            return exit;
         });
         return command;
     }

@@ -12,7 +12,8 @@ static class Launcher
 {
     static readonly TimeSpan FailureGrace = TimeSpan.FromSeconds(10);
 
-    public static async Task<int> RunAsync(ClusterManifest m, string manifestPath, string configPath, string[] overrides, int nodeRank, CancellationToken ct)
+    /// <param name="traceParent">the job span's W3C traceparent, passed on to every child (empty: none)</param>
+    public static async Task<int> RunAsync(ClusterManifest m, string manifestPath, string configPath, string[] overrides, int nodeRank, string traceParent, CancellationToken ct)
     {
         if (nodeRank < 0 || nodeRank >= m.Nodes.Count)
             throw new ConfigException($"{m.Source}: --node-rank {nodeRank} is not one of the {m.Nodes.Count} nodes (0-based)");
@@ -23,11 +24,11 @@ static class Launcher
 
         string[] common = ["--manifest", manifestPath, "--config", configPath, .. overrides.SelectMany(o => new[] { "--set", o })];
         var children = new List<(string Name, Process Process)>();
-        if (nodeRank == m.CoordinatorNode) children.Add(("coordinator", Start("coordinator", ["coordinator", .. common])));
+        if (nodeRank == m.CoordinatorNode) children.Add(("coordinator", Start("coordinator", ["coordinator", .. common], traceParent)));
         for (int slot = 0; slot < node.Slots; slot++)
         {
             var name = $"rank {m.RankOf(nodeRank, slot)}";   // ranks are fixed by the manifest: node order, then slot
-            children.Add((name, Start(name, ["worker", .. common, "--node-rank", $"{nodeRank}", "--local-slot", $"{slot}"])));
+            children.Add((name, Start(name, ["worker", .. common, "--node-rank", $"{nodeRank}", "--local-slot", $"{slot}"], traceParent)));
         }
 
         using var stop = ct.Register(() => { foreach (var (_, p) in children) TryKill(p); });
@@ -53,7 +54,7 @@ static class Launcher
         return failed.Count == 0 ? 0 : 1;
     }
 
-    static Process Start(string name, string[] args)
+    static Process Start(string name, string[] args, string traceParent)
     {
         // the same program: `dotnet disttrain.dll ...` or the published `disttrain ...`
         var self = Environment.ProcessPath!;
@@ -61,6 +62,7 @@ static class Launcher
         if (Path.GetFileNameWithoutExtension(self) == "dotnet") start.ArgumentList.Add(Environment.GetCommandLineArgs()[0]);
         foreach (var a in args) start.ArgumentList.Add(a);
         start.Environment["NO_COLOR"] = "1";
+        if (traceParent.Length > 0) start.Environment["TRACEPARENT"] = traceParent;
         var process = Process.Start(start) ?? throw new InvalidOperationException($"could not start {name}");
         process.OutputDataReceived += (_, e) => { if (e.Data is not null) Console.Out.WriteLine($"[{name}] {e.Data}"); };
         process.ErrorDataReceived += (_, e) => { if (e.Data is not null) Console.Error.WriteLine($"[{name}] {e.Data}"); };

@@ -2,6 +2,7 @@ using System.CommandLine;
 using DistTrain.Cli.Terminal;
 using DistTrain.Training;
 using DistTrain.Training.Config;
+using DistTrain.Training.Diagnostics;
 using Spectre.Console;
 
 namespace DistTrain.Cli.Commands;
@@ -19,8 +20,11 @@ static class TrainCommand
         command.SetAction((parse, ct) =>
         {
             var options = TrainConfigLoader.Load(parse.GetValue(config)!, CommonOptions.Overrides(parse, set, resume));
+            using var telemetry = CliTelemetry.Start("train", new() { ["disttrain.job"] = options.Train.Name });
+            using var span = CliTelemetry.JobSpan(options.Train.Name, 1);
             using var trainer = new Trainer(options);
-            var result = TrainingProgress.Run(options, observer => trainer.Run(observer, ct));
+            var steps = TrainingTelemetry.For(trainer, options, 0, 1, span?.Context ?? default);
+            var result = TrainingProgress.Run(options, observer => trainer.Run(new Observers(observer, steps), ct));
             var first = result.Reports[0];
             var final = result.Reports[^1];
             AnsiConsole.MarkupLineInterpolated($"training loss {first.Loss:F4} (first {options.Train.LogInterval} steps) -> {final.Loss:F4}");

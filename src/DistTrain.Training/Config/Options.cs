@@ -27,9 +27,19 @@ public sealed record TrainOptions(
 /// </summary>
 public sealed record CheckpointOptions(string Dir, int Interval, int Keep, string Resume, bool Fallback = false, string OnFailure = "stop");
 
+/// <summary>
+/// What the run reports beyond metrics.jsonl: a traced step (span with its phases) every TraceEvery
+/// steps (0: none); a rank whose compute per step exceeds the other ranks' median by StragglerFactor
+/// for StragglerAfterSeconds is reported as a straggler; PeakTflops is the device's peak for MFU
+/// (0: the known bf16 peak of the GPU, none on a CPU).
+/// </summary>
+public sealed record TelemetryOptions(int TraceEvery = 10, double StragglerFactor = 1.5, double StragglerAfterSeconds = 30, double PeakTflops = 0);
+
 /// <summary>The one options tree: read from YAML once, checked against itself once.</summary>
 public sealed record TrainConfig(string Source, ModelConfig Model, DataOptions Data, OptimOptions Optim, TrainOptions Train, CheckpointOptions Checkpoint)
 {
     /// <summary>The resolved YAML tree (after --set), written into each run directory.</summary>
     public Dictionary<string, object?> Tree { get; init; } = [];
+
+    public TelemetryOptions Telemetry { get; init; } = new();
 }

@@ -46,8 +46,9 @@ public static class TrainConfigLoader
         var train = ReadTrain(root.Section("train"), Path.GetFileNameWithoutExtension(source));
         var optim = ReadOptim(root.Section("optim"), train.Steps);
         var checkpoint = ReadCheckpoint(root.Section("checkpoint"), train.Name);
+        var telemetry = ReadTelemetry(root.Section("telemetry"));
         root.EnsureConsumed();
-        var config = new TrainConfig(source, model, data, optim, train, checkpoint) { Tree = tree };
+        var config = new TrainConfig(source, model, data, optim, train, checkpoint) { Tree = tree, Telemetry = telemetry };
         Validate(config);
         return config;
     }
@@ -122,6 +123,18 @@ public static class TrainConfigLoader
         if (c.Interval < 0) throw new ConfigException($"{s.Where("interval")}: must be 0 (no checkpoints) or a number of steps");
         if (c.Keep < 1) throw new ConfigException($"{s.Where("keep")}: keep at least 1 checkpoint");
         return c;
+    }
+
+    static TelemetryOptions ReadTelemetry(ConfigSection s)
+    {
+        var t = new TelemetryOptions(TraceEvery: s.Int("trace_every", 10), StragglerFactor: s.Double("straggler_factor", 1.5),
+            StragglerAfterSeconds: s.Double("straggler_after_s", 30), PeakTflops: s.Double("peak_tflops", 0));
+        s.EnsureConsumed();
+        if (t.TraceEvery < 0) throw new ConfigException($"{s.Where("trace_every")}: must be 0 (no step spans) or a number of steps");
+        if (t.StragglerFactor <= 1) throw new ConfigException($"{s.Where("straggler_factor")}: {t.StragglerFactor} must be above 1 (1.5: a rank 50% slower than the others' median)");
+        if (t.StragglerAfterSeconds < 0) throw new ConfigException($"{s.Where("straggler_after_s")}: must be 0 or more seconds");
+        if (t.PeakTflops < 0) throw new ConfigException($"{s.Where("peak_tflops")}: must be 0 (the GPU's known peak) or the device's peak TFLOP/s");
+        return t;
     }
 
     static TrainOptions ReadTrain(ConfigSection s, string defaultName)

@@ -53,7 +53,7 @@ public static class TrainingBenchmark
         double? modelState = Gib(memory?.UsedBytes);
         var clock = new Clock(warmup, warmup + timed, memory);
         var profile = new StepProfile(warmup + timed, profiled, cuda);
-        trainer.Run(new Both(clock, profile));
+        trainer.Run(new Observers(clock, profile));
         double? atEnd = Gib(memory?.UsedBytes);
 
         var plan = DataParallelPlan.For(options, 1);
@@ -123,12 +123,5 @@ public static class TrainingBenchmark
         {
             if (report.Step == end && double.IsNaN(Seconds)) Seconds = Stopwatch.GetElapsedTime(_start).TotalSeconds;
         }
-    }
-
-    sealed class Both(ITrainingObserver a, ITrainingObserver b) : ITrainingObserver
-    {
-        public void OnStep(int step) { a.OnStep(step); b.OnStep(step); }
-        public void OnPhase(int step, StepPhase phase) { a.OnPhase(step, phase); b.OnPhase(step, phase); }
-        public void OnReport(StepReport report) { a.OnReport(report); b.OnReport(report); }
     }
 }

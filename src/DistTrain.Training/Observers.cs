@@ -1,0 +1,16 @@
+using DistTrain.Training.Checkpointing;
+
+namespace DistTrain.Training;
+
+/// <summary>Several observers as one, called in order (nulls are skipped).</summary>
+public sealed class Observers(params ITrainingObserver?[] observers) : ITrainingObserver
+{
+    readonly ITrainingObserver[] _all = [.. observers.OfType<ITrainingObserver>()];
+
+    public void OnStart(int totalSteps, string runDirectory) { foreach (var o in _all) o.OnStart(totalSteps, runDirectory); }
+    public void OnResume(ResumeReport resume) { foreach (var o in _all) o.OnResume(resume); }
+    public void OnStep(int step) { foreach (var o in _all) o.OnStep(step); }
+    public void OnPhase(int step, StepPhase phase) { foreach (var o in _all) o.OnPhase(step, phase); }
+    public void OnCheckpoint(CheckpointReport report) { foreach (var o in _all) o.OnCheckpoint(report); }
+    public void OnReport(StepReport report) { foreach (var o in _all) o.OnReport(report); }
+}

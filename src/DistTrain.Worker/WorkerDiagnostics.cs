@@ -1,0 +1,20 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+
+namespace DistTrain.Worker;
+
+/// <summary>The worker's ActivitySource (the "worker" span: everything a rank does hangs under it) and its log lines.</summary>
+static partial class WorkerDiagnostics
+{
+    public const string Name = "DistTrain.Worker";
+    public static readonly ActivitySource Source = new(Name);
+
+    [LoggerMessage(1, LogLevel.Information, "job {Job}: joined as rank {Rank} of {WorldSize} ({Backend}, device {Device}); run {Run}")]
+    public static partial void Joined(ILogger logger, string job, int rank, int worldSize, string backend, string device, string run);
+
+    [LoggerMessage(2, LogLevel.Information, "job {Job}: rank {Rank} finished at step {Step}")]
+    public static partial void Finished(ILogger logger, string job, int rank, int step);
+
+    [LoggerMessage(3, LogLevel.Error, "job {Job}: rank {Rank} stopped at step {Step}: {Reason}")]
+    public static partial void Stopped(ILogger logger, string job, int rank, int step, string reason);
+}
