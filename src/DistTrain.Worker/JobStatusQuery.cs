@@ -3,7 +3,8 @@ using DistTrain.Training.Cluster;
 namespace DistTrain.Worker;
 
 /// <summary>One rank's progress as the coordinator last heard it.</summary>
-public sealed record RankProgress(int Rank, string Host, int Step, long Tokens, double Loss, double SecondsSinceHeartbeat, bool Finished);
+public sealed record RankProgress(int Rank, string Host, int Step, long Tokens, double Loss, double SecondsSinceHeartbeat, bool Finished,
+    double ComputeSeconds, double LatenessSeconds, bool Straggler);
 
 /// <summary>A job's state as the coordinator reports it (`disttrain status`).</summary>
 /// CheckpointStep / CheckpointPath: the last committed checkpoint (0 / "" before the first); CheckpointError: the last failed save.
@@ -15,7 +16,8 @@ public sealed record JobProgress(string Job, string State, int WorldSize, int Re
         var client = CoordinatorClient.Create(manifest, ManifestLoader.ReadToken(manifest), address);
         var s = await client.GetStatusAsync(new(), deadline: DateTime.UtcNow.AddSeconds(10), cancellationToken: ct);
         return new JobProgress(s.Job, s.State.ToString().ToLowerInvariant(), s.WorldSize, s.Registered, s.Reason,
-            s.Ranks.Select(r => new RankProgress(r.Rank, r.Host, r.Step, r.Tokens, r.Loss, r.SecondsSinceHeartbeat, r.Finished)).ToList(),
+            s.Ranks.Select(r => new RankProgress(r.Rank, r.Host, r.Step, r.Tokens, r.Loss, r.SecondsSinceHeartbeat, r.Finished,
+                r.ComputeSeconds, r.LatenessSeconds, r.Straggler)).ToList(),
             s.CheckpointStep, s.CheckpointPath, s.CheckpointError);
     }
 }

@@ -83,9 +83,11 @@ static class ClusterCommands
             var m = ManifestLoader.Load(parse.GetValue(manifest)!);
             var status = await JobProgress.QueryAsync(m, parse.GetValue(address), ct);
             AnsiConsole.MarkupLineInterpolated($"job [bold]{status.Job}[/]: {status.State} ({status.Registered}/{status.WorldSize} registered) {status.Reason}");
-            var table = new Table().AddColumns("rank", "host", "step", "tokens", "loss", "last heartbeat", "finished");
+            var table = new Table().AddColumns("rank", "host", "step", "tokens", "loss", "last heartbeat", "compute/step", "lateness", "finished");
             foreach (var r in status.Ranks)
-                table.AddRow(r.Rank.ToString(), r.Host, r.Step.ToString(), r.Tokens.ToString("N0"), r.Loss.ToString("F4"), $"{r.SecondsSinceHeartbeat:F1} s ago", r.Finished ? "yes" : "no");
+                table.AddRow(r.Rank.ToString(), r.Host, r.Step.ToString(), r.Tokens.ToString("N0"), r.Loss.ToString("F4"), $"{r.SecondsSinceHeartbeat:F1} s ago",
+                    r.ComputeSeconds > 0 ? $"{r.ComputeSeconds:F3} s" : "-", r.ComputeSeconds > 0 ? $"{r.LatenessSeconds:+0.000;-0.000} s" + (r.Straggler ? " STRAGGLER" : "") : "-",
+                    r.Finished ? "yes" : "no");
             AnsiConsole.Write(table);
             Console.WriteLine(status.CheckpointStep > 0 ? $"last checkpoint: step {status.CheckpointStep} at {status.CheckpointPath}" : "last checkpoint: none yet");
             if (status.CheckpointError.Length > 0) Console.WriteLine($"last failed save: {status.CheckpointError}");
