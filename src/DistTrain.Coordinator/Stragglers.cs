@@ -1,7 +1,7 @@
 namespace DistTrain.Coordinator;
 
 /// <summary>One rank's timing as the straggler rule sees it.</summary>
-sealed class RankTiming
+public sealed class RankTiming
 {
     public double ComputeSeconds;      // mean compute per step (all but the all-reduce), from heartbeats; 0: not yet
     public double LatenessSeconds;     // ComputeSeconds minus the other ranks' median
@@ -16,7 +16,7 @@ sealed class RankTiming
 /// whose compute per step stays above <paramref name="factor"/> x the median of the other ranks'
 /// for <paramref name="after"/> is a straggler; it stops being one when it drops below.
 /// </summary>
-sealed class Stragglers(double factor, TimeSpan after)
+public sealed class Stragglers(double factor, TimeSpan after)
 {
     public enum Change { None, Became, Recovered }
 

@@ -28,6 +28,7 @@ public sealed record ExportPlan(SignalExport Traces, SignalExport Metrics, Signa
             string Var(string name) => $"OTEL_EXPORTER_OTLP_{signal}_{name}";
             string? Value(string name) => NonEmpty(env(Var(name))) ?? NonEmpty(env($"OTEL_EXPORTER_OTLP_{name}"));
             string Which(string name) => NonEmpty(env(Var(name))) is not null ? Var(name) : $"OTEL_EXPORTER_OTLP_{name}";
+            string What(string name) => Which(name) == Var(name) ? $"{signal.ToLowerInvariant()} are" : "telemetry is";   // one warning for a shared variable
 
             var endpoint = Value("ENDPOINT");
             var chosen = NonEmpty(env($"OTEL_{signal}_EXPORTER")) ?? (endpoint is null ? "none" : "otlp");
@@ -44,13 +45,13 @@ public sealed record ExportPlan(SignalExport Traces, SignalExport Metrics, Signa
             }
             if (otlp && endpoint is not null && !IsHttpUrl(endpoint))
             {
-                Warn($"{Which("ENDPOINT")}: '{endpoint}' is not an http:// or https:// URL (for example http://localhost:4317 for grpc, http://localhost:4318 for http/protobuf); {signal.ToLowerInvariant()} are not exported over OTLP, training goes on");
+                Warn($"{Which("ENDPOINT")}: '{endpoint}' is not an http:// or https:// URL (for example http://localhost:4317 for grpc, http://localhost:4318 for http/protobuf); {What("ENDPOINT")} not exported over OTLP, training goes on");
                 otlp = false;
             }
             var protocol = Value("PROTOCOL");
             if (otlp && protocol is not null && protocol is not ("grpc" or "http/protobuf"))
             {
-                Warn($"{Which("PROTOCOL")}: '{protocol}' is not supported; use grpc or http/protobuf. {signal.ToLowerInvariant()} are not exported over OTLP, training goes on");
+                Warn($"{Which("PROTOCOL")}: '{protocol}' is not supported; use grpc or http/protobuf; {What("PROTOCOL")} not exported over OTLP, training goes on");
                 otlp = false;
             }
             return new SignalExport(otlp, console);

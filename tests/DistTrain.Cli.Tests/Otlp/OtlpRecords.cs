@@ -28,7 +28,11 @@ sealed record OtlpSpan(
     DateTimeOffset Start,
     DateTimeOffset End,
     ActivityStatusCode Status,
-    string StatusMessage);
+    string StatusMessage)
+{
+    /// <summary>Each event's attributes, in the order of <see cref="Events"/>.</summary>
+    public IReadOnlyList<IReadOnlyDictionary<string, string>> EventAttributes { get; init; } = [];
+}
 
 /// <summary>One received data point. <see cref="Value"/> is a gauge's or sum's number, or a histogram's sum
 /// (NaN where the sender left it out); <see cref="Count"/> and <see cref="Sum"/> are set for histograms only.
@@ -78,7 +82,10 @@ static class OtlpFlatten
             Hex(span.TraceId), Hex(span.SpanId), Hex(span.ParentSpanId), span.Name, Kind(span.Kind),
             Attributes(span.Attributes), span.Events.Select(e => e.Name).ToArray(),
             Time(span.StartTimeUnixNano), Time(span.EndTimeUnixNano),
-            StatusCode(span.Status?.Code ?? Proto.Status.Types.StatusCode.Unset), span.Status?.Message ?? "");
+            StatusCode(span.Status?.Code ?? Proto.Status.Types.StatusCode.Unset), span.Status?.Message ?? "")
+        {
+            EventAttributes = span.Events.Select(e => Attributes(e.Attributes)).ToArray(),
+        };
 
     public static IEnumerable<OtlpMetricPoint> MetricPoints(ExportMetricsServiceRequest request, OtlpTransport transport)
     {
