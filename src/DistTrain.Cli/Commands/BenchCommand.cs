@@ -27,8 +27,9 @@ static class BenchCommand
         var peakTflops = new Option<double>("--peak-tflops") { Description = "the device's dense bf16 peak for MFU (default: known from the GPU's name; H100/H200 989.4)", DefaultValueFactory = _ => 0 };
         var fitMicroBatches = new Option<int[]?>("--fit-micro-batches") { Description = "also find the largest of these micro-batch sizes whose training step fits in device memory", AllowMultipleArgumentsPerToken = true };
         var json = new Option<string?>("--json") { Description = "also write the results as JSON to this file" };
+        var telemetry = new Option<int>("--telemetry-rounds") { Description = "also measure telemetry's cost: this many rounds of the timed steps without and with it (spans every telemetry.trace_every steps, all metrics, exported as the OTEL_* variables say)", DefaultValueFactory = _ => 0 };
         var command = new Command("bench", "measure training throughput, MFU, device memory and the step's phases; reader tokens/s; ring all-reduce bandwidth")
-            { config, set, steps, warmup, profileSteps, peakTflops, fitMicroBatches, json, readerTokens, ringWorkers };
+            { config, set, steps, warmup, profileSteps, peakTflops, fitMicroBatches, json, telemetry, readerTokens, ringWorkers };
         command.SetAction(parse =>
         {
             int timed = parse.GetValue(steps), untimed = parse.GetValue(warmup), profiled = parse.GetValue(profileSteps);
@@ -40,6 +41,7 @@ static class BenchCommand
             foreach (var line in result.Describe()) AnsiConsole.WriteLine(line);
             if (parse.GetValue(json) is { } path) File.WriteAllText(path, result.ToJson());
             double stepsPerSecond = result.StepsPerSecond;
+            if (parse.GetValue(telemetry) is > 0 and var rounds) TelemetryOverhead.Measure(options, untimed, timed, rounds);
 
             int ranks = parse.GetValue(ringWorkers);
             if (ranks > 1)

@@ -42,7 +42,9 @@ public sealed record BenchmarkResult(
 /// </summary>
 public static class TrainingBenchmark
 {
-    public static BenchmarkResult Run(TrainConfig options, int warmup, int timed, int profiled, double peakFlops, int[] fitMicroBatches)
+    /// <param name="observe">another observer of the run (telemetry, to measure its cost); null: none</param>
+    public static BenchmarkResult Run(TrainConfig options, int warmup, int timed, int profiled, double peakFlops, int[] fitMicroBatches,
+        Func<Trainer, ITrainingObserver?>? observe = null)
     {
         var t = options.Train;
         bool cuda = t.Device.StartsWith("cuda");
@@ -53,7 +55,7 @@ public static class TrainingBenchmark
         double? modelState = Gib(memory?.UsedBytes);
         var clock = new Clock(warmup, warmup + timed, memory);
         var profile = new StepProfile(warmup + timed, profiled, cuda);
-        trainer.Run(new Observers(clock, profile));
+        trainer.Run(new Observers(clock, profile, observe?.Invoke(trainer)));
         double? atEnd = Gib(memory?.UsedBytes);
 
         var plan = DataParallelPlan.For(options, 1);
