@@ -6,17 +6,23 @@ namespace DistTrain.Training;
 
 /// <summary>
 /// A run's folder: runs/NAME-yyyyMMdd-HHmmss/ with config.yaml (the resolved config) and
-/// metrics.jsonl (one JSON object per logged step). A new folder per run; nothing is overwritten.
+/// metrics.jsonl (one JSON object per logged step), and the same steps as TensorBoard scalars in
+/// tensorboard/. A new folder per run; nothing is overwritten.
 /// </summary>
 public sealed class RunDirectory : IDisposable
 {
     readonly StreamWriter? _metrics, _ledger;
+    readonly TensorBoardLog? _tensorboard;
 
     RunDirectory(string path, int rank, bool ledger)
     {
         Path = path;
         // rank 0 writes the job's metrics; every rank writes its own ledger
-        if (rank == 0) _metrics = new StreamWriter(System.IO.Path.Combine(path, "metrics.jsonl")) { AutoFlush = true };
+        if (rank == 0)
+        {
+            _metrics = new StreamWriter(System.IO.Path.Combine(path, "metrics.jsonl")) { AutoFlush = true };
+            _tensorboard = new TensorBoardLog(System.IO.Path.Combine(path, "tensorboard"));
+        }
         if (ledger) _ledger = new StreamWriter(System.IO.Path.Combine(path, $"ledger-rank{rank}.jsonl")) { AutoFlush = true };
     }
 
@@ -42,7 +48,11 @@ public sealed class RunDirectory : IDisposable
         return new RunDirectory(path, rank, config.Train.Ledger);
     }
 
-    public void Append(StepReport report) => _metrics?.WriteLine(JsonSerializer.Serialize(report, StepReport.Json));
+    public void Append(StepReport report)
+    {
+        _metrics?.WriteLine(JsonSerializer.Serialize(report, StepReport.Json));
+        _tensorboard?.Append(report);
+    }
 
     /// <summary>One ledger line: {"step": S, "windows": [[shard, epoch, index], ...]}.</summary>
     public void AppendLedger(int step, IEnumerable<(int Shard, int Epoch, long Index)> windows) =>
