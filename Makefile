@@ -1,5 +1,5 @@
 # DistTrain: build, test, train, bundle. Needs only the .NET 10 SDK (packages come from NuGet).
-#   make test                 build everything and run all tests (what CI runs)
+#   make test                 build everything and run all tests (what CI runs); installs fonts-dejavu-core if no font is present
 #   make train                train the tiny MUDDFormer on the embedded corpus (CPU, a few minutes)
 #   make bench                tiny-model CPU steps/s and Parquet reader tokens/s
 #   make launch               the same job on two CPU workers (coordinator + ring all-reduce, cluster/local-cpu.yaml)
@@ -52,7 +52,7 @@ bundle:
 
 # `disttrain plot` draws text with a font from /usr/share/fonts (Skia without fontconfig, ScottPlot bundles none): without one its labels are blank, so it refuses.
 fonts:
-	find /usr/share/fonts -name '*.[ot]tf' -print -quit 2>/dev/null | grep -q . || { apt-get update && apt-get install -y fonts-dejavu-core; }
+	find /usr/share/fonts \( -name '*.ttf' -o -name '*.otf' -o -name '*.ttc' \) -print -quit 2>/dev/null | grep -q . || { apt-get update && apt-get install -y fonts-dejavu-core; }
 
 # Rebuilds the embedded corpus (configs/corpus/kjv) from Debian's bible-kjv; the result is committed.
 corpus: build
