@@ -1,5 +1,5 @@
 # DistTrain: build, test, train, bundle. Needs only the .NET 10 SDK (packages come from NuGet).
-#   make test                 build everything and run all tests (what CI runs)
+#   make test                 build everything and run all tests (what CI runs); installs fonts-dejavu-core if no font is present
 #   make train                train the tiny MUDDFormer on the embedded corpus (CPU, a few minutes)
 #   make bench                tiny-model CPU steps/s and Parquet reader tokens/s
 #   make launch               the same job on two CPU workers (coordinator + ring all-reduce, cluster/local-cpu.yaml)
@@ -23,12 +23,12 @@ export DOTNET_SKIP_FIRST_TIME_EXPERIENCE := 1
 
 MANIFEST      ?= cluster/local-cpu.yaml
 
-.PHONY: build test train launch bench bundle corpus clean
+.PHONY: build test train launch bench bundle corpus fonts clean
 
 build:
 	$(DOTNET) build DistTrain.sln -c $(CONFIGURATION) $(BACKEND) -v minimal
 
-test: build
+test: build fonts
 	$(DOTNET) test DistTrain.sln -c $(CONFIGURATION) --no-build --blame-hang-timeout 10m -m:1 \
 	  --logger "console;verbosity=normal"
 
@@ -49,6 +49,10 @@ bundle:
 	tar -C artifacts/bundle -cf - disttrain | xz -T0 -6 > $(BUNDLE)
 	@size=$$(stat -c %s $(BUNDLE)); echo "$(BUNDLE): $$((size / 1048576)) MiB"; \
 	  test $$size -lt 62914560 || { echo "bundle is over 60 MB"; exit 1; }
+
+# `disttrain plot` draws text with a font from /usr/share/fonts (Skia without fontconfig, ScottPlot bundles none): without one its labels are blank, so it refuses.
+fonts:
+	find /usr/share/fonts \( -name '*.ttf' -o -name '*.otf' -o -name '*.ttc' \) -print -quit 2>/dev/null | grep -q . || { apt-get update && apt-get install -y fonts-dejavu-core; }
 
 # Rebuilds the embedded corpus (configs/corpus/kjv) from Debian's bible-kjv; the result is committed.
 corpus: build

@@ -6,19 +6,27 @@ namespace DistTrain.Training;
 
 /// <summary>
 /// A run's folder: runs/NAME-yyyyMMdd-HHmmss/ with config.yaml (the resolved config) and
-/// metrics.jsonl (one JSON object per logged step). A new folder per run; nothing is overwritten.
+/// metrics.jsonl (one JSON object per logged step), and the same steps as TensorBoard scalars in
+/// tensorboard/. A new folder per run; nothing is overwritten.
 /// </summary>
 public sealed class RunDirectory : IDisposable
 {
     readonly StreamWriter? _metrics, _ledger;
+    readonly TensorBoardLog? _tensorboard;
 
     RunDirectory(string path, int rank, bool ledger)
     {
         Path = path;
         // rank 0 writes the job's metrics; every rank writes its own ledger
-        if (rank == 0) _metrics = new StreamWriter(System.IO.Path.Combine(path, "metrics.jsonl")) { AutoFlush = true };
+        if (rank == 0)
+        {
+            _metrics = new StreamWriter(System.IO.Path.Combine(path, MetricsFileName)) { AutoFlush = true };
+            _tensorboard = new TensorBoardLog(System.IO.Path.Combine(path, "tensorboard"));
+        }
         if (ledger) _ledger = new StreamWriter(System.IO.Path.Combine(path, $"ledger-rank{rank}.jsonl")) { AutoFlush = true };
     }
+
+    public const string MetricsFileName = "metrics.jsonl";
 
     public string Path { get; }
 
@@ -42,7 +50,36 @@ public sealed class RunDirectory : IDisposable
         return new RunDirectory(path, rank, config.Train.Ledger);
     }
 
-    public void Append(StepReport report) => _metrics?.WriteLine(JsonSerializer.Serialize(report, StepReport.Json));
+    public void Append(StepReport report)
+    {
+        _metrics?.WriteLine(JsonSerializer.Serialize(report, StepReport.Json));
+        _tensorboard?.Append(report);
+    }
+
+    /// <summary>A run's metrics.jsonl read back, one report per line; a missing folder or file, or a line that is not a report, is an error naming the file and line.</summary>
+    public static IReadOnlyList<StepReport> ReadMetrics(string runDirectory)
+    {
+        if (!Directory.Exists(runDirectory))
+            throw new DirectoryNotFoundException($"{runDirectory}: no such folder; pass run directories that `disttrain train` wrote (runs/NAME-TIMESTAMP)");
+        var path = System.IO.Path.Combine(runDirectory, MetricsFileName);
+        if (!File.Exists(path))
+            throw new FileNotFoundException($"{path}: not found; is {runDirectory} a run directory? `disttrain train` writes metrics.jsonl there from the first logged step (train.log_interval)", path);
+        var reports = new List<StepReport>();
+        int number = 0;
+        foreach (var line in File.ReadLines(path))
+        {
+            number++;
+            if (line.Length == 0) continue;
+            try { reports.Add(JsonSerializer.Deserialize<StepReport>(line, StepReport.Json) ?? throw new JsonException("null is not a step report")); }
+            catch (JsonException e)
+            {
+                throw new InvalidDataException($"{path}:{number}: not a step report ({e.Message}); fix or delete that line", e);
+            }
+        }
+        if (reports.Count == 0)
+            throw new InvalidDataException($"{path}: no logged steps yet; metrics.jsonl gets its first line after train.log_interval steps");
+        return reports;
+    }
 
     /// <summary>One ledger line: {"step": S, "windows": [[shard, epoch, index], ...]}.</summary>
     public void AppendLedger(int step, IEnumerable<(int Shard, int Epoch, long Index)> windows) =>

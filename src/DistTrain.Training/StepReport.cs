@@ -21,6 +21,7 @@ public sealed record StepReport(
     {
         DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
         NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+        RespectRequiredConstructorParameters = true,   // reading back: a line without "loss" is an error, not a loss of 0
     };
 }
 

@@ -21,8 +21,8 @@ static class TrainingProgress
             .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
             .Start(ctx =>
             {
-                var task = ctx.AddTask("training", maxValue: config.Train.Steps);
-                result = train(new BarObserver(task));
+                var task = ctx.AddTask($"step 0/{config.Train.Steps}", maxValue: config.Train.Steps);
+                result = train(new BarObserver(task, config.Train.Steps));
             });
         return result!;
     }
@@ -57,14 +57,22 @@ static class TrainingProgress
         public void OnReport(StepReport report) => Console.WriteLine(Describe(report));
     }
 
-    sealed class BarObserver(ProgressTask task) : ITrainingObserver
+    /// <summary>The bar reads `step 120/500  loss 3.214  12,345 tok/s`, then the percentage and the ETA.</summary>
+    sealed class BarObserver(ProgressTask task, int totalSteps) : ITrainingObserver
     {
+        string _latest = "";   // loss and tokens/s of the latest report: they change only every log_interval steps
+
         public void OnCheckpoint(CheckpointReport report) => DescribeCheckpoint(report);
         public void OnResume(ResumeReport resume) => DescribeResume(resume);
-        public void OnStep(int step) => task.Value = step + 1;
+        public void OnStep(int step)
+        {
+            task.Value = step + 1;
+            task.Description = $"step {step + 1}/{totalSteps}{_latest}";
+        }
         public void OnReport(StepReport report)
         {
-            task.Description = $"loss {report.Loss:F3}";
+            _latest = $"  loss {report.Loss:F3}  {report.TokensPerSecond:N0} tok/s";
+            task.Description = $"step {report.Step}/{totalSteps}{_latest}";
             AnsiConsole.WriteLine(Describe(report));
         }
     }
