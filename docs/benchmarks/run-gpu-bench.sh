@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 4/5 GPU benchmarks on a CUDA host with PyTorch installed (no .NET needed).
-# Usage: docs/benchmarks/run-gpu-bench.sh BUNDLE.tar.xz OUTDIR disttrain|fit|reference
+# Usage: docs/benchmarks/run-gpu-bench.sh BUNDLE.tar.xz OUTDIR disttrain|fit|reference|telemetry
 #   disttrain: `disttrain bench` at 405M (seq 2048, bf16, micro-batch 8) for every architecture and
 #              activation-checkpointing policy, 200 steps of MUDDFormer/mudd (memory growth) and
 #              405M checkpoint saves.
@@ -61,4 +61,13 @@ if [ "$part" = reference ]; then
     done
   done
   timeout 120 python3 bench.py --size 405m --arch denseformer 2>&1 | tail -3 | tee -a "$out/reference.txt"
+fi
+if [ "$part" = telemetry ]; then
+  # issue 6: telemetry's cost at the default sampling (a traced step every 10), exported over OTLP/HTTP to a local sink:
+  # the tiny model on this host's CPU, then the 405M MUDDFormer on the GPU (traced steps synchronise the device)
+  tar -C /tmp/disttrain -xJf "$bundle"
+  export DISTTRAIN=/tmp/disttrain/disttrain/disttrain
+  timeout 280 docs/benchmarks/telemetry-overhead.sh configs/tiny-muddformer.yaml 200 5 2>&1 | tee "$out/telemetry-tiny-cpu.txt"
+  timeout 280 docs/benchmarks/telemetry-overhead.sh configs/405m-muddformer.yaml 30 3 --set train.device=cuda --set train.precision=bf16 \
+    2>&1 | tee "$out/telemetry-405m-gpu.txt"
 fi
