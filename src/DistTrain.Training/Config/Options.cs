@@ -14,11 +14,12 @@ public sealed record OptimOptions(double Lr, double MinLrRatio, int WarmupSteps,
 /// ranks) fixes grad_accum = global_batch / (world size · micro_batch); 0 means micro_batch ·
 /// grad_accum · world size. ledger writes which windows each rank trained at each step.
 /// activation_checkpointing: none | block | mudd, on every activation_checkpointing_every-th layer.
+/// LossChunk: tokens per chunk of the fused output projection + loss (0: the full logits, then the loss).
 /// </summary>
 public sealed record TrainOptions(
     int Steps, int MicroBatch, int GradAccum, int GlobalBatch, int SeqLen, int Seed, string Precision, string Device,
     int LogInterval, int EvalInterval, int EvalBatches, string RunDir, string Name, bool Ledger, double BucketMb,
-    ActivationCheckpointing ActivationCheckpointing);
+    ActivationCheckpointing ActivationCheckpointing, int LossChunk);
 
 /// <summary>
 /// Checkpoints: every Interval steps (0: never) and after the last step, into Dir, keeping the last

@@ -1,5 +1,6 @@
 using DistTrain.Data;
 using DistTrain.Model;
+using DistTrain.Model.Layers;
 
 namespace DistTrain.Training.Config;
 
@@ -43,7 +44,7 @@ public static class TrainConfigLoader
         var root = new ConfigSection(source, "", tree);
         var model = ReadModel(root.Section("model"));
         var data = ReadData(root.Section("data"), baseDir);
-        var train = ReadTrain(root.Section("train"), Path.GetFileNameWithoutExtension(source));
+        var train = ReadTrain(root.Section("train"), Path.GetFileNameWithoutExtension(source), model.VocabSize);
         var optim = ReadOptim(root.Section("optim"), train.Steps);
         var checkpoint = ReadCheckpoint(root.Section("checkpoint"), train.Name);
         var telemetry = ReadTelemetry(root.Section("telemetry"));
@@ -137,7 +138,7 @@ public static class TrainConfigLoader
         return t;
     }
 
-    static TrainOptions ReadTrain(ConfigSection s, string defaultName)
+    static TrainOptions ReadTrain(ConfigSection s, string defaultName, int vocabSize)
     {
         var t = new TrainOptions(
             Steps: s.Int("steps", 1000), MicroBatch: s.Int("micro_batch", 8), GradAccum: s.Int("grad_accum", 1), GlobalBatch: s.Int("global_batch", 0),
@@ -146,9 +147,13 @@ public static class TrainConfigLoader
             EvalBatches: s.Int("eval_batches", 8), RunDir: s.String("run_dir", "runs"), Name: s.String("name", defaultName),
             Ledger: s.Bool("ledger", false), BucketMb: s.Double("bucket_mb", 64),
             ActivationCheckpointing: new ActivationCheckpointing(s.Choice("activation_checkpointing", CheckpointKind.None, ActivationCheckpointing.Names),
-                s.Int("activation_checkpointing_every", 1)));
+                s.Int("activation_checkpointing_every", 1)),
+            LossChunk: s.Int("loss_chunk", ChunkedCrossEntropy.DefaultChunkRows(vocabSize)));
         s.EnsureConsumed();
         if (t.ActivationCheckpointing.Every < 1) throw new ConfigException($"{s.Where("activation_checkpointing_every")}: must be 1 (every layer) or more");
+        if (t.LossChunk < 0)
+            throw new ConfigException($"{s.Where("loss_chunk")}: {t.LossChunk} must be 0 (the full logits, then the loss) or a number of tokens per chunk " +
+                                      $"(the default, {ChunkedCrossEntropy.DefaultChunkRows(vocabSize)} at vocab_size {vocabSize}, keeps one chunk's fp32 logits near 256 MiB)");
         return t;
     }
 

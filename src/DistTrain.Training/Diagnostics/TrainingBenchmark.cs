@@ -83,7 +83,7 @@ public static class TrainingBenchmark
                 using (var scope = NewDisposeScope())
                 {
                     var tokens = randint(options.Model.VocabSize, [size, options.Train.SeqLen], dtype: ScalarType.Int64, device: device);
-                    Trainer.Loss(trainer.Model.forward(tokens), tokens).backward();
+                    Trainer.Loss(trainer.Model, tokens, tokens, options.Train.LossChunk).backward();
                     trainer.Optimizer.Step(0, 0).Dispose();
                     trainer.Flat.ZeroGrads();
                 }

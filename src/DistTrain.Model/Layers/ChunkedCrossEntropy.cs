@@ -1,0 +1,118 @@
+using TorchSharp;
+using static TorchSharp.torch;
+using static TorchSharp.torch.autograd;
+
+namespace DistTrain.Model.Layers;
+
+/// <summary>
+/// The output projection and the mean next-token cross-entropy fused into one custom autograd
+/// function, over chunks of rows, so that the (N, V) logits never exist at once. Forward computes,
+/// per chunk, the logits (compute dtype), the loss (fp32, via logsumexp) and at once the gradients
+/// of the mean loss: g = (softmax − onehot) / N, grad_h = g @ W, grad_W += gᵀ @ h. It keeps only
+/// grad_h (N, D) and grad_W (V, D); backward scales them by the incoming gradient. Peak extra memory
+/// is one chunk's logits (compute dtype + fp32) instead of the whole batch's logits, their fp32
+/// copy and the softmax that autograd would keep.
+/// grad_W is summed over the chunks in fp32 and cast once to the compute dtype: the unchunked
+/// backward is one GEMM that accumulates all N rows in fp32 and rounds once, and summing the
+/// chunks' partial products in bf16 would add one rounding per chunk.
+/// Every target counts (no ignore index), as in the unchunked loss of the trainer.
+/// </summary>
+public sealed class ChunkedCrossEntropy : MultiTensorFunction<ChunkedCrossEntropy>
+{
+    const long ChunkBytes = 256L << 20;
+
+    public override string Name => nameof(ChunkedCrossEntropy);
+
+    /// <summary>Rows per chunk such that one chunk's fp32 logits take about 256 MiB (1280 rows at vocabulary 50432), a multiple of 64 where that is at least 64.</summary>
+    public static int DefaultChunkRows(long vocabSize)
+    {
+        long rows = Math.Max(1, ChunkBytes / (4 * vocabSize));
+        return (int)Math.Min(rows >= 64 ? rows / 64 * 64 : rows, 1 << 30);
+    }
+
+    /// <summary>
+    /// Mean cross-entropy of <paramref name="hidden"/> (..., D) projected by <paramref name="weight"/>
+    /// (V, D) against <paramref name="targets"/> (...), computed <paramref name="chunkRows"/> rows at a
+    /// time: a scalar in fp32 (fp64 for a fp64 model). Gradients flow to hidden and weight where they
+    /// require grad and grad mode is on; otherwise none are computed.
+    /// </summary>
+    public static Tensor Loss(Tensor hidden, Tensor weight, Tensor targets, long chunkRows)
+    {
+        if (chunkRows < 1) throw new ArgumentOutOfRangeException(nameof(chunkRows), chunkRows, "rows per chunk must be at least 1");
+        if (hidden.dtype != weight.dtype)
+            throw new ArgumentException($"hidden is {hidden.dtype} but the output weight is {weight.dtype}; project in one compute dtype", nameof(hidden));
+        ReturnedGradients.Release();
+        using var scope = NewDisposeScope();
+        var h = hidden.reshape(-1, hidden.shape[^1]);   // (..., D) -> (N, D)
+        var t = targets.reshape(-1);                    // (...) -> (N)
+        if (h.shape[0] != t.shape[0])
+            throw new ArgumentException($"{h.shape[0]} hidden rows but {t.shape[0]} targets", nameof(targets));
+        bool grad = is_grad_enabled();
+        var loss = apply(h, weight, t, chunkRows, grad && h.requires_grad, grad && weight.requires_grad)[0];
+        // TorchSharp's node keeps an empty_like of each output: leaving this scope frees it
+        return loss.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>vars: h (N, D), W (V, D), targets (N) int64, rows per chunk, whether to compute grad_h, grad_W.</summary>
+    public override List<Tensor> forward(AutogradContext ctx, params object[] vars)
+    {
+        var (h, w, targets) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2]);
+        var (chunk, needH, needW) = ((long)vars[3], (bool)vars[4], (bool)vars[5]);
+        // apply already runs forward with grad off; explicit because the saving depends on it
+        using var noGrad = no_grad();
+        long n = h.shape[0], d = h.shape[1], v = w.shape[0];
+        var lossDtype = h.dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
+        var lossSum = zeros([], lossDtype, h.device);
+        var gradH = needH ? empty([n, d], h.dtype, h.device) : null;
+        var gradW = needW ? zeros([v, d], lossDtype, h.device) : null;   // the fp32 sum over chunks (fp64 for fp64)
+        for (long start = 0; start < n; start += chunk)
+        {
+            using var chunkScope = NewDisposeScope();
+            long rows = Math.Min(chunk, n - start);
+            var hc = h.narrow(0, start, rows);                                 // (c, D)
+            var tc = targets.narrow(0, start, rows).unsqueeze(1);              // (c, 1)
+            var logits = hc.mm(w.t());                                         // (c, V) compute dtype
+            var p = Precision.Upcast(logits);                                  // (c, V) fp32
+            if (p.dtype != logits.dtype) logits.Dispose();                     // bf16: only the fp32 copy stays
+            var lse = p.logsumexp(1, keepdim: true);                           // (c, 1)
+            lossSum.add_((lse - p.gather(1, tc)).sum());
+            if (!needH && !needW) continue;
+            // p becomes the gradient of the mean loss w.r.t. the logits: (softmax − onehot) / N
+            p.sub_(lse).exp_().scatter_add_(1, tc, full([rows, 1], -1.0, p.dtype, p.device)).div_(n);
+            var g = p.to(w.dtype);                                             // (c, V) compute dtype, as the unchunked backward casts it
+            if (needH) gradH!.narrow(0, start, rows).copy_(g.mm(w));          // (c, V) @ (V, D)
+            if (needW)
+            {
+                if (g.dtype == gradW!.dtype) gradW.addmm_(g.t(), hc);          // (V, c) @ (c, D)
+                else gradW.add_(g.t().mm(hc));                                 // the GEMM accumulates the chunk's rows in fp32
+            }
+        }
+        if (gradW is not null && gradW.dtype != w.dtype)
+        {
+            var cast = gradW.to(w.dtype);
+            gradW.Dispose();
+            gradW = cast;
+        }
+        // the saved variables hold the gradients; the handles here are freed by Loss's scope
+        ctx.save_for_backward([gradH!, gradW!]);
+        ctx.set_materialize_grads(false);
+        var loss = lossSum.div_(n);
+        return [loss];
+    }
+
+    public override List<Tensor> backward(AutogradContext ctx, List<Tensor> gradOutputs)
+    {
+        ReturnedGradients.Release();
+        var saved = ctx.get_saved_variables();   // grad_h (N, D), grad_W (V, D) of the mean loss; null where not needed
+        var scale = gradOutputs[0];              // the scalar gradient of the loss
+        List<Tensor?> grads;
+        using (var scope = NewDisposeScope())
+        {
+            grads = saved.Select(s => s is null || s.IsInvalid || scale is null || scale.IsInvalid ? null : (s * scale).MoveToOuterDisposeScope()).ToList();
+        }
+        foreach (var s in saved) s?.Dispose();
+        foreach (var g in gradOutputs) g?.Dispose();
+        ReturnedGradients.Keep(grads);
+        return [grads[0]!, grads[1]!, null!, null!, null!, null!];   // none for targets, rows and flags
+    }
+}
