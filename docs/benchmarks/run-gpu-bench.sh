@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 4/5 GPU benchmarks on a CUDA host with PyTorch installed (no .NET needed).
-# Usage: docs/benchmarks/run-gpu-bench.sh BUNDLE.tar.xz OUTDIR disttrain|fit|reference|telemetry
+# Usage: docs/benchmarks/run-gpu-bench.sh BUNDLE.tar.xz OUTDIR disttrain|fit|reference|telemetry|loss
 #   disttrain: `disttrain bench` at 405M (seq 2048, bf16, micro-batch 8) for every architecture and
 #              activation-checkpointing policy, 200 steps of MUDDFormer/mudd (memory growth) and
 #              405M checkpoint saves.
@@ -70,4 +70,21 @@ if [ "$part" = telemetry ]; then
   timeout 280 docs/benchmarks/telemetry-overhead.sh configs/tiny-muddformer.yaml 200 5 2>&1 | tee "$out/telemetry-tiny-cpu.txt"
   timeout 280 docs/benchmarks/telemetry-overhead.sh configs/405m-muddformer.yaml 30 3 --set train.device=cuda --set train.precision=bf16 \
     2>&1 | tee "$out/telemetry-405m-gpu.txt"
+fi
+if [ "$part" = loss ]; then
+  # the chunked fused output projection + loss (train.loss_chunk, default): activation memory of the policies again,
+  # and the 1-layer model for what is not activations
+  tar -C /tmp/disttrain -xJf "$bundle"
+  bin=/tmp/disttrain/disttrain/disttrain
+  bench() {  # name, config, extra args...
+    local name=$1 cfg=$2; shift 2
+    timeout 110 $bin bench --config configs/$cfg.yaml --set train.device=cuda --set train.precision=bf16 --reader-tokens 0 \
+      --json "$out/$name.json" "$@" 2>&1 | tee "$out/$name.txt"
+  }
+  bench 405m-1layer-chunked 405m-transformerpp --steps 3 --set model.n_layer=1 --set train.activation_checkpointing=block
+  bench 405m-transformerpp-block-chunked 405m-transformerpp --steps 10 --set train.activation_checkpointing=block
+  bench 405m-muddformer-block-chunked 405m-muddformer --steps 10 --set train.activation_checkpointing=block
+  bench 405m-muddformer-mudd-chunked 405m-muddformer --steps 10 --set train.activation_checkpointing=mudd
+  bench 405m-muddformer-none-chunked 405m-muddformer --steps 10 --set train.activation_checkpointing=none
+  bench 405m-transformerpp-none-chunked 405m-transformerpp --steps 10 --set train.activation_checkpointing=none
 fi
