@@ -318,14 +318,15 @@ public sealed class NcclCommunicator : ICommunicator
             CheckCuda(cudaSetDevice(CudaDevice), "cudaSetDevice");
             result = collective(comm);
         }
-        if (result == NcclResult.InProgress)   // first use of a peer: NCCL connects in the background
-            WaitUntilReady(call, null, CancellationToken.None);
+        if (result == NcclResult.InProgress)   // still being enqueued (or, at a peer's first use, connecting)
+            WaitUntilReady(call, null, CancellationToken.None, sleep: false);
         else if (result != NcclResult.Success)
             throw Failure(call, result);
     }
 
     /// <summary>Polls a non-blocking operation until NCCL reports it done, failed, or the deadline / token / Abort ends it.</summary>
-    void WaitUntilReady(string call, DateTime? deadline, CancellationToken cancellationToken)
+    /// <param name="sleep">false for a collective's enqueue, which takes microseconds: SpinWait's 1 ms sleeps would leave the GPU idle between buckets</param>
+    void WaitUntilReady(string call, DateTime? deadline, CancellationToken cancellationToken, bool sleep = true)
     {
         var spin = new SpinWait();
         while (PollAsyncError(call) == NcclResult.InProgress)
@@ -341,7 +342,7 @@ public sealed class NcclCommunicator : ICommunicator
                           ? "Not every rank joined: check that all ranks got the same unique id and can reach rank 0 (NCCL_SOCKET_IFNAME names the interface; NCCL_DEBUG=INFO shows the attempts)"
                           : "A peer is stuck or gone; its log has the cause"));
             }
-            spin.SpinOnce();
+            spin.SpinOnce(sleep ? 20 : -1);
         }
     }
 
