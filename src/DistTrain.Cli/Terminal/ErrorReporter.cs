@@ -19,7 +19,8 @@ static class ErrorReporter
             Print($"the coordinator answered {r.StatusCode}: {r.Status.Detail}");
             return 2;
         }
-        catch (Exception e) when (Unwrap(e) is ConfigException or DataException or InvalidDataException or TrainingException or WorkerException or CommunicatorException or CheckpointException or FileNotFoundException or DirectoryNotFoundException or ArgumentException)
+        catch (Exception e) when (Unwrap(e) is ConfigException or DataException or InvalidDataException or TrainingException or WorkerException or CommunicatorException or CheckpointException or FileNotFoundException or DirectoryNotFoundException
+            or (ArgumentException and not ArgumentOutOfRangeException and not ArgumentNullException))   // those two are our bugs: keep the stack
         {
             var inner = Unwrap(e);
             Print(inner.Message);

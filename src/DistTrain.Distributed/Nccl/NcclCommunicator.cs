@@ -57,8 +57,8 @@ public sealed class NcclCommunicator : ICommunicator
 
         CheckCuda(cudaGetDeviceCount(out int devices), "cudaGetDeviceCount");
         if (cudaDevice < 0 || cudaDevice >= devices)
-            throw new ArgumentOutOfRangeException(nameof(cudaDevice), cudaDevice,
-                $"rank {rank}: CUDA device {cudaDevice} does not exist; this process sees {devices} (CUDA_VISIBLE_DEVICES={Environment.GetEnvironmentVariable("CUDA_VISIBLE_DEVICES") ?? "unset"})");
+            throw new CommunicatorException(   // the manifest's GPU list names it: a user's fix, not a bug
+                $"rank {rank}: CUDA device {cudaDevice} does not exist; this process sees {devices} (CUDA_VISIBLE_DEVICES={Environment.GetEnvironmentVariable("CUDA_VISIBLE_DEVICES") ?? "unset"}); fix the manifest's gpus list");
         CheckCuda(cudaSetDevice(cudaDevice), "cudaSetDevice");
 
         var id = ToNcclId(uniqueId);
