@@ -2,7 +2,6 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using DistTrain.Protocol.V1;
-using Microsoft.Extensions.Logging;
 
 namespace DistTrain.Coordinator;
 
@@ -35,32 +34,4 @@ static class CoordinatorDiagnostics
     static IEnumerable<Measurement<double>> PerRank(Func<RankStatus, double> value) =>
         Jobs.Keys.SelectMany(job => job.Status().Ranks.Where(r => !r.Finished).Select(r => new Measurement<double>(value(r),
             new KeyValuePair<string, object?>("disttrain.rank", r.Rank), new KeyValuePair<string, object?>("host.name", r.Host))));
-}
-
-/// <summary>The coordinator's log lines (source-generated; exported with the active trace when logs are exported).</summary>
-static partial class CoordinatorLog
-{
-    [LoggerMessage(1, LogLevel.Information, "job {Job}: rank {Rank} registered from {Host} (pid {Pid})")]
-    public static partial void Registered(ILogger logger, string job, int rank, string host, int pid);
-
-    [LoggerMessage(2, LogLevel.Information, "job {Job}: all {WorldSize} ranks registered; training starts")]
-    public static partial void Started(ILogger logger, string job, int worldSize);
-
-    [LoggerMessage(3, LogLevel.Warning, "job {Job}: rank {Rank} on {Host} is a straggler: {ComputeSeconds:F3} s of compute per step, {Ratio:F2}x the other ranks' median {MedianSeconds:F3} s, for {ForSeconds:F0} s; every step waits {LatenessSeconds:F3} s for it")]
-    public static partial void Straggler(ILogger logger, string job, int rank, string host, double computeSeconds, double ratio, double medianSeconds, double forSeconds, double latenessSeconds);
-
-    [LoggerMessage(4, LogLevel.Information, "job {Job}: rank {Rank} on {Host} is no longer a straggler ({Ratio:F2}x the median)")]
-    public static partial void Recovered(ILogger logger, string job, int rank, string host, double ratio);
-
-    [LoggerMessage(5, LogLevel.Information, "job {Job}: checkpoint of step {Step} committed at {Path}")]
-    public static partial void CheckpointCommitted(ILogger logger, string job, int step, string path);
-
-    [LoggerMessage(6, LogLevel.Warning, "job {Job}: checkpoint of step {Step} failed: {Error}")]
-    public static partial void CheckpointFailed(ILogger logger, string job, int step, string error);
-
-    [LoggerMessage(7, LogLevel.Error, "job {Job} failed: {Reason}")]
-    public static partial void Failed(ILogger logger, string job, string reason);
-
-    [LoggerMessage(8, LogLevel.Information, "job {Job} finished: every rank completed")]
-    public static partial void Finished(ILogger logger, string job);
 }

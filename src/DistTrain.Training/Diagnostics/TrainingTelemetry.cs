@@ -88,8 +88,10 @@ public sealed class TrainingTelemetry(TelemetryContext context) : ITrainingObser
             Span<double> phases = stackalloc double[SpanNames.Length];
             for (int i = 0; i < _marks.Count; i++)
                 phases[(int)_marks[i].Phase] += Stopwatch.GetElapsedTime(_marks[i].At, i + 1 < _marks.Count ? _marks[i + 1].At : end).TotalSeconds;
-            foreach (var (phase, _) in _marks.DistinctBy(m => m.Phase))
-                TrainingDiagnostics.PhaseDuration.Record(phases[(int)phase], _rank, PhaseTags[(int)phase]);
+            Span<bool> seen = stackalloc bool[SpanNames.Length];
+            foreach (var (phase, _) in _marks) seen[(int)phase] = true;
+            for (int p = 0; p < SpanNames.Length; p++)
+                if (seen[p]) TrainingDiagnostics.PhaseDuration.Record(phases[p], _rank, PhaseTags[p]);
             // compute: the step without the all-reduce, where a fast rank waits for a slow one
             lock (_lock) { _busySum += seconds - phases[(int)StepPhase.AllReduce]; _stepSum += seconds; _measured++; }
         }
