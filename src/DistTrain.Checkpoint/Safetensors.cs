@@ -1,12 +1,22 @@
 using System.Buffers.Binary;
 using System.Text;
 using System.Text.Json;
+using DistTrain.Model;
 using TorchSharp;
 using static TorchSharp.torch;
 
 namespace DistTrain.Checkpoint;
 
 /// <summary>One tensor's header entry. Begin/End are relative to the data section; DataOffset is absolute in the file.</summary>
+/// <summary>
+/// A tensor's bytes in host memory: safetensors dtype name (F32, BF16, ...), shape and the address of the
+/// first byte. Whoever holds one keeps that memory alive and unchanged until the write returns.
+/// </summary>
+public readonly record struct HostTensor(string Name, string Dtype, long[] Shape, nint Address)
+{
+    public long Bytes => Shape.Aggregate(Safetensors.ElementSize(Dtype), (n, d) => checked(n * d));
+}
+
 public sealed record SafetensorsEntry(string Name, string Dtype, long[] Shape, long Begin, long End, long DataOffset)
 {
     public long ByteCount => End - Begin;
@@ -39,6 +49,10 @@ public static class Safetensors
         Dtypes.FirstOrDefault(d => d.Value.Type == type).Key
         ?? throw new ArgumentException($"dtype {type} cannot be stored; supported: {string.Join(", ", Dtypes.Keys)}; convert the tensor first");
 
+    /// <summary>Bytes per element of a safetensors dtype name.</summary>
+    public static long ElementSize(string dtype) => Dtypes.TryGetValue(dtype, out var d) ? d.Size
+        : throw new ArgumentException($"safetensors dtype '{dtype}' is not supported; supported: {string.Join(", ", Dtypes.Keys)}");
+
     internal static bool TryDtype(string name, out ScalarType type, out int size)
     {
         bool found = Dtypes.TryGetValue(name, out var d);
@@ -48,6 +62,32 @@ public static class Safetensors
 
     /// <summary>Writes CPU tensors in the given order, contiguous, and fsyncs the file before returning.</summary>
     public static void Write(string path, IReadOnlyList<(string Name, Tensor Tensor)> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        var copies = new List<Tensor>();
+        try
+        {
+            var host = new List<HostTensor>();
+            foreach (var (name, tensor) in tensors)
+            {
+                if (tensor.device_type != DeviceType.CPU)
+                    throw new ArgumentException($"{path}: tensor '{name}' is on {tensor.device}; copy it to the CPU first");
+                var contiguous = tensor.detach().contiguous();
+                copies.Add(contiguous);
+                host.Add(new HostTensor(name, DtypeName(tensor.dtype), tensor.shape, TensorMemory.Address(contiguous)));
+            }
+            Write(path, host, metadata);
+        }
+        finally
+        {
+            foreach (var c in copies) c.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Writes tensors from host memory in the given order and fsyncs the file before returning. Touches
+    /// no TorchSharp object, so a background thread can write what the training thread copied out.
+    /// </summary>
+    public static unsafe void Write(string path, IReadOnlyList<HostTensor> tensors, IReadOnlyDictionary<string, string>? metadata = null)
     {
         if (!BitConverter.IsLittleEndian)
             throw new PlatformNotSupportedException("safetensors stores little-endian bytes; this host is big-endian");
@@ -63,18 +103,15 @@ public static class Safetensors
                 json.WriteEndObject();
             }
             long offset = 0;
-            foreach (var (name, tensor) in tensors)
+            foreach (var tensor in tensors)
             {
-                if (name == MetadataKey || !names.Add(name))
-                    throw new ArgumentException($"{path}: tensor name '{name}' is reserved or used twice; give every tensor a unique name");
-                if (tensor.device_type != DeviceType.CPU)
-                    throw new ArgumentException($"{path}: tensor '{name}' is on {tensor.device}; copy it to the CPU first");
-                string dtype = DtypeName(tensor.dtype);
-                long bytes = tensor.numel() * Dtypes[dtype].Size;
-                json.WriteStartObject(name);
-                json.WriteString("dtype", dtype);
+                if (tensor.Name == MetadataKey || !names.Add(tensor.Name))
+                    throw new ArgumentException($"{path}: tensor name '{tensor.Name}' is reserved or used twice; give every tensor a unique name");
+                long bytes = tensor.Bytes;
+                json.WriteStartObject(tensor.Name);
+                json.WriteString("dtype", tensor.Dtype);
                 json.WriteStartArray("shape");
-                foreach (long d in tensor.shape) json.WriteNumberValue(d);
+                foreach (long d in tensor.Shape) json.WriteNumberValue(d);
                 json.WriteEndArray();
                 json.WriteStartArray("data_offsets");
                 json.WriteNumberValue(offset);
@@ -94,12 +131,10 @@ public static class Safetensors
         file.Write(length);
         header.Position = 0;
         header.CopyTo(file);
-        foreach (var (_, tensor) in tensors)
-        {
-            if (tensor.numel() == 0) continue;
-            using var contiguous = tensor.detach().contiguous();
-            file.Write(contiguous.bytes);
-        }
+        const long Chunk = 1 << 30;   // a span is int-sized; a 1.4B model's fp32 slice is 5.6 GB
+        foreach (var tensor in tensors)
+            for (long done = 0; done < tensor.Bytes; done += Chunk)
+                file.Write(new ReadOnlySpan<byte>((byte*)tensor.Address + done, (int)Math.Min(Chunk, tensor.Bytes - done)));
         file.Flush(flushToDisk: true);
     }
 

@@ -29,7 +29,7 @@ public static class RingBenchmark
                 using var comm = comms[rank] = RingCommunicator.Connect(rank, worldSize, peers, "ring-benchmark", TimeSpan.FromSeconds(60));
                 for (int i = 0; i < sizes.Length; i++)
                 {
-                    using var buffer = full(sizes[i] / sizeof(float), 1.0f, ScalarType.Float32);
+                    using var buffer = ones(sizes[i] / sizeof(float), ScalarType.Float32);
                     comm.AllReduceMean(buffer);
                     comm.Barrier();
                     var clock = Stopwatch.StartNew();

@@ -24,7 +24,8 @@ static class Initializer
             else if (name.StartsWith("dense_bs."))
             {
                 p.zero_();
-                p[.., -1] = 1;
+                using var last = p[.., -1];
+                last.fill_(Scalars.One);
             }
             else if (name.StartsWith("dwa."))
                 continue;                                          // one-hot from its constructor

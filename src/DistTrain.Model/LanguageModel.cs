@@ -148,7 +148,7 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
     Tensor[] MixAfter(int i, IReadOnlyList<Tensor> hiddens)
     {
         using var scope = NewDisposeScope();
-        var dw = _dynamicDense![i].forward(hiddens[^1]) + _denseBs![i].unsqueeze(1).unsqueeze(1);   // (C, B, T, L)
+        var dw = _dynamicDense![i].forward(hiddens[^1]).Plus(_denseBs![i].unsqueeze(1).unsqueeze(1));   // (C, B, T, L)
         return MultiwayDynamicDense.Mix(hiddens, dw).Select(t => t.MoveToOuterDisposeScope()).ToArray();
     }
 

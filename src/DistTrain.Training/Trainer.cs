@@ -102,10 +102,10 @@ public sealed class Trainer : IDisposable
                     var (x, y) = train.Next(plan.MicroBatch)!.Value;
                     observer?.OnPhase(step, StepPhase.Forward);
                     SlowRankFault.At(_comm.Rank);
-                    var loss = Loss(Model, x, y, t.LossChunk) / plan.GradAccum;
+                    var loss = Loss(Model, x, y, t.LossChunk).div(Scalars.Of(plan.GradAccum));
                     observer?.OnPhase(step, StepPhase.Backward);
                     loss.backward();
-                    lossSum.add_(loss.detach());
+                    lossSum.PlusInPlace(loss.detach());
                 }
                 observer?.OnPhase(step, StepPhase.AllReduce);
                 GradientBuckets.AllReduceMean(_comm, Flat.Grads, GradientBuckets.BytesFromMegabytes(t.BucketMb));

@@ -45,8 +45,8 @@ static class Disttrain
         return (process, output);
     }
 
-    /// <summary>A manifest for <paramref name="workers"/> CPU workers on loopback, on a free port, with a literal token.</summary>
-    public static string LocalManifest(string dir, int workers, double heartbeatTimeout = 10, double connectTimeout = 60)
+    /// <summary>A manifest for <paramref name="workers"/> CPU workers on loopback, on a free port, with a literal token; a heartbeat timeout that survives a loaded 2-core machine (10 s did not).</summary>
+    public static string LocalManifest(string dir, int workers, double heartbeatTimeout = 30, double connectTimeout = 60)
     {
         var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
         listener.Start();

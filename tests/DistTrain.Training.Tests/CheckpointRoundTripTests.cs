@@ -30,8 +30,8 @@ public class CheckpointRoundTripTests
         Assert.True(fresh.Flat.Params.eq(trained.Flat.Params).all().item<bool>());
         Assert.True(fresh.Optimizer.ExpAvg.eq(trained.Optimizer.ExpAvg).all().item<bool>());
         Assert.True(fresh.Optimizer.ExpAvgSq.eq(trained.Optimizer.ExpAvgSq).all().item<bool>());
-        Assert.Equal(trained.Optimizer.Scalars, fresh.Optimizer.Scalars);
-        Assert.Equal((6.0, -1L), fresh.Optimizer.Scalars);
+        Assert.Equal(trained.Optimizer.Counters, fresh.Optimizer.Counters);
+        Assert.Equal((6.0, -1L), fresh.Optimizer.Counters);
     }
 
     [Fact]

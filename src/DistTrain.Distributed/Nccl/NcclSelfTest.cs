@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
+using DistTrain.Model;
 using TorchSharp;
 using static DistTrain.Distributed.Nccl.NcclNative;
 using static TorchSharp.torch;
@@ -38,13 +39,13 @@ public static class NcclSelfTest
         using (NewDisposeScope())
         {
             // k/4 for k < 2^20 is exact in float32, and (k mod 1001 - 500)/8 in bfloat16: a mean over one rank must not move them
-            var expected32 = arange(Elements, ScalarType.Float32, device) * 0.25f;
+            var expected32 = arange(Scalars.Of(0L), Scalars.Of(Elements), Scalars.One, ScalarType.Float32, device).Times(0.25);
             var x32 = expected32.clone();
             comm.AllReduceMean(x32);
             comm.Synchronize();
             Expect(x32, expected32, "all-reduce mean, float32, 1M elements");
 
-            var expected16 = ((arange(Elements, ScalarType.Int64, device) % 1001 - 500).to(ScalarType.Float32) / 8).to(ScalarType.BFloat16);
+            var expected16 = arange(Scalars.Of(0L), Scalars.Of(Elements), Scalars.One, ScalarType.Int64, device).remainder(Scalars.Of(1001L)).Plus(-500).to(ScalarType.Float32).div(Scalars.Of(8L)).to(ScalarType.BFloat16);
             var x16 = expected16.clone();
             comm.AllReduceMean(x16);
             comm.Synchronize();
@@ -109,9 +110,8 @@ public static class NcclSelfTest
 
     static void Expect(Tensor actual, Tensor expected, string what)
     {
-        using (var same = actual.eq(expected).all())
-            if (same.item<bool>())
-                return;
+        if (actual.allclose(expected, rtol: 0, atol: 0))
+            return;
         using var diff = (actual.to(ScalarType.Float64) - expected.to(ScalarType.Float64)).abs();
         throw new CommunicatorException(string.Create(CultureInfo.InvariantCulture,
             $"self-test: {what}: values changed (max |difference| {diff.max().item<double>()}, {diff.count_nonzero().item<long>()} of {diff.numel()} elements)"));

@@ -75,16 +75,16 @@ public sealed class ChunkedCrossEntropy : MultiTensorFunction<ChunkedCrossEntrop
             var p = Precision.Upcast(logits);                                  // (c, V) fp32
             if (p.dtype != logits.dtype) logits.Dispose();                     // bf16: only the fp32 copy stays
             var lse = p.logsumexp(1, keepdim: true);                           // (c, 1)
-            lossSum.add_((lse - p.gather(1, tc)).sum());
+            lossSum.PlusInPlace((lse - p.gather(1, tc)).sum());
             if (!needH && !needW) continue;
             // p becomes the gradient of the mean loss w.r.t. the logits: (softmax − onehot) / N
-            p.sub_(lse).exp_().scatter_add_(1, tc, full([rows, 1], -1.0, p.dtype, p.device)).div_(n);
+            p.sub_(lse).exp_().scatter_add_(1, tc, full([rows, 1], Scalars.Of(-1.0), p.dtype, p.device)).div_(Scalars.Of(n));
             var g = p.to(w.dtype);                                             // (c, V) compute dtype, as the unchunked backward casts it
             if (needH) gradH!.narrow(0, start, rows).copy_(g.mm(w));          // (c, V) @ (V, D)
             if (needW)
             {
                 if (g.dtype == gradW!.dtype) gradW.addmm_(g.t(), hc);          // (V, c) @ (c, D)
-                else gradW.add_(g.t().mm(hc));                                 // the GEMM accumulates the chunk's rows in fp32
+                else gradW.PlusInPlace(g.t().mm(hc));                                 // the GEMM accumulates the chunk's rows in fp32
             }
         }
         if (gradW is not null && gradW.dtype != w.dtype)
@@ -96,7 +96,7 @@ public sealed class ChunkedCrossEntropy : MultiTensorFunction<ChunkedCrossEntrop
         // the saved variables hold the gradients; the handles here are freed by Loss's scope
         ctx.save_for_backward([gradH!, gradW!]);
         ctx.set_materialize_grads(false);
-        var loss = lossSum.div_(n);
+        var loss = lossSum.div_(Scalars.Of(n));
         return [loss];
     }
 

@@ -19,7 +19,7 @@ public sealed class DepthWeightedAverage : nn.Module
     {
         _inputs = config.DwaInputs(layer);
         var init = zeros(_inputs.Length);
-        init[^1] = 1;
+        using (var last = init[^1]) last.fill_(Scalars.One);
         weight = nn.Parameter(init);
         RegisterComponents();
     }
@@ -29,7 +29,7 @@ public sealed class DepthWeightedAverage : nn.Module
         using var scope = NewDisposeScope();
         var acc = hiddens[_inputs[0]] * weight[0];
         for (int j = 1; j < _inputs.Length; j++)
-            acc = acc.add(hiddens[_inputs[j]] * weight[j]);
+            acc = acc.Plus(hiddens[_inputs[j]] * weight[j]);
         return acc.MoveToOuterDisposeScope();
     }
 }

@@ -25,7 +25,7 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var xf = Precision.Upcast(x);
-        var normed = xf * rsqrt(xf.square().mean([-1], keepdim: true) + eps);
+        var normed = xf * rsqrt(xf.mul(xf).mean([-1], keepdim: true).Plus(eps));
         return normed.to(x.dtype).MoveToOuterDisposeScope();
     }
 }

@@ -13,8 +13,9 @@ public static class Rotary
     public static (Tensor Cos, Tensor Sin) Tables(long seqLen, long headDim, double ropeBase, Device device)
     {
         using var scope = NewDisposeScope();
-        var freqs = 1.0 / pow(ropeBase, arange(0, headDim, 2, ScalarType.Float32)[..(int)(headDim / 2)] / headDim);
-        var angles = outer(arange(seqLen, ScalarType.Float32), freqs);
+        var exponents = arange(Scalars.Of(0L), Scalars.Of(headDim), Scalars.Of(2L), ScalarType.Float32)[..(int)(headDim / 2)].div(Scalars.Of(headDim));
+        var freqs = pow(tensor(ropeBase), exponents).reciprocal();              // 1 / base^(2i/d)
+        var angles = outer(arange(Scalars.Of(0L), Scalars.Of(seqLen), Scalars.One, ScalarType.Float32), freqs);
         var cos = angles.cos().to(ScalarType.BFloat16).to(ScalarType.Float32).unsqueeze(1).to(device);
         var sin = angles.sin().to(ScalarType.BFloat16).to(ScalarType.Float32).unsqueeze(1).to(device);
         return (cos.MoveToOuterDisposeScope(), sin.MoveToOuterDisposeScope());
@@ -28,7 +29,7 @@ public static class Rotary
         var half = x.shape[^1] / 2;
         var x0 = xf[.., .., .., ..(int)half];
         var x1 = xf[.., .., .., (int)half..];
-        var rotated = stack([x0 * cos - x1 * sin, x1 * cos + x0 * sin], -1).flatten(3);
+        var rotated = stack([x0 * cos - x1 * sin, (x1 * cos).Plus(x0 * sin)], -1).flatten(3);
         return rotated.to(x.dtype).MoveToOuterDisposeScope();
     }
 }

@@ -36,8 +36,8 @@ public sealed class TransformerBlock : nn.Module
     {
         using var scope = NewDisposeScope();
         var normed = _attentionNorm!.forward(x);
-        var h = x + _attention.Forward(normed, normed, normed, cos, sin);
-        return (h + _feedForward.forward(_ffnNorm.forward(h))).MoveToOuterDisposeScope();
+        var h = x.Plus(_attention.Forward(normed, normed, normed, cos, sin));
+        return h.Plus(_feedForward.forward(_ffnNorm.forward(h))).MoveToOuterDisposeScope();
     }
 
     /// <summary>MUDD streams q, k, v, r: each (B, T, D) -> (B, T, D).</summary>
@@ -49,7 +49,7 @@ public sealed class TransformerBlock : nn.Module
             (nq, nk, nv) = (_attentionNorms[0].forward(q), _attentionNorms[1].forward(k), _attentionNorms[2].forward(v));
         else
             (nq, nk, nv) = (_attentionNorm!.forward(q), _attentionNorm.forward(k), _attentionNorm.forward(v));
-        var h = r + _attention.Forward(nq, nk, nv, cos, sin);
-        return (h + _feedForward.forward(_ffnNorm.forward(h))).MoveToOuterDisposeScope();
+        var h = r.Plus(_attention.Forward(nq, nk, nv, cos, sin));
+        return h.Plus(_feedForward.forward(_ffnNorm.forward(h))).MoveToOuterDisposeScope();
     }
 }

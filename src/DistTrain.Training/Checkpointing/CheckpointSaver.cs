@@ -1,7 +1,9 @@
 using System.Diagnostics;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using DistTrain.Checkpoint;
 using DistTrain.Data;
+using DistTrain.Model;
 using DistTrain.Training.Config;
 using DistTrain.Training.Optim;
 using TorchSharp;
@@ -27,26 +29,34 @@ public sealed record CheckpointReport(int Step, string Dir, long Bytes, double S
 /// rank's data cursors into the save's temporary folder, fsyncs and checksums them, and votes
 /// through <see cref="ICheckpointCommit"/>. When every rank voted to commit, rank 0 writes
 /// manifest.json, renames the folder into place, moves "latest" and keeps the last K.
+/// The background task touches no TorchSharp object: it writes from the host buffers' memory, which
+/// only <see cref="Begin"/> fills, and only after the previous write finished.
 /// </summary>
 public sealed class CheckpointSaver : IDisposable
 {
     static readonly string[] Buffers = ["master", "exp_avg", "exp_avg_sq"];   // the names of the flat buffers in a shard file
 
     readonly CheckpointOptions _options;
-    readonly TrainConfig _config;
     readonly int _rank, _world;
     readonly ICheckpointCommit _commit;
     readonly string _saveId;
     readonly Tensor[] _host = new Tensor[Buffers.Length];   // this rank's slices in host memory (pinned for a GPU), reused by every save
+    readonly HostTensor[] _hostBytes;                        // the same memory as the background write sees it: no TorchSharp object
+    readonly string _configYaml, _modelConfigJson, _layoutJson;
+    readonly long _flatCount;
     Task<CheckpointReport>? _pending;
 
     /// <param name="saveId">shared by every rank of the job (the run id): names the temporary folder of each save</param>
     public CheckpointSaver(CheckpointOptions options, TrainConfig config, int rank, int world, ICheckpointCommit commit, string saveId, FlatParameters flat)
     {
-        (_options, _config, _rank, _world, _commit, _saveId) = (options, config, rank, world, commit, saveId);
+        (_options, _rank, _world, _commit, _saveId) = (options, rank, world, commit, saveId);
         // allocated once, up front: pinning gigabytes takes seconds, which would otherwise stall the first save
         var (_, count) = TrainingCheckpoint.Slice(flat.Count, rank, world);
         for (int i = 0; i < _host.Length; i++) _host[i] = HostBuffer(count, flat.Master.device);
+        _hostBytes = Buffers.Select((name, i) => new HostTensor(name, "F32", [count], TensorMemory.Address(_host[i]))).ToArray();
+        // what every manifest repeats, computed here: the background write touches only strings and the host buffers above
+        (_configYaml, _modelConfigJson) = (YamlTree.Write(config.Tree), HfExport.ConfigJson(config.Model, ScalarType.Float32).ToJsonString());
+        (_layoutJson, _flatCount) = (TrainingCheckpoint.LayoutJson(flat), flat.Count);
         try { Directory.CreateDirectory(options.Dir); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -69,10 +79,10 @@ public sealed class CheckpointSaver : IDisposable
         using (no_grad())
             for (int i = 0; i < Buffers.Length; i++)
                 _host[i].copy_(sources[i].narrow(0, start, count));   // device-to-host: the stall
-        var scalars = optimizer.Scalars;
+        var counters = optimizer.Counters;
         var cursorJson = JsonSerializer.Serialize(cursors.ToDictionary(c => c.Key.ToString(), c => c.Value.ToJson()));
         double stall = Stopwatch.GetElapsedTime(started).TotalSeconds;
-        var job = new SaveJob(step, tokens, start, count, cursorJson, scalars, flat, plan.Shards, stall, wait);
+        var job = new SaveJob(step, tokens, start, count, cursorJson, counters, plan.Shards, stall, wait);
         _pending = Task.Run(() => WriteAndCommitAsync(job, ct), CancellationToken.None);
         return previous;
     }
@@ -88,8 +98,9 @@ public sealed class CheckpointSaver : IDisposable
         return pending.GetAwaiter().GetResult();
     }
 
-    sealed record SaveJob(int Step, long Tokens, long Start, long Count, string CursorJson, (double Steps, long FirstNonFinite) Scalars,
-        FlatParameters Flat, int Shards, double Stall, double Wait);
+    /// <summary>Everything the background write needs besides the host buffers: plain values, no tensors.</summary>
+    sealed record SaveJob(int Step, long Tokens, long Start, long Count, string CursorJson, (double Steps, long FirstNonFinite) Counters,
+        int Shards, double Stall, double Wait);
 
     async Task<CheckpointReport> WriteAndCommitAsync(SaveJob job, CancellationToken ct)
     {
@@ -104,7 +115,7 @@ public sealed class CheckpointSaver : IDisposable
             temp = CheckpointDirectory.TempFor(_options.Dir, job.Step, _saveId);
             string shard = TrainingCheckpoint.ShardName(_rank, _world), cursors = $"cursors-{_rank:D5}.json";
             CheckpointFaults.At("io-error", job.Step, _rank);
-            Safetensors.Write(Path.Combine(temp, shard), Buffers.Select((name, i) => (name, _host[i])).ToList(),
+            Safetensors.Write(Path.Combine(temp, shard), _hostBytes,
                 new Dictionary<string, string> { ["flat_start"] = $"{job.Start}", ["flat_count"] = $"{job.Count}" });
             File.WriteAllText(Path.Combine(temp, cursors), job.CursorJson);
             foreach (var name in new[] { shard, cursors })
@@ -166,10 +177,10 @@ public sealed class CheckpointSaver : IDisposable
         var manifest = new CheckpointManifest
         {
             Step = job.Step, Tokens = job.Tokens, WorldSize = _world,
-            Config = YamlTree.Write(_config.Tree), ModelConfig = HfExport.ConfigJson(_config.Model, ScalarType.Float32),
+            Config = _configYaml, ModelConfig = JsonNode.Parse(_modelConfigJson)!.AsObject(),
             DataCursors = JsonSerializer.Serialize(new { shards = job.Shards, cursors = allCursors }),
-            Scalars = new() { ["adam_steps"] = job.Scalars.Steps, ["first_non_finite"] = job.Scalars.FirstNonFinite, ["flat_count"] = job.Flat.Count },
-            Extra = new() { ["layout"] = TrainingCheckpoint.LayoutJson(job.Flat) },
+            Scalars = new() { ["adam_steps"] = job.Counters.Steps, ["first_non_finite"] = job.Counters.FirstNonFinite, ["flat_count"] = _flatCount },
+            Extra = new() { ["layout"] = _layoutJson },
             Files = sorted,
             Tensors = sorted.Where(f => f.Name.EndsWith(".safetensors")).SelectMany(f => ManifestTensor.Of(f.Name, Safetensors.Open(Path.Combine(temp, f.Name)))).ToList(),
         };

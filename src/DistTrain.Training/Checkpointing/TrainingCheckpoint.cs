@@ -35,7 +35,7 @@ public static class TrainingCheckpoint
 
         ReadSlices(dir, manifest, [("master", flat.Master), ("exp_avg", optimizer.ExpAvg), ("exp_avg_sq", optimizer.ExpAvgSq)]);
         flat.PublishMaster();
-        optimizer.Scalars = (manifest.Scalars["adam_steps"], (long)manifest.Scalars["first_non_finite"]);
+        optimizer.Counters = (manifest.Scalars["adam_steps"], (long)manifest.Scalars["first_non_finite"]);
         var cursors = cursorsJson.RootElement.GetProperty("cursors").EnumerateObject()
             .ToDictionary(p => int.Parse(p.Name), p => DataCursor.FromJson(p.Value.GetString()!));
         return new ResumeReport(dir, (int)manifest.Step, cursors, CheckpointDirectory.Partial(options.Dir), refused);

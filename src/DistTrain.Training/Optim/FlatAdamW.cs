@@ -1,3 +1,4 @@
+using DistTrain.Model;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -25,17 +26,23 @@ public sealed class FlatAdamW : IDisposable
         _v = zeros_like(flat.Master);
         _g = ReferenceEquals(flat.Master, flat.Params) ? flat.Grads : zeros_like(flat.Master);
         _step = zeros([], ScalarType.Float64, flat.Master.device);
-        _firstBad = full([], -1L, ScalarType.Int64, flat.Master.device);
+        _firstBad = tensor(-1L, ScalarType.Int64, flat.Master.device);
     }
 
     public Tensor ExpAvg => _m;
     public Tensor ExpAvgSq => _v;
 
-    /// <summary>The scalars a checkpoint keeps: steps with finite gradients (bias correction) and the first non-finite step. Reading syncs.</summary>
-    public (double Steps, long FirstNonFinite) Scalars
+    /// <summary>The counters a checkpoint keeps: steps with finite gradients (bias correction) and the first non-finite step. Reading syncs.</summary>
+    public (double Steps, long FirstNonFinite) Counters
     {
         get => (_step.item<double>(), _firstBad.item<long>());
-        set { _step.fill_(value.Steps); _firstBad.fill_(value.FirstNonFinite); }
+        set
+        {
+            using var steps = Scalars.Owned(value.Steps);
+            using var firstBad = Scalars.Owned(value.FirstNonFinite);
+            _step.fill_(steps);
+            _firstBad.fill_(firstBad);
+        }
     }
 
     /// <summary>-1 while every step had finite gradients, else the first step (as passed to <see cref="Step"/>) that did not. Reading it syncs.</summary>
@@ -46,32 +53,34 @@ public sealed class FlatAdamW : IDisposable
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
+        using var lrScalar = Scalars.Owned(lr);
         if (!ReferenceEquals(_g, _flat.Grads)) _g.copy_(_flat.Grads);
-        var norm = linalg.vector_norm(_g);
+        var norm = _g.dot(_g).sqrt();                                    // linalg.vector_norm passes an unrooted Scalar (see Scalars)
         var finite = norm.isfinite();                                   // bool scalar
         var ok = finite.to(_g.dtype);
+        var frozen = finite.logical_not().to(_g.dtype);                 // 1 - ok
         // scale = min(1, clip / (norm + 1e-6)) when finite, else 0; NaN gradients become 0 below
-        var scale = _o.GradClip > 0 ? (_o.GradClip / (norm + 1e-6)).clamp_max(1.0) : ones_like(norm);
+        var scale = _o.GradClip > 0 ? norm.Plus(1e-6).reciprocal().Times(_o.GradClip).clamp_max(Scalars.Of(1.0)) : ones_like(norm);
         scale = where(finite, scale, zeros_like(scale));
         _g.nan_to_num_(0, 0, 0).mul_(scale);
 
-        _step.add_(finite.to(ScalarType.Float64));
-        _firstBad.copy_(where(finite.logical_not().logical_and(_firstBad.lt(0)), full([], (long)step, ScalarType.Int64, _firstBad.device), _firstBad));
-        // moments frozen when not finite: beta_eff = beta·ok + (1 - ok)
-        var b1 = ok * _o.Beta1 + (1 - ok);
-        var b2 = ok * _o.Beta2 + (1 - ok);
-        _m.mul_(b1).add_(_g * (1 - b1));
-        _v.mul_(b2).addcmul_(_g, _g * (1 - b2), 1);
-        var t = _step.clamp_min(1);
-        var bc1 = 1 - pow(_o.Beta1, t).to(_g.dtype);
-        var bc2 = 1 - pow(_o.Beta2, t).to(_g.dtype);
-        var lrEff = ok * lr;
+        _step.PlusInPlace(finite.to(ScalarType.Float64));
+        _firstBad.copy_(where(finite.logical_not().logical_and(_firstBad.lt(Scalars.Of(0L))), tensor((long)step, ScalarType.Int64, _firstBad.device), _firstBad));
+        // moments frozen when not finite: beta_eff = beta·ok + (1 - ok), 1 - beta_eff = (1 - beta)·ok
+        var b1 = ok.Times(_o.Beta1).PlusInPlace(frozen);
+        var b2 = ok.Times(_o.Beta2).PlusInPlace(frozen);
+        _m.mul_(b1).addcmul_(_g, ok.Times(1 - _o.Beta1), Scalars.One);
+        _v.mul_(b2).addcmul_(_g, _g.mul(ok.Times(1 - _o.Beta2)), Scalars.One);
+        var t = _step.clamp_min(Scalars.Of(1.0));
+        var bc1 = pow(tensor(_o.Beta1), t).to(_g.dtype).neg_().PlusInPlace(1.0);   // 1 - beta1^t
+        var bc2 = pow(tensor(_o.Beta2), t).to(_g.dtype).neg_().PlusInPlace(1.0);
+        var lrEff = ok.mul(lrScalar);
 
         var master = _flat.Master;
         if (_o.WeightDecay > 0 && _flat.DecayCount > 0)
-            master.narrow(0, 0, _flat.DecayCount).mul_(1 - lrEff * _o.WeightDecay);
-        var denom = (_v / bc2).sqrt_().add_(_o.Eps);
-        master.sub_(_m.div(denom).mul_(lrEff / bc1));
+            master.narrow(0, 0, _flat.DecayCount).mul_(lrEff.Times(-_o.WeightDecay).PlusInPlace(1.0));
+        var denom = _v.div(bc2).sqrt_().PlusInPlace(_o.Eps);
+        master.sub_(_m.div(denom).mul_(lrEff.div(bc1)));
         _flat.PublishMaster();
         return norm.MoveToOuterDisposeScope();
     }
