@@ -34,6 +34,9 @@ public sealed class CudaKernels : IKernels
     public string Describe() =>
         $"{Device.Name} ({Device.Arch}, {Device.Multiprocessors} SMs), NVRTC {KernelCompiler.NvrtcVersion()} from {Native.CudaLibraries.NvrtcPath}, kernel cache {KernelCache.Directory()}";
 
+    /// <summary>Why a compiled kernel could not be stored in the disk cache (null: none failed).</summary>
+    public static string? CacheProblem => KernelCache.LastStoreProblem;
+
     public Tensor RmsNorm(Tensor x, Tensor? weight, double eps) =>
         _rmsNorm.Supports(x, weight) ? RmsNormFunction.Apply(_rmsNorm, x, weight, eps) : ReferenceKernels.Instance.RmsNorm(x, weight, eps);
 }
