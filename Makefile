@@ -5,6 +5,9 @@
 #   make launch               the same job on two CPU workers (coordinator + ring all-reduce, cluster/local-cpu.yaml)
 #   make bundle               self-contained linux-x64 disttrain (no libtorch) as a tar.xz for GPU hosts
 #   make build TORCH_LIB=/path/to/site-packages/torch/lib    GPU build: use that libtorch (CUDA) instead of the CPU one
+#   make test-cuda-emulation  the CUDA kernel sources run on the CPU against plain loops (g++, ~1.5 min; no GPU, no NVRTC)
+#   make test-gpu             on a GPU host only, never in CI: the bundle's `disttrain kernel-test` (fused kernels against the reference)
+#                             BUNDLE_BIN=path/to/disttrain (default: make bundle's output), TORCH_LIB (default: python3's torch/lib)
 
 DOTNET        ?= dotnet
 CONFIGURATION ?= Release
@@ -22,8 +25,9 @@ export DOTNET_NOLOGO := 1
 export DOTNET_SKIP_FIRST_TIME_EXPERIENCE := 1
 
 MANIFEST      ?= cluster/local-cpu.yaml
+BUNDLE_BIN    ?= artifacts/bundle/disttrain/disttrain
 
-.PHONY: build test train launch bench bundle corpus fonts clean
+.PHONY: build test test-cuda-emulation test-gpu train launch bench bundle corpus fonts clean
 
 build:
 	$(DOTNET) build DistTrain.sln -c $(CONFIGURATION) $(BACKEND) -v minimal
@@ -31,6 +35,15 @@ build:
 test: build fonts
 	$(DOTNET) test DistTrain.sln -c $(CONFIGURATION) --no-build --blame-hang-timeout 10m -m:1 \
 	  --logger "console;verbosity=normal"
+
+test-cuda-emulation:
+	tests/cuda-emulation/run.sh
+
+# The GPU host has no .NET SDK: it runs the self-contained bundle against the PyTorch wheel's libtorch (see docs/benchmarks/run-gpu-kernels.sh).
+test-gpu:
+	@test -x $(BUNDLE_BIN) || { echo "no bundle at $(BUNDLE_BIN): unpack $(BUNDLE) (make bundle) and set BUNDLE_BIN"; exit 1; }
+	torch_lib=$${TORCH_LIB:-$$(python3 -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')}; \
+	  LD_LIBRARY_PATH=$$torch_lib:$$LD_LIBRARY_PATH $(BUNDLE_BIN) kernel-test
 
 train: build
 	$(DISTTRAIN) train --config $(TRAIN_CONFIG) $(ARGS)

@@ -1,3 +1,4 @@
+using DistTrain.Model.Kernels;
 using DistTrain.Model.Layers;
 using TorchSharp;
 using TorchSharp.Utils;
@@ -47,6 +48,19 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
 
     /// <summary>Which layers recompute their activations in backward, and how (set from outside: the trainer's config).</summary>
     public ActivationCheckpointing Checkpointing { get; set; } = ActivationCheckpointing.Off;
+
+    /// <summary>Which implementation of the memory-bound ops runs (set from outside: the trainer's train.kernels); reference by default.</summary>
+    public IKernels Kernels
+    {
+        get => _kernels;
+        set
+        {
+            _kernels = value;
+            foreach (var (_, module) in named_modules())
+                if (module is IUsesKernels user) user.Kernels = value;
+        }
+    }
+    IKernels _kernels = ReferenceKernels.Instance;
 
     public override Tensor forward(Tensor tokens)
     {

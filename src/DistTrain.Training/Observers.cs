@@ -7,6 +7,7 @@ public sealed class Observers(params ITrainingObserver?[] observers) : ITraining
 {
     readonly ITrainingObserver[] _all = [.. observers.OfType<ITrainingObserver>()];
 
+    public void OnKernels(string description) { foreach (var o in _all) o.OnKernels(description); }
     public void OnStart(int totalSteps, string runDirectory) { foreach (var o in _all) o.OnStart(totalSteps, runDirectory); }
     public void OnResume(ResumeReport resume) { foreach (var o in _all) o.OnResume(resume); }
     public void OnStep(int step) { foreach (var o in _all) o.OnStep(step); }

@@ -31,6 +31,8 @@ public enum StepPhase { DataWait, Forward, Backward, AllReduce, Optimizer, Check
 /// <summary>Receives progress from the trainer (the CLI draws a bar; tests collect reports).</summary>
 public interface ITrainingObserver
 {
+    /// <summary>Which kernels run and why (train.kernels): the run's first line after the header.</summary>
+    void OnKernels(string description) { }
     void OnStart(int totalSteps, string runDirectory) { }
     /// <summary>Training continues from a checkpoint (which, and what was passed over).</summary>
     void OnResume(ResumeReport resume) { }

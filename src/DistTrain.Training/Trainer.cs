@@ -43,12 +43,16 @@ public sealed class Trainer : IDisposable
         _device = DeviceFor(config);
         _dtype = Precision.Parse(config.Train.Precision);
         manual_seed(config.Train.Seed);
-        Model = new LanguageModel(config.Model) { Checkpointing = config.Train.ActivationCheckpointing };
+        Kernels = KernelSelection.For(config.Train.Kernels, config.Train.Device, config.Train.Precision, config.Source);
+        Model = new LanguageModel(config.Model) { Checkpointing = config.Train.ActivationCheckpointing, Kernels = Kernels.Kernels };
         Flat = new FlatParameters(Model, _dtype, _device);
         _comm.Broadcast(Flat.Master, root: 0);   // every rank starts from rank 0's fp32 weights
         Flat.PublishMaster();
-        Optimizer = new FlatAdamW(Flat, config.Optim);
+        Optimizer = new FlatAdamW(Flat, config.Optim, Kernels.AdamW);
     }
+
+    /// <summary>Which kernels run (train.kernels) and why; the run's first lines say it.</summary>
+    public KernelSelection Kernels { get; }
 
     /// <summary>Where each of this rank's shard readers stands (safe to read from another thread, e.g. for heartbeats).</summary>
     public IReadOnlyList<DataCursor> DataCursors => _loader?.Cursors ?? [];
@@ -61,6 +65,7 @@ public sealed class Trainer : IDisposable
     public TrainResult Run(ITrainingObserver? observer = null, CancellationToken ct = default)
     {
         var (t, o, plan) = (_config.Train, _config.Optim, _data.Plan);
+        observer?.OnKernels(Kernels.Description);
         var schedule = new LrSchedule(o.Lr, o.WarmupSteps, t.Steps, o.MinLrRatio);
         int startStep = 0;
         IReadOnlyDictionary<int, DataCursor> resumeCursors = new Dictionary<int, DataCursor>();
@@ -226,6 +231,7 @@ public sealed class Trainer : IDisposable
         Optimizer.Dispose();
         Flat.Dispose();
         Model.Dispose();
+        Kernels.Dispose();
     }
 }
 

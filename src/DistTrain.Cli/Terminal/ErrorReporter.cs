@@ -1,4 +1,5 @@
 using DistTrain.Checkpoint;
+using DistTrain.Cuda;
 using DistTrain.Data;
 using DistTrain.Distributed;
 using DistTrain.Worker;
@@ -19,7 +20,7 @@ static class ErrorReporter
             Print($"the coordinator answered {r.StatusCode}: {r.Status.Detail}");
             return 2;
         }
-        catch (Exception e) when (Unwrap(e) is ConfigException or DataException or InvalidDataException or TrainingException or WorkerException or CommunicatorException or CheckpointException or FileNotFoundException or DirectoryNotFoundException
+        catch (Exception e) when (Unwrap(e) is ConfigException or DataException or InvalidDataException or TrainingException or WorkerException or CommunicatorException or CheckpointException or CudaUnavailableException or FileNotFoundException or DirectoryNotFoundException
             or (ArgumentException and not ArgumentOutOfRangeException and not ArgumentNullException))   // those two are our bugs: keep the stack
         {
             var inner = Unwrap(e);

@@ -53,6 +53,7 @@ static class TrainingProgress
     {
         public void OnCheckpoint(CheckpointReport report) => DescribeCheckpoint(report);
         public void OnResume(ResumeReport resume) => DescribeResume(resume);
+        public void OnKernels(string description) => Console.WriteLine(description);
         public void OnStart(int totalSteps, string runDirectory) => Console.WriteLine($"run directory: {runDirectory}");
         public void OnReport(StepReport report) => Console.WriteLine(Describe(report));
     }
@@ -64,6 +65,7 @@ static class TrainingProgress
 
         public void OnCheckpoint(CheckpointReport report) => DescribeCheckpoint(report);
         public void OnResume(ResumeReport resume) => DescribeResume(resume);
+        public void OnKernels(string description) => AnsiConsole.WriteLine(description);
         public void OnStep(int step)
         {
             task.Value = step + 1;

@@ -1,3 +1,4 @@
+using DistTrain.Model.Kernels;
 using TorchSharp;
 using TorchSharp.Utils;
 using TorchSharp.Modules;
@@ -11,7 +12,7 @@ namespace DistTrain.Model.Layers;
 /// seen so far (embedding and layers 0..i), for each of C streams (Q, K, V, R; one after the last
 /// layer). dw = w2(gelu(w1(rmsnorm_noscale(x)))), reshaped 'B T (C L) -> C B T L'.
 /// </summary>
-public sealed class MultiwayDynamicDense : nn.Module<Tensor, Tensor>
+public sealed class MultiwayDynamicDense : nn.Module<Tensor, Tensor>, IUsesKernels
 {
     readonly int _streams, _inputs;
     readonly double _eps;
@@ -29,11 +30,13 @@ public sealed class MultiwayDynamicDense : nn.Module<Tensor, Tensor>
 
     public int Streams => _streams;
 
+    public IKernels Kernels { get; set; } = ReferenceKernels.Instance;
+
     /// <summary>x: (B, T, D) -> dw: (C, B, T, L) with L = layer + 2.</summary>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var dw = w2.forward(nn.functional.gelu(w1.forward(RmsNorm.Normalize(x, _eps))));
+        var dw = w2.forward(nn.functional.gelu(w1.forward(Kernels.RmsNorm(x, null, _eps))));
         long b = x.shape[0], t = x.shape[1];
         return dw.view(b, t, _streams, _inputs).permute(2, 0, 1, 3).MoveToOuterDisposeScope();
     }

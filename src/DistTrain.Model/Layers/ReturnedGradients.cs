@@ -6,8 +6,9 @@ namespace DistTrain.Model.Layers;
 /// Handles of gradients a custom autograd function hands back to autograd. Backward may run on the
 /// engine's device thread, outside any dispose scope, and autograd copies the returned tensors only
 /// after the function returns; so each handle is freed at the next custom backward or forward.
+/// Public: every custom autograd function (DistTrain.Cuda's fused ops too) follows this rule.
 /// </summary>
-static class ReturnedGradients
+public static class ReturnedGradients
 {
     static readonly List<Tensor> Pending = [];
 

@@ -1,3 +1,4 @@
+using DistTrain.Model.Kernels;
 using TorchSharp;
 using TorchSharp.Utils;
 using TorchSharp.Modules;
@@ -6,7 +7,7 @@ using static TorchSharp.torch;
 namespace DistTrain.Model.Layers;
 
 /// <summary>RMSNorm computed in fp32 whatever the compute dtype, then scaled (official RMSNorm).</summary>
-public sealed class RmsNorm : nn.Module<Tensor, Tensor>
+public sealed class RmsNorm : nn.Module<Tensor, Tensor>, IUsesKernels
 {
     readonly double _eps;
     public Parameter weight;
@@ -18,9 +19,11 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x) => Normalize(x, _eps) * weight;
+    public IKernels Kernels { get; set; } = ReferenceKernels.Instance;
 
-    /// <summary>x · rsqrt(mean(x²) + eps) in fp32, cast back to x's dtype (also RMSnormNoscale).</summary>
+    public override Tensor forward(Tensor x) => Kernels.RmsNorm(x, weight, _eps);
+
+    /// <summary>x · rsqrt(mean(x²) + eps) in fp32, cast back to x's dtype (also RMSnormNoscale): the reference implementation (<see cref="ReferenceKernels"/>).</summary>
     public static Tensor Normalize(Tensor x, double eps)
     {
         using var scope = NewDisposeScope();

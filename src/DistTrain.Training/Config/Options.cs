@@ -15,11 +15,18 @@ public sealed record OptimOptions(double Lr, double MinLrRatio, int WarmupSteps,
 /// grad_accum · world size. ledger writes which windows each rank trained at each step.
 /// activation_checkpointing: none | block | mudd, on every activation_checkpointing_every-th layer.
 /// LossChunk: tokens per chunk of the fused output projection + loss (0: the full logits, then the loss).
+/// Kernels: which implementation of the memory-bound ops and AdamW runs (see <see cref="KernelChoice"/>).
 /// </summary>
 public sealed record TrainOptions(
     int Steps, int MicroBatch, int GradAccum, int GlobalBatch, int SeqLen, int Seed, string Precision, string Device,
     int LogInterval, int EvalInterval, int EvalBatches, string RunDir, string Name, bool Ledger, double BucketMb,
-    ActivationCheckpointing ActivationCheckpointing, int LossChunk);
+    ActivationCheckpointing ActivationCheckpointing, int LossChunk, KernelChoice Kernels = KernelChoice.Auto);
+
+/// <summary>
+/// train.kernels: auto = the fused CUDA kernels when the run is on CUDA and they load, else the
+/// reference; fused = the fused kernels or an error saying why not; reference = plain TorchSharp ops.
+/// </summary>
+public enum KernelChoice { Auto, Fused, Reference }
 
 /// <summary>
 /// Checkpoints: every Interval steps (0: never) and after the last step, into Dir, keeping the last

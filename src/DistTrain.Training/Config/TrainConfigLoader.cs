@@ -15,6 +15,13 @@ public static class TrainConfigLoader
         ["transformerpp"] = Architecture.TransformerPP,
     };
 
+    static readonly Dictionary<string, KernelChoice> KernelChoices = new()
+    {
+        ["auto"] = KernelChoice.Auto,
+        ["fused"] = KernelChoice.Fused,
+        ["reference"] = KernelChoice.Reference,
+    };
+
     public static TrainConfig Load(string path, IEnumerable<string>? overrides = null)
     {
         var tree = YamlTree.Load(path);
@@ -148,7 +155,8 @@ public static class TrainConfigLoader
             Ledger: s.Bool("ledger", false), BucketMb: s.Double("bucket_mb", 64),
             ActivationCheckpointing: new ActivationCheckpointing(s.Choice("activation_checkpointing", CheckpointKind.None, ActivationCheckpointing.Names),
                 s.Int("activation_checkpointing_every", 1)),
-            LossChunk: s.Int("loss_chunk", ChunkedCrossEntropy.DefaultChunkRows(vocabSize)));
+            LossChunk: s.Int("loss_chunk", ChunkedCrossEntropy.DefaultChunkRows(vocabSize)),
+            Kernels: s.Choice("kernels", KernelChoice.Auto, KernelChoices));
         s.EnsureConsumed();
         if (t.ActivationCheckpointing.Every < 1) throw new ConfigException($"{s.Where("activation_checkpointing_every")}: must be 1 (every layer) or more");
         if (t.LossChunk < 0)
@@ -185,6 +193,10 @@ public static class TrainConfigLoader
         Require(t.EvalInterval >= 0 && t.EvalBatches >= 0, "train.eval_interval", "eval_interval and eval_batches must be 0 (off) or positive");
         Require(t.Precision is "fp32" or "bf16" or "fp64", "train.precision", $"'{t.Precision}' is not one of fp32, bf16 (fp64 for checks)");
         Require(t.Device == "cpu" || t.Device.StartsWith("cuda"), "train.device", $"'{t.Device}' is not cpu, cuda or cuda:N");
+        Require(t.Kernels != KernelChoice.Fused || t.Device.StartsWith("cuda"), "train.kernels",
+            $"fused kernels run on CUDA only and train.device is {t.Device}; use train.kernels=auto (fused on CUDA, reference elsewhere) or reference");
+        Require(t.Kernels != KernelChoice.Fused || t.Precision != "fp64", "train.kernels",
+            "the fused kernels take fp32 and bf16, not fp64 (gradient checks); use train.kernels=reference with train.precision=fp64");
         Require(o.Lr > 0, "optim.lr", "must be positive");
         Require(o.MinLrRatio is >= 0 and <= 1, "optim.min_lr_ratio", "must be in 0..1");
         Require(o.WarmupSteps >= 0, "optim.warmup_steps", "must be 0 or positive (a warmup longer than train.steps simply never reaches the peak)");

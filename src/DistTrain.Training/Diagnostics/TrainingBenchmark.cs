@@ -12,10 +12,11 @@ public sealed record BenchmarkResult(
     string Arch, string Checkpointing, string Precision, string Device, string DeviceName, int MicroBatch, int SeqLen, int GradAccum,
     int WarmupSteps, int TimedSteps, double StepsPerSecond, double TokensPerSecond, double FlopsPerToken, double PeakFlops, double? Mfu,
     double? ModelStateGiB, double? AfterWarmupGiB, double? AtEndGiB, Dictionary<string, double> PhaseMilliseconds, int ProfiledSteps,
-    int? LargestMicroBatch, int[] FitTried)
+    int? LargestMicroBatch, int[] FitTried, string Kernels = "")
 {
     public IEnumerable<string> Describe()
     {
+        if (Kernels.Length > 0) yield return Kernels;
         yield return $"train: {Arch} {Precision} on {Device} ({DeviceName}), checkpointing {Checkpointing}, micro-batch {MicroBatch} x {SeqLen}, grad_accum {GradAccum}: " +
                      $"{StepsPerSecond:F3} steps/s, {TokensPerSecond:N0} tokens/s ({TimedSteps} steps after {WarmupSteps} warmup)";
         yield return $"flops: {FlopsPerToken / 1e9:F3} GFLOP/token (6N + 12·L·D·T) = {TokensPerSecond * FlopsPerToken / 1e12:F1} TFLOP/s" +
@@ -68,7 +69,7 @@ public static class TrainingBenchmark
         return new BenchmarkResult(options.Model.Arch.ToString(), ac.Kind.ToString().ToLowerInvariant() + (ac.Every > 1 ? $" every {ac.Every}" : ""), t.Precision, t.Device, memory?.Name ?? "cpu",
             plan.MicroBatch, t.SeqLen, plan.GradAccum, warmup, timed, stepsPerSecond, tokensPerSecond, flopsPerToken, peakFlops,
             peakFlops > 0 ? tokensPerSecond * flopsPerToken / peakFlops : null, modelState, clock.AfterWarmup, atEnd,
-            profile.PerStep.ToDictionary(p => p.Key.ToString(), p => p.Value * 1e3), profile.Steps, largest, fitMicroBatches);
+            profile.PerStep.ToDictionary(p => p.Key.ToString(), p => p.Value * 1e3), profile.Steps, largest, fitMicroBatches, trainer.Kernels.Description);
     }
 
     /// <summary>Tries one training step (forward, backward, optimizer) at each size, smallest first; the largest that ran.</summary>

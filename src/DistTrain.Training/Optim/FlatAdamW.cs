@@ -1,3 +1,4 @@
+using DistTrain.Cuda.Ops.AdamW;
 using DistTrain.Model;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -9,7 +10,9 @@ namespace DistTrain.Training.Optim;
 /// A handful of whole-buffer operations per step and no host sync: the step count, the
 /// "all finite" flag and the first non-finite step live on the device. A step whose gradients
 /// are not finite changes nothing (moments frozen, no update); the trainer reads
-/// <see cref="FirstNonFiniteStep"/> when it logs and stops the run.
+/// <see cref="FirstNonFiniteStep"/> when it logs and stops the run. With a <see cref="FusedAdamW"/>
+/// the step is two CUDA kernels with the same semantics; <see cref="ReferenceStep"/> is the plain
+/// path (CPU, CI, train.kernels=reference) that the GPU self-test compares them with.
 /// </summary>
 public sealed class FlatAdamW : IDisposable
 {
@@ -17,17 +20,28 @@ public sealed class FlatAdamW : IDisposable
     readonly Config.OptimOptions _o;
     readonly Tensor _m, _v, _g;            // fp32 (or fp64) flat
     readonly Tensor _step, _firstBad;      // 0-dim device scalars
+    readonly FusedAdamW? _fused;
+    readonly AdamWBuffers _buffers;
+    readonly AdamWSettings _settings;
 
-    public FlatAdamW(FlatParameters flat, Config.OptimOptions options)
+    /// <param name="fused">the fused step (train.kernels); null or unable to take these buffers (fp64): the reference step</param>
+    public FlatAdamW(FlatParameters flat, Config.OptimOptions options, FusedAdamW? fused = null)
     {
         _flat = flat;
         _o = options;
         _m = zeros_like(flat.Master);
         _v = zeros_like(flat.Master);
-        _g = ReferenceEquals(flat.Master, flat.Params) ? flat.Grads : zeros_like(flat.Master);
         _step = zeros([], ScalarType.Float64, flat.Master.device);
         _firstBad = tensor(-1L, ScalarType.Int64, flat.Master.device);
+        _buffers = new AdamWBuffers(flat.Master, flat.Grads, _m, _v, ReferenceEquals(flat.Master, flat.Params) ? null : flat.Params, flat.DecayCount, _step, _firstBad);
+        _settings = new AdamWSettings(options.Beta1, options.Beta2, options.Eps, options.WeightDecay, options.GradClip);
+        _fused = fused is not null && fused.Supports(_buffers) ? fused : null;
+        // the fused step reads the compute-dtype gradients directly: no fp32 copy
+        _g = _fused is not null || ReferenceEquals(flat.Master, flat.Params) ? flat.Grads : zeros_like(flat.Master);
     }
+
+    /// <summary>"fused" or "reference": which step runs.</summary>
+    public string Implementation => _fused is null ? "reference" : "fused";
 
     public Tensor ExpAvg => _m;
     public Tensor ExpAvgSq => _v;
@@ -49,7 +63,10 @@ public sealed class FlatAdamW : IDisposable
     public long FirstNonFiniteStep => _firstBad.item<long>();
 
     /// <summary>Clips, then updates the master and the compute-dtype parameters. Returns the pre-clip gradient norm (a device scalar).</summary>
-    public Tensor Step(double lr, int step)
+    public Tensor Step(double lr, int step) => _fused is not null ? _fused.Step(_buffers, _settings, lr, step) : ReferenceStep(lr, step);
+
+    /// <summary>The step as whole-buffer TorchSharp ops.</summary>
+    Tensor ReferenceStep(double lr, int step)
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
@@ -88,6 +105,6 @@ public sealed class FlatAdamW : IDisposable
     public void Dispose()
     {
         _m.Dispose(); _v.Dispose(); _step.Dispose(); _firstBad.Dispose();
-        if (!ReferenceEquals(_g, _flat.Grads)) _g.Dispose();
+        if (!ReferenceEquals(_g, _flat.Grads)) _g.Dispose();   // the FusedAdamW belongs to the trainer's KernelSelection
     }
 }

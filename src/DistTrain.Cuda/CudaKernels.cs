@@ -1,0 +1,42 @@
+using DistTrain.Cuda.Ops.RmsNorm;
+using DistTrain.Model.Kernels;
+using static TorchSharp.torch;
+
+namespace DistTrain.Cuda;
+
+/// <summary>
+/// The fused implementation of <see cref="IKernels"/> on one CUDA device. Shapes or dtypes a kernel
+/// does not take (fp64 gradient checks, D above 8192, a tensor on another device) run the
+/// reference ops instead, so the model never needs to know.
+/// </summary>
+public sealed class CudaKernels : IKernels
+{
+    readonly FusedRmsNorm _rmsNorm;
+
+    CudaKernels(CudaDevice device)
+    {
+        Device = device;
+        _rmsNorm = new FusedRmsNorm(device);
+    }
+
+    /// <summary>
+    /// Loads the driver and NVRTC, retains device <paramref name="deviceIndex"/>'s primary context and
+    /// compiles (or loads from the cache) every kernel now, so that a failure shows at start.
+    /// Throws <see cref="CudaUnavailableException"/> (libraries, device), <see cref="KernelCompileException"/> or <see cref="CudaException"/>.
+    /// </summary>
+    public static CudaKernels Create(int deviceIndex) => new(CudaDevice.Get(deviceIndex));
+
+    public CudaDevice Device { get; }
+
+    public string Name => "fused";
+
+    /// <summary>"NVRTC 13.0 (path), CUDA driver (path), NVIDIA H200 sm_90": for the run's opening lines.</summary>
+    public string Describe() =>
+        $"{Device.Name} ({Device.Arch}, {Device.Multiprocessors} SMs), NVRTC {KernelCompiler.NvrtcVersion()} from {Native.CudaLibraries.NvrtcPath}, kernel cache {KernelCache.Directory()}";
+
+    /// <summary>Why a compiled kernel could not be stored in the disk cache (null: none failed).</summary>
+    public static string? CacheProblem => KernelCache.LastStoreProblem;
+
+    public Tensor RmsNorm(Tensor x, Tensor? weight, double eps) =>
+        _rmsNorm.Supports(x, weight) ? RmsNormFunction.Apply(_rmsNorm, x, weight, eps) : ReferenceKernels.Instance.RmsNorm(x, weight, eps);
+}

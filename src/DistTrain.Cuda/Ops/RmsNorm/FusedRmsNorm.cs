@@ -1,0 +1,101 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DistTrain.Cuda.Ops.RmsNorm;
+
+/// <summary>
+/// RMSNorm as CUDA kernels (rmsnorm.cu beside this file): forward writes y and the per-row
+/// rsqrt(mean(x²) + eps) that backward reuses; backward writes dx and, with a scale, per-block
+/// fp32 partial sums of dy·x̂ that a second kernel reduces to dw. One read of x per pass, fp32
+/// inside, bf16 or fp32 in and out. The reference is <see cref="Model.Kernels.ReferenceKernels.RmsNorm"/>.
+/// </summary>
+internal sealed class FusedRmsNorm
+{
+    const string Source = "rmsnorm.cu";
+    const int MaxColumnsPerThread = 8;   // MAXC in rmsnorm.cu
+    public const int MaxDim = 1024 * MaxColumnsPerThread;
+
+    readonly CudaDevice _device;
+    readonly CudaFunction _forward32, _forward16, _backward32, _backward16, _reduce32, _reduce16;
+
+    public FusedRmsNorm(CudaDevice device)
+    {
+        _device = device;
+        var module = KernelModule.Get(device, Source);
+        (_forward32, _forward16) = (module.Function("rmsnorm_forward_f32"), module.Function("rmsnorm_forward_bf16"));
+        (_backward32, _backward16) = (module.Function("rmsnorm_backward_f32"), module.Function("rmsnorm_backward_bf16"));
+        (_reduce32, _reduce16) = (module.Function("rmsnorm_dw_reduce_f32"), module.Function("rmsnorm_dw_reduce_bf16"));
+    }
+
+    public CudaDevice Device => _device;
+
+    /// <summary>What these kernels take: fp32 or bf16 on this device, D ≤ 8192, a weight of x's dtype. Anything else runs the reference.</summary>
+    public bool Supports(Tensor x, Tensor? weight) =>
+        x.device_type == DeviceType.CUDA && x.device_index == _device.Index &&
+        x.dtype is ScalarType.Float32 or ScalarType.BFloat16 && x.dim() >= 1 && x.shape[^1] is > 0 and <= MaxDim &&
+        (weight is null || (weight.dtype == x.dtype && weight.dim() == 1 && weight.shape[0] == x.shape[^1] && weight.device_index == x.device_index && weight.device_type == DeviceType.CUDA));
+
+    /// <summary>Threads per row (a power of two, 32..1024, covering D with ≤ 8 columns each) and rows per block (≥ 256 threads a block).</summary>
+    internal static (uint ThreadsPerRow, uint RowsPerBlock) Layout(long d)
+    {
+        uint tpr = 32;
+        while (tpr * MaxColumnsPerThread < d) tpr *= 2;
+        return (tpr, Math.Max(1u, 256u / tpr));
+    }
+
+    /// <summary>x (rows·D contiguous), weight (D) or null -> y like x, rstd (rows) fp32 when <paramref name="keepRstd"/>.</summary>
+    public (Tensor Y, Tensor? Rstd) Forward(Tensor x, Tensor? weight, double eps, bool keepRstd)
+    {
+        const string op = "rmsnorm forward";
+        long d = x.shape[^1], rows = x.numel() / d;
+        var dtype = x.dtype;
+        var y = empty_like(x);
+        var rstd = keepRstd ? empty([rows], ScalarType.Float32, x.device) : null;
+        var (tpr, rpb) = Layout(d);
+        uint blocks = (uint)Math.Min((rows + rpb - 1) / rpb, (long)_device.Multiprocessors * 16);
+        KernelLaunch.Launch(dtype == ScalarType.BFloat16 ? _forward16 : _forward32, (blocks, 1), (tpr, rpb),
+            () => $"x {TensorArgs.Describe(x)}, weight {(weight is null ? "none" : TensorArgs.Describe(weight))}",
+            Arg.Ptr(TensorArgs.Pointer(x, _device, op, "x", dtype)),
+            Arg.Ptr(weight is null ? 0 : TensorArgs.Pointer(weight, _device, op, "weight", dtype)),
+            Arg.Ptr(TensorArgs.Pointer(y, _device, op, "y", dtype)),
+            Arg.Ptr(rstd is null ? 0 : TensorArgs.Pointer(rstd, _device, op, "rstd", ScalarType.Float32)),
+            Arg.I64(rows), Arg.I32((int)d), Arg.F32((float)eps));
+        return (y, rstd);
+    }
+
+    /// <summary>dy like x -> dx like x, and dw (D, weight's dtype) when there is a weight.</summary>
+    public (Tensor Dx, Tensor? Dw) Backward(Tensor x, Tensor? weight, Tensor rstd, Tensor dy)
+    {
+        const string op = "rmsnorm backward";
+        long d = x.shape[^1], rows = x.numel() / d;
+        var dtype = x.dtype;
+        var dx = empty_like(x);
+        var (tpr, rpb) = Layout(d);
+        // few enough blocks that the partial rows stay small (parts x D fp32), enough to fill the GPU
+        uint blocks = (uint)Math.Min((rows + rpb - 1) / rpb, (long)_device.Multiprocessors * 4);
+        long parts = (long)blocks * rpb;
+        using var partial = weight is null ? null : empty([parts, d], ScalarType.Float32, x.device);
+        string Shapes() => $"x {TensorArgs.Describe(x)}, dy {TensorArgs.Describe(dy)}, weight {(weight is null ? "none" : TensorArgs.Describe(weight))}";
+        KernelLaunch.Launch(dtype == ScalarType.BFloat16 ? _backward16 : _backward32, (blocks, 1), (tpr, rpb), Shapes,
+            Arg.Ptr(TensorArgs.Pointer(x, _device, op, "x", dtype)),
+            Arg.Ptr(weight is null ? 0 : TensorArgs.Pointer(weight, _device, op, "weight", dtype)),
+            Arg.Ptr(TensorArgs.Pointer(dy, _device, op, "dy", dtype)),
+            Arg.Ptr(TensorArgs.Pointer(rstd, _device, op, "rstd", ScalarType.Float32)),
+            Arg.Ptr(TensorArgs.Pointer(dx, _device, op, "dx", dtype)),
+            Arg.Ptr(partial is null ? 0 : TensorArgs.Pointer(partial, _device, op, "dw partial", ScalarType.Float32)),
+            Arg.I64(rows), Arg.I32((int)d));
+        if (weight is null)
+            return (dx, null);
+        var dw = empty_like(weight);
+        if (parts == 0)
+        {
+            dw.zero_();   // no rows: nothing to reduce
+            return (dx, dw);
+        }
+        KernelLaunch.Launch(dtype == ScalarType.BFloat16 ? _reduce16 : _reduce32, ((uint)((d + 31) / 32), 1), (32, 32), Shapes,
+            Arg.Ptr(TensorArgs.Pointer(partial!, _device, op, "dw partial", ScalarType.Float32)),
+            Arg.Ptr(TensorArgs.Pointer(dw, _device, op, "dw", dtype)),
+            Arg.I64(parts), Arg.I32((int)d));
+        return (dx, dw);
+    }
+}

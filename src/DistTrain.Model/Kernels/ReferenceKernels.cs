@@ -1,0 +1,17 @@
+using DistTrain.Model.Layers;
+using static TorchSharp.torch;
+
+namespace DistTrain.Model.Kernels;
+
+/// <summary>The operations as plain TorchSharp ops: runs on any device, and is the reference the fused kernels are tested against.</summary>
+public sealed class ReferenceKernels : IKernels
+{
+    public static readonly ReferenceKernels Instance = new();
+
+    ReferenceKernels() { }
+
+    public string Name => "reference";
+
+    public Tensor RmsNorm(Tensor x, Tensor? weight, double eps) =>
+        weight is null ? Layers.RmsNorm.Normalize(x, eps) : Layers.RmsNorm.Normalize(x, eps) * weight;
+}

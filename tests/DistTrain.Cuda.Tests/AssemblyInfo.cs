@@ -1,0 +1,2 @@
+// the library-lookup tests set and clear process-wide environment variables
+[assembly: CollectionBehavior(DisableTestParallelization = true)]

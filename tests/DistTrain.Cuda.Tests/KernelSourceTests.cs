@@ -1,0 +1,42 @@
+using System.Text.RegularExpressions;
+using DistTrain.Cuda.Ops.RmsNorm;
+
+namespace DistTrain.Cuda.Tests;
+
+/// <summary>What can be checked of the CUDA sources without a GPU: embedded, the kernels the C# launches exist, NVRTC-safe.</summary>
+public partial class KernelSourceTests
+{
+    [GeneratedRegex(@"extern ""C"" __global__ void (\w+)\(")]
+    private static partial Regex Kernel();
+
+    [Theory]
+    [InlineData("rmsnorm.cu", new[] { "rmsnorm_forward_f32", "rmsnorm_forward_bf16", "rmsnorm_backward_f32", "rmsnorm_backward_bf16", "rmsnorm_dw_reduce_f32", "rmsnorm_dw_reduce_bf16" })]
+    [InlineData("adamw.cu", new[] { "adamw_norm_f32", "adamw_norm_bf16", "adamw_update_f32", "adamw_update_bf16" })]
+    public void EverySourceIsEmbeddedWithTheKernelsItsOpLaunches(string resource, string[] kernels)
+    {
+        var source = KernelModule.Source(resource);
+        Assert.Equal(kernels.Order(), Kernel().Matches(source).Select(m => m.Groups[1].Value).Order());
+        // NVRTC 13 has no host headers and no cuda_bf16.h: the sources include nothing
+        Assert.DoesNotContain("#include", source);
+        Assert.DoesNotContain("std::", source);
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(7)]
+    [InlineData(64)]
+    [InlineData(256)]
+    [InlineData(257)]
+    [InlineData(1000)]
+    [InlineData(1024)]
+    [InlineData(4096)]
+    [InlineData(FusedRmsNorm.MaxDim)]
+    public void TheRmsNormLayoutCoversTheRowWithinOneBlock(int d)
+    {
+        var (tpr, rpb) = FusedRmsNorm.Layout(d);
+        Assert.True(tpr % 32 == 0 && tpr <= 1024, $"{tpr} threads per row");
+        Assert.True(tpr * 8 >= d, "each thread owns at most MAXC = 8 columns");
+        Assert.True(tpr * rpb <= 1024 && tpr * rpb / 32 <= 32, "a block fits, and its warps fit red[32]");
+        Assert.True(tpr * rpb >= Math.Min(256, tpr), "at least 256 threads a block when rows are narrow");
+    }
+}

@@ -1,0 +1,121 @@
+// g++ -std=c++20 -O1 -pthread check.cpp: the RMSNorm and AdamW kernels against plain loops in double.
+#include "emulate.h"
+#include <cstdio>
+#include <random>
+namespace rms {
+#include "../../src/DistTrain.Cuda/Ops/RmsNorm/rmsnorm.cu"
+}
+namespace adam {
+#include "../../src/DistTrain.Cuda/Ops/AdamW/adamw.cu"
+}
+
+static int failures = 0;
+static void expect(bool ok, const char* what, double err) {
+  std::printf("%-60s %s (err %.3g)\n", what, ok ? "ok" : "FAIL", err);
+  if (!ok) ++failures;
+}
+
+// FusedRmsNorm.Layout
+static void layout(int d, unsigned& tpr, unsigned& rpb) { tpr = 32; while (tpr * 8 < (unsigned)d) tpr *= 2; rpb = 256 / tpr ? 256 / tpr : 1; }
+
+static void check_rmsnorm(long long rows, int d, unsigned grid, bool scaled) {
+  std::mt19937 rng(rows * 131 + d);
+  std::normal_distribution<float> n01;
+  std::vector<float> x(rows * d), w(d), dy(rows * d), y(rows * d), rstd(rows), dx(rows * d), dw(d);
+  for (auto& v : x) v = n01(rng);
+  for (auto& v : w) v = 1.f + 0.1f * n01(rng);
+  for (auto& v : dy) v = n01(rng);
+  unsigned tpr, rpb; layout(d, tpr, rpb);
+  const float eps = 1e-5f;
+  const float* wp = scaled ? w.data() : nullptr;
+  launch({grid}, {tpr, rpb}, [&] { rms::rmsnorm_forward_f32(x.data(), wp, y.data(), rstd.data(), rows, d, eps); });
+  long long parts = (long long)grid * rpb;
+  std::vector<float> partial(parts * d, -1.f);
+  launch({grid}, {tpr, rpb}, [&] { rms::rmsnorm_backward_f32(x.data(), wp, dy.data(), rstd.data(), dx.data(), scaled ? partial.data() : nullptr, rows, d); });
+  if (scaled) launch({(unsigned)(d + 31) / 32}, {32, 32}, [&] { rms::rmsnorm_dw_reduce_f32(partial.data(), dw.data(), parts, d); });
+  double ey = 0, edx = 0, edw = 0, my = 0, mdx = 0, mdw = 0;
+  std::vector<double> dwr(d, 0.0);
+  for (long long r = 0; r < rows; ++r) {
+    double ss = 0; for (int c = 0; c < d; ++c) ss += (double)x[r * d + c] * x[r * d + c];
+    double rs = 1.0 / std::sqrt(ss / d + eps), dot = 0;
+    for (int c = 0; c < d; ++c) { double g = dy[r * d + c] * (scaled ? w[c] : 1.0); dot += g * x[r * d + c] * rs; }
+    for (int c = 0; c < d; ++c) {
+      double xh = x[r * d + c] * rs, g = dy[r * d + c] * (scaled ? w[c] : 1.0);
+      double yr = xh * (scaled ? w[c] : 1.0), dxr = rs * (g - xh * dot / d);
+      dwr[c] += dy[r * d + c] * xh;
+      ey = std::max(ey, std::abs(y[r * d + c] - yr)); my = std::max(my, std::abs(yr));
+      edx = std::max(edx, std::abs(dx[r * d + c] - dxr)); mdx = std::max(mdx, std::abs(dxr));
+    }
+  }
+  for (int c = 0; c < d; ++c) { edw = std::max(edw, std::abs(dw[c] - dwr[c])); mdw = std::max(mdw, std::abs(dwr[c])); }
+  char what[128];
+  std::snprintf(what, sizeof what, "rmsnorm%s %lldx%d grid %u (tpr %u, rpb %u) y/dx%s", scaled ? "" : "_noscale", rows, d, grid, tpr, rpb, scaled ? "/dw" : "");
+  double rel = std::max(ey / my, mdx > 0 ? edx / mdx : edx);
+  if (scaled) rel = std::max(rel, edw / mdw);
+  expect(rel < 1e-4 || (d == 1 && ey / my < 1e-5), what, rel);
+}
+
+static void check_adamw(long long n, long long decay, unsigned grid, bool inject_nan) {
+  std::mt19937 rng(n);
+  std::normal_distribution<float> n01;
+  std::vector<float> master(n), g(n), m(n, 0.f), v(n, 0.f), partials(1024), scalars(4), norm(1);
+  std::vector<unsigned short> params(n);
+  for (auto& p : master) p = n01(rng);
+  for (auto& x : g) x = n01(rng);
+  if (inject_nan) g[n / 2] = NAN;
+  std::vector<double> rm(n, 0.0), rv(n, 0.0), rp(master.begin(), master.end());
+  unsigned counter = 0; double steps = 0; long long first_bad = -1;
+  const double lr = 1e-3, wd = 0.1, b1 = 0.9, b2 = 0.95, eps = 1e-8, clip = 1.0;
+  launch({grid}, {256}, [&] { adam::adamw_norm_f32(g.data(), n, partials.data(), &counter, norm.data(), scalars.data(), &steps, &first_bad, 5, (float)clip, b1, b2); });
+  launch({grid}, {256}, [&] { adam::adamw_update_f32(g.data(), master.data(), m.data(), v.data(), params.data(), n, decay, scalars.data(),
+                                                     (float)lr, (float)b1, (float)b2, (float)eps, 1.f - (float)lr * (float)wd); });
+  double ss = 0; for (auto x : g) ss += (double)x * x;
+  double nrm = std::sqrt(ss);
+  char what[128];
+  if (inject_nan) {
+    bool ok = counter == 0 && steps == 0 && first_bad == 5 && std::isnan(norm[0]) && scalars[1] == 0.f && m[0] == 0.f && master[0] == (float)rp[0];
+    std::snprintf(what, sizeof what, "adamw %lld grid %u: a NaN gradient changes nothing, records step 5", n, grid);
+    expect(ok, what, 0);
+    return;
+  }
+  double scale = std::min(1.0, clip / (nrm + 1e-6)), err = std::abs(norm[0] - nrm) / nrm, perr = 0;
+  double bc1 = 1 - b1, bc2 = 1 - b2;
+  for (long long i = 0; i < n; ++i) {
+    double gi = g[i] * scale, mi = (1 - b1) * gi, vi = (1 - b2) * gi * gi, p = rp[i];
+    if (i < decay) p *= 1 - lr * wd;
+    p -= lr / bc1 * mi / (std::sqrt(vi / bc2) + eps);
+    err = std::max({err, std::abs(m[i] - mi) / (std::abs(mi) + 1e-30), std::abs(v[i] - vi) / (std::abs(vi) + 1e-30), std::abs(master[i] - p) / std::abs(p)});
+    float pb = __uint_as_float((unsigned)params[i] << 16);
+    perr = std::max(perr, std::abs(pb - p) / std::abs(p));
+  }
+  bool ok = counter == 0 && steps == 1 && first_bad == -1 && err < 1e-5 && perr <= 1.0 / 256;
+  std::snprintf(what, sizeof what, "adamw %lld (decay %lld) grid %u: norm, moments, master, bf16 params", n, decay, grid);
+  expect(ok, what, std::max(err, perr));
+}
+
+static void check_bf16() {
+  using rms::to_bf16;
+  bool ok = to_bf16(1.0f) == 0x3f80 && to_bf16(__uint_as_float(0x3f808000u)) == 0x3f80   // tie -> even
+         && to_bf16(__uint_as_float(0x3f818000u)) == 0x3f82 && to_bf16(__uint_as_float(0x3f808001u)) == 0x3f81
+         && to_bf16(NAN) == 0x7fc0 && to_bf16(INFINITY) == 0x7f80 && to_bf16(-2.0f) == 0xc000
+         && to_bf16(__uint_as_float(0x7f7fffffu)) == 0x7f80;   // FLT_MAX rounds to inf, as torch does
+  expect(ok, "bf16: round to nearest even, NaN, inf, overflow", 0);
+}
+
+int main() {
+  check_bf16();
+  for (bool scaled : {true, false}) {
+    check_rmsnorm(1, 1, 1, scaled);
+    check_rmsnorm(3, 7, 1, scaled);        // 8 rows a block, one block
+    check_rmsnorm(37, 7, 2, scaled);       // grid-stride over row groups
+    check_rmsnorm(5, 1000, 2, scaled);     // 128 threads a row, 2 rows a block, a partial last group
+    check_rmsnorm(3, 1024, 2, scaled);
+    check_rmsnorm(2, 4096, 1, scaled);     // 512 threads, one row a block, rows walked grid-stride
+  }
+  check_adamw(1, 0, 1, false);
+  check_adamw(1007, 640, 3, false);
+  check_adamw(5000, 3200, 2, false);
+  check_adamw(1007, 640, 3, true);
+  std::printf(failures == 0 ? "all ok\n" : "%d FAILED\n", failures);
+  return failures == 0 ? 0 : 1;
+}
