@@ -5,6 +5,8 @@
 // Layout: block (TPR, RPB): TPR threads per row (a multiple of 32, at most 1024), RPB rows per
 // block, TPR * RPB <= 1024. A thread owns columns threadIdx.x + k * TPR for k < MAXC, so D <= TPR * MAXC
 // (the host checks). Blocks walk the rows grid-stride; indices are 64-bit (rows * D may pass 2^31).
+// __launch_bounds__(1024): without it backward took more registers than a 1024-thread block may
+// have (D = 8192: CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES on an H200).
 
 #define MAXC 8
 
@@ -144,21 +146,21 @@ __device__ void dw_reduce(const float* partial, T* dw, long long parts, int d) {
   }
 }
 
-extern "C" __global__ void rmsnorm_forward_f32(const float* x, const float* w, float* y, float* rstd, long long rows, int d, float eps) {
+extern "C" __global__ void __launch_bounds__(1024) rmsnorm_forward_f32(const float* x, const float* w, float* y, float* rstd, long long rows, int d, float eps) {
   forward<float>(x, w, y, rstd, rows, d, eps);
 }
-extern "C" __global__ void rmsnorm_forward_bf16(const unsigned short* x, const unsigned short* w, unsigned short* y, float* rstd, long long rows, int d, float eps) {
+extern "C" __global__ void __launch_bounds__(1024) rmsnorm_forward_bf16(const unsigned short* x, const unsigned short* w, unsigned short* y, float* rstd, long long rows, int d, float eps) {
   forward<unsigned short>(x, w, y, rstd, rows, d, eps);
 }
-extern "C" __global__ void rmsnorm_backward_f32(const float* x, const float* w, const float* dy, const float* rstd, float* dx, float* dw_partial, long long rows, int d) {
+extern "C" __global__ void __launch_bounds__(1024) rmsnorm_backward_f32(const float* x, const float* w, const float* dy, const float* rstd, float* dx, float* dw_partial, long long rows, int d) {
   backward<float>(x, w, dy, rstd, dx, dw_partial, rows, d);
 }
-extern "C" __global__ void rmsnorm_backward_bf16(const unsigned short* x, const unsigned short* w, const unsigned short* dy, const float* rstd, unsigned short* dx, float* dw_partial, long long rows, int d) {
+extern "C" __global__ void __launch_bounds__(1024) rmsnorm_backward_bf16(const unsigned short* x, const unsigned short* w, const unsigned short* dy, const float* rstd, unsigned short* dx, float* dw_partial, long long rows, int d) {
   backward<unsigned short>(x, w, dy, rstd, dx, dw_partial, rows, d);
 }
-extern "C" __global__ void rmsnorm_dw_reduce_f32(const float* partial, float* dw, long long parts, int d) {
+extern "C" __global__ void __launch_bounds__(1024) rmsnorm_dw_reduce_f32(const float* partial, float* dw, long long parts, int d) {
   dw_reduce<float>(partial, dw, parts, d);
 }
-extern "C" __global__ void rmsnorm_dw_reduce_bf16(const float* partial, unsigned short* dw, long long parts, int d) {
+extern "C" __global__ void __launch_bounds__(1024) rmsnorm_dw_reduce_bf16(const float* partial, unsigned short* dw, long long parts, int d) {
   dw_reduce<unsigned short>(partial, dw, parts, d);
 }
