@@ -85,13 +85,19 @@ public sealed record CheckpointManifest
         }
     }
 
-    /// <summary>Checks that every listed file exists with the listed size and SHA-256, and that every tensor's file is listed.</summary>
+    /// <summary>
+    /// Checks that every listed file exists with the listed size and SHA-256; that every safetensors file's
+    /// header is valid; and that the tensor index agrees with those headers, both ways: each indexed tensor is
+    /// in a listed file at the indexed offset with the indexed shape and dtype, and each tensor of a listed
+    /// safetensors file is indexed.
+    /// </summary>
     public void Verify(string dir)
     {
+        string manifestPath = Path.Combine(dir, CheckpointDirectory.ManifestFileName);
         foreach (var file in Files)
         {
             if (file.Name != Path.GetFileName(file.Name) || file.Name is "." or "..")
-                throw new CheckpointException($"{Path.Combine(dir, CheckpointDirectory.ManifestFileName)}: file entry '{file.Name}' is not a plain file name; the manifest is corrupt, use an older checkpoint");
+                throw new CheckpointException($"{manifestPath}: file entry '{file.Name}' is not a plain file name; the manifest is corrupt, use an older checkpoint");
             string path = Path.Combine(dir, file.Name);
             if (!System.IO.File.Exists(path))
                 throw new CheckpointException($"{path}: missing; the checkpoint is incomplete, use an older checkpoint");
@@ -105,6 +111,31 @@ public sealed record CheckpointManifest
         var listed = Files.Select(f => f.Name).ToHashSet();
         foreach (var tensor in Tensors)
             if (!listed.Contains(tensor.File))
-                throw new CheckpointException($"{Path.Combine(dir, CheckpointDirectory.ManifestFileName)}: tensor '{tensor.Name}' lives in '{tensor.File}', which the file list does not name; the manifest is corrupt, use an older checkpoint");
+                throw new CheckpointException($"{manifestPath}: tensor '{tensor.Name}' lives in '{tensor.File}', which the file list does not name; the manifest is corrupt, use an older checkpoint");
+        VerifyIndex(dir, manifestPath);
+    }
+
+    /// <summary>The tensor index against the headers of the listed safetensors files (each header is validated as it is opened).</summary>
+    void VerifyIndex(string dir, string manifestPath)
+    {
+        var indexed = Tensors.GroupBy(t => t.File).ToDictionary(g => g.Key, g => g.ToList());
+        foreach (var file in Files.Where(f => f.Name.EndsWith(".safetensors", StringComparison.Ordinal)))
+        {
+            var shard = Safetensors.Open(Path.Combine(dir, file.Name));
+            var entries = indexed.GetValueOrDefault(file.Name) ?? [];
+            foreach (var tensor in entries)
+            {
+                if (!shard.Contains(tensor.Name))
+                    throw new CheckpointException($"{manifestPath}: tensor '{tensor.Name}' is indexed in {file.Name}, whose header has no such tensor; the manifest is corrupt, use an older checkpoint");
+                var entry = shard[tensor.Name];
+                if (entry.DataOffset != tensor.Offset || !entry.Shape.SequenceEqual(tensor.Shape) || entry.Dtype != tensor.Dtype)
+                    throw new CheckpointException(
+                        $"{manifestPath}: tensor '{tensor.Name}' is indexed at byte {tensor.Offset}, shape [{string.Join(", ", tensor.Shape)}], {tensor.Dtype}; " +
+                        $"{file.Name} holds it at byte {entry.DataOffset}, shape [{string.Join(", ", entry.Shape)}], {entry.Dtype}; the manifest is corrupt, use an older checkpoint");
+            }
+            var names = entries.Select(t => t.Name).ToHashSet();
+            if (shard.Entries.FirstOrDefault(e => !names.Contains(e.Name)) is { } missing)
+                throw new CheckpointException($"{manifestPath}: {file.Name} holds tensor '{missing.Name}', which the tensor index does not list; the manifest is corrupt, use an older checkpoint");
+        }
     }
 }

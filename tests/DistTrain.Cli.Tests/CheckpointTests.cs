@@ -81,7 +81,7 @@ public class CheckpointTests
         var (inspect, text) = Disttrain.Run(Limit, "ckpt", "inspect", Path.Combine(dir.Path, "ckpt-three", "step-00000010"));
         Assert.True(inspect == 0, text);
         Assert.Contains("world size 3", text);
-        Assert.Contains("checksums verified: 6 files", text);   // 3 shards + 3 cursor files
+        Assert.Contains("verified: 6 files", text);   // 3 shards + 3 cursor files
     }
 
     [Fact]
@@ -167,4 +167,36 @@ public class CheckpointTests
         Assert.True(evalCode == 0, evalText);
         Assert.Matches(@"step 10: loss \d\.\d{4}, perplexity \d+\.\d{3} over 1,417 windows", evalText);
     }
+
+    [Fact]
+    public void InspectAndEvalRefuseATamperedIndexOrUnlistedShards()
+    {
+        using var dir = new TempFolder();
+        var (code, output) = Train(dir.Path, "full", 1, "--set", "train.steps=5", "--set", "checkpoint.interval=5");
+        Assert.True(code == 0, output);
+        var checkpoint = Path.Combine(dir.Path, "ckpt-full", "step-00000005");
+        var manifest = Path.Combine(checkpoint, "manifest.json");
+        var original = File.ReadAllText(manifest);
+
+        // world_size 1 -> 2 with two unlisted shard files dropped in: every listed file still verifies
+        foreach (var name in new[] { "shard-00000-of-00002.safetensors", "shard-00001-of-00002.safetensors" })
+            File.Copy(Path.Combine(checkpoint, "shard-00000-of-00001.safetensors"), Path.Combine(checkpoint, name));
+        File.WriteAllText(manifest, original.Replace("\"world_size\": 1", "\"world_size\": 2"));
+        foreach (var args in new[] { new[] { "ckpt", "inspect", checkpoint }, ["eval", "--checkpoint", checkpoint, "--data", "configs/corpus/kjv/val"] })
+        {
+            var (refused, text) = Disttrain.Run(Limit, args);
+            Assert.True(refused == 2, text);
+            Assert.Contains($"{manifest}: world_size 2 needs the shard files shard-00000-of-00002.safetensors, shard-00001-of-00002.safetensors, the file list names shard-00000-of-00001.safetensors", text);
+            Assert.DoesNotContain("   at ", text);
+        }
+
+        // the tensor index moved by 8 bytes: the checksums still pass
+        var json = System.Text.Json.Nodes.JsonNode.Parse(original)!;
+        json["tensors"]![0]!["offset"] = json["tensors"]![0]!["offset"]!.GetValue<long>() + 8;
+        File.WriteAllText(manifest, json.ToJsonString());
+        var (moved, movedText) = Disttrain.Run(Limit, "ckpt", "inspect", checkpoint);
+        Assert.True(moved == 2, movedText);
+        Assert.Matches(@"tensor '\w+' is indexed at byte \d+, .* shard-00000-of-00001.safetensors holds it at byte \d+", movedText);
+    }
 }
+

@@ -55,4 +55,29 @@ public class CheckpointRoundTripTests
             TrainingCheckpoint.Load("latest", sharded.Checkpoint, same.Flat, same.Optimizer, DataParallelPlan.For(sharded, 1)));
         Assert.Contains("saved with data.shards 1, this run has 2; set data.shards=1", shards.Message);
     }
+
+    [Fact]
+    public void ShardFilesTheManifestDoesNotListAreNeverRead()
+    {
+        // issue 13: world_size edited and unlisted shards dropped in beside the verified ones; load named its files from world_size
+        using var runs = new TempDir();
+        string ckpt = Path.Combine(runs.Path, "ckpt");
+        var config = TrainConfigLoader.Load(Repo.Config("tiny-muddformer.yaml"),
+            ["train.steps=2", "train.micro_batch=4", "train.seq_len=32", "train.eval_interval=0", "train.eval_batches=0", "optim.warmup_steps=1",
+             $"train.run_dir={runs.Path}", "checkpoint.interval=2", $"checkpoint.dir={ckpt}"]);
+        using (var t = new Trainer(config)) t.Run();
+        string dir = Path.Combine(ckpt, "step-00000002");
+        foreach (var name in new[] { "shard-00000-of-00002.safetensors", "shard-00001-of-00002.safetensors" })
+            File.Copy(Path.Combine(dir, "shard-00000-of-00001.safetensors"), Path.Combine(dir, name));
+        string manifest = Path.Combine(dir, "manifest.json");
+        File.WriteAllText(manifest, File.ReadAllText(manifest).Replace("\"world_size\": 1", "\"world_size\": 2"));
+
+        DistTrain.Checkpoint.CheckpointManifest.Read(dir).Verify(dir);   // every listed file is intact: only the reading can tell
+        using var fresh = new Trainer(config);
+        var error = Assert.Throws<DistTrain.Checkpoint.CheckpointException>(() =>
+            TrainingCheckpoint.Load("latest", config.Checkpoint, fresh.Flat, fresh.Optimizer, DataParallelPlan.For(config, 1)));
+        Assert.StartsWith($"{manifest}: world_size 2 needs the shard files shard-00000-of-00002.safetensors, shard-00001-of-00002.safetensors, " +
+            "the file list names shard-00000-of-00001.safetensors; the manifest is inconsistent, use an older checkpoint", error.Message);
+        Assert.Throws<DistTrain.Checkpoint.CheckpointException>(() => TrainingCheckpoint.LoadModel(dir));
+    }
 }

@@ -14,12 +14,11 @@ static class CheckpointCommands
     public static Command Inspect()
     {
         var path = new Argument<string>("path") { Description = "a checkpoint folder" };
-        var inspect = new Command("inspect", "show a checkpoint's step, world size, tensors and sizes, and verify its checksums") { path };
+        var inspect = new Command("inspect", "show a checkpoint's step, world size, tensors and sizes, and verify its checksums, headers and tensor index") { path };
         inspect.SetAction(parse =>
         {
             var dir = Path.GetFullPath(parse.GetValue(path)!);
-            var m = CheckpointManifest.Read(dir);
-            m.Verify(dir);
+            var m = TrainingCheckpoint.Verified(dir);
             AnsiConsole.MarkupLineInterpolated($"[bold]{dir}[/]: {m.Format}, step {m.Step}, {m.Tokens:N0} tokens, world size {m.WorldSize}, written {m.CreatedUtc:u}");
             var files = new Table().AddColumns("file", "bytes", "sha256");
             foreach (var f in m.Files) files.AddRow(f.Name, f.Bytes.ToString("N0"), f.Sha256[..16] + "…");
@@ -27,7 +26,7 @@ static class CheckpointCommands
             var tensors = new Table().AddColumns("tensor", "file", "dtype", "shape");
             foreach (var t in m.Tensors) tensors.AddRow(Markup.Escape(t.Name), Markup.Escape(t.File), t.Dtype, Markup.Escape($"[{string.Join(", ", t.Shape)}]"));
             AnsiConsole.Write(tensors);
-            AnsiConsole.MarkupLineInterpolated($"checksums verified: {m.Files.Count} files, {m.Files.Sum(f => f.Bytes):N0} bytes");
+            AnsiConsole.MarkupLineInterpolated($"verified: {m.Files.Count} files, {m.Files.Sum(f => f.Bytes):N0} bytes (checksums, headers, tensor index)");
             return 0;
         });
         return new Command("ckpt", "inspect checkpoints") { inspect };

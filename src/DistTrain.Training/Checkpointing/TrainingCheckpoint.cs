@@ -74,11 +74,27 @@ public static class TrainingCheckpoint
         throw new CheckpointException($"{options.Dir}: no checkpoint passes verification: {string.Join("; ", refused)}");
     }
 
-    static CheckpointManifest Verified(string dir)
+    /// <summary>
+    /// Reads and verifies a training checkpoint: checksums, headers and tensor index (<see cref="CheckpointManifest.Verify"/>),
+    /// and that the file list names exactly the shard files of its world size — only those are read, never a file
+    /// named from world_size alone.
+    /// </summary>
+    public static CheckpointManifest Verified(string dir)
     {
         var manifest = CheckpointManifest.Read(dir);
         manifest.Verify(dir);
+        var listed = manifest.Files.Select(f => f.Name).Where(n => n.EndsWith(".safetensors", StringComparison.Ordinal)).ToHashSet();
+        var expected = Enumerable.Range(0, Math.Max(0, manifest.WorldSize)).Select(r => ShardName(r, manifest.WorldSize)).ToHashSet();
+        if (expected.Count == 0 || !listed.SetEquals(expected))
+            throw new CheckpointException($"{Path.Combine(dir, CheckpointDirectory.ManifestFileName)}: world_size {manifest.WorldSize} needs the shard files " +
+                $"{Names(expected)}, the file list names {(listed.Count == 0 ? "none" : Names(listed))}; the manifest is inconsistent, use an older checkpoint");
         return manifest;
+    }
+
+    static string Names(IEnumerable<string> names)
+    {
+        var sorted = names.Order(StringComparer.Ordinal).ToList();
+        return string.Join(", ", sorted.Take(3)) + (sorted.Count > 3 ? $", ... ({sorted.Count})" : "");
     }
 
     static CheckpointException NoLatest(CheckpointOptions options) =>
@@ -88,14 +104,13 @@ public static class TrainingCheckpoint
 
     /// <summary>
     /// The model of a checkpoint, for export, scoring and evaluation: its config from the manifest,
-    /// its weights from the fp32 master slices (checksums verified first), in fp32 on the CPU.
+    /// its weights from the fp32 master slices (verified first: <see cref="Verified"/>), in fp32 on the CPU.
     /// Also returns the resolved training config tree it was trained with.
     /// </summary>
     public static (LanguageModel Model, Dictionary<string, object?> Config, CheckpointManifest Manifest) LoadModel(string checkpoint)
     {
         var dir = Path.GetFullPath(checkpoint);
-        var manifest = CheckpointManifest.Read(dir);
-        manifest.Verify(dir);
+        var manifest = Verified(dir);
         var tree = YamlTree.Parse(manifest.Config, $"{dir}/manifest.json");
         var model = new LanguageModel(TrainConfigLoader.ModelFromTree(tree, $"{dir}/manifest.json"));
         using var flat = new FlatParameters(model, ScalarType.Float32, CPU);
