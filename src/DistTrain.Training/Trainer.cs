@@ -151,17 +151,24 @@ public sealed class Trainer : IDisposable
             }
             gradNorm.Dispose();
         }
-        Saved(saver?.Wait(), observer);
+        Saved(saver?.Wait(), observer, final: true);
         lossSum.Dispose();
         _loader = null;
         return new TrainResult(run.Path, reports, train.Cursors, initialValLoss);
     }
 
-    /// <summary>Reports a finished save; a failed one stops the run unless checkpoint.on_failure is continue.</summary>
-    void Saved(CheckpointReport? report, ITrainingObserver? observer)
+    /// <summary>
+    /// Reports a finished save; a failed one stops the run unless checkpoint.on_failure is continue, and a failed
+    /// final save always ends the run with an error: there is no later save to retry, the last steps are unsaved.
+    /// </summary>
+    void Saved(CheckpointReport? report, ITrainingObserver? observer, bool final = false)
     {
         if (report is null) return;
         observer?.OnCheckpoint(report);
+        if (final && report.Error is { } lost)
+            throw new TrainingException($"the final checkpoint (step {report.Step}) failed: {lost}. Training finished but its last steps are not saved " +
+                $"(checkpoint.on_failure={_config.Checkpoint.OnFailure} retries only at a later save); free space or fix permissions under {_config.Checkpoint.Dir} " +
+                "and resume from the last good checkpoint to train them again");
         if (report.Error is { } error && _config.Checkpoint.OnFailure == "stop")
             throw new TrainingException($"the checkpoint of step {report.Step} failed: {error}. Training stopped (checkpoint.on_failure=stop); free space or fix permissions under {_config.Checkpoint.Dir} and resume from the last good checkpoint, or set checkpoint.on_failure=continue to train on and retry at the next save");
     }

@@ -37,6 +37,18 @@ public class CheckpointFailureTests
     }
 
     [Fact]
+    public void AFailedFinalSaveEndsTheRunWithAnErrorEvenWithOnFailureContinue()
+    {
+        using var dir = new TempFolder();
+        string[] args = ["train", .. Args(dir.Path, "full", 1), "--set", "checkpoint.interval=5", "--set", "checkpoint.on_failure=continue"];
+        var (code, output) = Disttrain.Run(Limit, args, (Fault, "io-error@20"));
+        Assert.True(code != 0, output);
+        Assert.Contains("the final checkpoint (step 20) failed: ", output);
+        Assert.Contains("its last steps are not saved", output);
+        Assert.Equal("step-00000015", File.ReadAllText(Path.Combine(dir.Path, "ckpt-full", "latest")).Trim());
+    }
+
+    [Fact]
     public void ALatestThatFailsVerificationIsRefusedUnlessFallbackIsAsked()
     {
         using var dir = new TempFolder();
