@@ -28,4 +28,7 @@ static partial class CoordinatorLog
 
     [LoggerMessage(8, LogLevel.Information, "job {Job} finished: every rank completed")]
     public static partial void Finished(ILogger logger, string job);
+
+    [LoggerMessage(9, LogLevel.Warning, "job {Job}: the worker of node {NodeRank} slot {LocalSlot} ({Host}, pid {Pid}) went away before the job started; its slot is free for a restarted worker")]
+    public static partial void Abandoned(ILogger logger, string job, int nodeRank, int localSlot, string host, int pid);
 }

@@ -8,7 +8,7 @@ namespace DistTrain.Coordinator;
 sealed class CoordinatorService(JobState job) : Protocol.V1.Coordinator.CoordinatorBase
 {
     public override Task<RegisterReply> Register(RegisterRequest request, ServerCallContext context) =>
-        job.Register(request).WaitAsync(context.CancellationToken);
+        job.Register(request, context.CancellationToken).WaitAsync(context.CancellationToken);
 
     public override async Task<RendezvousReply> Rendezvous(RendezvousRequest request, ServerCallContext context) =>
         new() { NcclUniqueId = ByteString.CopyFrom(await job.Rendezvous(request).WaitAsync(context.CancellationToken)) };

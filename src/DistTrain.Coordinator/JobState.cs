@@ -63,7 +63,12 @@ sealed class JobState
     public bool Failed { get { lock (_lock) return _state == JobStatus.Types.State.Failed; } }
     public string Reason { get { lock (_lock) return _reason; } }
 
-    public Task<RegisterReply> Register(RegisterRequest request)
+    /// <summary>
+    /// Holds the slot until the whole world registered, then answers with the rank. The registration is a lease
+    /// on the slot for as long as its call is open: <paramref name="abandoned"/> (the call's cancellation: the
+    /// worker died or gave up) frees the slot again while the job waits, so a restarted worker can take it.
+    /// </summary>
+    public Task<RegisterReply> Register(RegisterRequest request, CancellationToken abandoned = default)
     {
         lock (_lock)
         {
@@ -82,7 +87,19 @@ sealed class JobState
             var reply = new TaskCompletionSource<RegisterReply>(TaskCreationOptions.RunContinuationsAsynchronously);
             _waiting.Add((request, reply));
             if (_waiting.Count == _manifest.WorldSize) Start();
+            else abandoned.Register(() => Abandon(request, reply));
             return reply.Task;
+        }
+    }
+
+    void Abandon(RegisterRequest request, TaskCompletionSource<RegisterReply> reply)
+    {
+        lock (_lock)
+        {
+            // once the job started the rank is assigned: a dead worker is then found by its heartbeat
+            if (_state != JobStatus.Types.State.Waiting || _waiting.RemoveAll(w => w.Reply == reply) == 0) return;
+            reply.TrySetCanceled();
+            CoordinatorLog.Abandoned(_log, _manifest.Job, request.NodeRank, request.LocalSlot, request.Host, request.Pid);
         }
     }
 
