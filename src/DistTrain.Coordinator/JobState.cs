@@ -206,12 +206,20 @@ sealed class JobState
     /// <summary>A rank's heartbeat stream broke before it finished: the worker is gone.</summary>
     public void Lost(int rank, string how)
     {
-        lock (_lock)
+        // a finishing worker sends Finish before it ends the stream, but the two travel separately: give its
+        // Finish a moment to land before calling the rank lost (a peer's failure report waits longer, 750 ms,
+        // so a lost rank is still named first)
+        _ = Task.Delay(LostGrace).ContinueWith(_ =>
         {
-            if (!_ranks.TryGetValue(rank, out var r) || r.Finished) return;
-            Fail($"rank {rank} (host {r.Request.Host}, pid {r.Request.Pid}) lost at step {r.Step}: {how}");
-        }
+            lock (_lock)
+            {
+                if (!_ranks.TryGetValue(rank, out var r) || r.Finished) return;
+                Fail($"rank {rank} (host {r.Request.Host}, pid {r.Request.Pid}) lost at step {r.Step}: {how}");
+            }
+        }, TaskScheduler.Default);
     }
+
+    static readonly TimeSpan LostGrace = TimeSpan.FromMilliseconds(250);
 
     /// <summary>Called periodically: a running rank silent for longer than the timeout fails the job; stragglers are reported.</summary>
     public void CheckHeartbeats(DateTime now)

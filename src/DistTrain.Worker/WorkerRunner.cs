@@ -110,7 +110,8 @@ public static class WorkerRunner
             {
                 try
                 {
-                    await heartbeat.RequestStream.WriteAsync(progress.Beat(), beatsDone.Token);
+                    // not beatsDone: cancelling a write cancels the whole call, and a stream reset before Finish reads as a lost rank
+                    await heartbeat.RequestStream.WriteAsync(progress.Beat(), stopping.Token);
                     await Task.Delay(TimeSpan.FromSeconds(manifest.HeartbeatIntervalSeconds), beatsDone.Token);
                 }
                 catch (Exception) { return; }   // stopping, or the call ended: the listener reports why
