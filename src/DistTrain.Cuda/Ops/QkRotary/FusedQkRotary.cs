@@ -67,7 +67,7 @@ internal sealed class FusedQkRotary
         uint blocks = (uint)Math.Min((rows + RowsPerBlock - 1) / RowsPerBlock, (long)_device.Multiprocessors * 16);
         KernelLaunch.Launch(dtype == ScalarType.BFloat16 ? _forward16 : _forward32, (blocks, 1), (32, RowsPerBlock),
             () => $"x {Strided(x)}, weight {(weight is null ? "none" : TensorArgs.Describe(weight))}, cos {TensorArgs.Describe(cos)}",
-            Arg.Ptr(StridedPointer(x, op, "x")),
+            Arg.Ptr(StridedPointer(x, op, "x", dtype)),
             Arg.Ptr(weight is null ? 0 : TensorArgs.Pointer(weight, _device, op, "weight", dtype)),
             Arg.Ptr(TensorArgs.Pointer(cos, _device, op, "cos", ScalarType.Float32)),
             Arg.Ptr(TensorArgs.Pointer(sin, _device, op, "sin", ScalarType.Float32)),
@@ -93,11 +93,11 @@ internal sealed class FusedQkRotary
         using var partial = weight is null ? null : empty([parts, d], ScalarType.Float32, x.device);
         string Shapes() => $"x {Strided(x)}, dy {Strided(dy)}, weight {(weight is null ? "none" : TensorArgs.Describe(weight))}, cos {TensorArgs.Describe(cos)}";
         KernelLaunch.Launch(dtype == ScalarType.BFloat16 ? _backward16 : _backward32, (blocks, 1), (32, RowsPerBlock), Shapes,
-            Arg.Ptr(StridedPointer(x, op, "x")),
+            Arg.Ptr(StridedPointer(x, op, "x", dtype)),
             Arg.Ptr(weight is null ? 0 : TensorArgs.Pointer(weight, _device, op, "weight", dtype)),
             Arg.Ptr(TensorArgs.Pointer(cos, _device, op, "cos", ScalarType.Float32)),
             Arg.Ptr(TensorArgs.Pointer(sin, _device, op, "sin", ScalarType.Float32)),
-            Arg.Ptr(StridedPointer(dy, op, "dy")),
+            Arg.Ptr(StridedPointer(dy, op, "dy", dtype)),
             Arg.Ptr(TensorArgs.Pointer(dx, _device, op, "dx", dtype)),
             Arg.Ptr(partial is null ? 0 : TensorArgs.Pointer(partial, _device, op, "dw partial", ScalarType.Float32)),
             Arg.I64(rows), Arg.I32((int)x.shape[1]), Arg.I32((int)x.shape[2]), Arg.I32((int)d),
@@ -114,10 +114,12 @@ internal sealed class FusedQkRotary
     }
 
     /// <summary>The device address of a (B, T, H, d) view whose last stride is 1 (TensorArgs.Pointer wants contiguous tensors).</summary>
-    nint StridedPointer(Tensor t, string op, string name)
+    nint StridedPointer(Tensor t, string op, string name, ScalarType dtype)
     {
         if (t.device_type != DeviceType.CUDA || t.device_index != _device.Index)
             throw new ArgumentException($"{op}: {name} {Strided(t)} is on {t.device}, the kernel runs on cuda:{_device.Index}");
+        if (t.dtype != dtype)
+            throw new ArgumentException($"{op}: {name} {Strided(t)} must be {dtype}");
         if (t.dim() != 4 || t.stride(3) != 1 || t.stride(0) < 0 || t.stride(1) < 0 || t.stride(2) < 0)
             throw new ArgumentException($"{op}: {name} {Strided(t)} must be (B, T, H, d) with unit stride over d");
         var p = TorchSharpNative.THSTensor_data(t.Handle);   // data_ptr(): the storage offset included
