@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue 12 on a CUDA host with PyTorch installed (no .NET needed): the fused kernels' self-test, then
-# a short `disttrain bench` of the 405M MUDDFormer and Transformer++ with train.kernels=fused and =reference.
+# a short `disttrain bench` of the 405M MUDDFormer and Transformer++ with train.kernels=fused and =reference,
+# then the 125M MUDDFormer trained 50 steps with each (global batch 8, micro 8, seq 2048): both loss columns.
 # Usage: docs/benchmarks/run-gpu-kernels.sh BUNDLE.tar.xz OUTDIR     (run from the repository root: configs/ is read)
 set -uo pipefail
 bundle=$1 out=$2
@@ -28,4 +29,27 @@ for arch in muddformer transformerpp; do
       --steps 10 --set train.kernels=$kernels --json "$out/405m-$arch-$kernels.json" 2>&1 | tee "$out/405m-$arch-$kernels.txt"
   done
 done
+# training quality: the same 50 steps, same seed and data, fused against reference (losses every 5 steps)
+c125=(--config configs/125m-muddformer.yaml --set train.steps=50 --set train.global_batch=8 --set train.micro_batch=8 --set train.seq_len=2048
+      --set train.log_interval=5 --set train.eval_interval=0 --set train.eval_batches=0 --set optim.warmup_steps=10 --set train.run_dir=/tmp/runs-kernels)
+rm -rf /tmp/runs-kernels
+for kernels in fused reference; do
+  timeout 300 $bin train "${c125[@]}" --set train.kernels=$kernels --set train.name=125m-$kernels 2>&1 | tail -14 > "$out/125m-$kernels.txt"
+done
+python3 - /tmp/runs-kernels "$out/125m-losses.txt" <<'PY'
+import glob, json, sys
+runs, table = sys.argv[1], sys.argv[2]
+def losses(name):
+    files = glob.glob(f"{runs}/125m-{name}-*/metrics.jsonl")
+    return {r["step"]: r["loss"] for r in map(json.loads, open(files[0]))} if files else {}
+fused, ref = losses("fused"), losses("reference")
+with open(table, "w") as f:
+    print(f"{'step':>5} {'fused':>9} {'reference':>9} {'diff':>8}", file=f)
+    for step in sorted(set(fused) | set(ref)):
+        a, b = fused.get(step), ref.get(step)
+        diff = f"{a - b:+8.4f}" if a is not None and b is not None else "-"
+        fmt = lambda v: f"{v:9.4f}" if v is not None else f"{'-':>9}"
+        print(f"{step:>5} {fmt(a)} {fmt(b)} {diff:>8}", file=f)
+print(open(table).read())
+PY
 exit $status

@@ -1,4 +1,6 @@
+using DistTrain.Cuda.Ops.QkRotary;
 using DistTrain.Cuda.Ops.RmsNorm;
+using DistTrain.Cuda.Ops.SwiGlu;
 using DistTrain.Model.Kernels;
 using static TorchSharp.torch;
 
@@ -12,11 +14,15 @@ namespace DistTrain.Cuda;
 public sealed class CudaKernels : IKernels
 {
     readonly FusedRmsNorm _rmsNorm;
+    readonly FusedSwiGlu _swiGlu;
+    readonly FusedQkRotary _qkRotary;
 
     CudaKernels(CudaDevice device)
     {
         Device = device;
         _rmsNorm = new FusedRmsNorm(device);
+        _swiGlu = new FusedSwiGlu(device);
+        _qkRotary = new FusedQkRotary(device);
     }
 
     /// <summary>
@@ -39,4 +45,10 @@ public sealed class CudaKernels : IKernels
 
     public Tensor RmsNorm(Tensor x, Tensor? weight, double eps) =>
         _rmsNorm.Supports(x, weight) ? RmsNormFunction.Apply(_rmsNorm, x, weight, eps) : ReferenceKernels.Instance.RmsNorm(x, weight, eps);
+
+    public Tensor SwiGlu(Tensor a, Tensor b) =>
+        _swiGlu.Supports(a, b) ? SwiGluFunction.Apply(_swiGlu, a, b) : ReferenceKernels.Instance.SwiGlu(a, b);
+
+    public Tensor QkNormRotary(Tensor x, Tensor? weight, double eps, Tensor cos, Tensor sin) =>
+        _qkRotary.Supports(x, weight, cos, sin) ? QkRotaryFunction.Apply(_qkRotary, x, weight, eps, cos, sin) : ReferenceKernels.Instance.QkNormRotary(x, weight, eps, cos, sin);
 }

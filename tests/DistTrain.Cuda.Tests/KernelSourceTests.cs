@@ -6,12 +6,14 @@ namespace DistTrain.Cuda.Tests;
 /// <summary>What can be checked of the CUDA sources without a GPU: embedded, the kernels the C# launches exist, NVRTC-safe.</summary>
 public partial class KernelSourceTests
 {
-    [GeneratedRegex(@"extern ""C"" __global__ void (\w+)\(")]
+    [GeneratedRegex(@"extern ""C"" __global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\(")]
     private static partial Regex Kernel();
 
     [Theory]
     [InlineData("rmsnorm.cu", new[] { "rmsnorm_forward_f32", "rmsnorm_forward_bf16", "rmsnorm_backward_f32", "rmsnorm_backward_bf16", "rmsnorm_dw_reduce_f32", "rmsnorm_dw_reduce_bf16" })]
     [InlineData("adamw.cu", new[] { "adamw_norm_f32", "adamw_norm_bf16", "adamw_update_f32", "adamw_update_bf16" })]
+    [InlineData("swiglu.cu", new[] { "swiglu_forward_f32", "swiglu_forward_bf16", "swiglu_backward_f32", "swiglu_backward_bf16" })]
+    [InlineData("qkrotary.cu", new[] { "qkrotary_forward_f32", "qkrotary_forward_bf16", "qkrotary_backward_f32", "qkrotary_backward_bf16" })]
     public void EverySourceIsEmbeddedWithTheKernelsItsOpLaunches(string resource, string[] kernels)
     {
         var source = KernelModule.Source(resource);

@@ -9,12 +9,22 @@ public class KernelSeamTests
     /// <summary>Counts calls and runs the reference: what any IKernels set from outside sees.</summary>
     sealed class Counting : IKernels
     {
-        public int Scaled, NoScale;
+        public int Scaled, NoScale, SwiGlus, QkNormed, QkRotaryOnly;
         public string Name => "counting";
         public Tensor RmsNorm(Tensor x, Tensor? weight, double eps)
         {
             if (weight is null) NoScale++; else Scaled++;
             return ReferenceKernels.Instance.RmsNorm(x, weight, eps);
+        }
+        public Tensor SwiGlu(Tensor a, Tensor b)
+        {
+            SwiGlus++;
+            return ReferenceKernels.Instance.SwiGlu(a, b);
+        }
+        public Tensor QkNormRotary(Tensor x, Tensor? weight, double eps, Tensor cos, Tensor sin)
+        {
+            if (weight is null) QkRotaryOnly++; else QkNormed++;
+            return ReferenceKernels.Instance.QkNormRotary(x, weight, eps, cos, sin);
         }
     }
 
@@ -29,9 +39,13 @@ public class KernelSeamTests
         model.Kernels = counting;
         using var after = model.forward(tokens);
         Assert.True(before.eq(after).all().item<bool>());
-        // per layer: attention_norm(s) (3 with sepln after layer 0, else 1 called 3 times), q/k norms, ffn_norm; then the final norm
-        Assert.True(counting.Scaled >= 3 * config.NLayer + 1, $"{counting.Scaled} scaled norms");
+        // per layer: attention_norm(s) (3 with sepln after layer 0, else 1, called 1 or 3 times), ffn_norm; then the final norm
+        Assert.True(counting.Scaled >= 2 * config.NLayer + 1, $"{counting.Scaled} scaled norms");
         Assert.Equal(config.NLayer, counting.NoScale);   // one dynamic-dense input per layer
+        Assert.Equal(config.NLayer, counting.SwiGlus);
+        // q and k per layer: QK-norm with rotary, or rotary alone
+        Assert.Equal(2 * config.NLayer, config.UseQkNorm ? counting.QkNormed : counting.QkRotaryOnly);
+        Assert.Equal(0, config.UseQkNorm ? counting.QkRotaryOnly : counting.QkNormed);
         Assert.All(model.named_modules().Select(m => m.module).OfType<IUsesKernels>(), m => Assert.Same(counting, m.Kernels));
     }
 
@@ -44,5 +58,21 @@ public class KernelSeamTests
         using var actual = norm.forward(x);
         Assert.True(expected.eq(actual).all().item<bool>());
         Assert.Same(ReferenceKernels.Instance, norm.Kernels);
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void TheQkReferenceIsNormThenRotaryAsTheAttentionDidIt(bool normed)
+    {
+        using var scope = NewDisposeScope();
+        var (cos, sin) = Rotary.Tables(16, 8, 10000, CPU);
+        var x = randn(2, 16, 3, 8).to(ScalarType.BFloat16);
+        var w = normed ? randn(8).to(ScalarType.BFloat16) : null;
+        // x[:, :12] is a strided view, as q and k are views of the wqkv output
+        var expected = Rotary.Apply(w is null ? x : RmsNorm.Normalize(x, 1e-6) * w, cos, sin);
+        var actual = ReferenceKernels.Instance.QkNormRotary(x[.., ..12], w, 1e-6, cos[..12], sin[..12]);
+        Assert.True(actual.eq(expected[.., ..12]).all().item<bool>());
+        Assert.Equal(ScalarType.BFloat16, actual.dtype);
     }
 }

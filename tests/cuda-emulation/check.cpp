@@ -1,4 +1,4 @@
-// g++ -std=c++20 -O1 -pthread check.cpp: the RMSNorm and AdamW kernels against plain loops in double.
+// g++ -std=c++20 -O1 -pthread check.cpp: the RMSNorm, AdamW, SwiGLU and QK-norm-rotary kernels against plain loops in double.
 #include "emulate.h"
 #include <cstdio>
 #include <random>
@@ -54,6 +54,8 @@ static void check_rmsnorm(long long rows, int d, unsigned grid, bool scaled) {
   if (scaled) rel = std::max(rel, edw / mdw);
   expect(rel < 1e-4 || (d == 1 && ey / my < 1e-5), what, rel);
 }
+
+#include "check_ops.h"
 
 static void check_adamw(long long n, long long decay, unsigned grid, bool inject_nan) {
   std::mt19937 rng(n);
@@ -112,6 +114,7 @@ int main() {
     check_rmsnorm(3, 1024, 2, scaled);
     check_rmsnorm(2, 4096, 1, scaled);     // 512 threads, one row a block, rows walked grid-stride
   }
+  check_ops();
   check_adamw(1, 0, 1, false);
   check_adamw(1007, 640, 3, false);
   check_adamw(5000, 3200, 2, false);

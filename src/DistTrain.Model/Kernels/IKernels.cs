@@ -18,6 +18,16 @@ public interface IKernels
     /// dynamic-dense input) -> (..., D) in x's dtype; x · rsqrt(mean(x²) + eps) in fp32, then · weight.
     /// </summary>
     Tensor RmsNorm(Tensor x, Tensor? weight, double eps);
+
+    /// <summary>SwiGLU's gate: a = w1(x), b = w3(x), both (..., H) -> silu(a) · b in a's dtype.</summary>
+    Tensor SwiGlu(Tensor a, Tensor b);
+
+    /// <summary>
+    /// QK-norm then rotary, for q or k: x (B, T, H, d) (a view is fine), weight (d) (q_norm/k_norm) or null
+    /// (use_qk_norm off: rotary alone), cos and sin (T', 1, d/2) fp32 with T' ≥ T ->
+    /// <see cref="Layers.Rotary.Apply"/>(RMSNorm(x) · weight) as (B, T, H, d) in x's dtype.
+    /// </summary>
+    Tensor QkNormRotary(Tensor x, Tensor? weight, double eps, Tensor cos, Tensor sin);
 }
 
 /// <summary>A module that calls <see cref="IKernels"/>; <see cref="LanguageModel.Kernels"/> sets them on every such submodule.</summary>

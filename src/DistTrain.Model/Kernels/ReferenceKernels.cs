@@ -14,4 +14,17 @@ public sealed class ReferenceKernels : IKernels
 
     public Tensor RmsNorm(Tensor x, Tensor? weight, double eps) =>
         weight is null ? Layers.RmsNorm.Normalize(x, eps) : Layers.RmsNorm.Normalize(x, eps) * weight;
+
+    public Tensor SwiGlu(Tensor a, Tensor b)
+    {
+        using var scope = NewDisposeScope();
+        return (nn.functional.silu(a) * b).MoveToOuterDisposeScope();
+    }
+
+    public Tensor QkNormRotary(Tensor x, Tensor? weight, double eps, Tensor cos, Tensor sin)
+    {
+        using var scope = NewDisposeScope();
+        var normed = weight is null ? x : RmsNorm(x, weight, eps);
+        return Rotary.Apply(normed, cos, sin).MoveToOuterDisposeScope();
+    }
 }

@@ -1,3 +1,4 @@
+using DistTrain.Model.Kernels;
 using TorchSharp;
 using TorchSharp.Utils;
 using TorchSharp.Modules;
@@ -9,9 +10,10 @@ namespace DistTrain.Model.Layers;
 /// Causal self-attention through scaled_dot_product_attention. MUDDFormer layers take separate
 /// Q/K/V input streams (wq, wk, wv); the other architectures use one fused wqkv.
 /// </summary>
-public sealed class Attention : nn.Module
+public sealed class Attention : nn.Module, IUsesKernels
 {
     readonly int _nHead, _headDim;
+    readonly double _normEps;
     [ComponentName(Name = "wqkv")] readonly Linear? _wqkv;
     [ComponentName(Name = "wq")] readonly Linear? _wq;
     [ComponentName(Name = "wk")] readonly Linear? _wk;
@@ -24,6 +26,7 @@ public sealed class Attention : nn.Module
     {
         _nHead = config.NHead;
         _headDim = config.HeadDim;
+        _normEps = config.NormEps;
         long inner = (long)config.NHead * config.HeadDim;
         if (separateStreams)
         {
@@ -44,6 +47,8 @@ public sealed class Attention : nn.Module
         RegisterComponents();
     }
 
+    public IKernels Kernels { get; set; } = ReferenceKernels.Instance;
+
     /// <summary>xq, xk, xv: (B, T, D) (the same tensor three times without dense streams) -> (B, T, D).</summary>
     public Tensor Forward(Tensor xq, Tensor xk, Tensor xv, Tensor cos, Tensor sin)
     {
@@ -61,9 +66,9 @@ public sealed class Attention : nn.Module
             k = _wk!.forward(xk).view(b, t, _nHead, _headDim);
             v = _wv!.forward(xv).view(b, t, _nHead, _headDim);
         }
-        if (_qNorm is not null) (q, k) = (_qNorm.forward(q), _kNorm!.forward(k));
-        q = Rotary.Apply(q, cos, sin);
-        k = Rotary.Apply(k, cos, sin);
+        // QK-norm (q_norm/k_norm weights, eps as their RmsNorm) and rotary: one op each
+        q = Kernels.QkNormRotary(q, _qNorm?.weight, _normEps, cos, sin);
+        k = Kernels.QkNormRotary(k, _kNorm?.weight, _normEps, cos, sin);
         // (B, T, H, d) -> (B, H, T, d)
         var y = nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_casual: true);
         var output = _wo.forward(y.transpose(1, 2).reshape(b, t, (long)_nHead * _headDim));

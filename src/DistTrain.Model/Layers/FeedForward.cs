@@ -1,3 +1,4 @@
+using DistTrain.Model.Kernels;
 using TorchSharp;
 using TorchSharp.Utils;
 using TorchSharp.Modules;
@@ -6,7 +7,12 @@ using static TorchSharp.torch;
 namespace DistTrain.Model.Layers;
 
 /// <summary>SwiGLU: w2(silu(w1 x) * w3 x), width from <see cref="ModelConfig.FfnWidth"/>.</summary>
-public sealed class FeedForward : nn.Module<Tensor, Tensor>
+/// <remarks>
+/// w1 and w3 stay two GEMMs: one GEMM on cat(w1, w3) would need the weights concatenated every step
+/// (a copy of 2·H·D per layer, again under activation checkpointing) or parameters that are views of
+/// one buffer (export and the flat optimizer layout own the names w1/w3); the gate is one kernel.
+/// </remarks>
+public sealed class FeedForward : nn.Module<Tensor, Tensor>, IUsesKernels
 {
     readonly Linear w1, w2, w3;
 
@@ -18,9 +24,11 @@ public sealed class FeedForward : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
+    public IKernels Kernels { get; set; } = ReferenceKernels.Instance;
+
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        return w2.forward(nn.functional.silu(w1.forward(x)) * w3.forward(x)).MoveToOuterDisposeScope();
+        return w2.forward(Kernels.SwiGlu(w1.forward(x), w3.forward(x))).MoveToOuterDisposeScope();
     }
 }

@@ -29,7 +29,7 @@ public sealed record KernelCheck(string Op, string Dtype, string Shape, string O
 /// FlatAdamW after four steps (one with a NaN gradient, which must change nothing), tolerance 1e-5
 /// on the fp32 state and 1e-2 on the bf16 parameters.
 /// </summary>
-public static class KernelSelfTest
+public static partial class KernelSelfTest
 {
     const double Eps = 1e-5;
 
@@ -61,6 +61,7 @@ public static class KernelSelfTest
             foreach (var (rows, d) in NormShapes)
                 foreach (bool scaled in new[] { true, false })
                     Add(RmsNorm(kernels, device, dtype, rows, d, scaled));
+        Add(SwiGluAndQkRotary(kernels, device));   // KernelSelfTest.SwiGluQkRotary.cs
         using var adamW = new FusedAdamW(kernels.Device);
         foreach (var dtype in new[] { ScalarType.Float32, ScalarType.BFloat16 })
             foreach (long n in AdamWSizes)

@@ -1,0 +1,132 @@
+using DistTrain.Cuda.Native;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DistTrain.Cuda.Ops.QkRotary;
+
+/// <summary>
+/// QK-norm and rotary in one kernel per pass (qkrotary.cu beside this file), for q or k (B, T, H, d):
+/// forward reads x in place (a strided view of the wqkv output is fine: no copy) and writes y
+/// contiguous; backward recomputes each row's rstd from x, writes dx and, with a weight, per-warp
+/// fp32 partial sums that rmsnorm.cu's dw reduce sums to dweight. fp32 inside, bf16 or fp32 in and
+/// out. The reference is <see cref="Model.Kernels.ReferenceKernels.QkNormRotary"/>: about 20
+/// dispatches forward (casts, norm, 2 slices, 6 products, stack, flatten, cast) and as many backward.
+/// </summary>
+internal sealed class FusedQkRotary
+{
+    const string Source = "qkrotary.cu";
+    const int MaxPairsPerLane = 4;                  // MAXP in qkrotary.cu
+    public const int MaxHeadDim = 64 * MaxPairsPerLane;
+    const uint RowsPerBlock = 8;                    // block (32, 8): a warp per row; __launch_bounds__(256)
+
+    readonly CudaDevice _device;
+    readonly CudaFunction _forward32, _forward16, _backward32, _backward16, _reduce32, _reduce16;
+
+    public FusedQkRotary(CudaDevice device)
+    {
+        _device = device;
+        var module = KernelModule.Get(device, Source);
+        (_forward32, _forward16) = (module.Function("qkrotary_forward_f32"), module.Function("qkrotary_forward_bf16"));
+        (_backward32, _backward16) = (module.Function("qkrotary_backward_f32"), module.Function("qkrotary_backward_bf16"));
+        // (parts, d) fp32 partials -> dw: the same reduction as RMSNorm's
+        var rms = KernelModule.Get(device, "rmsnorm.cu");
+        (_reduce32, _reduce16) = (rms.Function("rmsnorm_dw_reduce_f32"), rms.Function("rmsnorm_dw_reduce_bf16"));
+    }
+
+    /// <summary>
+    /// What these kernels take: x (B, T, H, d) fp32 or bf16 on this device with unit stride over an even
+    /// d ≤ 256 and T, H below 2³¹; weight (d) of x's dtype or null; cos and sin fp32 (T', 1, d/2)
+    /// contiguous with T' ≥ T. Anything else runs the reference.
+    /// </summary>
+    public bool Supports(Tensor x, Tensor? weight, Tensor cos, Tensor sin)
+    {
+        if (x.device_type != DeviceType.CUDA || x.device_index != _device.Index || x.dtype is not (ScalarType.Float32 or ScalarType.BFloat16) || x.dim() != 4)
+            return false;
+        long t = x.shape[1], h = x.shape[2], d = x.shape[3];
+        if (d % 2 != 0 || d is < 2 or > MaxHeadDim || x.stride(3) != 1 || t > int.MaxValue || h > int.MaxValue)
+            return false;
+        if (weight is not null && (weight.dtype != x.dtype || weight.dim() != 1 || weight.shape[0] != d ||
+                                   weight.device_type != DeviceType.CUDA || weight.device_index != _device.Index || !weight.is_contiguous()))
+            return false;
+        foreach (var table in new[] { cos, sin })
+            if (table.device_type != DeviceType.CUDA || table.device_index != _device.Index || table.dtype != ScalarType.Float32 ||
+                table.dim() != 3 || table.shape[0] < t || table.shape[1] != 1 || table.shape[2] != d / 2 || !table.is_contiguous())
+                return false;
+        return true;
+    }
+
+    /// <summary>x (B, T, H, d) view with unit stride over d -> y (B, T, H, d) contiguous in x's dtype.</summary>
+    public Tensor Forward(Tensor x, Tensor? weight, double eps, Tensor cos, Tensor sin)
+    {
+        const string op = "qk-norm rotary forward";
+        var dtype = x.dtype;
+        var y = empty(x.shape, dtype, x.device);
+        long rows = y.numel() / x.shape[3];
+        if (rows == 0)
+            return y;
+        uint blocks = (uint)Math.Min((rows + RowsPerBlock - 1) / RowsPerBlock, (long)_device.Multiprocessors * 16);
+        KernelLaunch.Launch(dtype == ScalarType.BFloat16 ? _forward16 : _forward32, (blocks, 1), (32, RowsPerBlock),
+            () => $"x {Strided(x)}, weight {(weight is null ? "none" : TensorArgs.Describe(weight))}, cos {TensorArgs.Describe(cos)}",
+            Arg.Ptr(StridedPointer(x, op, "x", dtype)),
+            Arg.Ptr(weight is null ? 0 : TensorArgs.Pointer(weight, _device, op, "weight", dtype)),
+            Arg.Ptr(TensorArgs.Pointer(cos, _device, op, "cos", ScalarType.Float32)),
+            Arg.Ptr(TensorArgs.Pointer(sin, _device, op, "sin", ScalarType.Float32)),
+            Arg.Ptr(TensorArgs.Pointer(y, _device, op, "y", dtype)),
+            Arg.I64(rows), Arg.I32((int)x.shape[1]), Arg.I32((int)x.shape[2]), Arg.I32((int)x.shape[3]),
+            Arg.I64(x.stride(0)), Arg.I64(x.stride(1)), Arg.I64(x.stride(2)), Arg.F32((float)eps));
+        return y;
+    }
+
+    /// <summary>x as in forward, dy (B, T, H, d) with unit stride over d -> dx (B, T, H, d) contiguous, and dw (d) with a weight.</summary>
+    public (Tensor Dx, Tensor? Dw) Backward(Tensor x, Tensor? weight, double eps, Tensor cos, Tensor sin, Tensor dy)
+    {
+        const string op = "qk-norm rotary backward";
+        var dtype = x.dtype;
+        long d = x.shape[3];
+        var dx = empty(x.shape, dtype, x.device);
+        long rows = dx.numel() / d;
+        if (rows == 0)
+            return (dx, weight is null ? null : zeros_like(weight));
+        // few enough blocks that the partial rows stay small (parts x d fp32), enough to fill the GPU
+        uint blocks = (uint)Math.Min((rows + RowsPerBlock - 1) / RowsPerBlock, (long)_device.Multiprocessors * 8);
+        long parts = (long)blocks * RowsPerBlock;
+        using var partial = weight is null ? null : empty([parts, d], ScalarType.Float32, x.device);
+        string Shapes() => $"x {Strided(x)}, dy {Strided(dy)}, weight {(weight is null ? "none" : TensorArgs.Describe(weight))}, cos {TensorArgs.Describe(cos)}";
+        KernelLaunch.Launch(dtype == ScalarType.BFloat16 ? _backward16 : _backward32, (blocks, 1), (32, RowsPerBlock), Shapes,
+            Arg.Ptr(StridedPointer(x, op, "x", dtype)),
+            Arg.Ptr(weight is null ? 0 : TensorArgs.Pointer(weight, _device, op, "weight", dtype)),
+            Arg.Ptr(TensorArgs.Pointer(cos, _device, op, "cos", ScalarType.Float32)),
+            Arg.Ptr(TensorArgs.Pointer(sin, _device, op, "sin", ScalarType.Float32)),
+            Arg.Ptr(StridedPointer(dy, op, "dy", dtype)),
+            Arg.Ptr(TensorArgs.Pointer(dx, _device, op, "dx", dtype)),
+            Arg.Ptr(partial is null ? 0 : TensorArgs.Pointer(partial, _device, op, "dw partial", ScalarType.Float32)),
+            Arg.I64(rows), Arg.I32((int)x.shape[1]), Arg.I32((int)x.shape[2]), Arg.I32((int)d),
+            Arg.I64(x.stride(0)), Arg.I64(x.stride(1)), Arg.I64(x.stride(2)),
+            Arg.I64(dy.stride(0)), Arg.I64(dy.stride(1)), Arg.I64(dy.stride(2)), Arg.F32((float)eps));
+        if (weight is null)
+            return (dx, null);
+        var dw = empty_like(weight);
+        KernelLaunch.Launch(dtype == ScalarType.BFloat16 ? _reduce16 : _reduce32, ((uint)((d + 31) / 32), 1), (32, 32), Shapes,
+            Arg.Ptr(TensorArgs.Pointer(partial!, _device, op, "dw partial", ScalarType.Float32)),
+            Arg.Ptr(TensorArgs.Pointer(dw, _device, op, "dw", dtype)),
+            Arg.I64(parts), Arg.I32((int)d));
+        return (dx, dw);
+    }
+
+    /// <summary>The device address of a (B, T, H, d) view whose last stride is 1 (TensorArgs.Pointer wants contiguous tensors).</summary>
+    nint StridedPointer(Tensor t, string op, string name, ScalarType dtype)
+    {
+        if (t.device_type != DeviceType.CUDA || t.device_index != _device.Index)
+            throw new ArgumentException($"{op}: {name} {Strided(t)} is on {t.device}, the kernel runs on cuda:{_device.Index}");
+        if (t.dtype != dtype)
+            throw new ArgumentException($"{op}: {name} {Strided(t)} must be {dtype}");
+        if (t.dim() != 4 || t.stride(3) != 1 || t.stride(0) < 0 || t.stride(1) < 0 || t.stride(2) < 0)
+            throw new ArgumentException($"{op}: {name} {Strided(t)} must be (B, T, H, d) with unit stride over d");
+        var p = TorchSharpNative.THSTensor_data(t.Handle);   // data_ptr(): the storage offset included
+        if (p == 0)
+            throw new ArgumentException($"{op}: {name} {Strided(t)} has no data pointer");
+        return p;
+    }
+
+    static string Strided(Tensor t) => $"{TensorArgs.Describe(t)} strides [{string.Join(", ", t.stride())}]";
+}

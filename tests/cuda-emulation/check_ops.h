@@ -1,0 +1,133 @@
+// SwiGLU and QK-norm with rotary (swiglu.cu, qkrotary.cu) against plain loops in double; included by check.cpp.
+namespace swi {
+#include "../../src/DistTrain.Cuda/Ops/SwiGlu/swiglu.cu"
+}
+namespace qkr {
+#include "../../src/DistTrain.Cuda/Ops/QkRotary/qkrotary.cu"
+}
+
+static float bf16_round(float v) { return __uint_as_float((unsigned)rms::to_bf16(v) << 16); }
+
+// fp32 and bf16, 16-byte vectors and single elements (the two paths must agree bit for bit in bf16)
+static void check_swiglu(long long n, unsigned grid) {
+  std::mt19937 rng(n);
+  std::normal_distribution<float> n01;
+  std::vector<float> a(n), b(n), dy(n);
+  for (auto* v : {&a, &b, &dy}) for (auto& x : *v) x = bf16_round(3.f * n01(rng));
+  double e = 0, m = 0, e16 = 0;
+  std::vector<float> y(n), da(n), db(n);
+  for (int vec : {1, 0}) {
+    launch({grid}, {256}, [&] { swi::swiglu_forward_f32(a.data(), b.data(), y.data(), n, vec); });
+    launch({grid}, {256}, [&] { swi::swiglu_backward_f32(a.data(), b.data(), dy.data(), da.data(), db.data(), n, vec); });
+    for (long long i = 0; i < n; ++i) {
+      double s = 1 / (1 + std::exp(-(double)a[i])), yr = a[i] * s * b[i];
+      double dbr = dy[i] * a[i] * s, dar = dy[i] * b[i] * s * (1 + a[i] * (1 - s));
+      e = std::max({e, std::abs(y[i] - yr), std::abs(da[i] - dar), std::abs(db[i] - dbr)});
+      m = std::max({m, std::abs(yr), std::abs(dar), std::abs(dbr)});
+    }
+  }
+  std::vector<unsigned short> ah(n), bh(n), dyh(n), yh[2], dah[2], dbh[2];
+  for (long long i = 0; i < n; ++i) { ah[i] = rms::to_bf16(a[i]); bh[i] = rms::to_bf16(b[i]); dyh[i] = rms::to_bf16(dy[i]); }
+  for (int vec : {1, 0}) {
+    yh[vec].resize(n); dah[vec].resize(n); dbh[vec].resize(n);
+    launch({grid}, {256}, [&] { swi::swiglu_forward_bf16(ah.data(), bh.data(), yh[vec].data(), n, vec); });
+    launch({grid}, {256}, [&] { swi::swiglu_backward_bf16(ah.data(), bh.data(), dyh.data(), dah[vec].data(), dbh[vec].data(), n, vec); });
+  }
+  bool same = yh[0] == yh[1] && dah[0] == dah[1] && dbh[0] == dbh[1];
+  for (long long i = 0; i < n; ++i) {   // bf16: within half a step of the fp32 result
+    auto f = [](unsigned short h) { return __uint_as_float((unsigned)h << 16); };
+    e16 = std::max({e16, std::abs(f(yh[1][i]) - y[i]) / (std::abs(y[i]) + 1e-30), std::abs(f(dah[1][i]) - da[i]) / (std::abs(da[i]) + 1e-30),
+                    std::abs(f(dbh[1][i]) - db[i]) / (std::abs(db[i]) + 1e-30)});
+  }
+  char what[128];
+  std::snprintf(what, sizeof what, "swiglu %lld grid %u: y/da/db fp32, bf16 (vector = scalar)", n, grid);
+  expect(e / m < 1e-6 && same && e16 <= 1.0 / 256, what, std::max(e / m, e16));
+}
+
+// x: a (B, T, H, d) view of a packed (B, T, 3, H, d) buffer (slot 1, as k of wqkv) when packed; dy transposed from (B, H, T, d)
+template <typename T>
+static void check_qkrotary(int B, int Tn, int H, int d, bool normed, bool packed, unsigned grid) {
+  const bool bf = sizeof(T) == 2;
+  std::mt19937 rng(B * 1000 + Tn * 100 + H * 10 + d + normed);
+  std::normal_distribution<float> n01;
+  const int half = d / 2, Tt = Tn + 2;   // a table longer than T, as the model's
+  const long long rows = (long long)B * Tn * H;
+  auto cv = [](float v) { return T(0) == T(0) && sizeof(T) == 2 ? (T)rms::to_bf16(v) : (T)v; };
+  auto fv = [](T v) { return rms::to_float(v); };
+  std::vector<T> xbuf(rows * d * (packed ? 3 : 1)), w(d), dybuf(rows * d), y(rows * d), dx(rows * d), dw(d);
+  for (auto& v : xbuf) v = cv(2.f * n01(rng));
+  for (auto& v : w) v = cv(1.f + 0.1f * n01(rng));
+  for (auto& v : dybuf) v = cv(n01(rng));
+  std::vector<float> cs(Tt * half), sn(Tt * half);
+  for (int t = 0; t < Tt; ++t) for (int i = 0; i < half; ++i) {
+    double ang = t / std::pow(10000.0, 2.0 * i / d);
+    cs[t * half + i] = bf16_round((float)std::cos(ang)); sn[t * half + i] = bf16_round((float)std::sin(ang));
+  }
+  // strides
+  long long sh = d, st = (long long)H * d * (packed ? 3 : 1), sb = st * Tn, off = packed ? (long long)H * d : 0;
+  long long gh = (long long)Tn * d, gt = d, gb = (long long)H * Tn * d;   // dy: (B, H, T, d) contiguous, seen as (B, T, H, d)
+  const T* x = xbuf.data() + off;
+  const T* wp = normed ? w.data() : nullptr;
+  const float eps = 1e-5f;
+  long long parts = (long long)grid * 8;
+  std::vector<float> partial(parts * d, -1.f);
+  if constexpr (sizeof(T) == 2) {
+    launch({grid}, {32, 8}, [&] { qkr::qkrotary_forward_bf16(x, wp, cs.data(), sn.data(), y.data(), rows, Tn, H, d, sb, st, sh, eps); });
+    launch({grid}, {32, 8}, [&] { qkr::qkrotary_backward_bf16(x, wp, cs.data(), sn.data(), dybuf.data(), dx.data(), normed ? partial.data() : nullptr,
+                                                              rows, Tn, H, d, sb, st, sh, gb, gt, gh, eps); });
+    if (normed) launch({(unsigned)(d + 31) / 32}, {32, 32}, [&] { rms::rmsnorm_dw_reduce_bf16(partial.data(), dw.data(), parts, d); });
+  } else {
+    launch({grid}, {32, 8}, [&] { qkr::qkrotary_forward_f32(x, wp, cs.data(), sn.data(), y.data(), rows, Tn, H, d, sb, st, sh, eps); });
+    launch({grid}, {32, 8}, [&] { qkr::qkrotary_backward_f32(x, wp, cs.data(), sn.data(), dybuf.data(), dx.data(), normed ? partial.data() : nullptr,
+                                                             rows, Tn, H, d, sb, st, sh, gb, gt, gh, eps); });
+    if (normed) launch({(unsigned)(d + 31) / 32}, {32, 32}, [&] { rms::rmsnorm_dw_reduce_f32(partial.data(), dw.data(), parts, d); });
+  }
+  double ey = 0, my = 0, edx = 0, mdx = 0, edw = 0, mdw = 0;
+  std::vector<double> dwr(d, 0.0), xh(d), n(d), g(d), dn(d);
+  for (int b = 0; b < B; ++b) for (int t = 0; t < Tn; ++t) for (int h = 0; h < H; ++h) {
+    const long long row = ((long long)b * Tn + t) * H + h;
+    const T* xr = x + b * sb + t * st + h * sh;
+    const T* gr = dybuf.data() + b * gb + t * gt + h * gh;
+    double ss = 0; for (int c = 0; c < d; ++c) ss += (double)fv(xr[c]) * fv(xr[c]);
+    double r = normed ? 1 / std::sqrt(ss / d + eps) : 1.0;
+    for (int c = 0; c < d; ++c) { xh[c] = fv(xr[c]) * r; n[c] = xh[c] * (normed ? fv(w[c]) : 1.0); }
+    for (int i = 0; i < half; ++i) {
+      double c = cs[t * half + i], s = sn[t * half + i];
+      double y0 = n[i] * c - n[i + half] * s, y1 = n[i + half] * c + n[i] * s;
+      ey = std::max({ey, std::abs(fv(y[row * d + 2 * i]) - y0), std::abs(fv(y[row * d + 2 * i + 1]) - y1)});
+      my = std::max({my, std::abs(y0), std::abs(y1)});
+      double g0 = fv(gr[2 * i]), g1 = fv(gr[2 * i + 1]);
+      dn[i] = g0 * c + g1 * s; dn[i + half] = g1 * c - g0 * s;   // the transpose of the rotation
+    }
+    double dot = 0;
+    for (int c = 0; c < d; ++c) { g[c] = dn[c] * (normed ? fv(w[c]) : 1.0); dot += g[c] * xh[c]; dwr[c] += dn[c] * xh[c]; }
+    for (int c = 0; c < d; ++c) {
+      double dxr = normed ? r * (g[c] - xh[c] * dot / d) : dn[c];
+      edx = std::max(edx, std::abs(fv(dx[row * d + c]) - dxr)); mdx = std::max(mdx, std::abs(dxr));
+    }
+  }
+  if (normed) for (int c = 0; c < d; ++c) { edw = std::max(edw, std::abs(fv(dw[c]) - dwr[c])); mdw = std::max(mdw, std::abs(dwr[c])); }
+  double rel = std::max(ey / my, edx / mdx);
+  if (normed) rel = std::max(rel, edw / mdw);
+  char what[160];
+  std::snprintf(what, sizeof what, "qk%s %s %dx%dx%dx%d%s grid %u y/dx%s", normed ? "norm_rotary" : "_rotary", bf ? "bf16" : "fp32", B, Tn, H, d,
+                packed ? " packed view" : "", grid, normed ? "/dw" : "");
+  expect(rel < (bf ? 1.0 / 128 : 1e-5), what, rel);
+}
+
+static void check_ops() {
+  check_swiglu(1, 1);
+  check_swiglu(7, 1);          // fewer than one vector: the scalar tail only
+  check_swiglu(8, 1);          // one bf16 vector, two fp32
+  check_swiglu(1001, 2);       // a tail of 1 (bf16) / 1 (fp32), grid-stride
+  check_swiglu(4099, 1);
+  for (bool normed : {true, false}) {
+    check_qkrotary<float>(1, 1, 1, 2, normed, false, 1);
+    check_qkrotary<float>(2, 3, 5, 6, normed, true, 2);     // 30 rows, 16 a pass: grid-stride, a partial last pass
+    check_qkrotary<float>(1, 7, 3, 130, normed, false, 1);  // 65 pairs: 3 a lane, the last lane-partial
+    check_qkrotary<float>(2, 2, 2, 256, normed, true, 1);   // MAXP = 4 pairs a lane, all full
+    check_qkrotary<float>(2, 4, 16, 64, normed, true, 3);   // the 405M head (d = 64)
+    check_qkrotary<unsigned short>(2, 3, 5, 6, normed, true, 2);
+    check_qkrotary<unsigned short>(2, 4, 16, 64, normed, true, 3);
+  }
+}
