@@ -33,8 +33,9 @@ done
 c125=(--config configs/125m-muddformer.yaml --set train.steps=50 --set train.global_batch=8 --set train.micro_batch=8 --set train.seq_len=2048
       --set train.log_interval=5 --set train.eval_interval=0 --set train.eval_batches=0 --set optim.warmup_steps=10 --set train.run_dir=/tmp/runs-kernels)
 rm -rf /tmp/runs-kernels
-for kernels in fused reference; do
-  timeout 300 $bin train "${c125[@]}" --set train.kernels=$kernels --set train.name=125m-$kernels 2>&1 | tail -14 > "$out/125m-$kernels.txt"
+# a second reference run: the bf16 run-to-run noise the fused curve is judged against
+for name in fused reference reference2; do
+  timeout 300 $bin train "${c125[@]}" --set train.kernels=${name%2} --set train.name=125m-$name 2>&1 | tail -14 > "$out/125m-$name.txt"
 done
 python3 - /tmp/runs-kernels "$out/125m-losses.txt" <<'PY'
 import glob, json, sys
@@ -42,14 +43,14 @@ runs, table = sys.argv[1], sys.argv[2]
 def losses(name):
     files = glob.glob(f"{runs}/125m-{name}-*/metrics.jsonl")
     return {r["step"]: r["loss"] for r in map(json.loads, open(files[0]))} if files else {}
-fused, ref = losses("fused"), losses("reference")
+fused, ref, ref2 = losses("fused"), losses("reference"), losses("reference2")
+fmt = lambda v: f"{v:9.4f}" if v is not None else f"{'-':>9}"
+dif = lambda a, b: f"{a - b:+9.4f}" if a is not None and b is not None else f"{'-':>9}"
 with open(table, "w") as f:
-    print(f"{'step':>5} {'fused':>9} {'reference':>9} {'diff':>8}", file=f)
+    print(f"{'step':>5} {'fused':>9} {'reference':>9} {'again':>9} {'f-r':>9} {'r2-r':>9}", file=f)
     for step in sorted(set(fused) | set(ref)):
-        a, b = fused.get(step), ref.get(step)
-        diff = f"{a - b:+8.4f}" if a is not None and b is not None else "-"
-        fmt = lambda v: f"{v:9.4f}" if v is not None else f"{'-':>9}"
-        print(f"{step:>5} {fmt(a)} {fmt(b)} {diff:>8}", file=f)
+        a, b, c = fused.get(step), ref.get(step), ref2.get(step)
+        print(f"{step:>5} {fmt(a)} {fmt(b)} {fmt(c)} {dif(a, b)} {dif(c, b)}", file=f)
 print(open(table).read())
 PY
 exit $status
