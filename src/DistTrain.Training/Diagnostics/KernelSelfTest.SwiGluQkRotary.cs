@@ -67,7 +67,8 @@ public static partial class KernelSelfTest
     {
         using var scope = NewDisposeScope();
         using var ten = tensor(10.0);
-        var (cos, sin) = Rotary.Tables(s.T + 3, s.D, 10000, device);   // a longer table, as the model's block_size one
+        var (cosAll, sinAll) = Rotary.Tables(s.T + 3, s.D, 10000, device);   // the model's block_size table, then its first T rows as the model passes them
+        var (cos, sin) = (cosAll.narrow(0, 0, s.T), sinAll.narrow(0, 0, s.T));   // a longer table would broadcast in the reference
         // packed: x is k = qkv[:, :, 1] (strided, at an offset); else a contiguous (B, T, H, d)
         var x = randn(s.Packed ? [s.B, s.T, 3, s.H, s.D] : [s.B, s.T, s.H, s.D], ScalarType.Float32, device).to(dtype);
         var w = normed ? randn([s.D], ScalarType.Float32, device).div(ten).exp_().to(dtype) : null;

@@ -33,9 +33,10 @@ public static partial class KernelSelfTest
 {
     const double Eps = 1e-5;
 
+    // D = 1 is left out: its dx is a cancellation (dy·(1 − x̂²)·r with x̂² ≈ 1) that neither implementation resolves in fp32
     static readonly (long Rows, long D)[] NormShapes =
     [
-        (1, 1), (3, 7), (5, 1000), (2, 1024), (3, 4096), (1, 8192), (2048 * 8, 1024),   // 405M: B·T = 8·2048 rows of dim 1024
+        (1, 2), (3, 7), (5, 1000), (2, 1024), (3, 4096), (1, 8192), (2048 * 8, 1024),   // 405M: B·T = 8·2048 rows of dim 1024
         (2048 * 8 * 16, 64),                                                              // 405M QK-norm: 16 heads of 64 per token
     ];
 
