@@ -16,6 +16,12 @@ public class KernelSeamTests
             if (weight is null) NoScale++; else Scaled++;
             return ReferenceKernels.Instance.RmsNorm(x, weight, eps);
         }
+        public int Mixes;
+        public Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients)
+        {
+            Mixes++;
+            return ReferenceKernels.Instance.Mix(hiddens, dw, gradients);
+        }
     }
 
     [Fact]
@@ -32,6 +38,7 @@ public class KernelSeamTests
         // per layer: attention_norm(s) (3 with sepln after layer 0, else 1 called 3 times), q/k norms, ffn_norm; then the final norm
         Assert.True(counting.Scaled >= 3 * config.NLayer + 1, $"{counting.Scaled} scaled norms");
         Assert.Equal(config.NLayer, counting.NoScale);   // one dynamic-dense input per layer
+        Assert.Equal(config.NLayer, counting.Mixes);     // one mix after each layer
         Assert.All(model.named_modules().Select(m => m.module).OfType<IUsesKernels>(), m => Assert.Same(counting, m.Kernels));
     }
 

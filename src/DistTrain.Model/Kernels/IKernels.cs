@@ -18,6 +18,15 @@ public interface IKernels
     /// dynamic-dense input) -> (..., D) in x's dtype; x · rsqrt(mean(x²) + eps) in fp32, then · weight.
     /// </summary>
     Tensor RmsNorm(Tensor x, Tensor? weight, double eps);
+
+    /// <summary>
+    /// The MUDD multiway mixing: hiddens h_0..h_{L-1} (each (B, T, D)) and weights dw (C, B, T, L) ->
+    /// C streams (B, T, D) in the hiddens' dtype, stream_c = Σ_j dw[c, :, :, j] · h_j (dw taken in the
+    /// hiddens' dtype, fp32 accumulation). With <paramref name="gradients"/> (one per forward pass, whose
+    /// mixes read growing prefixes h_0..h_{L-1}, L = 2, 3, ...) backward routes the hiddens' gradients
+    /// through its in-place buffers (<see cref="HiddenGradients"/>); null: all go to autograd.
+    /// </summary>
+    Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients);
 }
 
 /// <summary>A module that calls <see cref="IKernels"/>; <see cref="LanguageModel.Kernels"/> sets them on every such submodule.</summary>

@@ -14,4 +14,6 @@ public sealed class ReferenceKernels : IKernels
 
     public Tensor RmsNorm(Tensor x, Tensor? weight, double eps) =>
         weight is null ? Layers.RmsNorm.Normalize(x, eps) : Layers.RmsNorm.Normalize(x, eps) * weight;
+
+    public Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients) => MixFunction.Apply(hiddens, dw, gradients);
 }
