@@ -1,3 +1,4 @@
+using DistTrain.Cuda.Ops.Mix;
 using DistTrain.Cuda.Ops.RmsNorm;
 using DistTrain.Model.Kernels;
 using static TorchSharp.torch;
@@ -12,11 +13,13 @@ namespace DistTrain.Cuda;
 public sealed class CudaKernels : IKernels
 {
     readonly FusedRmsNorm _rmsNorm;
+    readonly FusedMix _mix;
 
     CudaKernels(CudaDevice device)
     {
         Device = device;
         _rmsNorm = new FusedRmsNorm(device);
+        _mix = new FusedMix(device);
     }
 
     /// <summary>
@@ -39,4 +42,10 @@ public sealed class CudaKernels : IKernels
 
     public Tensor RmsNorm(Tensor x, Tensor? weight, double eps) =>
         _rmsNorm.Supports(x, weight) ? RmsNormFunction.Apply(_rmsNorm, x, weight, eps) : ReferenceKernels.Instance.RmsNorm(x, weight, eps);
+
+    /// <summary>Whether <see cref="Mix"/> runs the fused kernels for these tensors (kernel-test checks it ran them).</summary>
+    public bool FusesMix(IReadOnlyList<Tensor> hiddens, Tensor dw) => _mix.Supports(hiddens, dw);
+
+    public Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients) =>
+        _mix.Supports(hiddens, dw) ? FusedMixFunction.Apply(_mix, hiddens, dw, gradients) : ReferenceKernels.Instance.Mix(hiddens, dw, gradients);
 }
