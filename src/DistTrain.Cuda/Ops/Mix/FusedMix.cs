@@ -15,7 +15,8 @@ internal sealed class FusedMix
     const string Source = "mix.cu";
     public const int MaxInputs = 64;    // MIX_MAX_INPUTS in mix.cu
     public const int MaxStreams = 4;    // MIX_MAX_STREAMS
-    public const int MaxThreadsPerToken = 1024;
+    public const int MaxThreadsPerToken = 1024;          // scalar columns: __launch_bounds__(1024)
+    public const int MaxVectorThreadsPerToken = 256;     // the _v kernels: __launch_bounds__(256)
     // MixTable<T>: h[MaxInputs], gh[MaxInputs], g[MaxStreams], out[MaxStreams], 8 bytes each
     const int TableSlots = 2 * MaxInputs + 2 * MaxStreams, GhSlot = MaxInputs, GSlot = 2 * MaxInputs, OutSlot = 2 * MaxInputs + MaxStreams;
 
@@ -38,7 +39,8 @@ internal sealed class FusedMix
     /// <summary>
     /// What these kernels take: L ≤ 64 hiddens of one shape (B, T, D), fp32 or bf16, contiguous, on this
     /// device; dw (C, B, T, L) with C ≤ 4 on this device (any dtype and strides: it is converted); D small
-    /// enough for one chunk per thread (≤ 1024 threads a token). Anything else runs the reference.
+    /// enough for one chunk per thread: ≤ 1024 columns, or ≤ 256 vectors (bf16 D ≤ 2048, fp32 D ≤ 1024)
+    /// with 16-byte aligned rows. Anything else runs the reference.
     /// </summary>
     public bool Supports(IReadOnlyList<Tensor> hiddens, Tensor dw)
     {
@@ -55,7 +57,7 @@ internal sealed class FusedMix
         // one chunk per thread: scalar columns up to 1024, or vectors of 16 bytes when D and every row allow
         long d = h0.shape[2];
         int v = VectorWidth(h0.dtype);
-        return d >= 1 && (d <= MaxThreadsPerToken || (d % v == 0 && d <= (long)MaxThreadsPerToken * v && hiddens.All(TensorArgs.Aligned16)));
+        return d >= 1 && (d <= MaxThreadsPerToken || (d % v == 0 && d <= (long)MaxVectorThreadsPerToken * v && hiddens.All(TensorArgs.Aligned16)));
     }
 
     bool OnDevice(Tensor t) => t.device_type == DeviceType.CUDA && t.device_index == _device.Index;
@@ -69,7 +71,8 @@ internal sealed class FusedMix
     }
 
     /// <summary>Whether every row of these tensors starts on 16 bytes (D a multiple of the vector width and 16-byte aligned bases).</summary>
-    static bool Vectorizable(long d, ScalarType dtype, IEnumerable<nint> pointers) => d % VectorWidth(dtype) == 0 && pointers.All(p => p % 16 == 0);
+    static bool Vectorizable(long d, ScalarType dtype, IEnumerable<nint> pointers) =>
+        d % VectorWidth(dtype) == 0 && d <= (long)MaxVectorThreadsPerToken * VectorWidth(dtype) && pointers.All(p => p % 16 == 0);
 
     /// <summary>The launch shape for D; a D that <see cref="Supports"/> refuses (or a misaligned gradient) is a caller's bug.</summary>
     static (uint, uint) Checked(long d, int v, string op)

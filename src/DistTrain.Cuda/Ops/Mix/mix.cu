@@ -8,10 +8,12 @@
 // t runs over the tokens (B·T); h_j, out_c, g_c, gh_j are separate (tokens, D) tensors whose
 // addresses come by value in a MixTable (no stack of the hiddens); w and gw are (C, tokens, L).
 //
-// Layout: block (TPR, RPB): TPR threads per token (a multiple of 32, at most 1024), RPB tokens per
-// block. A thread owns one chunk of V consecutive columns, col = threadIdx.x * V, so D <= TPR * V
-// (the host checks). V = 16 bytes of T (8 bf16 or 4 fp32: one vector load) when D % V == 0 and every
-// row is 16-byte aligned, else 1. Blocks walk the tokens grid-stride; indices are 64-bit.
+// Layout: block (TPR, RPB): TPR threads per token (a multiple of 32), RPB tokens per block. A thread
+// owns one chunk of V consecutive columns, col = threadIdx.x * V, so D <= TPR * V (the host checks).
+// V = 16 bytes of T (8 bf16 or 4 fp32: one vector load) when D % V == 0, every row is 16-byte aligned
+// and TPR <= 256 (the _v kernels: __launch_bounds__(256) leaves registers for the C x V fp32 stream
+// gradients a thread holds in backward; D <= 2048 in bf16); else V = 1 with TPR <= 1024 (D <= 1024).
+// Blocks walk the tokens grid-stride; indices are 64-bit.
 // Dynamic shared memory: the token's C·L weights as fp32 (RPB · C · L floats), and in backward one
 // partial of each gw[c, t, j] per warp (RPB · TPR/32 · C · L floats).
 
@@ -224,24 +226,24 @@ __device__ void mix_backward(const MixTable<T>& tab, const T* w, T* gw, long lon
 extern "C" __global__ void __launch_bounds__(1024) mix_forward_f32(const MixTable<float> tab, const float* w, long long tokens, int nc, int l, int d) {
   mix_forward<float, 1>(tab, w, tokens, nc, l, d);
 }
-extern "C" __global__ void __launch_bounds__(1024) mix_forward_f32_v(const MixTable<float> tab, const float* w, long long tokens, int nc, int l, int d) {
+extern "C" __global__ void __launch_bounds__(256) mix_forward_f32_v(const MixTable<float> tab, const float* w, long long tokens, int nc, int l, int d) {
   mix_forward<float, 4>(tab, w, tokens, nc, l, d);
 }
 extern "C" __global__ void __launch_bounds__(1024) mix_forward_bf16(const MixTable<unsigned short> tab, const unsigned short* w, long long tokens, int nc, int l, int d) {
   mix_forward<unsigned short, 1>(tab, w, tokens, nc, l, d);
 }
-extern "C" __global__ void __launch_bounds__(1024) mix_forward_bf16_v(const MixTable<unsigned short> tab, const unsigned short* w, long long tokens, int nc, int l, int d) {
+extern "C" __global__ void __launch_bounds__(256) mix_forward_bf16_v(const MixTable<unsigned short> tab, const unsigned short* w, long long tokens, int nc, int l, int d) {
   mix_forward<unsigned short, 8>(tab, w, tokens, nc, l, d);
 }
 extern "C" __global__ void __launch_bounds__(1024) mix_backward_f32(const MixTable<float> tab, const float* w, float* gw, long long tokens, int nc, int l, int d, unsigned long long addmask) {
   mix_backward<float, 1>(tab, w, gw, tokens, nc, l, d, addmask);
 }
-extern "C" __global__ void __launch_bounds__(1024) mix_backward_f32_v(const MixTable<float> tab, const float* w, float* gw, long long tokens, int nc, int l, int d, unsigned long long addmask) {
+extern "C" __global__ void __launch_bounds__(256) mix_backward_f32_v(const MixTable<float> tab, const float* w, float* gw, long long tokens, int nc, int l, int d, unsigned long long addmask) {
   mix_backward<float, 4>(tab, w, gw, tokens, nc, l, d, addmask);
 }
 extern "C" __global__ void __launch_bounds__(1024) mix_backward_bf16(const MixTable<unsigned short> tab, const unsigned short* w, unsigned short* gw, long long tokens, int nc, int l, int d, unsigned long long addmask) {
   mix_backward<unsigned short, 1>(tab, w, gw, tokens, nc, l, d, addmask);
 }
-extern "C" __global__ void __launch_bounds__(1024) mix_backward_bf16_v(const MixTable<unsigned short> tab, const unsigned short* w, unsigned short* gw, long long tokens, int nc, int l, int d, unsigned long long addmask) {
+extern "C" __global__ void __launch_bounds__(256) mix_backward_bf16_v(const MixTable<unsigned short> tab, const unsigned short* w, unsigned short* gw, long long tokens, int nc, int l, int d, unsigned long long addmask) {
   mix_backward<unsigned short, 8>(tab, w, gw, tokens, nc, l, d, addmask);
 }

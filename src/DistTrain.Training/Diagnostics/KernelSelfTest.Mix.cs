@@ -1,0 +1,56 @@
+using DistTrain.Cuda;
+using DistTrain.Model.Kernels;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DistTrain.Training.Diagnostics;
+
+/// <summary>
+/// The MUDD mixing (<see cref="IKernels.Mix"/>): streams, the hiddens' gradients and the weights'
+/// gradient, fused and reference (same dtype) both measured against the reference in fp64, as RMSNorm:
+/// tolerance 1e-5 (fp32) and 1e-2 (bf16: one bf16 rounding of each output is 2^-9 relative).
+/// </summary>
+public static partial class KernelSelfTest
+{
+    static readonly (long B, long T, long D, int C, int L)[] MixShapes =
+    [
+        (1, 1, 7, 1, 2), (1, 3, 7, 4, 3), (3, 1, 1000, 4, 26), (1, 3, 1024, 1, 26),   // odd token counts and D; 1000: vectors, 1024: the 405M width
+        (1, 3, 1001, 4, 3),                                                              // scalar columns, 1024 threads a token
+        (2, 8192, 7, 4, 3), (4, 4096, 1000, 1, 2),                                       // B·T = 16384 with odd D
+        (8, 2048, 1024, 4, 2), (8, 2048, 1024, 4, 26), (8, 2048, 1024, 1, 26),           // 405M: after layer 0, deep, and a one-stream last mix
+    ];
+
+    static List<KernelCheck> Mix(CudaKernels kernels, Device device, ScalarType dtype, (long B, long T, long D, int C, int L) s)
+    {
+        using var scope = NewDisposeScope();
+        var hiddens = Enumerable.Range(0, s.L).Select(_ => randn([s.B, s.T, s.D], ScalarType.Float32, device).to(dtype)).ToArray();
+        var dw = randn([s.C, s.B, s.T, s.L], ScalarType.Float32, device).to(dtype);
+        var dy = Enumerable.Range(0, s.C).Select(_ => randn([s.B, s.T, s.D], ScalarType.Float32, device).to(dtype)).ToArray();
+        if (!kernels.FusesMix(hiddens, dw))
+            throw new InvalidOperationException($"mix: the fused kernels refused {s.L} hiddens of [{s.B}, {s.T}, {s.D}] {dtype} with {s.C} streams");
+        var truth = RunMix(ReferenceKernels.Instance, [.. hiddens.Select(h => h.to(ScalarType.Float64))], dw.to(ScalarType.Float64), [.. dy.Select(g => g.to(ScalarType.Float64))]);
+        var reference = RunMix(ReferenceKernels.Instance, hiddens, dw, dy);
+        var fused = RunMix(kernels, hiddens, dw, dy);
+        cuda.synchronize(device);   // an asynchronous kernel error surfaces here, at its op
+        double tol = dtype == ScalarType.Float32 ? 1e-5 : 1e-2;
+        string shape = $"{s.B}x{s.T}x{s.D} C{s.C} L{s.L}", name = DtypeName(dtype);
+        string[] outputs = ["streams", "dh", "ddw"];
+        var result = new List<KernelCheck>();
+        for (int i = 0; i < outputs.Length; i++)
+        {
+            var (abs, rel) = Error(fused[i], truth[i]);
+            result.Add(new KernelCheck("mix", name, shape, outputs[i], abs, rel, Error(reference[i], truth[i]).Rel, tol));
+        }
+        return result;
+    }
+
+    /// <summary>The streams (C, B, T, D), the hiddens' gradients (L, B, T, D) and dw's gradient of one mix with output gradients dy.</summary>
+    static Tensor[] RunMix(IKernels kernels, Tensor[] hiddens, Tensor dw, Tensor[] dy)
+    {
+        var hs = hiddens.Select(h => h.detach().requires_grad_(true)).ToArray();
+        var w = dw.detach().requires_grad_(true);
+        var streams = kernels.Mix(hs, w, gradients: null);
+        var grads = autograd.grad(streams, [w, .. hs], dy);
+        return [stack(streams.Select(t => t.detach())), stack(grads.Skip(1)), grads[0]];
+    }
+}
