@@ -48,4 +48,16 @@ public sealed class CudaKernels : IKernels
 
     public Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients) =>
         _mix.Supports(hiddens, dw) ? FusedMixFunction.Apply(_mix, hiddens, dw, gradients) : ReferenceKernels.Instance.Mix(hiddens, dw, gradients);
+
+    /// <summary>The mix kernels with one stream and α broadcast to every token ((n) -> (1, B, T, n), copied once: n values a token); autograd sums dw's gradient back to (n).</summary>
+    public Tensor DepthWeightedAverage(IReadOnlyList<Tensor> hiddens, Tensor weights)
+    {
+        var h0 = hiddens[0];
+        if (h0.dim() != 3 || weights.dim() != 1 || weights.shape[0] != hiddens.Count)
+            return ReferenceKernels.Instance.DepthWeightedAverage(hiddens, weights);
+        using var scope = NewDisposeScope();
+        var dw = weights.view(1, 1, 1, weights.shape[0]).expand(1, h0.shape[0], h0.shape[1], weights.shape[0]);
+        var average = _mix.Supports(hiddens, dw) ? FusedMixFunction.Apply(_mix, hiddens, dw, gradients: null)[0] : ReferenceKernels.Instance.DepthWeightedAverage(hiddens, weights);
+        return average.MoveToOuterDisposeScope();
+    }
 }

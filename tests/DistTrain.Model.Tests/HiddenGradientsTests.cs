@@ -17,6 +17,7 @@ public class HiddenGradientsTests
         public string Name => "plain";
         public Tensor RmsNorm(Tensor x, Tensor? weight, double eps) => ReferenceKernels.Instance.RmsNorm(x, weight, eps);
         public Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients) => ReferenceKernels.Instance.Mix(hiddens, dw, null);
+        public Tensor DepthWeightedAverage(IReadOnlyList<Tensor> hiddens, Tensor weights) => ReferenceKernels.Instance.DepthWeightedAverage(hiddens, weights);
     }
 
     /// <summary>The reference with the buffers, remembering each pass's object.</summary>
@@ -30,6 +31,7 @@ public class HiddenGradientsTests
             if (gradients is not null && !Seen.Contains(gradients)) Seen.Add(gradients);
             return ReferenceKernels.Instance.Mix(hiddens, dw, gradients);
         }
+        public Tensor DepthWeightedAverage(IReadOnlyList<Tensor> hiddens, Tensor weights) => ReferenceKernels.Instance.DepthWeightedAverage(hiddens, weights);
     }
 
     public static TheoryData<CheckpointKind, int, int> Cases() => new()

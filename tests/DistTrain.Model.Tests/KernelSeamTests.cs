@@ -22,6 +22,7 @@ public class KernelSeamTests
             Mixes++;
             return ReferenceKernels.Instance.Mix(hiddens, dw, gradients);
         }
+        public Tensor DepthWeightedAverage(IReadOnlyList<Tensor> hiddens, Tensor weights) => ReferenceKernels.Instance.DepthWeightedAverage(hiddens, weights);
     }
 
     [Fact]

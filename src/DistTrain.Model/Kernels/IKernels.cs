@@ -27,6 +27,13 @@ public interface IKernels
     /// through its in-place buffers (<see cref="HiddenGradients"/>); null: all go to autograd.
     /// </summary>
     Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients);
+
+    /// <summary>
+    /// DenseFormer's depth-weighted average: hiddens h_0..h_{n-1} (each (B, T, D)) and static weights
+    /// α (n) -> Σ_j α_j · h_j (B, T, D) in the hiddens' dtype. The fused kernels run it as a mix with one
+    /// stream and the same weights for every token.
+    /// </summary>
+    Tensor DepthWeightedAverage(IReadOnlyList<Tensor> hiddens, Tensor weights);
 }
 
 /// <summary>A module that calls <see cref="IKernels"/>; <see cref="LanguageModel.Kernels"/> sets them on every such submodule.</summary>

@@ -16,4 +16,13 @@ public sealed class ReferenceKernels : IKernels
         weight is null ? Layers.RmsNorm.Normalize(x, eps) : Layers.RmsNorm.Normalize(x, eps) * weight;
 
     public Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients) => MixFunction.Apply(hiddens, dw, gradients);
+
+    public Tensor DepthWeightedAverage(IReadOnlyList<Tensor> hiddens, Tensor weights)
+    {
+        using var scope = NewDisposeScope();
+        var acc = hiddens[0] * weights[0];
+        for (int j = 1; j < hiddens.Count; j++)
+            acc = acc.Plus(hiddens[j] * weights[j]);
+        return acc.MoveToOuterDisposeScope();
+    }
 }

@@ -9,6 +9,9 @@ namespace DistTrain.Training.Diagnostics;
 /// The MUDD mixing (<see cref="IKernels.Mix"/>): streams, the hiddens' gradients and the weights'
 /// gradient, fused and reference (same dtype) both measured against the reference in fp64, as RMSNorm:
 /// tolerance 1e-5 (fp32) and 1e-2 (bf16: one bf16 rounding of each output is 2^-9 relative).
+/// DenseFormer's averages run the same kernels and are checked the same way. The reference average
+/// rounds every partial sum to bf16 (a chain of multiply-adds), the fused one sums in fp32 once: its
+/// bf16 error is the smaller; dalpha sums B·T per-token reductions (reference: in bf16 too).
 /// </summary>
 public static partial class KernelSelfTest
 {
@@ -40,6 +43,39 @@ public static partial class KernelSelfTest
         {
             var (abs, rel) = Error(fused[i], truth[i]);
             result.Add(new KernelCheck("mix", name, shape, outputs[i], abs, rel, Error(reference[i], truth[i]).Rel, tol));
+        }
+        return result;
+    }
+
+    /// <summary>DenseFormer's depth-weighted average through the mix kernels (one stream, α shared by every token): B, T, D, inputs.</summary>
+    static readonly (long B, long T, long D, int N)[] AverageShapes = [(1, 3, 7, 2), (3, 1, 1000, 5), (8, 2048, 1024, 13), (8, 2048, 1024, 25)];
+
+    static List<KernelCheck> Average(CudaKernels kernels, Device device, ScalarType dtype, (long B, long T, long D, int N) s)
+    {
+        using var scope = NewDisposeScope();
+        var hiddens = Enumerable.Range(0, s.N).Select(_ => randn([s.B, s.T, s.D], ScalarType.Float32, device).to(dtype)).ToArray();
+        var alpha = randn([s.N], ScalarType.Float32, device).to(dtype);
+        var dy = randn([s.B, s.T, s.D], ScalarType.Float32, device).to(dtype);
+        Tensor[] Run(IKernels k, Tensor[] hs, Tensor a, Tensor g)
+        {
+            var hi = hs.Select(h => h.detach().requires_grad_(true)).ToArray();
+            var ai = a.detach().requires_grad_(true);
+            var y = k.DepthWeightedAverage(hi, ai);
+            var grads = autograd.grad([y], [ai, .. hi], [g]);
+            return [y.detach(), stack(grads.Skip(1)), grads[0]];
+        }
+        var truth = Run(ReferenceKernels.Instance, [.. hiddens.Select(h => h.to(ScalarType.Float64))], alpha.to(ScalarType.Float64), dy.to(ScalarType.Float64));
+        var reference = Run(ReferenceKernels.Instance, hiddens, alpha, dy);
+        var fused = Run(kernels, hiddens, alpha, dy);
+        cuda.synchronize(device);
+        double tol = dtype == ScalarType.Float32 ? 1e-5 : 1e-2;
+        string shape = $"{s.B}x{s.T}x{s.D} n{s.N}", name = DtypeName(dtype);
+        string[] outputs = ["average", "dh", "dalpha"];
+        var result = new List<KernelCheck>();
+        for (int i = 0; i < outputs.Length; i++)
+        {
+            var (abs, rel) = Error(fused[i], truth[i]);
+            result.Add(new KernelCheck("dwa", name, shape, outputs[i], abs, rel, Error(reference[i], truth[i]).Rel, tol));
         }
         return result;
     }

@@ -71,6 +71,9 @@ public static partial class KernelSelfTest
         foreach (var dtype in new[] { ScalarType.Float32, ScalarType.BFloat16 })
             foreach (var shape in MixShapes)
                 Add(Mix(kernels, device, dtype, shape));
+        foreach (var dtype in new[] { ScalarType.Float32, ScalarType.BFloat16 })
+            foreach (var shape in AverageShapes)
+                Add(Average(kernels, device, dtype, shape));
         Add(WholeModel(kernels, device, modelConfig, line));
         if (CudaKernels.CacheProblem is { } problem) line($"note: a compiled kernel could not be cached: {problem}");
         return checks;

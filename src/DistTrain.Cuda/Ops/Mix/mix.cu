@@ -15,7 +15,7 @@
 // gradients a thread holds in backward; D <= 2048 in bf16); else V = 1 with TPR <= 1024 (D <= 1024).
 // Blocks walk the tokens grid-stride; indices are 64-bit.
 // Dynamic shared memory: the token's C·L weights as fp32 (RPB · C · L floats), and in backward one
-// partial of each gw[c, t, j] per warp (RPB · TPR/32 · C · L floats).
+// partial of each gw[c, t, j] per warp (RPB · TPR/32 · C · L floats); static: the MixTable (1088 bytes).
 
 #define MIX_MAX_INPUTS 64
 #define MIX_MAX_STREAMS 4
@@ -24,7 +24,8 @@
 #define MIX_DYNAMIC_SHARED(name) extern __shared__ float name[]
 #endif
 
-// Kernel parameter, by value (1 KB of the 4 KB CUDA allows): unused slots are null.
+// Kernel parameter, by value (1 KB of the 4 KB CUDA allows): unused slots are null. Staged into
+// shared memory (stage_table) before use.
 template <typename T>
 struct MixTable {
   const T* h[MIX_MAX_INPUTS];    // hiddens h_0..h_{L-1}
@@ -32,6 +33,20 @@ struct MixTable {
   const T* g[MIX_MAX_STREAMS];   // backward: the streams' gradients
   T* out[MIX_MAX_STREAMS];       // forward: the streams
 };
+
+// The kernels index the table with a run-time j. A dynamically indexed kernel parameter is copied
+// to local memory by each thread (1 KB a thread); one thread of each block copies it with constant
+// indices into shared memory instead, and the loops read the pointers from there.
+template <typename T>
+__device__ __forceinline__ void stage_table(const MixTable<T>& tab, MixTable<T>& st) {
+  if (threadIdx.x == 0 && threadIdx.y == 0) {
+#pragma unroll
+    for (int i = 0; i < MIX_MAX_INPUTS; ++i) { st.h[i] = tab.h[i]; st.gh[i] = tab.gh[i]; }
+#pragma unroll
+    for (int i = 0; i < MIX_MAX_STREAMS; ++i) { st.g[i] = tab.g[i]; st.out[i] = tab.out[i]; }
+  }
+  __syncthreads();
+}
 
 struct alignas(16) Raw16 { unsigned int u[4]; };
 
@@ -224,26 +239,42 @@ __device__ void mix_backward(const MixTable<T>& tab, const T* w, T* gw, long lon
 }
 
 extern "C" __global__ void __launch_bounds__(1024) mix_forward_f32(const MixTable<float> tab, const float* w, long long tokens, int nc, int l, int d) {
-  mix_forward<float, 1>(tab, w, tokens, nc, l, d);
+  __shared__ MixTable<float> st;
+  stage_table(tab, st);
+  mix_forward<float, 1>(st, w, tokens, nc, l, d);
 }
 extern "C" __global__ void __launch_bounds__(256) mix_forward_f32_v(const MixTable<float> tab, const float* w, long long tokens, int nc, int l, int d) {
-  mix_forward<float, 4>(tab, w, tokens, nc, l, d);
+  __shared__ MixTable<float> st;
+  stage_table(tab, st);
+  mix_forward<float, 4>(st, w, tokens, nc, l, d);
 }
 extern "C" __global__ void __launch_bounds__(1024) mix_forward_bf16(const MixTable<unsigned short> tab, const unsigned short* w, long long tokens, int nc, int l, int d) {
-  mix_forward<unsigned short, 1>(tab, w, tokens, nc, l, d);
+  __shared__ MixTable<unsigned short> st;
+  stage_table(tab, st);
+  mix_forward<unsigned short, 1>(st, w, tokens, nc, l, d);
 }
 extern "C" __global__ void __launch_bounds__(256) mix_forward_bf16_v(const MixTable<unsigned short> tab, const unsigned short* w, long long tokens, int nc, int l, int d) {
-  mix_forward<unsigned short, 8>(tab, w, tokens, nc, l, d);
+  __shared__ MixTable<unsigned short> st;
+  stage_table(tab, st);
+  mix_forward<unsigned short, 8>(st, w, tokens, nc, l, d);
 }
 extern "C" __global__ void __launch_bounds__(1024) mix_backward_f32(const MixTable<float> tab, const float* w, float* gw, long long tokens, int nc, int l, int d, unsigned long long addmask) {
-  mix_backward<float, 1>(tab, w, gw, tokens, nc, l, d, addmask);
+  __shared__ MixTable<float> st;
+  stage_table(tab, st);
+  mix_backward<float, 1>(st, w, gw, tokens, nc, l, d, addmask);
 }
 extern "C" __global__ void __launch_bounds__(256) mix_backward_f32_v(const MixTable<float> tab, const float* w, float* gw, long long tokens, int nc, int l, int d, unsigned long long addmask) {
-  mix_backward<float, 4>(tab, w, gw, tokens, nc, l, d, addmask);
+  __shared__ MixTable<float> st;
+  stage_table(tab, st);
+  mix_backward<float, 4>(st, w, gw, tokens, nc, l, d, addmask);
 }
 extern "C" __global__ void __launch_bounds__(1024) mix_backward_bf16(const MixTable<unsigned short> tab, const unsigned short* w, unsigned short* gw, long long tokens, int nc, int l, int d, unsigned long long addmask) {
-  mix_backward<unsigned short, 1>(tab, w, gw, tokens, nc, l, d, addmask);
+  __shared__ MixTable<unsigned short> st;
+  stage_table(tab, st);
+  mix_backward<unsigned short, 1>(st, w, gw, tokens, nc, l, d, addmask);
 }
 extern "C" __global__ void __launch_bounds__(256) mix_backward_bf16_v(const MixTable<unsigned short> tab, const unsigned short* w, unsigned short* gw, long long tokens, int nc, int l, int d, unsigned long long addmask) {
-  mix_backward<unsigned short, 8>(tab, w, gw, tokens, nc, l, d, addmask);
+  __shared__ MixTable<unsigned short> st;
+  stage_table(tab, st);
+  mix_backward<unsigned short, 8>(st, w, gw, tokens, nc, l, d, addmask);
 }
