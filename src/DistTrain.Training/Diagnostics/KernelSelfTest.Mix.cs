@@ -23,18 +23,18 @@ public static partial class KernelSelfTest
         (8, 2048, 1024, 4, 2), (8, 2048, 1024, 4, 26), (8, 2048, 1024, 1, 26),           // 405M: after layer 0, deep, and a one-stream last mix
     ];
 
-    static List<KernelCheck> Mix(CudaKernels kernels, Device device, ScalarType dtype, (long B, long T, long D, int C, int L) s)
+    internal static List<KernelCheck> Mix(IKernels kernels, Device device, ScalarType dtype, (long B, long T, long D, int C, int L) s)
     {
         using var scope = NewDisposeScope();
         var hiddens = Enumerable.Range(0, s.L).Select(_ => randn([s.B, s.T, s.D], ScalarType.Float32, device).to(dtype)).ToArray();
         var dw = randn([s.C, s.B, s.T, s.L], ScalarType.Float32, device).to(dtype);
         var dy = Enumerable.Range(0, s.C).Select(_ => randn([s.B, s.T, s.D], ScalarType.Float32, device).to(dtype)).ToArray();
-        if (!kernels.FusesMix(hiddens, dw))
+        if (kernels is CudaKernels cudaKernels && !cudaKernels.FusesMix(hiddens, dw))
             throw new InvalidOperationException($"mix: the fused kernels refused {s.L} hiddens of [{s.B}, {s.T}, {s.D}] {dtype} with {s.C} streams");
         var truth = RunMix(ReferenceKernels.Instance, [.. hiddens.Select(h => h.to(ScalarType.Float64))], dw.to(ScalarType.Float64), [.. dy.Select(g => g.to(ScalarType.Float64))]);
         var reference = RunMix(ReferenceKernels.Instance, hiddens, dw, dy);
         var fused = RunMix(kernels, hiddens, dw, dy);
-        cuda.synchronize(device);   // an asynchronous kernel error surfaces here, at its op
+        Synchronize(device);   // an asynchronous kernel error surfaces here, at its op
         double tol = dtype == ScalarType.Float32 ? 1e-5 : 1e-2;
         string shape = $"{s.B}x{s.T}x{s.D} C{s.C} L{s.L}", name = DtypeName(dtype);
         string[] outputs = ["streams", "dh", "ddw"];
@@ -50,7 +50,7 @@ public static partial class KernelSelfTest
     /// <summary>DenseFormer's depth-weighted average through the mix kernels (one stream, α shared by every token): B, T, D, inputs.</summary>
     static readonly (long B, long T, long D, int N)[] AverageShapes = [(1, 3, 7, 2), (3, 1, 1000, 5), (8, 2048, 1024, 13), (8, 2048, 1024, 25)];
 
-    static List<KernelCheck> Average(CudaKernels kernels, Device device, ScalarType dtype, (long B, long T, long D, int N) s)
+    internal static List<KernelCheck> Average(IKernels kernels, Device device, ScalarType dtype, (long B, long T, long D, int N) s)
     {
         using var scope = NewDisposeScope();
         var hiddens = Enumerable.Range(0, s.N).Select(_ => randn([s.B, s.T, s.D], ScalarType.Float32, device).to(dtype)).ToArray();
@@ -67,7 +67,7 @@ public static partial class KernelSelfTest
         var truth = Run(ReferenceKernels.Instance, [.. hiddens.Select(h => h.to(ScalarType.Float64))], alpha.to(ScalarType.Float64), dy.to(ScalarType.Float64));
         var reference = Run(ReferenceKernels.Instance, hiddens, alpha, dy);
         var fused = Run(kernels, hiddens, alpha, dy);
-        cuda.synchronize(device);
+        Synchronize(device);
         double tol = dtype == ScalarType.Float32 ? 1e-5 : 1e-2;
         string shape = $"{s.B}x{s.T}x{s.D} n{s.N}", name = DtypeName(dtype);
         string[] outputs = ["average", "dh", "dalpha"];

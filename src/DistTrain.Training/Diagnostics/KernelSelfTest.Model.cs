@@ -24,7 +24,7 @@ public static partial class KernelSelfTest
     public const string DefaultModelConfig = "configs/405m-muddformer.yaml";
     const long Batch = 2, SeqLen = 256;
 
-    static List<KernelCheck> WholeModel(CudaKernels kernels, Device device, string configPath, Action<string> line)
+    internal static List<KernelCheck> WholeModel(IKernels kernels, Device device, string configPath, Action<string> line)
     {
         var config = ModelConfigFor(configPath, line);
         using var scope = NewDisposeScope();
@@ -39,7 +39,7 @@ public static partial class KernelSelfTest
         var truth = LossAndGrads(model64, flat64, ReferenceKernels.Instance, x, y);
         var reference = LossAndGrads(model16, flat16, ReferenceKernels.Instance, x, y);
         var fused = LossAndGrads(model16, flat16, kernels, x, y);
-        cuda.synchronize(device);
+        Synchronize(device);
         string shape = $"{Batch}x{SeqLen} 3 layers", name = DtypeName(ScalarType.BFloat16);
         var result = new List<KernelCheck>();
         void Compare(string output, Tensor f, Tensor r, Tensor t, double tol) =>
@@ -56,7 +56,7 @@ public static partial class KernelSelfTest
             model16.Checkpointing = new ActivationCheckpointing(kind);
             var checkpointed = LossAndGrads(model16, flat16, kernels, x, y);
             model16.Checkpointing = ActivationCheckpointing.Off;
-            cuda.synchronize(device);
+            Synchronize(device);
             string policy = kind.ToString().ToLowerInvariant();
             Compare($"loss ({policy})", checkpointed.Loss, reference.Loss, truth.Loss, 5e-3);
             double abs = 0, rel = 0, referenceRel = 0;
@@ -93,6 +93,12 @@ public static partial class KernelSelfTest
                 if (name.StartsWith("dynamic_dense.") || name.StartsWith("dense_bs.") || name.Contains("norm"))
                     p.PlusInPlace(randn_like(p).Times(0.1));
         return model;
+    }
+
+    /// <summary>Waits for the device (an asynchronous kernel error surfaces here, at its check); nothing on the CPU (the checks' own tests).</summary>
+    static void Synchronize(Device device)
+    {
+        if (device.type == DeviceType.CUDA) cuda.synchronize(device);
     }
 
     /// <summary>The mean next-token loss and the flat gradient buffer (a copy) with these kernels.</summary>
