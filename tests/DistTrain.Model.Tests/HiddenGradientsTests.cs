@@ -81,6 +81,18 @@ public class HiddenGradientsTests
     }
 
     [Fact]
+    public void AMixAfterTheHandOverThrowsInsteadOfLosingItsPart()
+    {
+        var gradients = new HiddenGradients();
+        using var own = ones(2, 3);
+        Assert.Null(gradients.Route(1, 3, own));                   // kept: mix over 3 hiddens, h_1's last reader is the mix over 2
+        using var handed = gradients.Route(1, 2, own);             // handed over: 2 · own
+        Assert.Equal(2f, handed!.max().item<float>());
+        Assert.Equal(0, gradients.Held);
+        Assert.Throws<InvalidOperationException>(() => gradients.Route(1, 4, own));
+    }
+
+    [Fact]
     public void OnlyTheMixOverTheFewestHiddensHandsOver()
     {
         // mixes over h_0..h_{L-1}, L = 2..5: h_0 and h_1 by L = 2, then h_j by L = j + 1

@@ -21,6 +21,7 @@ namespace DistTrain.Model.Kernels;
 public sealed class HiddenGradients
 {
     readonly Dictionary<int, Tensor> _buffers = [];
+    readonly HashSet<int> _handedOver = [];
 
     /// <summary>Whether the mix over <paramref name="count"/> hiddens (h_0..h_{count-1}; count ≥ 2) is the last in backward to read h_<paramref name="j"/>.</summary>
     public static bool HandsOver(int j, int count) => Math.Max(j + 1, 2) == count;
@@ -38,28 +39,42 @@ public sealed class HiddenGradients
             return _buffers.Remove(j, out var buffer) ? buffer : null;
     }
 
-    /// <summary>Stores h_j's buffer (detached from any dispose scope: it lives until the mix that hands it over).</summary>
-    public void Keep(int j, Tensor buffer)
+    /// <summary>
+    /// After the mix over <paramref name="count"/> hiddens has written or added its part for h_j into
+    /// <paramref name="buffer"/>: the buffer for autograd when this mix is h_j's last reader, else null
+    /// (kept here, detached from any dispose scope, until that reader). A mix that adds to h_j after
+    /// the hand-over would lose its part: that throws instead (the backward order this relies on broke,
+    /// or a graph was run backward twice).
+    /// </summary>
+    public Tensor? Settle(int j, int count, Tensor buffer)
     {
-        buffer.DetachFromDisposeScope();
         lock (_buffers)
-            if (!_buffers.TryAdd(j, buffer))
-                throw new InvalidOperationException($"hidden {j} already has a gradient buffer: a mix's backward ran twice in one pass (retain_graph?)");
+        {
+            if (_handedOver.Contains(j) || _buffers.ContainsKey(j))
+                throw new InvalidOperationException(
+                    $"hidden {j}: a mix over {count} hiddens ran backward after h_{j}'s gradient buffer was " +
+                    (_handedOver.Contains(j) ? "handed to autograd" : "stored by another mix") +
+                    "; the mixes of one forward pass must run backward once each, from the last layer down (retain_graph is not supported)");
+            if (HandsOver(j, count))
+            {
+                _handedOver.Add(j);
+                return buffer;
+            }
+            buffer.DetachFromDisposeScope();
+            _buffers.Add(j, buffer);
+            return null;
+        }
     }
 
     /// <summary>
     /// The reference routing of one mix's gradient <paramref name="own"/> ((B, T, D), any strides) for h_j
-    /// in a mix over <paramref name="count"/> hiddens: added to the buffer, then either the buffer for
-    /// autograd (the last reader) or null (kept here).
+    /// in a mix over <paramref name="count"/> hiddens: added to the buffer, then <see cref="Settle"/>.
     /// </summary>
     public Tensor? Route(int j, int count, Tensor own)
     {
         var buffer = Take(j);
         if (buffer is null) buffer = own.contiguous();
         else buffer.PlusInPlace(own);
-        if (HandsOver(j, count))
-            return buffer;
-        Keep(j, buffer);
-        return null;
+        return Settle(j, count, buffer);
     }
 }

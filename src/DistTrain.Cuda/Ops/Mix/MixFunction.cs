@@ -72,16 +72,9 @@ internal sealed class FusedMixFunction : MultiTensorFunction<FusedMixFunction>
             }
             var gw = kernels.Backward(hiddens, w, streamGrads, targets, addMask);
             grads.Add(gw.dtype == dwType ? gw : gw.to(dwType));
+            // null: kept in the buffer; autograd gets h_j's gradient from the mix that hands it over
             for (int j = 0; j < l; j++)
-            {
-                if (gradients is null || HiddenGradients.HandsOver(j, l))
-                    grads.Add(targets[j]);
-                else
-                {
-                    gradients.Keep(j, targets[j]);
-                    grads.Add(null);   // autograd gets h_j's gradient from the mix that hands the buffer over
-                }
-            }
+                grads.Add(gradients is null ? targets[j] : gradients.Settle(j, l, targets[j]));
             foreach (var g in grads) g?.MoveToOuterDisposeScope();
         }
         foreach (var s in saved) s.Dispose();
