@@ -1,4 +1,5 @@
 using DistTrain.Cuda.Ops.QkRotary;
+using DistTrain.Cuda.Ops.Mix;
 using DistTrain.Cuda.Ops.RmsNorm;
 using DistTrain.Cuda.Ops.SwiGlu;
 using DistTrain.Model.Kernels;
@@ -16,6 +17,7 @@ public sealed class CudaKernels : IKernels
     readonly FusedRmsNorm _rmsNorm;
     readonly FusedSwiGlu _swiGlu;
     readonly FusedQkRotary _qkRotary;
+    readonly FusedMix _mix;
 
     CudaKernels(CudaDevice device)
     {
@@ -23,6 +25,7 @@ public sealed class CudaKernels : IKernels
         _rmsNorm = new FusedRmsNorm(device);
         _swiGlu = new FusedSwiGlu(device);
         _qkRotary = new FusedQkRotary(device);
+        _mix = new FusedMix(device);
     }
 
     /// <summary>
@@ -51,4 +54,22 @@ public sealed class CudaKernels : IKernels
 
     public Tensor QkNormRotary(Tensor x, Tensor? weight, double eps, Tensor cos, Tensor sin) =>
         _qkRotary.Supports(x, weight, cos, sin) ? QkRotaryFunction.Apply(_qkRotary, x, weight, eps, cos, sin) : ReferenceKernels.Instance.QkNormRotary(x, weight, eps, cos, sin);
+
+    /// <summary>Whether <see cref="Mix"/> runs the fused kernels for these tensors (kernel-test checks it ran them).</summary>
+    public bool FusesMix(IReadOnlyList<Tensor> hiddens, Tensor dw) => _mix.Supports(hiddens, dw);
+
+    public Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients) =>
+        _mix.Supports(hiddens, dw) ? FusedMixFunction.Apply(_mix, hiddens, dw, gradients) : ReferenceKernels.Instance.Mix(hiddens, dw, gradients);
+
+    /// <summary>The mix kernels with one stream and α broadcast to every token ((n) -> (1, B, T, n), copied once: n values a token); autograd sums dw's gradient back to (n).</summary>
+    public Tensor DepthWeightedAverage(IReadOnlyList<Tensor> hiddens, Tensor weights)
+    {
+        var h0 = hiddens[0];
+        if (h0.dim() != 3 || weights.dim() != 1 || weights.shape[0] != hiddens.Count)
+            return ReferenceKernels.Instance.DepthWeightedAverage(hiddens, weights);
+        using var scope = NewDisposeScope();
+        var dw = weights.view(1, 1, 1, weights.shape[0]).expand(1, h0.shape[0], h0.shape[1], weights.shape[0]);
+        var average = _mix.Supports(hiddens, dw) ? FusedMixFunction.Apply(_mix, hiddens, dw, gradients: null)[0] : ReferenceKernels.Instance.DepthWeightedAverage(hiddens, weights);
+        return average.MoveToOuterDisposeScope();
+    }
 }

@@ -27,6 +27,33 @@ internal static class KernelLaunch
             throw Error(r, f, grid, block, shapes());
     }
 
+    /// <summary>
+    /// As <see cref="Launch"/>, with a by-value struct of 8-byte fields as the kernel's first parameter
+    /// (<paramref name="table"/>: pointers, e.g. the mix's MixTable, up to 4 KB of parameters in all) and
+    /// <paramref name="sharedBytes"/> of dynamic shared memory.
+    /// </summary>
+    public static unsafe void LaunchWithTable(CudaFunction f, (uint X, uint Y) grid, (uint X, uint Y) block, uint sharedBytes, Func<string> shapes,
+                                              ReadOnlySpan<ulong> table, params ReadOnlySpan<ulong> args)
+    {
+        if (grid.X == 0 || grid.Y == 0)
+            return;
+        f.Device.MakeCurrent();
+        ulong* values = stackalloc ulong[args.Length];
+        void** pointers = stackalloc void*[args.Length + 1];
+        fixed (ulong* first = table)
+        {
+            pointers[0] = first;   // CUDA copies sizeof(the struct) bytes from here
+            for (int i = 0; i < args.Length; i++)
+            {
+                values[i] = args[i];
+                pointers[i + 1] = &values[i];
+            }
+            int r = cuLaunchKernel(f.Handle, grid.X, grid.Y, 1, block.X, block.Y, 1, sharedBytes, 0, pointers, null);
+            if (r != Success)
+                throw Error(r, f, grid, block, shapes());
+        }
+    }
+
     internal static CudaException Error(int code, CudaFunction f, (uint X, uint Y) grid, (uint X, uint Y) block, string shapes)
     {
         var what = string.Create(CultureInfo.InvariantCulture,

@@ -27,5 +27,8 @@ internal static class TensorArgs
         return p;
     }
 
+    /// <summary>Whether the tensor's data starts on 16 bytes (fresh allocations do; a view at an offset may not).</summary>
+    public static bool Aligned16(Tensor t) => TorchSharpNative.THSTensor_data(t.Handle) % 16 == 0;
+
     public static string Describe(Tensor t) => $"[{string.Join(", ", t.shape)}] {t.dtype}";
 }

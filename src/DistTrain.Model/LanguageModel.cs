@@ -132,10 +132,13 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
     /// dynamic weights dw (C, B, T, i+2) plus the static dense_bs.{i} (C, i+2) mix them into the
     /// next layer's Q, K, V, R inputs, and into one stream after the last layer. With the mudd
     /// policy, layer i's region starts from the hiddens: the weights and the mixing after layer
-    /// i-1 are recomputed in backward, so the four mixed streams are never kept.
+    /// i-1 are recomputed in backward, so the four mixed streams are never kept. The mixes of this
+    /// pass, recomputed ones included, share one set of gradient buffers for the hiddens.
     /// </summary>
     Tensor ForwardMudd(Tensor x, Tensor cos, Tensor sin)
     {
+        var gradients = new HiddenGradients();
+        Tensor[] Mix(int after, IReadOnlyList<Tensor> h) => MixAfter(after, h, gradients);
         var hiddens = new List<Tensor> { x };
         for (int i = 0; i < _layers.Count; i++)
         {
@@ -143,15 +146,15 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
             Tensor Block(Tensor[] s, Tensor c, Tensor n) => s.Length == 1 ? _layers[layer].Forward(s[0], c, n) : _layers[layer].Forward(s[0], s[1], s[2], s[3], c, n);
             Tensor output;
             if (Checkpointing.Covers(i) && Checkpointing.Kind == CheckpointKind.Mudd)
-                output = Recomputed((h, c, n) => Block(layer == 0 ? h : MixAfter(layer - 1, h), c, n), [.. hiddens], cos, sin);
+                output = Recomputed((h, c, n) => Block(layer == 0 ? h : Mix(layer - 1, h), c, n), [.. hiddens], cos, sin);
             else
             {
-                var streams = i == 0 ? [x] : MixAfter(i - 1, hiddens);
+                var streams = i == 0 ? [x] : Mix(i - 1, hiddens);
                 output = Checkpointing.Covers(i) ? Recomputed(Block, streams, cos, sin) : Block(streams, cos, sin);
             }
             hiddens.Add(output);
         }
-        return MixAfter(_layers.Count - 1, hiddens)[0];
+        return Mix(_layers.Count - 1, hiddens)[0];
     }
 
     /// <summary>A checkpointed region over <paramref name="inputs"/>; the rotary tables travel as inputs so that they outlive this forward's scope.</summary>
@@ -159,11 +162,11 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
         Recompute.Run(all => region(all[..^2], all[^2], all[^1]), [.. inputs, cos, sin]);
 
     /// <summary>The streams after layer i: hiddens h_0..h_{i+1} mixed by dynamic_dense.{i}(h_{i+1}) + dense_bs.{i}.</summary>
-    Tensor[] MixAfter(int i, IReadOnlyList<Tensor> hiddens)
+    Tensor[] MixAfter(int i, IReadOnlyList<Tensor> hiddens, HiddenGradients gradients)
     {
         using var scope = NewDisposeScope();
         var dw = _dynamicDense![i].forward(hiddens[^1]).Plus(_denseBs![i].unsqueeze(1).unsqueeze(1));   // (C, B, T, L)
-        return MultiwayDynamicDense.Mix(hiddens, dw).Select(t => t.MoveToOuterDisposeScope()).ToArray();
+        return _kernels.Mix(hiddens, dw, gradients).Select(t => t.MoveToOuterDisposeScope()).ToArray();
     }
 
     (Tensor Cos, Tensor Sin) RotaryTables(long seqLen, Device device)

@@ -1,4 +1,5 @@
 using System.Text.RegularExpressions;
+using DistTrain.Cuda.Ops.Mix;
 using DistTrain.Cuda.Ops.RmsNorm;
 
 namespace DistTrain.Cuda.Tests;
@@ -14,6 +15,7 @@ public partial class KernelSourceTests
     [InlineData("adamw.cu", new[] { "adamw_norm_f32", "adamw_norm_bf16", "adamw_update_f32", "adamw_update_bf16" })]
     [InlineData("swiglu.cu", new[] { "swiglu_forward_f32", "swiglu_forward_bf16", "swiglu_backward_f32", "swiglu_backward_bf16" })]
     [InlineData("qkrotary.cu", new[] { "qkrotary_forward_f32", "qkrotary_forward_bf16", "qkrotary_backward_f32", "qkrotary_backward_bf16" })]
+    [InlineData("mix.cu", new[] { "mix_forward_f32", "mix_forward_f32_v", "mix_forward_bf16", "mix_forward_bf16_v", "mix_backward_f32", "mix_backward_f32_v", "mix_backward_bf16", "mix_backward_bf16_v" })]
     public void EverySourceIsEmbeddedWithTheKernelsItsOpLaunches(string resource, string[] kernels)
     {
         var source = KernelModule.Source(resource);
@@ -40,5 +42,32 @@ public partial class KernelSourceTests
         Assert.True(tpr * 8 >= d, "each thread owns at most MAXC = 8 columns");
         Assert.True(tpr * rpb <= 1024 && tpr * rpb / 32 <= 32, "a block fits, and its warps fit red[32]");
         Assert.True(tpr * rpb >= Math.Min(256, tpr), "at least 256 threads a block when rows are narrow");
+    }
+
+    [Theory]
+    [InlineData(1, 1)]
+    [InlineData(7, 1)]
+    [InlineData(1001, 1)]
+    [InlineData(1024, 1)]
+    [InlineData(16, 8)]
+    [InlineData(1000, 4)]
+    [InlineData(1024, 8)]
+    [InlineData(2048, 8)]
+    public void TheMixLayoutGivesEveryThreadOneChunkWithinItsLaunchBounds(int d, int v)
+    {
+        var (tpt, tpb) = FusedMix.Layout(d, v);
+        int bound = v == 1 ? FusedMix.MaxThreadsPerToken : FusedMix.MaxVectorThreadsPerToken;
+        Assert.True(tpt % 32 == 0 && tpt * v >= d && (tpt - 32) * v < d, $"{tpt} threads a token for {d} columns in chunks of {v}");
+        Assert.True(tpt * tpb <= bound && tpt * tpb >= Math.Min(256, tpt), $"{tpt} x {tpb} threads a block, bound {bound}");
+    }
+
+    [Fact]
+    public void TheMixTableMatchesTheKernelParameter()
+    {
+        // MixTable<T> in mix.cu: h[64], gh[64], g[4], out[4] pointers; LaunchWithTable passes that many 8-byte slots
+        var source = KernelModule.Source("mix.cu");
+        Assert.Contains($"#define MIX_MAX_INPUTS {FusedMix.MaxInputs}", source);
+        Assert.Contains($"#define MIX_MAX_STREAMS {FusedMix.MaxStreams}", source);
+        Assert.True((2 * FusedMix.MaxInputs + 2 * FusedMix.MaxStreams) * 8 + 64 <= 4096, "the table and the other parameters fit CUDA's 4 KB");
     }
 }

@@ -26,6 +26,13 @@ public class KernelSeamTests
             if (weight is null) QkRotaryOnly++; else QkNormed++;
             return ReferenceKernels.Instance.QkNormRotary(x, weight, eps, cos, sin);
         }
+        public int Mixes;
+        public Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients)
+        {
+            Mixes++;
+            return ReferenceKernels.Instance.Mix(hiddens, dw, gradients);
+        }
+        public Tensor DepthWeightedAverage(IReadOnlyList<Tensor> hiddens, Tensor weights) => ReferenceKernels.Instance.DepthWeightedAverage(hiddens, weights);
     }
 
     [Fact]
@@ -46,6 +53,7 @@ public class KernelSeamTests
         // q and k per layer: QK-norm with rotary, or rotary alone
         Assert.Equal(2 * config.NLayer, config.UseQkNorm ? counting.QkNormed : counting.QkRotaryOnly);
         Assert.Equal(0, config.UseQkNorm ? counting.QkRotaryOnly : counting.QkNormed);
+        Assert.Equal(config.NLayer, counting.Mixes);     // one mix after each layer
         Assert.All(model.named_modules().Select(m => m.module).OfType<IUsesKernels>(), m => Assert.Same(counting, m.Kernels));
     }
 

@@ -1,4 +1,4 @@
-// g++ -std=c++20 -O1 -pthread check.cpp: the RMSNorm, AdamW, SwiGLU and QK-norm-rotary kernels against plain loops in double.
+// g++ -std=c++20 -O1 -pthread check.cpp: the RMSNorm, AdamW, SwiGLU, QK-norm-rotary and MUDD mixing kernels against plain loops in double.
 #include "emulate.h"
 #include <cstdio>
 #include <random>
@@ -95,6 +95,8 @@ static void check_adamw(long long n, long long decay, unsigned grid, bool inject
   expect(ok, what, std::max(err, perr));
 }
 
+#include "check_mix.h"
+
 static void check_bf16() {
   using rms::to_bf16;
   bool ok = to_bf16(1.0f) == 0x3f80 && to_bf16(__uint_as_float(0x3f808000u)) == 0x3f80   // tie -> even
@@ -119,6 +121,7 @@ int main() {
   check_adamw(1007, 640, 3, false);
   check_adamw(5000, 3200, 2, false);
   check_adamw(1007, 640, 3, true);
+  check_mix_all();
   std::printf(failures == 0 ? "all ok\n" : "%d FAILED\n", failures);
   return failures == 0 ? 0 : 1;
 }

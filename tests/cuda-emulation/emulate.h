@@ -21,6 +21,9 @@ inline dim3 blockDim, gridDim;
 #define __forceinline__ inline
 #define __shared__ static
 #define __launch_bounds__(...)
+// dynamic shared memory (extern __shared__ in a kernel): one buffer, as blocks run one after another
+inline std::vector<float> dynamic_shared;
+#define MIX_DYNAMIC_SHARED(name) float* name = dynamic_shared.data()
 
 inline std::barrier<>* block_barrier;
 inline std::vector<std::unique_ptr<std::barrier<>>> warp_barriers;

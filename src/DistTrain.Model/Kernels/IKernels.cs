@@ -28,6 +28,21 @@ public interface IKernels
     /// <see cref="Layers.Rotary.Apply"/>(RMSNorm(x) · weight) as (B, T, H, d) in x's dtype.
     /// </summary>
     Tensor QkNormRotary(Tensor x, Tensor? weight, double eps, Tensor cos, Tensor sin);
+    /// <summary>
+    /// The MUDD multiway mixing: hiddens h_0..h_{L-1} (each (B, T, D)) and weights dw (C, B, T, L) ->
+    /// C streams (B, T, D) in the hiddens' dtype, stream_c = Σ_j dw[c, :, :, j] · h_j (dw taken in the
+    /// hiddens' dtype, fp32 accumulation). With <paramref name="gradients"/> (one per forward pass, whose
+    /// mixes read growing prefixes h_0..h_{L-1}, L = 2, 3, ...) backward routes the hiddens' gradients
+    /// through its in-place buffers (<see cref="HiddenGradients"/>); null: all go to autograd.
+    /// </summary>
+    Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients);
+
+    /// <summary>
+    /// DenseFormer's depth-weighted average: hiddens h_0..h_{n-1} (each (B, T, D)) and static weights
+    /// α (n) -> Σ_j α_j · h_j (B, T, D) in the hiddens' dtype. The fused kernels run it as a mix with one
+    /// stream and the same weights for every token.
+    /// </summary>
+    Tensor DepthWeightedAverage(IReadOnlyList<Tensor> hiddens, Tensor weights);
 }
 
 /// <summary>A module that calls <see cref="IKernels"/>; <see cref="LanguageModel.Kernels"/> sets them on every such submodule.</summary>

@@ -27,4 +27,15 @@ public sealed class ReferenceKernels : IKernels
         var normed = weight is null ? x : RmsNorm(x, weight, eps);
         return Rotary.Apply(normed, cos, sin).MoveToOuterDisposeScope();
     }
+
+    public Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients) => MixFunction.Apply(hiddens, dw, gradients);
+
+    public Tensor DepthWeightedAverage(IReadOnlyList<Tensor> hiddens, Tensor weights)
+    {
+        using var scope = NewDisposeScope();
+        var acc = hiddens[0] * weights[0];
+        for (int j = 1; j < hiddens.Count; j++)
+            acc = acc.Plus(hiddens[j] * weights[j]);
+        return acc.MoveToOuterDisposeScope();
+    }
 }

@@ -1,3 +1,4 @@
+using DistTrain.Model.Kernels;
 using TorchSharp;
 using TorchSharp.Utils;
 using TorchSharp.Modules;
@@ -10,7 +11,7 @@ namespace DistTrain.Model.Layers;
 /// by dilation (h_0 the embedding, h_{i+1} the block output). α starts one-hot on the block
 /// output, so a fresh DenseFormer equals a Transformer++.
 /// </summary>
-public sealed class DepthWeightedAverage : nn.Module
+public sealed class DepthWeightedAverage : nn.Module, IUsesKernels
 {
     readonly int[] _inputs;
     public Parameter weight;
@@ -24,14 +25,10 @@ public sealed class DepthWeightedAverage : nn.Module
         RegisterComponents();
     }
 
-    public Tensor Forward(IReadOnlyList<Tensor> hiddens)
-    {
-        using var scope = NewDisposeScope();
-        var acc = hiddens[_inputs[0]] * weight[0];
-        for (int j = 1; j < _inputs.Length; j++)
-            acc = acc.Plus(hiddens[_inputs[j]] * weight[j]);
-        return acc.MoveToOuterDisposeScope();
-    }
+    public IKernels Kernels { get; set; } = ReferenceKernels.Instance;
+
+    /// <summary>hiddens: the embedding and every block output so far -> Σ_j α_j · h_{inputs[j]} (B, T, D).</summary>
+    public Tensor Forward(IReadOnlyList<Tensor> hiddens) => Kernels.DepthWeightedAverage([.. _inputs.Select(j => hiddens[j])], weight);
 }
 
 /// <summary>The averages of a DenseFormer keyed by block index (dwa.{i}); blocks the period skips have none.</summary>

@@ -27,7 +27,8 @@ public sealed record KernelCheck(string Op, string Dtype, string Shape, string O
 /// measured against the reference in fp64; rel = max |out − fp64| / max |fp64|; tolerance 1e-5
 /// (fp32) and 1e-2 (bf16: 2^-8 is one bf16 step at 1.0). AdamW: fused against the reference
 /// FlatAdamW after four steps (one with a NaN gradient, which must change nothing), tolerance 1e-5
-/// on the fp32 state and 1e-2 on the bf16 parameters.
+/// on the fp32 state and 1e-2 on the bf16 parameters. The MUDD mixing and the whole-model check:
+/// KernelSelfTest.Mix.cs and KernelSelfTest.Model.cs.
 /// </summary>
 public static partial class KernelSelfTest
 {
@@ -42,7 +43,8 @@ public static partial class KernelSelfTest
 
     static readonly long[] AdamWSizes = [1, 1007, 3 * (1 << 20) + 5, 405_000_000];
 
-    public static IReadOnlyList<KernelCheck> Run(int deviceIndex, Action<string> line)
+    /// <summary>Runs every check; <paramref name="modelConfig"/>: the config whose model section (3 layers) the whole-model check builds.</summary>
+    public static IReadOnlyList<KernelCheck> Run(int deviceIndex, Action<string> line, string modelConfig = DefaultModelConfig)
     {
         var kernels = CudaKernels.Create(deviceIndex);
         line(kernels.Describe());
@@ -68,6 +70,13 @@ public static partial class KernelSelfTest
             foreach (long n in AdamWSizes)
                 if (dtype == ScalarType.BFloat16 || n < 100_000_000)   // the 405M buffer once, in bf16 as trained
                     Add(AdamW(adamW, device, dtype, n));
+        foreach (var dtype in new[] { ScalarType.Float32, ScalarType.BFloat16 })
+            foreach (var shape in MixShapes)
+                Add(Mix(kernels, device, dtype, shape));
+        foreach (var dtype in new[] { ScalarType.Float32, ScalarType.BFloat16 })
+            foreach (var shape in AverageShapes)
+                Add(Average(kernels, device, dtype, shape));
+        Add(WholeModel(kernels, device, modelConfig, line));
         if (CudaKernels.CacheProblem is { } problem) line($"note: a compiled kernel could not be cached: {problem}");
         return checks;
     }

@@ -1,0 +1,145 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DistTrain.Cuda.Ops.Mix;
+
+/// <summary>
+/// The MUDD multiway mixing as CUDA kernels (mix.cu beside this file): forward reads the L hiddens in
+/// place through their addresses passed by value (no stack copy) and writes the C streams in one pass;
+/// backward writes or adds each hidden's gradient (one pass over the hiddens and the streams'
+/// gradients) and the weights' gradient as per-token reductions over D. fp32 inside, bf16 or fp32 in
+/// and out, 16-byte loads where D and the addresses allow. The reference is <see cref="Model.Layers.MixFunction"/>.
+/// </summary>
+internal sealed class FusedMix
+{
+    const string Source = "mix.cu";
+    public const int MaxInputs = 64;    // MIX_MAX_INPUTS in mix.cu
+    public const int MaxStreams = 4;    // MIX_MAX_STREAMS
+    public const int MaxThreadsPerToken = 1024;          // scalar columns: __launch_bounds__(1024)
+    public const int MaxVectorThreadsPerToken = 256;     // the _v kernels: __launch_bounds__(256)
+    // MixTable<T>: h[MaxInputs], gh[MaxInputs], g[MaxStreams], out[MaxStreams], 8 bytes each
+    const int TableSlots = 2 * MaxInputs + 2 * MaxStreams, GhSlot = MaxInputs, GSlot = 2 * MaxInputs, OutSlot = 2 * MaxInputs + MaxStreams;
+
+    readonly CudaDevice _device;
+    readonly CudaFunction _forward32, _forward32V, _forward16, _forward16V, _backward32, _backward32V, _backward16, _backward16V;
+
+    public FusedMix(CudaDevice device)
+    {
+        _device = device;
+        var module = KernelModule.Get(device, Source);
+        (_forward32, _forward32V) = (module.Function("mix_forward_f32"), module.Function("mix_forward_f32_v"));
+        (_forward16, _forward16V) = (module.Function("mix_forward_bf16"), module.Function("mix_forward_bf16_v"));
+        (_backward32, _backward32V) = (module.Function("mix_backward_f32"), module.Function("mix_backward_f32_v"));
+        (_backward16, _backward16V) = (module.Function("mix_backward_bf16"), module.Function("mix_backward_bf16_v"));
+    }
+
+    /// <summary>Columns in one 16-byte vector of <paramref name="dtype"/>.</summary>
+    static int VectorWidth(ScalarType dtype) => dtype == ScalarType.BFloat16 ? 8 : 4;
+
+    /// <summary>
+    /// What these kernels take: L ≤ 64 hiddens of one shape (B, T, D), fp32 or bf16, contiguous, on this
+    /// device; dw (C, B, T, L) with C ≤ 4 on this device (any dtype and strides: it is converted); D small
+    /// enough for one chunk per thread: ≤ 1024 columns, or ≤ 256 vectors (bf16 D ≤ 2048, fp32 D ≤ 1024)
+    /// with 16-byte aligned rows. Anything else runs the reference.
+    /// </summary>
+    public bool Supports(IReadOnlyList<Tensor> hiddens, Tensor dw)
+    {
+        if (hiddens.Count is < 1 or > MaxInputs || dw.dim() != 4 || dw.shape[0] is < 1 or > MaxStreams || dw.shape[3] != hiddens.Count)
+            return false;
+        var h0 = hiddens[0];
+        if (h0.dim() != 3 || h0.dtype is not (ScalarType.Float32 or ScalarType.BFloat16) || dw.shape[1] != h0.shape[0] || dw.shape[2] != h0.shape[1])
+            return false;
+        if (!OnDevice(dw) || !dw.is_floating_point())
+            return false;
+        foreach (var h in hiddens)
+            if (!OnDevice(h) || h.dtype != h0.dtype || !h.is_contiguous() || h.dim() != 3 || h.shape[0] != h0.shape[0] || h.shape[1] != h0.shape[1] || h.shape[2] != h0.shape[2])
+                return false;
+        // one chunk per thread: scalar columns up to 1024, or vectors of 16 bytes when D and every row allow
+        long d = h0.shape[2];
+        int v = VectorWidth(h0.dtype);
+        return d >= 1 && (d <= MaxThreadsPerToken || (d % v == 0 && d <= (long)MaxVectorThreadsPerToken * v && hiddens.All(TensorArgs.Aligned16)));
+    }
+
+    bool OnDevice(Tensor t) => t.device_type == DeviceType.CUDA && t.device_index == _device.Index;
+
+    /// <summary>Threads per token (a multiple of 32 covering D in chunks of <paramref name="v"/>), tokens per block (≥ 256 threads a block).</summary>
+    internal static (uint ThreadsPerToken, uint TokensPerBlock) Layout(long d, int v)
+    {
+        long chunks = (d + v - 1) / v;
+        uint tpt = (uint)((chunks + 31) / 32 * 32);
+        return (tpt, Math.Max(1u, 256u / tpt));
+    }
+
+    /// <summary>Whether every row of these tensors starts on 16 bytes (D a multiple of the vector width and 16-byte aligned bases).</summary>
+    static bool Vectorizable(long d, ScalarType dtype, IEnumerable<nint> pointers) =>
+        d % VectorWidth(dtype) == 0 && d <= (long)MaxVectorThreadsPerToken * VectorWidth(dtype) && pointers.All(p => p % 16 == 0);
+
+    /// <summary>The launch shape for D; a D that <see cref="Supports"/> refuses (or a misaligned gradient) is a caller's bug.</summary>
+    static (uint, uint) Checked(long d, int v, string op)
+    {
+        var layout = Layout(d, v);
+        if (layout.ThreadsPerToken > MaxThreadsPerToken)
+            throw new ArgumentException($"{op}: D = {d} needs 16-byte aligned rows (vectors of {v}) to fit {MaxThreadsPerToken} threads a token; Supports should have refused it");
+        return layout;
+    }
+
+    uint Blocks(long tokens, uint perBlock) => (uint)Math.Min((tokens + perBlock - 1) / perBlock, (long)_device.Multiprocessors * 16);
+
+    /// <summary>hiddens (B, T, D) each, w (C, B, T, L) contiguous in the hiddens' dtype -> C streams (B, T, D).</summary>
+    public Tensor[] Forward(IReadOnlyList<Tensor> hiddens, Tensor w)
+    {
+        const string op = "mix forward";
+        var h0 = hiddens[0];
+        var dtype = h0.dtype;
+        long d = h0.shape[2], tokens = h0.shape[0] * h0.shape[1];
+        int c = (int)w.shape[0], l = hiddens.Count;
+        var outs = Enumerable.Range(0, c).Select(_ => empty_like(h0)).ToArray();
+        Span<ulong> table = stackalloc ulong[TableSlots];
+        table.Clear();
+        for (int j = 0; j < l; j++) table[j] = Arg.Ptr(TensorArgs.Pointer(hiddens[j], _device, op, $"h_{j}", dtype));
+        for (int i = 0; i < c; i++) table[OutSlot + i] = Arg.Ptr(TensorArgs.Pointer(outs[i], _device, op, $"stream {i}", dtype));
+        bool vec = Vectorizable(d, dtype, [.. table[..l].ToArray().Select(p => (nint)p), .. table.Slice(OutSlot, c).ToArray().Select(p => (nint)p)]);
+        int v = vec ? VectorWidth(dtype) : 1;
+        var (tpt, tpb) = Checked(d, v, op);
+        uint shared = tpb * (uint)(c * l) * sizeof(float);
+        var f = dtype == ScalarType.BFloat16 ? (vec ? _forward16V : _forward16) : (vec ? _forward32V : _forward32);
+        KernelLaunch.LaunchWithTable(f, (Blocks(tokens, tpb), 1), (tpt, tpb), shared,
+            () => $"{l} hiddens {TensorArgs.Describe(h0)}, w {TensorArgs.Describe(w)}", table,
+            Arg.Ptr(TensorArgs.Pointer(w, _device, op, "w", dtype)), Arg.I64(tokens), Arg.I32(c), Arg.I32(l), Arg.I32((int)d));
+        return outs;
+    }
+
+    /// <summary>
+    /// grads: the C streams' gradients (B, T, D); targets: one (B, T, D) tensor per hidden that receives
+    /// its gradient, added to where bit j of <paramref name="addMask"/> is set, else overwritten.
+    /// Returns the weights' gradient (C, B, T, L) in the hiddens' dtype.
+    /// </summary>
+    public Tensor Backward(IReadOnlyList<Tensor> hiddens, Tensor w, IReadOnlyList<Tensor> grads, IReadOnlyList<Tensor> targets, ulong addMask)
+    {
+        const string op = "mix backward";
+        var h0 = hiddens[0];
+        var dtype = h0.dtype;
+        long d = h0.shape[2], tokens = h0.shape[0] * h0.shape[1];
+        int c = (int)w.shape[0], l = hiddens.Count;
+        var gw = empty_like(w);
+        Span<ulong> table = stackalloc ulong[TableSlots];
+        table.Clear();
+        for (int j = 0; j < l; j++)
+        {
+            table[j] = Arg.Ptr(TensorArgs.Pointer(hiddens[j], _device, op, $"h_{j}", dtype));
+            table[GhSlot + j] = Arg.Ptr(TensorArgs.Pointer(targets[j], _device, op, $"gradient of h_{j}", dtype));
+        }
+        for (int i = 0; i < c; i++) table[GSlot + i] = Arg.Ptr(TensorArgs.Pointer(grads[i], _device, op, $"gradient of stream {i}", dtype));
+        var rows = table[..l].ToArray().Concat(table.Slice(GhSlot, l).ToArray()).Concat(table.Slice(GSlot, c).ToArray());
+        bool vec = Vectorizable(d, dtype, rows.Select(p => (nint)p));
+        int v = vec ? VectorWidth(dtype) : 1;
+        var (tpt, tpb) = Checked(d, v, op);
+        uint shared = (tpb + tpb * (tpt / 32)) * (uint)(c * l) * sizeof(float);   // weights, then per-warp partials of gw
+        var f = dtype == ScalarType.BFloat16 ? (vec ? _backward16V : _backward16) : (vec ? _backward32V : _backward32);
+        KernelLaunch.LaunchWithTable(f, (Blocks(tokens, tpb), 1), (tpt, tpb), shared,
+            () => $"{l} hiddens {TensorArgs.Describe(h0)}, w {TensorArgs.Describe(w)}, add mask 0x{addMask:x}", table,
+            Arg.Ptr(TensorArgs.Pointer(w, _device, op, "w", dtype)), Arg.Ptr(TensorArgs.Pointer(gw, _device, op, "gw", dtype)),
+            Arg.I64(tokens), Arg.I32(c), Arg.I32(l), Arg.I32((int)d), addMask);
+        return gw;
+    }
+}

@@ -1,0 +1,85 @@
+using DistTrain.Model.Kernels;
+using DistTrain.Model.Layers;
+using TorchSharp;
+using static TorchSharp.torch;
+using static TorchSharp.torch.autograd;
+
+namespace DistTrain.Cuda.Ops.Mix;
+
+/// <summary>
+/// The fused mixing as a custom autograd function: forward keeps the weights (converted to the
+/// hiddens' dtype, as the reference multiplies) and the hiddens (alive anyway); backward writes each
+/// hidden's gradient straight into its <see cref="HiddenGradients"/> buffer (added in place where the
+/// buffer exists) and hands autograd only the buffers this mix is the last reader of. Without a graph
+/// it is one forward launch and no autograd node.
+/// </summary>
+internal sealed class FusedMixFunction : MultiTensorFunction<FusedMixFunction>
+{
+    public override string Name => nameof(FusedMixFunction);
+
+    /// <summary>hiddens h_0..h_{L-1} (B, T, D), dw (C, B, T, L) -> C streams (B, T, D) in the hiddens' dtype.</summary>
+    public static Tensor[] Apply(FusedMix kernels, IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients)
+    {
+        bool graph = is_grad_enabled() && (dw.requires_grad || hiddens.Any(h => h.requires_grad));
+        if (!graph)
+        {
+            using var w = dw.to(hiddens[0].dtype).contiguous();
+            return kernels.Forward(hiddens, w);
+        }
+        ReturnedGradients.Release();
+        using var scope = NewDisposeScope();
+        var streams = apply([kernels, gradients!, dw, .. hiddens]);
+        // TorchSharp's node keeps an empty_like of each output and the forward's own handles: this scope frees them
+        return streams.Select(t => t.MoveToOuterDisposeScope()).ToArray();
+    }
+
+    /// <summary>vars: FusedMix, HiddenGradients (or null), dw (C, B, T, L), h_0..h_{L-1} (B, T, D).</summary>
+    public override List<Tensor> forward(AutogradContext ctx, params object[] vars)
+    {
+        var (kernels, gradients, dw) = ((FusedMix)vars[0], vars[1] as HiddenGradients, (Tensor)vars[2]);
+        var hiddens = vars.Skip(3).Cast<Tensor>().ToList();
+        var w = dw.to(hiddens[0].dtype).contiguous();   // (C, B, T, L): a small copy (dw arrives as a permuted view)
+        ctx.save_data("kernels", kernels);
+        ctx.save_data("gradients", gradients!);
+        ctx.save_data("dwType", dw.dtype);
+        // saved as native SavedVariables when apply returns: these handles stay alive until then (the caller's scope frees them)
+        ctx.save_for_backward([w, .. hiddens]);
+        return [.. kernels.Forward(hiddens, w)];
+    }
+
+    public override List<Tensor> backward(AutogradContext ctx, List<Tensor> gradOutputs)
+    {
+        ReturnedGradients.Release();
+        var kernels = (FusedMix)ctx.get_data("kernels");
+        var gradients = ctx.get_data("gradients") as HiddenGradients;
+        var dwType = (ScalarType)ctx.get_data("dwType");
+        var saved = ctx.get_saved_variables();
+        var grads = new List<Tensor?>();
+        using (var scope = NewDisposeScope())
+        {
+            var (w, hiddens) = (saved[0], saved.Skip(1).ToList());
+            int l = hiddens.Count;
+            // the kernel reads whole rows: a missing, strided or misaligned stream gradient becomes a fresh tensor
+            var streamGrads = gradOutputs.Select(g => g is null ? zeros_like(hiddens[0])
+                : g.is_contiguous() && TensorArgs.Aligned16(g) ? g : g.is_contiguous() ? g.clone() : g.contiguous()).ToList();
+            var targets = new Tensor[l];
+            ulong addMask = 0;
+            for (int j = 0; j < l; j++)
+            {
+                var buffer = gradients?.Take(j);
+                if (buffer is not null) addMask |= 1UL << j;
+                targets[j] = buffer ?? empty_like(hiddens[j]);
+            }
+            var gw = kernels.Backward(hiddens, w, streamGrads, targets, addMask);
+            grads.Add(gw.dtype == dwType ? gw : gw.to(dwType));
+            // null: kept in the buffer; autograd gets h_j's gradient from the mix that hands it over
+            for (int j = 0; j < l; j++)
+                grads.Add(gradients is null ? targets[j] : gradients.Settle(j, l, targets[j]));
+            foreach (var g in grads) g?.MoveToOuterDisposeScope();
+        }
+        foreach (var s in saved) s.Dispose();
+        foreach (var g in gradOutputs) g?.Dispose();
+        ReturnedGradients.Keep(grads);
+        return [null!, null!, .. grads.Select(g => g!)];   // no gradients for the kernels and the HiddenGradients objects
+    }
+}

@@ -1,0 +1,280 @@
+// The MUDD multiway mixing, forward and backward, fp32 inside.
+// Compiled by NVRTC with no headers: bf16 is an unsigned short (the high half of an fp32), and
+// every kernel is extern "C" so the host finds it by its plain name.
+//
+//   forward:  out_c[t, :] = Σ_j w[c, t, j] · h_j[t, :]                     c < C, j < L
+//   backward: gh_j[t, :] (+)= Σ_c w[c, t, j] · g_c[t, :]                    (+= where bit j of addmask)
+//             gw[c, t, j]   = Σ_d g_c[t, d] · h_j[t, d]
+// t runs over the tokens (B·T); h_j, out_c, g_c, gh_j are separate (tokens, D) tensors whose
+// addresses come by value in a MixTable (no stack of the hiddens); w and gw are (C, tokens, L).
+//
+// Layout: block (TPR, RPB): TPR threads per token (a multiple of 32), RPB tokens per block. A thread
+// owns one chunk of V consecutive columns, col = threadIdx.x * V, so D <= TPR * V (the host checks).
+// V = 16 bytes of T (8 bf16 or 4 fp32: one vector load) when D % V == 0, every row is 16-byte aligned
+// and TPR <= 256 (the _v kernels: __launch_bounds__(256) leaves registers for the C x V fp32 stream
+// gradients a thread holds in backward; D <= 2048 in bf16); else V = 1 with TPR <= 1024 (D <= 1024).
+// Blocks walk the tokens grid-stride; indices are 64-bit.
+// Dynamic shared memory: the token's C·L weights as fp32 (RPB · C · L floats), and in backward one
+// partial of each gw[c, t, j] per warp (RPB · TPR/32 · C · L floats); static: the MixTable (1088 bytes).
+
+#define MIX_MAX_INPUTS 64
+#define MIX_MAX_STREAMS 4
+
+#ifndef MIX_DYNAMIC_SHARED
+#define MIX_DYNAMIC_SHARED(name) extern __shared__ float name[]
+#endif
+
+// Kernel parameter, by value (1 KB of the 4 KB CUDA allows): unused slots are null. Staged into
+// shared memory (stage_table) before use.
+template <typename T>
+struct MixTable {
+  const T* h[MIX_MAX_INPUTS];    // hiddens h_0..h_{L-1}
+  T* gh[MIX_MAX_INPUTS];         // backward: the hiddens' gradients
+  const T* g[MIX_MAX_STREAMS];   // backward: the streams' gradients
+  T* out[MIX_MAX_STREAMS];       // forward: the streams
+};
+
+// The kernels index the table with a run-time j. A dynamically indexed kernel parameter is copied
+// to local memory by each thread (1 KB a thread); one thread of each block copies it with constant
+// indices into shared memory instead, and the loops read the pointers from there.
+template <typename T>
+__device__ __forceinline__ void stage_table(const MixTable<T>& tab, MixTable<T>& st) {
+  if (threadIdx.x == 0 && threadIdx.y == 0) {
+#pragma unroll
+    for (int i = 0; i < MIX_MAX_INPUTS; ++i) { st.h[i] = tab.h[i]; st.gh[i] = tab.gh[i]; }
+#pragma unroll
+    for (int i = 0; i < MIX_MAX_STREAMS; ++i) { st.g[i] = tab.g[i]; st.out[i] = tab.out[i]; }
+  }
+  __syncthreads();
+}
+
+struct alignas(16) Raw16 { unsigned int u[4]; };
+
+__device__ __forceinline__ float mix_to_float(float v) { return v; }
+__device__ __forceinline__ float mix_to_float(unsigned short v) { return __uint_as_float(((unsigned int)v) << 16); }
+
+// fp32 -> bf16, round to nearest even; NaN stays a (quiet) NaN, as torch does
+__device__ __forceinline__ unsigned short mix_to_bf16(float f) {
+  unsigned int u = __float_as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)0x7fc0;
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (unsigned short)(u >> 16);
+}
+
+__device__ __forceinline__ void mix_store1(float* p, float v) { *p = v; }
+__device__ __forceinline__ void mix_store1(unsigned short* p, float v) { *p = mix_to_bf16(v); }
+
+// V columns at p into fp32: one 16-byte load when V fills 16 bytes, else V scalar loads
+template <int V> __device__ __forceinline__ void load_chunk(const float* p, float (&v)[V]) {
+  if (V * 4 == 16) {
+    const Raw16 r = *reinterpret_cast<const Raw16*>(p);
+#pragma unroll
+    for (int k = 0; k < 4 && k < V; ++k) v[k] = __uint_as_float(r.u[k]);
+  } else {
+#pragma unroll
+    for (int k = 0; k < V; ++k) v[k] = p[k];
+  }
+}
+template <int V> __device__ __forceinline__ void load_chunk(const unsigned short* p, float (&v)[V]) {
+  if (V * 2 == 16) {
+    const Raw16 r = *reinterpret_cast<const Raw16*>(p);
+#pragma unroll
+    for (int k = 0; k < 4 && 2 * k + 1 < V; ++k) {
+      v[2 * k] = __uint_as_float(r.u[k] << 16);               // little-endian: the lower column is the low half
+      v[2 * k + 1] = __uint_as_float(r.u[k] & 0xffff0000u);
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < V; ++k) v[k] = mix_to_float(p[k]);
+  }
+}
+template <int V> __device__ __forceinline__ void store_chunk(float* p, const float (&v)[V]) {
+  if (V * 4 == 16) {
+    Raw16 r;
+#pragma unroll
+    for (int k = 0; k < 4 && k < V; ++k) r.u[k] = __float_as_uint(v[k]);
+    *reinterpret_cast<Raw16*>(p) = r;
+  } else {
+#pragma unroll
+    for (int k = 0; k < V; ++k) p[k] = v[k];
+  }
+}
+template <int V> __device__ __forceinline__ void store_chunk(unsigned short* p, const float (&v)[V]) {
+  if (V * 2 == 16) {
+    Raw16 r;
+#pragma unroll
+    for (int k = 0; k < 4 && 2 * k + 1 < V; ++k) r.u[k] = (unsigned int)mix_to_bf16(v[2 * k]) | ((unsigned int)mix_to_bf16(v[2 * k + 1]) << 16);
+    *reinterpret_cast<Raw16*>(p) = r;
+  } else {
+#pragma unroll
+    for (int k = 0; k < V; ++k) mix_store1(p + k, v[k]);
+  }
+}
+
+__device__ __forceinline__ float mix_warp_sum(float v) {
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// The token's weights w[c, row, j] into sw[c * l + j] as fp32 (the token's TPR threads share the copy).
+template <typename T>
+__device__ __forceinline__ void load_weights(const T* w, float* sw, long long row, long long tokens, int nc, int l) {
+  for (int i = threadIdx.x; i < nc * l; i += blockDim.x) {
+    const int c = i / l, j = i - c * l;
+    sw[i] = mix_to_float(w[((long long)c * tokens + row) * l + j]);
+  }
+}
+
+template <typename T, int V>
+__device__ void mix_forward(const MixTable<T>& tab, const T* w, long long tokens, int nc, int l, int d) {
+  MIX_DYNAMIC_SHARED(smem);
+  const int cl = nc * l;
+  float* sw = smem + threadIdx.y * cl;
+  const int col = threadIdx.x * V;
+  for (long long base = (long long)blockIdx.x * blockDim.y; base < tokens; base += (long long)gridDim.x * blockDim.y) {
+    const long long row = base + threadIdx.y;
+    const bool valid = row < tokens;
+    if (valid) load_weights(w, sw, row, tokens, nc, l);
+    __syncthreads();
+    if (valid && col < d) {
+      const long long offset = row * d + col;
+      float acc[MIX_MAX_STREAMS][V];
+#pragma unroll
+      for (int c = 0; c < MIX_MAX_STREAMS; ++c)
+#pragma unroll
+        for (int k = 0; k < V; ++k) acc[c][k] = 0.f;
+#pragma unroll 2
+      for (int j = 0; j < l; ++j) {
+        float h[V];
+        load_chunk<V>(tab.h[j] + offset, h);
+#pragma unroll
+        for (int c = 0; c < MIX_MAX_STREAMS; ++c) {
+          if (c < nc) {
+            const float wcj = sw[c * l + j];
+#pragma unroll
+            for (int k = 0; k < V; ++k) acc[c][k] += wcj * h[k];
+          }
+        }
+      }
+#pragma unroll
+      for (int c = 0; c < MIX_MAX_STREAMS; ++c)
+        if (c < nc) store_chunk<V>(tab.out[c] + offset, acc[c]);
+    }
+    __syncthreads();   // sw is rewritten for the next token
+  }
+}
+
+template <typename T, int V>
+__device__ void mix_backward(const MixTable<T>& tab, const T* w, T* gw, long long tokens, int nc, int l, int d, unsigned long long addmask) {
+  MIX_DYNAMIC_SHARED(smem);
+  const int cl = nc * l;
+  const int warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  float* sw = smem + threadIdx.y * cl;
+  float* red = smem + blockDim.y * cl + threadIdx.y * warps * cl;   // red[warp * cl + c * l + j]
+  const int col = threadIdx.x * V;
+  for (long long base = (long long)blockIdx.x * blockDim.y; base < tokens; base += (long long)gridDim.x * blockDim.y) {
+    const long long row = base + threadIdx.y;
+    const bool valid = row < tokens;
+    const bool mine = valid && col < d;   // this thread has columns (the others add zeros to the sums)
+    const long long offset = (valid ? row : 0) * d + col;
+    if (valid) load_weights(w, sw, row, tokens, nc, l);
+    __syncthreads();
+    float g[MIX_MAX_STREAMS][V];
+#pragma unroll
+    for (int c = 0; c < MIX_MAX_STREAMS; ++c) {
+      if (mine && c < nc) load_chunk<V>(tab.g[c] + offset, g[c]);
+      else {
+#pragma unroll
+        for (int k = 0; k < V; ++k) g[c][k] = 0.f;
+      }
+    }
+    for (int j = 0; j < l; ++j) {
+      float h[V];
+      if (mine) {
+        load_chunk<V>(tab.h[j] + offset, h);
+        float gh[V];
+#pragma unroll
+        for (int k = 0; k < V; ++k) gh[k] = 0.f;
+#pragma unroll
+        for (int c = 0; c < MIX_MAX_STREAMS; ++c) {
+          if (c < nc) {
+            const float wcj = sw[c * l + j];
+#pragma unroll
+            for (int k = 0; k < V; ++k) gh[k] += wcj * g[c][k];
+          }
+        }
+        if ((addmask >> j) & 1ull) {
+          float old[V];
+          load_chunk<V>(tab.gh[j] + offset, old);
+#pragma unroll
+          for (int k = 0; k < V; ++k) gh[k] += old[k];
+        }
+        store_chunk<V>(tab.gh[j] + offset, gh);
+      } else {
+#pragma unroll
+        for (int k = 0; k < V; ++k) h[k] = 0.f;
+      }
+#pragma unroll
+      for (int c = 0; c < MIX_MAX_STREAMS; ++c) {
+        if (c < nc) {   // uniform: every lane of the warp sums
+          float dot = 0.f;
+#pragma unroll
+          for (int k = 0; k < V; ++k) dot += g[c][k] * h[k];
+          dot = mix_warp_sum(dot);
+          if (lane == 0) red[warp * cl + c * l + j] = dot;
+        }
+      }
+    }
+    __syncthreads();
+    if (valid) {
+      for (int i = threadIdx.x; i < cl; i += blockDim.x) {
+        float s = 0.f;
+        for (int k = 0; k < warps; ++k) s += red[k * cl + i];
+        const int c = i / l, j = i - c * l;
+        mix_store1(gw + ((long long)c * tokens + row) * l + j, s);
+      }
+    }
+    __syncthreads();   // sw and red are rewritten for the next token
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(1024) mix_forward_f32(const MixTable<float> tab, const float* w, long long tokens, int nc, int l, int d) {
+  __shared__ MixTable<float> st;
+  stage_table(tab, st);
+  mix_forward<float, 1>(st, w, tokens, nc, l, d);
+}
+extern "C" __global__ void __launch_bounds__(256) mix_forward_f32_v(const MixTable<float> tab, const float* w, long long tokens, int nc, int l, int d) {
+  __shared__ MixTable<float> st;
+  stage_table(tab, st);
+  mix_forward<float, 4>(st, w, tokens, nc, l, d);
+}
+extern "C" __global__ void __launch_bounds__(1024) mix_forward_bf16(const MixTable<unsigned short> tab, const unsigned short* w, long long tokens, int nc, int l, int d) {
+  __shared__ MixTable<unsigned short> st;
+  stage_table(tab, st);
+  mix_forward<unsigned short, 1>(st, w, tokens, nc, l, d);
+}
+extern "C" __global__ void __launch_bounds__(256) mix_forward_bf16_v(const MixTable<unsigned short> tab, const unsigned short* w, long long tokens, int nc, int l, int d) {
+  __shared__ MixTable<unsigned short> st;
+  stage_table(tab, st);
+  mix_forward<unsigned short, 8>(st, w, tokens, nc, l, d);
+}
+extern "C" __global__ void __launch_bounds__(1024) mix_backward_f32(const MixTable<float> tab, const float* w, float* gw, long long tokens, int nc, int l, int d, unsigned long long addmask) {
+  __shared__ MixTable<float> st;
+  stage_table(tab, st);
+  mix_backward<float, 1>(st, w, gw, tokens, nc, l, d, addmask);
+}
+extern "C" __global__ void __launch_bounds__(256) mix_backward_f32_v(const MixTable<float> tab, const float* w, float* gw, long long tokens, int nc, int l, int d, unsigned long long addmask) {
+  __shared__ MixTable<float> st;
+  stage_table(tab, st);
+  mix_backward<float, 4>(st, w, gw, tokens, nc, l, d, addmask);
+}
+extern "C" __global__ void __launch_bounds__(1024) mix_backward_bf16(const MixTable<unsigned short> tab, const unsigned short* w, unsigned short* gw, long long tokens, int nc, int l, int d, unsigned long long addmask) {
+  __shared__ MixTable<unsigned short> st;
+  stage_table(tab, st);
+  mix_backward<unsigned short, 1>(st, w, gw, tokens, nc, l, d, addmask);
+}
+extern "C" __global__ void __launch_bounds__(256) mix_backward_bf16_v(const MixTable<unsigned short> tab, const unsigned short* w, unsigned short* gw, long long tokens, int nc, int l, int d, unsigned long long addmask) {
+  __shared__ MixTable<unsigned short> st;
+  stage_table(tab, st);
+  mix_backward<unsigned short, 8>(st, w, gw, tokens, nc, l, d, addmask);
+}

@@ -1,0 +1,92 @@
+using DistTrain.Cuda;
+using DistTrain.Model.Kernels;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DistTrain.Training.Diagnostics;
+
+/// <summary>
+/// The MUDD mixing (<see cref="IKernels.Mix"/>): streams, the hiddens' gradients and the weights'
+/// gradient, fused and reference (same dtype) both measured against the reference in fp64, as RMSNorm:
+/// tolerance 1e-5 (fp32) and 1e-2 (bf16: one bf16 rounding of each output is 2^-9 relative).
+/// DenseFormer's averages run the same kernels and are checked the same way. The reference average
+/// rounds every partial sum to bf16 (a chain of multiply-adds), the fused one sums in fp32 once: its
+/// bf16 error is the smaller; dalpha sums B·T per-token reductions (reference: in bf16 too).
+/// </summary>
+public static partial class KernelSelfTest
+{
+    static readonly (long B, long T, long D, int C, int L)[] MixShapes =
+    [
+        (1, 1, 7, 1, 2), (1, 3, 7, 4, 3), (3, 1, 1000, 4, 26), (1, 3, 1024, 1, 26),   // odd token counts and D; 1000: vectors, 1024: the 405M width
+        (1, 3, 1001, 4, 3),                                                              // scalar columns, 1024 threads a token
+        (2, 8192, 7, 4, 3), (4, 4096, 1000, 1, 2),                                       // B·T = 16384 with odd D
+        (8, 2048, 1024, 4, 2), (8, 2048, 1024, 4, 26), (8, 2048, 1024, 1, 26),           // 405M: after layer 0, deep, and a one-stream last mix
+    ];
+
+    internal static List<KernelCheck> Mix(IKernels kernels, Device device, ScalarType dtype, (long B, long T, long D, int C, int L) s)
+    {
+        using var scope = NewDisposeScope();
+        var hiddens = Enumerable.Range(0, s.L).Select(_ => randn([s.B, s.T, s.D], ScalarType.Float32, device).to(dtype)).ToArray();
+        var dw = randn([s.C, s.B, s.T, s.L], ScalarType.Float32, device).to(dtype);
+        var dy = Enumerable.Range(0, s.C).Select(_ => randn([s.B, s.T, s.D], ScalarType.Float32, device).to(dtype)).ToArray();
+        if (kernels is CudaKernels cudaKernels && !cudaKernels.FusesMix(hiddens, dw))
+            throw new InvalidOperationException($"mix: the fused kernels refused {s.L} hiddens of [{s.B}, {s.T}, {s.D}] {dtype} with {s.C} streams");
+        var truth = RunMix(ReferenceKernels.Instance, [.. hiddens.Select(h => h.to(ScalarType.Float64))], dw.to(ScalarType.Float64), [.. dy.Select(g => g.to(ScalarType.Float64))]);
+        var reference = RunMix(ReferenceKernels.Instance, hiddens, dw, dy);
+        var fused = RunMix(kernels, hiddens, dw, dy);
+        Synchronize(device);   // an asynchronous kernel error surfaces here, at its op
+        double tol = dtype == ScalarType.Float32 ? 1e-5 : 1e-2;
+        string shape = $"{s.B}x{s.T}x{s.D} C{s.C} L{s.L}", name = DtypeName(dtype);
+        string[] outputs = ["streams", "dh", "ddw"];
+        var result = new List<KernelCheck>();
+        for (int i = 0; i < outputs.Length; i++)
+        {
+            var (abs, rel) = Error(fused[i], truth[i]);
+            result.Add(new KernelCheck("mix", name, shape, outputs[i], abs, rel, Error(reference[i], truth[i]).Rel, tol));
+        }
+        return result;
+    }
+
+    /// <summary>DenseFormer's depth-weighted average through the mix kernels (one stream, α shared by every token): B, T, D, inputs.</summary>
+    static readonly (long B, long T, long D, int N)[] AverageShapes = [(1, 3, 7, 2), (3, 1, 1000, 5), (8, 2048, 1024, 13), (8, 2048, 1024, 25)];
+
+    internal static List<KernelCheck> Average(IKernels kernels, Device device, ScalarType dtype, (long B, long T, long D, int N) s)
+    {
+        using var scope = NewDisposeScope();
+        var hiddens = Enumerable.Range(0, s.N).Select(_ => randn([s.B, s.T, s.D], ScalarType.Float32, device).to(dtype)).ToArray();
+        var alpha = randn([s.N], ScalarType.Float32, device).to(dtype);
+        var dy = randn([s.B, s.T, s.D], ScalarType.Float32, device).to(dtype);
+        Tensor[] Run(IKernels k, Tensor[] hs, Tensor a, Tensor g)
+        {
+            var hi = hs.Select(h => h.detach().requires_grad_(true)).ToArray();
+            var ai = a.detach().requires_grad_(true);
+            var y = k.DepthWeightedAverage(hi, ai);
+            var grads = autograd.grad([y], [ai, .. hi], [g]);
+            return [y.detach(), stack(grads.Skip(1)), grads[0]];
+        }
+        var truth = Run(ReferenceKernels.Instance, [.. hiddens.Select(h => h.to(ScalarType.Float64))], alpha.to(ScalarType.Float64), dy.to(ScalarType.Float64));
+        var reference = Run(ReferenceKernels.Instance, hiddens, alpha, dy);
+        var fused = Run(kernels, hiddens, alpha, dy);
+        Synchronize(device);
+        double tol = dtype == ScalarType.Float32 ? 1e-5 : 1e-2;
+        string shape = $"{s.B}x{s.T}x{s.D} n{s.N}", name = DtypeName(dtype);
+        string[] outputs = ["average", "dh", "dalpha"];
+        var result = new List<KernelCheck>();
+        for (int i = 0; i < outputs.Length; i++)
+        {
+            var (abs, rel) = Error(fused[i], truth[i]);
+            result.Add(new KernelCheck("dwa", name, shape, outputs[i], abs, rel, Error(reference[i], truth[i]).Rel, tol));
+        }
+        return result;
+    }
+
+    /// <summary>The streams (C, B, T, D), the hiddens' gradients (L, B, T, D) and dw's gradient of one mix with output gradients dy.</summary>
+    static Tensor[] RunMix(IKernels kernels, Tensor[] hiddens, Tensor dw, Tensor[] dy)
+    {
+        var hs = hiddens.Select(h => h.detach().requires_grad_(true)).ToArray();
+        var w = dw.detach().requires_grad_(true);
+        var streams = kernels.Mix(hs, w, gradients: null);
+        var grads = autograd.grad(streams, [w, .. hs], dy);
+        return [stack(streams.Select(t => t.detach())), stack(grads.Skip(1)), grads[0]];
+    }
+}

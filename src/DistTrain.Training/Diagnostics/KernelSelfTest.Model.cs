@@ -1,0 +1,113 @@
+using DistTrain.Cuda;
+using DistTrain.Model;
+using DistTrain.Model.Kernels;
+using DistTrain.Training.Config;
+using DistTrain.Training.Optim;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DistTrain.Training.Diagnostics;
+
+/// <summary>
+/// The whole model: a 3-layer MUDDFormer of the 405M shape (dim 1024, 16 heads, vocabulary 50432),
+/// 2 × 256 tokens, bf16 in flat buffers as the trainer holds it, no activation checkpointing. The loss
+/// and every parameter's gradient with the fused kernels and with the reference, both against the
+/// reference on the same (bf16-valued) weights in fp64; rel = max |Δ| / max |fp64| per parameter.
+/// Tolerance 5e-3 on the loss and 3e-2 on each gradient (three layers of bf16 rounding), or no worse
+/// than twice the reference's own error. Covers every fused op the model calls, HiddenGradients'
+/// in-place buffers (the add path of the mix backward) included; then the block and mudd
+/// checkpointing policies with the fused kernels (recomputed in backward): the loss and the worst
+/// parameter's rel against the worst of the reference without checkpointing.
+/// </summary>
+public static partial class KernelSelfTest
+{
+    public const string DefaultModelConfig = "configs/405m-muddformer.yaml";
+    const long Batch = 2, SeqLen = 256;
+
+    internal static List<KernelCheck> WholeModel(IKernels kernels, Device device, string configPath, Action<string> line)
+    {
+        var config = ModelConfigFor(configPath, line);
+        using var scope = NewDisposeScope();
+        using var model16 = Build(config);
+        using var model64 = Build(config);
+        using var flat16 = new FlatParameters(model16, ScalarType.BFloat16, device);
+        using var flat64 = new FlatParameters(model64, ScalarType.Float64, device);
+        using (no_grad()) flat64.Master.copy_(flat16.Params);   // the same weights, bf16 values exactly
+        manual_seed(99);
+        var tokens = randint(config.VocabSize, [Batch, SeqLen + 1], dtype: ScalarType.Int64, device: device);
+        var (x, y) = (tokens.narrow(1, 0, SeqLen).contiguous(), tokens.narrow(1, 1, SeqLen).contiguous());
+        var truth = LossAndGrads(model64, flat64, ReferenceKernels.Instance, x, y);
+        var reference = LossAndGrads(model16, flat16, ReferenceKernels.Instance, x, y);
+        var fused = LossAndGrads(model16, flat16, kernels, x, y);
+        Synchronize(device);
+        string shape = $"{Batch}x{SeqLen} 3 layers", name = DtypeName(ScalarType.BFloat16);
+        var result = new List<KernelCheck>();
+        void Compare(string output, Tensor f, Tensor r, Tensor t, double tol) =>
+            result.Add(new KernelCheck("muddformer", name, shape, output, Error(f, t).Abs, Error(f, t).Rel, Error(r, t).Rel, tol));
+        Compare("loss", fused.Loss, reference.Loss, truth.Loss, 5e-3);
+        foreach (var (param, offset, dims) in flat16.Layout)
+        {
+            long n = dims.Aggregate(1L, (a, b) => a * b);
+            Compare(param, fused.Grads.narrow(0, offset, n), reference.Grads.narrow(0, offset, n), truth.Grads.narrow(0, offset, n), 3e-2);
+        }
+        // the checkpointing policies that recompute the fused ops (mudd: the mix too) in backward: the loss, and the worst parameter
+        foreach (var kind in new[] { CheckpointKind.Block, CheckpointKind.Mudd })
+        {
+            model16.Checkpointing = new ActivationCheckpointing(kind);
+            var checkpointed = LossAndGrads(model16, flat16, kernels, x, y);
+            model16.Checkpointing = ActivationCheckpointing.Off;
+            Synchronize(device);
+            string policy = kind.ToString().ToLowerInvariant();
+            Compare($"loss ({policy})", checkpointed.Loss, reference.Loss, truth.Loss, 5e-3);
+            double abs = 0, rel = 0, referenceRel = 0;
+            foreach (var (_, offset, dims) in flat16.Layout)
+            {
+                long n = dims.Aggregate(1L, (a, b) => a * b);
+                var t = truth.Grads.narrow(0, offset, n);
+                var (a, r) = Error(checkpointed.Grads.narrow(0, offset, n), t);
+                (abs, rel, referenceRel) = (Math.Max(abs, a), Math.Max(rel, r), Math.Max(referenceRel, Error(reference.Grads.narrow(0, offset, n), t).Rel));
+            }
+            result.Add(new KernelCheck("muddformer", name, shape, $"grads ({policy}, worst)", abs, rel, referenceRel, 3e-2));
+        }
+        return result;
+    }
+
+    /// <summary>The config's model section with n_layer 3; without the file (the GPU bundle has no configs/), the same built in.</summary>
+    static ModelConfig ModelConfigFor(string path, Action<string> line)
+    {
+        if (File.Exists(path))
+            return TrainConfigLoader.LoadModel(path, ["model.n_layer=3"]);
+        ModelSizes.TryGet("405m", out var size);
+        line($"note: {path} not found (run from the repository root, or --config); the whole-model check uses its model section built in: 405m, qkvr, sepln, qk-norm, 3 layers");
+        return size with { Arch = Architecture.MUDDFormer, UseQkNorm = true, Sepln = true, DenseType = "qkvr", ExpandLast = true, Round64 = true, NLayer = 3 };
+    }
+
+    /// <summary>A seeded fp32 model on the CPU whose zero-initialised parts (dynamic_dense, dense_bs) and norms are perturbed, so every path carries signal.</summary>
+    static LanguageModel Build(ModelConfig config)
+    {
+        manual_seed(1234);
+        var model = new LanguageModel(config);
+        using var scope = NewDisposeScope();
+        using (no_grad())
+            foreach (var (name, p) in model.named_parameters())
+                if (name.StartsWith("dynamic_dense.") || name.StartsWith("dense_bs.") || name.Contains("norm"))
+                    p.PlusInPlace(randn_like(p).Times(0.1));
+        return model;
+    }
+
+    /// <summary>Waits for the device (an asynchronous kernel error surfaces here, at its check); nothing on the CPU (the checks' own tests).</summary>
+    static void Synchronize(Device device)
+    {
+        if (device.type == DeviceType.CUDA) cuda.synchronize(device);
+    }
+
+    /// <summary>The mean next-token loss and the flat gradient buffer (a copy) with these kernels.</summary>
+    static (Tensor Loss, Tensor Grads) LossAndGrads(LanguageModel model, FlatParameters flat, IKernels kernels, Tensor x, Tensor y)
+    {
+        model.Kernels = kernels;
+        flat.Grads.zero_();
+        var loss = model.Loss(x, y, chunkRows: SeqLen);
+        loss.backward();
+        return (loss.detach(), flat.Grads.clone());
+    }
+}

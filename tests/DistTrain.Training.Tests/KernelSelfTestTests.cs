@@ -1,0 +1,41 @@
+using DistTrain.Model.Kernels;
+using DistTrain.Training.Diagnostics;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DistTrain.Training.Tests;
+
+/// <summary>
+/// kernel-test's mix, average and whole-model checks run on the CPU with the reference in place of the
+/// fused kernels: the code the lead runs on the GPU works (shapes, autograd, flat buffers, config), and
+/// a reference compared with itself passes every row. The kernels themselves: tests/cuda-emulation, make test-gpu.
+/// </summary>
+public class KernelSelfTestTests
+{
+    static readonly Device Cpu = new(DeviceType.CPU);
+
+    [Theory]
+    [InlineData(ScalarType.Float32)]
+    [InlineData(ScalarType.BFloat16)]
+    public void TheMixAndAverageChecksRunAndPassForTheReference(ScalarType dtype)
+    {
+        var rows = KernelSelfTest.Mix(ReferenceKernels.Instance, Cpu, dtype, (2, 3, 7, 4, 3))
+            .Concat(KernelSelfTest.Average(ReferenceKernels.Instance, Cpu, dtype, (1, 3, 16, 5))).ToList();
+        Assert.Equal(["streams", "dh", "ddw", "average", "dh", "dalpha"], rows.Select(r => r.Output));
+        Assert.All(rows, r => Assert.True(r.Pass && r.Rel == r.ReferenceRel, r.Row()));
+    }
+
+    [Fact]
+    public void TheWholeModelCheckCoversTheLossAndEveryParameterAndPassesForTheReference()
+    {
+        var lines = new List<string>();
+        var rows = KernelSelfTest.WholeModel(ReferenceKernels.Instance, Cpu, Repo.Config("tiny-muddformer.yaml"), lines.Add);
+        Assert.Empty(lines);   // the config was found
+        Assert.Equal("loss", rows[0].Output);
+        Assert.Contains(rows, r => r.Output == "dense_bs.2");
+        Assert.Contains(rows, r => r.Output == "dynamic_dense.0.w1.weight");
+        Assert.Equal(["loss (block)", "grads (block, worst)", "loss (mudd)", "grads (mudd, worst)"], rows[^4..].Select(r => r.Output));
+        Assert.All(rows, r => Assert.True(r.Pass, r.Row()));
+        Assert.All(rows.Skip(1).SkipLast(4), r => Assert.True(r.Rel == r.ReferenceRel, r.Row()));   // the same bf16 computation twice
+    }
+}

@@ -1,0 +1,90 @@
+// The MUDD mixing kernels (mix.cu) against loops in double; included by check.cpp after expect().
+#pragma once
+namespace mixk {
+#include "../../src/DistTrain.Cuda/Ops/Mix/mix.cu"
+}
+
+// FusedMix.Layout
+static void mix_layout(int d, int v, unsigned& tpt, unsigned& tpb) {
+  unsigned chunks = (d + v - 1) / v;
+  tpt = (chunks + 31) / 32 * 32;
+  tpb = 256 / tpt ? 256 / tpt : 1;
+}
+
+// T: float or unsigned short (bf16). Values are drawn, stored in T, and the reference uses the stored values.
+template <typename T>
+static void check_mix(long long tokens, int d, int nc, int l, unsigned grid, bool vec, unsigned long long addmask) {
+  const bool bf16 = sizeof(T) == 2;
+  const int v = vec ? (bf16 ? 8 : 4) : 1;
+  std::mt19937 rng(tokens * 7919 + d * 31 + nc * 7 + l);
+  std::normal_distribution<float> n01;
+  auto draw = [&](std::vector<T>& x) { for (auto& e : x) { float f = n01(rng); if constexpr (sizeof(T) == 2) e = mixk::mix_to_bf16(f); else e = f; } };
+  auto val = [](T e) { return mixk::mix_to_float(e); };
+  const size_t n = (size_t)tokens * d;
+  std::vector<std::vector<T>> h(l, std::vector<T>(n)), gh(l, std::vector<T>(n)), out(nc, std::vector<T>(n)), g(nc, std::vector<T>(n));
+  std::vector<T> w((size_t)nc * tokens * l), gw((size_t)nc * tokens * l);
+  for (auto& x : h) draw(x);
+  for (auto& x : g) draw(x);
+  for (auto& x : gh) draw(x);   // the old buffer contents: added to where addmask says, overwritten elsewhere
+  draw(w);
+  std::vector<std::vector<T>> old = gh;
+  mixk::MixTable<T> tab{};
+  for (int j = 0; j < l; ++j) { tab.h[j] = h[j].data(); tab.gh[j] = gh[j].data(); }
+  for (int c = 0; c < nc; ++c) { tab.g[c] = g[c].data(); tab.out[c] = out[c].data(); }
+  unsigned tpt, tpb; mix_layout(d, v, tpt, tpb);
+  dynamic_shared.assign((size_t)tpb * nc * l, -1.f);
+  launch({grid}, {tpt, tpb}, [&] {
+    if (bf16) { if (vec) mixk::mix_forward_bf16_v((const mixk::MixTable<unsigned short>&)tab, (const unsigned short*)w.data(), tokens, nc, l, d);
+                else mixk::mix_forward_bf16((const mixk::MixTable<unsigned short>&)tab, (const unsigned short*)w.data(), tokens, nc, l, d); }
+    else { if (vec) mixk::mix_forward_f32_v((const mixk::MixTable<float>&)tab, (const float*)w.data(), tokens, nc, l, d);
+           else mixk::mix_forward_f32((const mixk::MixTable<float>&)tab, (const float*)w.data(), tokens, nc, l, d); }
+  });
+  dynamic_shared.assign((size_t)(tpb + tpb * (tpt / 32)) * nc * l, -1.f);
+  launch({grid}, {tpt, tpb}, [&] {
+    if (bf16) { if (vec) mixk::mix_backward_bf16_v((const mixk::MixTable<unsigned short>&)tab, (const unsigned short*)w.data(), (unsigned short*)gw.data(), tokens, nc, l, d, addmask);
+                else mixk::mix_backward_bf16((const mixk::MixTable<unsigned short>&)tab, (const unsigned short*)w.data(), (unsigned short*)gw.data(), tokens, nc, l, d, addmask); }
+    else { if (vec) mixk::mix_backward_f32_v((const mixk::MixTable<float>&)tab, (const float*)w.data(), (float*)gw.data(), tokens, nc, l, d, addmask);
+           else mixk::mix_backward_f32((const mixk::MixTable<float>&)tab, (const float*)w.data(), (float*)gw.data(), tokens, nc, l, d, addmask); }
+  });
+  // error relative to the largest reference magnitude of each output
+  double eo = 0, mo = 0, eh = 0, mh = 0, ew = 0, mw = 0;
+  auto W = [&](int c, long long t, int j) { return (double)val(w[((size_t)c * tokens + t) * l + j]); };
+  for (long long t = 0; t < tokens; ++t) {
+    for (int col = 0; col < d; ++col) {
+      const size_t i = (size_t)t * d + col;
+      for (int c = 0; c < nc; ++c) {
+        double r = 0; for (int j = 0; j < l; ++j) r += W(c, t, j) * val(h[j][i]);
+        eo = std::max(eo, std::abs(val(out[c][i]) - r)); mo = std::max(mo, std::abs(r));
+      }
+      for (int j = 0; j < l; ++j) {
+        double r = (addmask >> j) & 1 ? (double)val(old[j][i]) : 0.0;
+        for (int c = 0; c < nc; ++c) r += W(c, t, j) * val(g[c][i]);
+        eh = std::max(eh, std::abs(val(gh[j][i]) - r)); mh = std::max(mh, std::abs(r));
+      }
+    }
+    for (int c = 0; c < nc; ++c)
+      for (int j = 0; j < l; ++j) {
+        double r = 0; for (int col = 0; col < d; ++col) r += (double)val(g[c][(size_t)t * d + col]) * val(h[j][(size_t)t * d + col]);
+        const double got = val(gw[((size_t)c * tokens + t) * l + j]);
+        ew = std::max(ew, std::abs(got - r)); mw = std::max(mw, std::abs(r));
+      }
+  }
+  const double rel = std::max({eo / mo, eh / mh, ew / mw});
+  const double tol = bf16 ? 1.0 / 128 : 1e-5;   // bf16: one rounding of the output (2^-8 relative) plus fp32 sums
+  char what[160];
+  std::snprintf(what, sizeof what, "mix %s%s %lldx%d C=%d L=%d grid %u (tpt %u, tpb %u) add 0x%llx out/gh/gw",
+                bf16 ? "bf16" : "fp32", vec ? " vec" : "", tokens, d, nc, l, grid, tpt, tpb, addmask);
+  expect(rel < tol, what, rel);
+}
+
+static void check_mix_all() {
+  check_mix<float>(1, 1, 1, 2, 1, false, 0x1);
+  check_mix<float>(3, 7, 4, 3, 1, false, 0x5);          // 8 tokens a block, a partial warp of columns
+  check_mix<float>(17, 7, 4, 3, 2, false, 0x2);         // grid-stride over token groups
+  check_mix<float>(5, 1000, 4, 26, 2, true, 0x2aaaaaa);  // vectors of 4, 256 threads a token
+  check_mix<unsigned short>(5, 1000, 4, 26, 2, true, 0x3ffffff);   // vectors of 8, 128 threads a token, 2 tokens a block
+  check_mix<unsigned short>(3, 1001, 1, 3, 2, false, 0x0);   // scalar, 1024 threads a token
+  check_mix<unsigned short>(9, 16, 1, 2, 1, true, 0x1);      // two vectors a token, 8 tokens a block
+  check_mix<unsigned short>(4, 1024, 4, 64, 1, true, 0x8000000000000001ull);   // the most inputs, the top mask bit
+  check_mix<float>(3, 24, 2, 5, 3, true, 0x10);          // more blocks than token groups
+}
