@@ -1,8 +1,5 @@
 using DistTrain.Protocol.V1;
-using DistTrain.Training.Cluster;
-using DistTrain.Training.Config;
 using Grpc.Core;
-using Grpc.Net.Client;
 
 namespace DistTrain.Coordinator.Tests;
 
@@ -11,27 +8,14 @@ public class CheckpointCommitTests
 {
     sealed class Job : IAsyncDisposable
     {
-        readonly TempDir _dir = new();
-        readonly CancellationTokenSource _stop = new(TimeSpan.FromMinutes(1));
-        readonly GrpcChannel _channel;
-        public readonly Task<int> Server;
-        public readonly Protocol.V1.Coordinator.CoordinatorClient Client;
-        public readonly Metadata Token = new() { { ClusterManifest.TokenHeader, "t" } };
-
-        public Job()
-        {
-            int port = TestFiles.FreePort();
-            var manifest = ManifestLoader.Load(_dir.Write("m.yaml", $"job: ckpt\nbackend: ring\ncoordinator: {{host: 127.0.0.1, port: {port}}}\ntoken: value:t\nnodes:\n  - {{host: 127.0.0.1, cpus: 2}}\n"));
-            var config = TrainConfigLoader.Load(Path.Combine(TestFiles.RepoRoot, "configs", "tiny-muddformer.yaml"), ["train.steps=5"]);
-            Server = CoordinatorServer.RunAsync(manifest, config, _ => { }, null, _stop.Token);
-            _channel = GrpcChannel.ForAddress($"http://127.0.0.1:{port}");
-            Client = new Protocol.V1.Coordinator.CoordinatorClient(_channel);
-        }
+        readonly TestCoordinator _coordinator = new("ckpt", slots: 2);
+        public Task<int> Server => _coordinator.Server;
+        public Protocol.V1.Coordinator.CoordinatorClient Client => _coordinator.Client;
+        public Metadata Token => _coordinator.Token;
 
         public async Task RegisterBoth()
         {
-            var ranks = await Task.WhenAll(Enumerable.Range(0, 2).Select(slot => Client.RegisterAsync(
-                new RegisterRequest { Job = "ckpt", NodeRank = 0, LocalSlot = slot, Host = "127.0.0.1", RingEndpoint = $"127.0.0.1:{slot + 1}" }, Token, DateTime.UtcNow.AddSeconds(30)).ResponseAsync));
+            var ranks = await Task.WhenAll(Enumerable.Range(0, 2).Select(slot => Client.RegisterAsync(_coordinator.Slot(slot), Token, DateTime.UtcNow.AddSeconds(30)).ResponseAsync));
             Assert.Equal([0, 1], ranks.Select(r => r.Rank));
         }
 
@@ -41,13 +25,7 @@ public class CheckpointCommitTests
             Files = { new CheckpointFile { Name = $"shard-{rank:D5}-of-00002.safetensors", Sha256 = new string((char)('a' + rank), 64), Bytes = 100 + rank } },
         }, Token, DateTime.UtcNow.AddSeconds(30)).ResponseAsync;
 
-        public async ValueTask DisposeAsync()
-        {
-            _stop.Cancel();
-            await Server.WaitAsync(TimeSpan.FromSeconds(30));
-            _channel.Dispose();
-            _dir.Dispose();
-        }
+        public ValueTask DisposeAsync() => _coordinator.DisposeAsync();
     }
 
     [Fact]

@@ -1,8 +1,6 @@
 using DistTrain.Protocol.V1;
 using DistTrain.Training.Cluster;
-using DistTrain.Training.Config;
 using Grpc.Core;
-using Grpc.Net.Client;
 
 namespace DistTrain.Coordinator.Tests;
 
@@ -12,15 +10,8 @@ public class TokenTests
     [Fact]
     public async Task CallsWithoutTheRightTokenAreRefusedAndTheRightTokenIsServed()
     {
-        using var dir = new TempDir();
-        int port = TestFiles.FreePort();
-        var manifest = ManifestLoader.Load(dir.Write("m.yaml", $"job: tokens\nbackend: ring\ncoordinator: {{host: 127.0.0.1, port: {port}}}\ntoken: value:right\nnodes:\n  - {{host: 127.0.0.1, cpus: 2}}\n"));
-        var config = TrainConfigLoader.Load(Path.Combine(TestFiles.RepoRoot, "configs", "tiny-muddformer.yaml"), ["train.steps=5"]);
-        using var stop = new CancellationTokenSource(TimeSpan.FromMinutes(1));
-        var server = CoordinatorServer.RunAsync(manifest, config, _ => { }, null, stop.Token);
-
-        using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{port}");
-        var client = new Protocol.V1.Coordinator.CoordinatorClient(channel);
+        await using var coordinator = new TestCoordinator("tokens", slots: 2, token: "right");
+        var client = coordinator.Client;
         async Task<RpcException> Refused(Metadata? headers) =>
             await Assert.ThrowsAsync<RpcException>(() => client.GetStatusAsync(new StatusRequest(), headers, DateTime.UtcNow.AddSeconds(20)).ResponseAsync);
 
@@ -31,7 +22,7 @@ public class TokenTests
         Assert.Equal(StatusCode.PermissionDenied, wrong.StatusCode);
         Assert.Contains("wrong job token", wrong.Status.Detail);
 
-        var right = new Metadata { { ClusterManifest.TokenHeader, "right" } };
+        var right = coordinator.Token;
         var status = await client.GetStatusAsync(new StatusRequest(), right, DateTime.UtcNow.AddSeconds(20));
         Assert.Equal(JobStatus.Types.State.Waiting, status.State);
         Assert.Equal(2, status.WorldSize);
@@ -53,7 +44,7 @@ public class TokenTests
         Assert.Equal(StatusCode.FailedPrecondition, late.StatusCode);
         Assert.Contains("already running", late.Status.Detail);
 
-        stop.Cancel();
-        Assert.Equal(1, await server.WaitAsync(TimeSpan.FromSeconds(30)));   // interrupted before finishing: a failed job
+        coordinator.Stop();
+        Assert.Equal(1, await coordinator.Server.WaitAsync(TimeSpan.FromSeconds(30)));   // interrupted before finishing: a failed job
     }
 }
