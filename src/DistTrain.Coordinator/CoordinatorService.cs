@@ -16,19 +16,28 @@ sealed class CoordinatorService(JobState job) : Protocol.V1.Coordinator.Coordina
     public override async Task Heartbeat(IAsyncStreamReader<HeartbeatRequest> requests, IServerStreamWriter<HeartbeatReply> replies, ServerCallContext context)
     {
         int rank = -1;
+        using var writing = new SemaphoreSlim(1);   // one write at a time on the reply stream
         var reading = Task.Run(async () =>
         {
             await foreach (var beat in requests.ReadAllAsync(context.CancellationToken))
             {
                 rank = beat.Rank;
                 job.Heartbeat(beat);
+                // every beat is answered: a worker that hears nothing for heartbeat.timeout_s knows the coordinator froze
+                await writing.WaitAsync(context.CancellationToken);
+                try { await replies.WriteAsync(new HeartbeatReply { Command = HeartbeatReply.Types.Command.Continue }, context.CancellationToken); }
+                finally { writing.Release(); }
             }
         });
         var first = await Task.WhenAny(reading, job.Stopped);
         if (first == job.Stopped)
         {
             if (job.Failed)
-                await replies.WriteAsync(new HeartbeatReply { Command = HeartbeatReply.Types.Command.Stop, Reason = job.Reason });
+            {
+                await writing.WaitAsync(context.CancellationToken);
+                try { await replies.WriteAsync(new HeartbeatReply { Command = HeartbeatReply.Types.Command.Stop, Reason = job.Reason }); }
+                finally { writing.Release(); }
+            }
             return;
         }
         // the stream ended: cleanly after Finish, or because the worker vanished

@@ -82,18 +82,22 @@ public static class WorkerRunner
         using var heartbeat = client.Heartbeat(cancellationToken: stopping.Token);
         var progress = new Progress(rank);
         string? stopReason = null;
+        long lastAnswer = Stopwatch.GetTimestamp();   // the coordinator answers every beat
         var listening = Task.Run(async () =>
         {
             try
             {
                 await foreach (var command in heartbeat.ResponseStream.ReadAllAsync(stopping.Token))
+                {
+                    Interlocked.Exchange(ref lastAnswer, Stopwatch.GetTimestamp());
                     if (command.Command == HeartbeatReply.Types.Command.Stop)
                     {
-                        stopReason = command.Reason;
+                        stopReason = $"stopped by the coordinator: {command.Reason}";
                         stopping.Cancel();
                         comm.Abort();   // a collective waiting on a lost peer fails now, not after a timeout
                         return;
                     }
+                }
             }
             catch (Exception) when (stopping.IsCancellationRequested) { }
             catch (RpcException e)
@@ -113,6 +117,14 @@ public static class WorkerRunner
                     // not beatsDone: cancelling a write cancels the whole call, and a stream reset before Finish reads as a lost rank
                     await heartbeat.RequestStream.WriteAsync(progress.Beat(), stopping.Token);
                     await Task.Delay(TimeSpan.FromSeconds(manifest.HeartbeatIntervalSeconds), beatsDone.Token);
+                    double silent = Stopwatch.GetElapsedTime(Interlocked.Read(ref lastAnswer)).TotalSeconds;
+                    if (silent > manifest.HeartbeatTimeoutSeconds)
+                    {
+                        stopReason = $"lost the coordinator at {manifest.CoordinatorAddress}: no answer to a heartbeat for {silent:F0} s (heartbeat.timeout_s {manifest.HeartbeatTimeoutSeconds}); it is frozen or cut off";
+                        stopping.Cancel();
+                        comm.Abort();
+                        return;
+                    }
                 }
                 catch (Exception) { return; }   // stopping, or the call ended: the listener reports why
             }
@@ -137,9 +149,9 @@ public static class WorkerRunner
         }
         catch (Exception e) when (stopReason is not null)
         {
-            WorkerDiagnostics.Stopped(log, manifest.Job, rank, progress.Step, $"stopped by the coordinator: {stopReason}");
+            WorkerDiagnostics.Stopped(log, manifest.Job, rank, progress.Step, stopReason);
             span?.SetStatus(ActivityStatusCode.Error, stopReason);
-            throw new WorkerException($"rank {rank}: stopped by the coordinator: {stopReason}", e);
+            throw new WorkerException($"rank {rank}: {stopReason}", e);
         }
         catch (Exception e)
         {

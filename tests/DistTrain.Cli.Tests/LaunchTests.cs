@@ -130,7 +130,52 @@ public class LaunchTests
         }
     }
 
+    [Fact]
+    public void AFrozenCoordinatorIsNoticedByTheWorkersWithinTheHeartbeatTimeout()
+    {
+        using var dir = new TempFolder();
+        var manifest = Disttrain.LocalManifest(dir.Path, 2, heartbeatTimeout: 3);
+        var (launch, output) = Disttrain.Start(["launch", "--manifest", manifest, .. Common(dir.Path, 1_000_000), "--set", "train.micro_batch=6"]);
+        using var _ = launch;
+        Process? coordinator = null;
+        try
+        {
+            var deadline = DateTime.UtcNow + Limit;
+            while (!Regex.IsMatch(Snapshot(output), @"step\s+4\s+loss") && DateTime.UtcNow < deadline && !launch.HasExited) Thread.Sleep(100);
+            coordinator = FindProcess(dir.Path, "coordinator") ?? throw new InvalidOperationException("the coordinator not found\n" + Snapshot(output));
+            var frozen = Stopwatch.StartNew();
+            using (var stop = Process.Start("kill", ["-STOP", coordinator.Id.ToString()])) stop.WaitForExit();   // alive, connected, silent
+
+            Assert.True(launch.WaitForExit(TimeSpan.FromSeconds(90)), "the job did not end\n" + Snapshot(output));
+            launch.WaitForExit();
+            var text = Snapshot(output);
+            Assert.NotEqual(0, launch.ExitCode);
+            Assert.Matches(@"rank [01]: lost the coordinator at http://127\.0\.0\.1:\d+: no answer to a heartbeat for \d+ s \(heartbeat.timeout_s 3\)", text);
+            Assert.DoesNotContain("stopped by the coordinator", text);
+            Assert.True(frozen.Elapsed < TimeSpan.FromSeconds(60), $"ended {frozen.Elapsed.TotalSeconds:F0} s after the freeze\n{text}");
+        }
+        finally
+        {
+            if (coordinator is not null) using (var cont = Process.Start("kill", ["-KILL", coordinator.Id.ToString()])) cont.WaitForExit();
+            if (!launch.HasExited) launch.Kill(entireProcessTree: true);
+        }
+    }
+
     static string Snapshot(System.Text.StringBuilder output) { lock (output) return output.ToString(); }
+
+    /// <summary>The disttrain process of <paramref name="role"/> (a subcommand) whose command line holds the test's folder.</summary>
+    static Process? FindProcess(string marker, string role)
+    {
+        foreach (var dir in Directory.GetDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out int pid)) continue;
+            string[] args;
+            try { args = File.ReadAllText(Path.Combine(dir, "cmdline")).Split('\0'); } catch (IOException) { continue; } catch (UnauthorizedAccessException) { continue; }
+            if (args.Contains(role) && args.Any(a => a.Contains(marker)))
+                return Process.GetProcessById(pid);
+        }
+        return null;
+    }
 
     /// <summary>The disttrain child whose command line holds the test's folder and the given argument pair.</summary>
     static Process? FindProcess(string marker, string flag, string value)
