@@ -1,3 +1,4 @@
+using DistTrain.Model;
 using DistTrain.Cuda.Native;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -19,7 +20,7 @@ internal static class TensorArgs
             throw new ArgumentException($"{op}: {name} {Describe(t)} must be {dtype}");
         if (!t.is_contiguous())
             throw new ArgumentException($"{op}: {name} {Describe(t)} must be contiguous (strides [{string.Join(", ", t.stride())}])");
-        var p = TorchSharpNative.THSTensor_data(t.Handle);
+        var p = TensorMemory.Address(t);
         if (p == 0 && t.numel() > 0)
             throw new ArgumentException($"{op}: {name} {Describe(t)} has no data pointer");
         if (aligned16 && p % 16 != 0)
@@ -28,7 +29,7 @@ internal static class TensorArgs
     }
 
     /// <summary>Whether the tensor's data starts on 16 bytes (fresh allocations do; a view at an offset may not).</summary>
-    public static bool Aligned16(Tensor t) => TorchSharpNative.THSTensor_data(t.Handle) % 16 == 0;
+    public static bool Aligned16(Tensor t) => TensorMemory.Address(t) % 16 == 0;
 
     public static string Describe(Tensor t) => $"[{string.Join(", ", t.shape)}] {t.dtype}";
 }

@@ -61,8 +61,6 @@ internal static class CudaLibraries
     {
         CudaDriver.Library => _driver,
         Nvrtc.Library => _nvrtc,
-        // the very file TorchSharp loaded: same name, probed from TorchSharp's assembly
-        TorchSharpNative.Library => NativeLibrary.TryLoad(name, typeof(torch).Assembly, null, out var handle) ? handle : 0,
         _ => 0,
     };
 }

@@ -1,3 +1,4 @@
+using DistTrain.Model;
 using DistTrain.Cuda.Native;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -122,7 +123,7 @@ internal sealed class FusedQkRotary
             throw new ArgumentException($"{op}: {name} {Strided(t)} must be {dtype}");
         if (t.dim() != 4 || t.stride(3) != 1 || t.stride(0) < 0 || t.stride(1) < 0 || t.stride(2) < 0)
             throw new ArgumentException($"{op}: {name} {Strided(t)} must be (B, T, H, d) with unit stride over d");
-        var p = TorchSharpNative.THSTensor_data(t.Handle);   // data_ptr(): the storage offset included
+        var p = TensorMemory.Address(t);   // data_ptr(): the storage offset included
         if (p == 0)
             throw new ArgumentException($"{op}: {name} {Strided(t)} has no data pointer");
         return p;
