@@ -1,3 +1,4 @@
+using DistTrain.Cuda.Ops.CrossEntropy;
 using DistTrain.Cuda.Ops.QkRotary;
 using DistTrain.Cuda.Ops.Mix;
 using DistTrain.Cuda.Ops.RmsNorm;
@@ -18,6 +19,7 @@ public sealed class CudaKernels : IKernels
     readonly FusedSwiGlu _swiGlu;
     readonly FusedQkRotary _qkRotary;
     readonly FusedMix _mix;
+    readonly FusedCrossEntropy _crossEntropy;
 
     CudaKernels(CudaDevice device)
     {
@@ -26,6 +28,7 @@ public sealed class CudaKernels : IKernels
         _swiGlu = new FusedSwiGlu(device);
         _qkRotary = new FusedQkRotary(device);
         _mix = new FusedMix(device);
+        _crossEntropy = new FusedCrossEntropy(device);
     }
 
     /// <summary>
@@ -72,4 +75,13 @@ public sealed class CudaKernels : IKernels
         var average = _mix.Supports(hiddens, dw) ? FusedMixFunction.Apply(_mix, hiddens, dw, gradients: null)[0] : ReferenceKernels.Instance.DepthWeightedAverage(hiddens, weights);
         return average.MoveToOuterDisposeScope();
     }
+
+    public void CrossEntropyRows(Tensor logits, Tensor targets, Tensor losses, long? meanOver)
+    {
+        if (_crossEntropy.Supports(logits, targets, losses)) _crossEntropy.Rows(logits, targets, losses, meanOver);
+        else ReferenceKernels.Instance.CrossEntropyRows(logits, targets, losses, meanOver);
+    }
+
+    /// <summary>Whether <see cref="CrossEntropyRows"/> runs the fused kernel for these tensors (kernel-test checks it ran it).</summary>
+    public bool FusesCrossEntropy(Tensor logits, Tensor targets, Tensor losses) => _crossEntropy.Supports(logits, targets, losses);
 }

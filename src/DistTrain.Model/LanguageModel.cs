@@ -92,7 +92,7 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
     public Tensor Loss(Tensor tokens, Tensor targets, long chunkRows)
     {
         using var scope = NewDisposeScope();   // nothing saves the hidden (the loss keeps its gradient): its handle ends here
-        return ChunkedCrossEntropy.Loss(Hidden(tokens), _output.weight!, targets, chunkRows).MoveToOuterDisposeScope();
+        return ChunkedCrossEntropy.Loss(Hidden(tokens), _output.weight!, targets, chunkRows, _kernels).MoveToOuterDisposeScope();
     }
 
     /// <summary>Transformer++: without dense connections the block and mudd policies are the same.</summary>

@@ -20,6 +20,7 @@ public class HiddenGradientsTests
         public Tensor QkNormRotary(Tensor x, Tensor? weight, double eps, Tensor cos, Tensor sin) => ReferenceKernels.Instance.QkNormRotary(x, weight, eps, cos, sin);
         public Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients) => ReferenceKernels.Instance.Mix(hiddens, dw, null);
         public Tensor DepthWeightedAverage(IReadOnlyList<Tensor> hiddens, Tensor weights) => ReferenceKernels.Instance.DepthWeightedAverage(hiddens, weights);
+        public void CrossEntropyRows(Tensor logits, Tensor targets, Tensor losses, long? meanOver) => ReferenceKernels.Instance.CrossEntropyRows(logits, targets, losses, meanOver);
     }
 
     /// <summary>The reference with the buffers, remembering each pass's object.</summary>
@@ -36,6 +37,7 @@ public class HiddenGradientsTests
             return ReferenceKernels.Instance.Mix(hiddens, dw, gradients);
         }
         public Tensor DepthWeightedAverage(IReadOnlyList<Tensor> hiddens, Tensor weights) => ReferenceKernels.Instance.DepthWeightedAverage(hiddens, weights);
+        public void CrossEntropyRows(Tensor logits, Tensor targets, Tensor losses, long? meanOver) => ReferenceKernels.Instance.CrossEntropyRows(logits, targets, losses, meanOver);
     }
 
     public static TheoryData<CheckpointKind, int, int> Cases() => new()

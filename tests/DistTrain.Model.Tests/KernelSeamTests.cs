@@ -33,6 +33,12 @@ public class KernelSeamTests
             return ReferenceKernels.Instance.Mix(hiddens, dw, gradients);
         }
         public Tensor DepthWeightedAverage(IReadOnlyList<Tensor> hiddens, Tensor weights) => ReferenceKernels.Instance.DepthWeightedAverage(hiddens, weights);
+        public int CrossEntropies;
+        public void CrossEntropyRows(Tensor logits, Tensor targets, Tensor losses, long? meanOver)
+        {
+            CrossEntropies++;
+            ReferenceKernels.Instance.CrossEntropyRows(logits, targets, losses, meanOver);
+        }
     }
 
     [Fact]
@@ -55,6 +61,9 @@ public class KernelSeamTests
         Assert.Equal(0, config.UseQkNorm ? counting.QkRotaryOnly : counting.QkNormed);
         Assert.Equal(config.NLayer, counting.Mixes);     // one mix after each layer
         Assert.All(model.named_modules().Select(m => m.module).OfType<IUsesKernels>(), m => Assert.Same(counting, m.Kernels));
+        // the chunked loss runs each chunk's softmax through the same kernels: 2·8 rows in chunks of 5 -> 4 chunks
+        using var loss = model.Loss(tokens, tokens, chunkRows: 5);
+        Assert.Equal(4, counting.CrossEntropies);
     }
 
     [Fact]

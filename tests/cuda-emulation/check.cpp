@@ -1,4 +1,4 @@
-// g++ -std=c++20 -O1 -pthread check.cpp: the RMSNorm, AdamW, SwiGLU, QK-norm-rotary and MUDD mixing kernels against plain loops in double.
+// g++ -std=c++20 -O1 -pthread check.cpp: the RMSNorm, AdamW, SwiGLU, QK-norm-rotary, MUDD mixing and cross-entropy kernels against plain loops in double.
 #include "emulate.h"
 #include <cstdio>
 #include <random>
@@ -57,7 +57,8 @@ static void check_rmsnorm(long long rows, int d, unsigned grid, bool scaled) {
 
 #include "check_ops.h"
 
-static void check_adamw(long long n, long long decay, unsigned grid, bool inject_nan) {
+// bf16 gradients (as trained): the same values rounded to bf16 first, read through the bf16 kernels
+static void check_adamw(long long n, long long decay, unsigned grid, bool inject_nan, int vec, bool bf16_grads = false) {
   std::mt19937 rng(n);
   std::normal_distribution<float> n01;
   std::vector<float> master(n), g(n), m(n, 0.f), v(n, 0.f), partials(1024), scalars(4), norm(1);
@@ -65,18 +66,26 @@ static void check_adamw(long long n, long long decay, unsigned grid, bool inject
   for (auto& p : master) p = n01(rng);
   for (auto& x : g) x = n01(rng);
   if (inject_nan) g[n / 2] = NAN;
+  std::vector<unsigned short> gh(n);
+  for (long long i = 0; i < n; ++i) if (bf16_grads) { gh[i] = rms::to_bf16(g[i]); g[i] = __uint_as_float((unsigned)gh[i] << 16); }
   std::vector<double> rm(n, 0.0), rv(n, 0.0), rp(master.begin(), master.end());
   unsigned counter = 0; double steps = 0; long long first_bad = -1;
   const double lr = 1e-3, wd = 0.1, b1 = 0.9, b2 = 0.95, eps = 1e-8, clip = 1.0;
-  launch({grid}, {256}, [&] { adam::adamw_norm_f32(g.data(), n, partials.data(), &counter, norm.data(), scalars.data(), &steps, &first_bad, 5, (float)clip, b1, b2); });
-  launch({grid}, {256}, [&] { adam::adamw_update_f32(g.data(), master.data(), m.data(), v.data(), params.data(), n, decay, scalars.data(),
-                                                     (float)lr, (float)b1, (float)b2, (float)eps, 1.f - (float)lr * (float)wd); });
+  const float decay_factor = 1.f - (float)lr * (float)wd;
+  launch({grid}, {256}, [&] {
+    if (bf16_grads) adam::adamw_norm_bf16(gh.data(), n, partials.data(), &counter, norm.data(), scalars.data(), &steps, &first_bad, 5, (float)clip, b1, b2, vec);
+    else adam::adamw_norm_f32(g.data(), n, partials.data(), &counter, norm.data(), scalars.data(), &steps, &first_bad, 5, (float)clip, b1, b2, vec);
+  });
+  launch({grid}, {256}, [&] {
+    if (bf16_grads) adam::adamw_update_bf16(gh.data(), master.data(), m.data(), v.data(), params.data(), n, decay, scalars.data(), (float)lr, (float)b1, (float)b2, (float)eps, decay_factor, vec);
+    else adam::adamw_update_f32(g.data(), master.data(), m.data(), v.data(), params.data(), n, decay, scalars.data(), (float)lr, (float)b1, (float)b2, (float)eps, decay_factor, vec);
+  });
   double ss = 0; for (auto x : g) ss += (double)x * x;
   double nrm = std::sqrt(ss);
   char what[128];
   if (inject_nan) {
     bool ok = counter == 0 && steps == 0 && first_bad == 5 && std::isnan(norm[0]) && scalars[1] == 0.f && m[0] == 0.f && master[0] == (float)rp[0];
-    std::snprintf(what, sizeof what, "adamw %lld grid %u: a NaN gradient changes nothing, records step 5", n, grid);
+    std::snprintf(what, sizeof what, "adamw %s %lld grid %u vec %d: a NaN gradient changes nothing, records step 5", bf16_grads ? "bf16" : "fp32", n, grid, vec);
     expect(ok, what, 0);
     return;
   }
@@ -91,11 +100,12 @@ static void check_adamw(long long n, long long decay, unsigned grid, bool inject
     perr = std::max(perr, std::abs(pb - p) / std::abs(p));
   }
   bool ok = counter == 0 && steps == 1 && first_bad == -1 && err < 1e-5 && perr <= 1.0 / 256;
-  std::snprintf(what, sizeof what, "adamw %lld (decay %lld) grid %u: norm, moments, master, bf16 params", n, decay, grid);
+  std::snprintf(what, sizeof what, "adamw %s %lld (decay %lld) grid %u vec %d: norm, moments, master, bf16 params", bf16_grads ? "bf16" : "fp32", n, decay, grid, vec);
   expect(ok, what, std::max(err, perr));
 }
 
 #include "check_mix.h"
+#include "check_ce.h"
 
 static void check_bf16() {
   using rms::to_bf16;
@@ -117,11 +127,16 @@ int main() {
     check_rmsnorm(2, 4096, 1, scaled);     // 512 threads, one row a block, rows walked grid-stride
   }
   check_ops();
-  check_adamw(1, 0, 1, false);
-  check_adamw(1007, 640, 3, false);
-  check_adamw(5000, 3200, 2, false);
-  check_adamw(1007, 640, 3, true);
+  for (int vec : {1, 0}) {   // 1007 = 4·251 + 3: vectors then a tail; decay ends inside a vector at 642
+    check_adamw(1, 0, 1, false, vec);
+    check_adamw(1007, 642, 3, false, vec);
+    check_adamw(5000, 3200, 2, false, vec);
+    check_adamw(1007, 640, 3, true, vec);
+    check_adamw(1007, 642, 3, false, vec, true);   // bf16 gradients: 8 a vector in the norm, 4 in the update
+    check_adamw(1007, 640, 3, true, vec, true);
+  }
   check_mix_all();
+  check_ce_all();
   std::printf(failures == 0 ? "all ok\n" : "%d FAILED\n", failures);
   return failures == 0 ? 0 : 1;
 }

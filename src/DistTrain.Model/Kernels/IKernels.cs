@@ -43,6 +43,15 @@ public interface IKernels
     /// stream and the same weights for every token.
     /// </summary>
     Tensor DepthWeightedAverage(IReadOnlyList<Tensor> hiddens, Tensor weights);
+
+    /// <summary>
+    /// Softmax cross-entropy of one chunk of the output projection: logits (c, V) in the compute dtype,
+    /// targets (c) int64 -> each row's loss logsumexp(x) − x[target], computed in fp32 (fp64 for fp64
+    /// logits), written into <paramref name="losses"/> (c). With <paramref name="meanOver"/> n, the logits
+    /// are overwritten in place with the gradient of Σ losses / n, (softmax(x) − onehot(target)) / n, in
+    /// their dtype. Not an autograd op: <see cref="Layers.ChunkedCrossEntropy"/> calls it inside its forward.
+    /// </summary>
+    void CrossEntropyRows(Tensor logits, Tensor targets, Tensor losses, long? meanOver);
 }
 
 /// <summary>A module that calls <see cref="IKernels"/>; <see cref="LanguageModel.Kernels"/> sets them on every such submodule.</summary>

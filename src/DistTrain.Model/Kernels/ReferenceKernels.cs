@@ -38,4 +38,16 @@ public sealed class ReferenceKernels : IKernels
             acc = acc.Plus(hiddens[j] * weights[j]);
         return acc.MoveToOuterDisposeScope();
     }
+
+    public void CrossEntropyRows(Tensor logits, Tensor targets, Tensor losses, long? meanOver)
+    {
+        using var scope = NewDisposeScope();
+        var p = Precision.Upcast(logits);                     // (c, V) fp32: the logits themselves when fp32 or fp64
+        var t = targets.unsqueeze(1);                         // (c, 1)
+        var lse = p.logsumexp(1, keepdim: true);              // (c, 1)
+        losses.copy_((lse - p.gather(1, t)).squeeze(1));
+        if (meanOver is not long n) return;
+        p.sub_(lse).exp_().scatter_add_(1, t, full([t.shape[0], 1], Scalars.Of(-1.0), p.dtype, p.device)).div_(Scalars.Of(n));
+        if (p.dtype != logits.dtype) logits.copy_(p);        // bf16: rounded once, as the unchunked backward casts it
+    }
 }

@@ -1,3 +1,4 @@
+using DistTrain.Model.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
 using static TorchSharp.torch.autograd;
@@ -8,10 +9,11 @@ namespace DistTrain.Model.Layers;
 /// The output projection and the mean next-token cross-entropy fused into one custom autograd
 /// function, over chunks of rows, so that the (N, V) logits never exist at once. Forward computes,
 /// per chunk, the logits (compute dtype), the loss (fp32, via logsumexp) and at once the gradients
-/// of the mean loss: g = (softmax − onehot) / N, grad_h = g @ W, grad_W += gᵀ @ h. It keeps only
-/// grad_h (N, D) and grad_W (V, D); backward scales them by the incoming gradient. Peak extra memory
-/// is one chunk's logits (compute dtype + fp32) instead of the whole batch's logits, their fp32
-/// copy and the softmax that autograd would keep.
+/// of the mean loss: g = (softmax − onehot) / N written over the logits (<see cref="IKernels.CrossEntropyRows"/>:
+/// one kernel when fused), grad_h = g @ W, grad_W += gᵀ @ h. It keeps only grad_h (N, D) and grad_W
+/// (V, D); backward scales them by the incoming gradient. Peak extra memory is one chunk's logits
+/// (the reference adds their fp32 copy) instead of the whole batch's logits, their fp32 copy and
+/// the softmax that autograd would keep.
 /// grad_W is summed over the chunks in fp32 and cast once to the compute dtype: the unchunked
 /// backward is one GEMM that accumulates all N rows in fp32 and rounds once, and summing the
 /// chunks' partial products in bf16 would add one rounding per chunk.
@@ -34,9 +36,10 @@ public sealed class ChunkedCrossEntropy : MultiTensorFunction<ChunkedCrossEntrop
     /// Mean cross-entropy of <paramref name="hidden"/> (..., D) projected by <paramref name="weight"/>
     /// (V, D) against <paramref name="targets"/> (...), computed <paramref name="chunkRows"/> rows at a
     /// time: a scalar in fp32 (fp64 for a fp64 model). Gradients flow to hidden and weight where they
-    /// require grad and grad mode is on; otherwise none are computed.
+    /// require grad and grad mode is on; otherwise none are computed. <paramref name="kernels"/> runs
+    /// each chunk's softmax (the reference when null).
     /// </summary>
-    public static Tensor Loss(Tensor hidden, Tensor weight, Tensor targets, long chunkRows)
+    public static Tensor Loss(Tensor hidden, Tensor weight, Tensor targets, long chunkRows, IKernels? kernels = null)
     {
         if (chunkRows < 1) throw new ArgumentOutOfRangeException(nameof(chunkRows), chunkRows, "rows per chunk must be at least 1");
         if (hidden.dtype != weight.dtype)
@@ -48,16 +51,16 @@ public sealed class ChunkedCrossEntropy : MultiTensorFunction<ChunkedCrossEntrop
         if (h.shape[0] != t.shape[0])
             throw new ArgumentException($"{h.shape[0]} hidden rows but {t.shape[0]} targets", nameof(targets));
         bool grad = is_grad_enabled();
-        var loss = apply(h, weight, t, chunkRows, grad && h.requires_grad, grad && weight.requires_grad)[0];
+        var loss = apply(h, weight, t, chunkRows, grad && h.requires_grad, grad && weight.requires_grad, kernels ?? ReferenceKernels.Instance)[0];
         // TorchSharp's node keeps an empty_like of each output: leaving this scope frees it
         return loss.MoveToOuterDisposeScope();
     }
 
-    /// <summary>vars: h (N, D), W (V, D), targets (N) int64, rows per chunk, whether to compute grad_h, grad_W.</summary>
+    /// <summary>vars: h (N, D), W (V, D), targets (N) int64, rows per chunk, whether to compute grad_h, grad_W, the kernels.</summary>
     public override List<Tensor> forward(AutogradContext ctx, params object[] vars)
     {
         var (h, w, targets) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2]);
-        var (chunk, needH, needW) = ((long)vars[3], (bool)vars[4], (bool)vars[5]);
+        var (chunk, needH, needW, kernels) = ((long)vars[3], (bool)vars[4], (bool)vars[5], (IKernels)vars[6]);
         // apply already runs forward with grad off; explicit because the saving depends on it
         using var noGrad = no_grad();
         long n = h.shape[0], d = h.shape[1], v = w.shape[0];
@@ -70,16 +73,13 @@ public sealed class ChunkedCrossEntropy : MultiTensorFunction<ChunkedCrossEntrop
             using var chunkScope = NewDisposeScope();
             long rows = Math.Min(chunk, n - start);
             var hc = h.narrow(0, start, rows);                                 // (c, D)
-            var tc = targets.narrow(0, start, rows).unsqueeze(1);              // (c, 1)
-            var logits = hc.mm(w.t());                                         // (c, V) compute dtype
-            var p = Precision.Upcast(logits);                                  // (c, V) fp32
-            if (p.dtype != logits.dtype) logits.Dispose();                     // bf16: only the fp32 copy stays
-            var lse = p.logsumexp(1, keepdim: true);                           // (c, 1)
-            lossSum.PlusInPlace((lse - p.gather(1, tc)).sum());
-            if (!needH && !needW) continue;
-            // p becomes the gradient of the mean loss w.r.t. the logits: (softmax − onehot) / N
-            p.sub_(lse).exp_().scatter_add_(1, tc, full([rows, 1], Scalars.Of(-1.0), p.dtype, p.device)).div_(Scalars.Of(n));
-            var g = p.to(w.dtype);                                             // (c, V) compute dtype, as the unchunked backward casts it
+            var g = hc.mm(w.t());                                              // (c, V) compute dtype: the logits
+            var losses = empty([rows], lossDtype, h.device);                   // (c)
+            bool backward = needH || needW;
+            // g becomes the gradient of the mean loss w.r.t. the logits: (softmax − onehot) / N
+            kernels.CrossEntropyRows(g, targets.narrow(0, start, rows), losses, backward ? n : null);
+            lossSum.PlusInPlace(losses.sum());
+            if (!backward) continue;
             if (needH) gradH!.narrow(0, start, rows).copy_(g.mm(w));          // (c, V) @ (V, D)
             if (needW)
             {
@@ -113,6 +113,6 @@ public sealed class ChunkedCrossEntropy : MultiTensorFunction<ChunkedCrossEntrop
         foreach (var s in saved) s?.Dispose();
         foreach (var g in gradOutputs) g?.Dispose();
         ReturnedGradients.Keep(grads);
-        return [grads[0]!, grads[1]!, null!, null!, null!, null!];   // none for targets, rows and flags
+        return [grads[0]!, grads[1]!, null!, null!, null!, null!, null!];   // none for targets, rows, flags and kernels
     }
 }

@@ -51,6 +51,12 @@ public sealed class FusedAdamW : IDisposable
         string Shapes() => $"{n} elements, grads {b.Grads.dtype}, params {(b.Params is null ? "= master" : "bf16")}, decay {b.DecayCount}";
 
         nint grads = TensorArgs.Pointer(b.Grads, _device, op, "grads", b.Grads.dtype);
+        nint master = TensorArgs.Pointer(b.Master, _device, op, "master", ScalarType.Float32),
+             expAvg = TensorArgs.Pointer(b.ExpAvg, _device, op, "exp_avg", ScalarType.Float32),
+             expAvgSq = TensorArgs.Pointer(b.ExpAvgSq, _device, op, "exp_avg_sq", ScalarType.Float32),
+             parameters = b.Params is null ? 0 : TensorArgs.Pointer(b.Params, _device, op, "params", ScalarType.BFloat16);
+        // 16-byte accesses when every buffer starts on 16 bytes (whole allocations do)
+        int vec = grads % 16 == 0 && master % 16 == 0 && expAvg % 16 == 0 && expAvgSq % 16 == 0 && parameters % 16 == 0 ? 1 : 0;
         KernelLaunch.Launch(bf16 ? _norm16 : _norm32, (normBlocks, 1), (Block, 1), Shapes,
             Arg.Ptr(grads), Arg.I64(n),
             Arg.Ptr(TensorArgs.Pointer(_partials, _device, op, "partials", ScalarType.Float32)),
@@ -59,20 +65,16 @@ public sealed class FusedAdamW : IDisposable
             Arg.Ptr(TensorArgs.Pointer(_scalars, _device, op, "scalars", ScalarType.Float32)),
             Arg.Ptr(TensorArgs.Pointer(b.Steps, _device, op, "steps", ScalarType.Float64)),
             Arg.Ptr(TensorArgs.Pointer(b.FirstNonFinite, _device, op, "first non-finite step", ScalarType.Int64)),
-            Arg.I64(stepIndex), Arg.F32((float)s.GradClip), Arg.F64(s.Beta1), Arg.F64(s.Beta2));
+            Arg.I64(stepIndex), Arg.F32((float)s.GradClip), Arg.F64(s.Beta1), Arg.F64(s.Beta2), Arg.I32(vec));
 
         // the reference's fp32 arithmetic: lrEff·wd and 1 - that are fp32 tensors there
         float lr32 = (float)lr;
         float decayFactor = 1f - lr32 * (float)s.WeightDecay;
         KernelLaunch.Launch(bf16 ? _update16 : _update32, (updateBlocks, 1), (Block, 1), Shapes,
-            Arg.Ptr(grads),
-            Arg.Ptr(TensorArgs.Pointer(b.Master, _device, op, "master", ScalarType.Float32)),
-            Arg.Ptr(TensorArgs.Pointer(b.ExpAvg, _device, op, "exp_avg", ScalarType.Float32)),
-            Arg.Ptr(TensorArgs.Pointer(b.ExpAvgSq, _device, op, "exp_avg_sq", ScalarType.Float32)),
-            Arg.Ptr(b.Params is null ? 0 : TensorArgs.Pointer(b.Params, _device, op, "params", ScalarType.BFloat16)),
+            Arg.Ptr(grads), Arg.Ptr(master), Arg.Ptr(expAvg), Arg.Ptr(expAvgSq), Arg.Ptr(parameters),
             Arg.I64(n), Arg.I64(s.WeightDecay > 0 ? b.DecayCount : 0),
             Arg.Ptr(TensorArgs.Pointer(_scalars, _device, op, "scalars", ScalarType.Float32)),
-            Arg.F32(lr32), Arg.F32((float)s.Beta1), Arg.F32((float)s.Beta2), Arg.F32((float)s.Eps), Arg.F32(decayFactor));
+            Arg.F32(lr32), Arg.F32((float)s.Beta1), Arg.F32((float)s.Beta2), Arg.F32((float)s.Eps), Arg.F32(decayFactor), Arg.I32(vec));
         return norm;
     }
 
