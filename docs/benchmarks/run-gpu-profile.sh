@@ -25,7 +25,7 @@ import csv, re, sys, collections
 rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]
 head, rows = rows[0], rows[1:]
 name_at, value_at = head.index("Kernel Name"), head.index("Metric Value")
-kernels = [(r[name_at], float(r[value_at]) / 1e6) for r in rows]   # ns -> ms
+kernels = [(r[name_at], float(r[value_at].replace(",", "")) / 1e6) for r in rows]   # ns (with thousands separators) -> ms
 ends = [i for i, (n, _) in enumerate(kernels) if n.startswith("adamw_update")]
 if len(ends) < 2: sys.exit(f"found {len(ends)} AdamW updates in {len(kernels)} kernels: not a whole step")
 step = kernels[ends[0] + 1: ends[1] + 1]

@@ -18,7 +18,8 @@ static void expect(bool ok, const char* what, double err) {
 // FusedRmsNorm.Layout
 static void layout(int d, unsigned& tpr, unsigned& rpb) { tpr = 32; while (tpr * 8 < (unsigned)d) tpr *= 2; rpb = 256 / tpr ? 256 / tpr : 1; }
 
-static void check_rmsnorm(long long rows, int d, unsigned grid, bool scaled) {
+static void check_rmsnorm(long long rows, int d, unsigned grid, bool scaled, int vec = 0) {
+  vec = vec && d % 4 == 0;   // as FusedRmsNorm.Vectors (std::vector storage starts on 16 bytes)
   std::mt19937 rng(rows * 131 + d);
   std::normal_distribution<float> n01;
   std::vector<float> x(rows * d), w(d), dy(rows * d), y(rows * d), rstd(rows), dx(rows * d), dw(d);
@@ -28,10 +29,10 @@ static void check_rmsnorm(long long rows, int d, unsigned grid, bool scaled) {
   unsigned tpr, rpb; layout(d, tpr, rpb);
   const float eps = 1e-5f;
   const float* wp = scaled ? w.data() : nullptr;
-  launch({grid}, {tpr, rpb}, [&] { rms::rmsnorm_forward_f32(x.data(), wp, y.data(), rstd.data(), rows, d, eps); });
+  launch({grid}, {tpr, rpb}, [&] { rms::rmsnorm_forward_f32(x.data(), wp, y.data(), rstd.data(), rows, d, eps, vec); });
   long long parts = (long long)grid * rpb;
   std::vector<float> partial(parts * d, -1.f);
-  launch({grid}, {tpr, rpb}, [&] { rms::rmsnorm_backward_f32(x.data(), wp, dy.data(), rstd.data(), dx.data(), scaled ? partial.data() : nullptr, rows, d); });
+  launch({grid}, {tpr, rpb}, [&] { rms::rmsnorm_backward_f32(x.data(), wp, dy.data(), rstd.data(), dx.data(), scaled ? partial.data() : nullptr, rows, d, vec); });
   if (scaled) launch({(unsigned)(d + 31) / 32}, {32, 32}, [&] { rms::rmsnorm_dw_reduce_f32(partial.data(), dw.data(), parts, d); });
   double ey = 0, edx = 0, edw = 0, my = 0, mdx = 0, mdw = 0;
   std::vector<double> dwr(d, 0.0);
@@ -49,13 +50,43 @@ static void check_rmsnorm(long long rows, int d, unsigned grid, bool scaled) {
   }
   for (int c = 0; c < d; ++c) { edw = std::max(edw, std::abs(dw[c] - dwr[c])); mdw = std::max(mdw, std::abs(dwr[c])); }
   char what[128];
-  std::snprintf(what, sizeof what, "rmsnorm%s %lldx%d grid %u (tpr %u, rpb %u) y/dx%s", scaled ? "" : "_noscale", rows, d, grid, tpr, rpb, scaled ? "/dw" : "");
+  std::snprintf(what, sizeof what, "rmsnorm%s %lldx%d grid %u (tpr %u, rpb %u, vec %d) y/dx%s", scaled ? "" : "_noscale", rows, d, grid, tpr, rpb, vec, scaled ? "/dw" : "");
   double rel = std::max(ey / my, mdx > 0 ? edx / mdx : edx);
   if (scaled) rel = std::max(rel, edw / mdw);
   expect(rel < 1e-4 || (d == 1 && ey / my < 1e-5), what, rel);
 }
 
 #include "check_ops.h"
+
+// bf16 rows read and written 16 bytes at a time (vec) and one element at a time give the same result
+// within one bf16 rounding of each other (their row sums add the same terms in another order)
+static void check_rmsnorm_bf16(long long rows, int d, unsigned grid, bool scaled) {
+  std::mt19937 rng(rows * 17 + d);
+  std::normal_distribution<float> n01;
+  std::vector<unsigned short> x(rows * d), w(d), dy(rows * d), y[2], dx[2], dw[2];
+  for (auto& v : x) v = rms::to_bf16(n01(rng));
+  for (auto& v : w) v = rms::to_bf16(1.f + 0.1f * n01(rng));
+  for (auto& v : dy) v = rms::to_bf16(n01(rng));
+  unsigned tpr, rpb; layout(d, tpr, rpb);
+  for (int vec : {0, 1}) {
+    y[vec].resize(rows * d); dx[vec].resize(rows * d); dw[vec].resize(d);
+    std::vector<float> rstd(rows), partial((long long)grid * rpb * d);
+    const unsigned short* wp = scaled ? w.data() : nullptr;
+    launch({grid}, {tpr, rpb}, [&] { rms::rmsnorm_forward_bf16(x.data(), wp, y[vec].data(), rstd.data(), rows, d, 1e-5f, vec); });
+    launch({grid}, {tpr, rpb}, [&] { rms::rmsnorm_backward_bf16(x.data(), wp, dy.data(), rstd.data(), dx[vec].data(), scaled ? partial.data() : nullptr, rows, d, vec); });
+    if (scaled) launch({(unsigned)(d + 31) / 32}, {32, 32}, [&] { rms::rmsnorm_dw_reduce_bf16(partial.data(), dw[vec].data(), (long long)grid * rpb, d); });
+  }
+  auto f = [](unsigned short h) { return (double)__uint_as_float((unsigned)h << 16); };
+  double e = 0, m = 0;
+  auto cmp = [&](const std::vector<unsigned short>& a, const std::vector<unsigned short>& b) {
+    for (size_t i = 0; i < a.size(); ++i) { e = std::max(e, std::abs(f(a[i]) - f(b[i]))); m = std::max(m, std::abs(f(b[i]))); }
+  };
+  cmp(y[1], y[0]); cmp(dx[1], dx[0]);
+  if (scaled) cmp(dw[1], dw[0]);
+  char what[128];
+  std::snprintf(what, sizeof what, "rmsnorm%s bf16 %lldx%d: 16-byte vectors = element by element", scaled ? "" : "_noscale", rows, d);
+  expect(e / m <= 1.0 / 128, what, e / m);
+}
 
 // bf16 gradients (as trained): the same values rounded to bf16 first, read through the bf16 kernels
 static void check_adamw(long long n, long long decay, unsigned grid, bool inject_nan, int vec, bool bf16_grads = false) {
@@ -119,6 +150,13 @@ static void check_bf16() {
 int main() {
   check_bf16();
   for (bool scaled : {true, false}) {
+    for (int vec : {1, 0}) {   // 16-byte vectors where D allows
+      check_rmsnorm(3, 8, 1, scaled, vec);
+      check_rmsnorm(37, 12, 2, scaled, vec);
+      check_rmsnorm(5, 1000, 2, scaled, vec);
+      check_rmsnorm(2, 4096, 1, scaled, vec);
+    }
+    check_rmsnorm_bf16(5, 1024, 2, scaled);
     check_rmsnorm(1, 1, 1, scaled);
     check_rmsnorm(3, 7, 1, scaled);        // 8 rows a block, one block
     check_rmsnorm(37, 7, 2, scaled);       // grid-stride over row groups

@@ -45,8 +45,9 @@ static void check_swiglu(long long n, unsigned grid) {
 }
 
 // x: a (B, T, H, d) view of a packed (B, T, 3, H, d) buffer (slot 1, as k of wqkv) when packed; dy transposed from (B, H, T, d)
+// grouped: the _v kernels (d/8 lanes a row, 4 pairs a lane), as FusedQkRotary.Grouped picks them for d = 8 · 2^k ≤ 256
 template <typename T>
-static void check_qkrotary(int B, int Tn, int H, int d, bool normed, bool packed, unsigned grid) {
+static void check_qkrotary(int B, int Tn, int H, int d, bool normed, bool packed, unsigned grid, bool grouped = false) {
   const bool bf = sizeof(T) == 2;
   std::mt19937 rng(B * 1000 + Tn * 100 + H * 10 + d + normed);
   std::normal_distribution<float> n01;
@@ -71,7 +72,19 @@ static void check_qkrotary(int B, int Tn, int H, int d, bool normed, bool packed
   const float eps = 1e-5f;
   long long parts = (long long)grid * 8;
   std::vector<float> partial(parts * d, -1.f);
-  if constexpr (sizeof(T) == 2) {
+  if (grouped) {
+    if constexpr (sizeof(T) == 2) {
+      launch({grid}, {32, 8}, [&] { qkr::qkrotary_forward_bf16_v(x, wp, cs.data(), sn.data(), y.data(), rows, Tn, H, d, sb, st, sh, eps); });
+      launch({grid}, {32, 8}, [&] { qkr::qkrotary_backward_bf16_v(x, wp, cs.data(), sn.data(), dybuf.data(), dx.data(), normed ? partial.data() : nullptr,
+                                                                  rows, Tn, H, d, sb, st, sh, gb, gt, gh, eps); });
+      if (normed) launch({(unsigned)(d + 31) / 32}, {32, 32}, [&] { rms::rmsnorm_dw_reduce_bf16(partial.data(), dw.data(), parts, d); });
+    } else {
+      launch({grid}, {32, 8}, [&] { qkr::qkrotary_forward_f32_v(x, wp, cs.data(), sn.data(), y.data(), rows, Tn, H, d, sb, st, sh, eps); });
+      launch({grid}, {32, 8}, [&] { qkr::qkrotary_backward_f32_v(x, wp, cs.data(), sn.data(), dybuf.data(), dx.data(), normed ? partial.data() : nullptr,
+                                                                 rows, Tn, H, d, sb, st, sh, gb, gt, gh, eps); });
+      if (normed) launch({(unsigned)(d + 31) / 32}, {32, 32}, [&] { rms::rmsnorm_dw_reduce_f32(partial.data(), dw.data(), parts, d); });
+    }
+  } else if constexpr (sizeof(T) == 2) {
     launch({grid}, {32, 8}, [&] { qkr::qkrotary_forward_bf16(x, wp, cs.data(), sn.data(), y.data(), rows, Tn, H, d, sb, st, sh, eps); });
     launch({grid}, {32, 8}, [&] { qkr::qkrotary_backward_bf16(x, wp, cs.data(), sn.data(), dybuf.data(), dx.data(), normed ? partial.data() : nullptr,
                                                               rows, Tn, H, d, sb, st, sh, gb, gt, gh, eps); });
@@ -110,7 +123,7 @@ static void check_qkrotary(int B, int Tn, int H, int d, bool normed, bool packed
   double rel = std::max(ey / my, edx / mdx);
   if (normed) rel = std::max(rel, edw / mdw);
   char what[160];
-  std::snprintf(what, sizeof what, "qk%s %s %dx%dx%dx%d%s grid %u y/dx%s", normed ? "norm_rotary" : "_rotary", bf ? "bf16" : "fp32", B, Tn, H, d,
+  std::snprintf(what, sizeof what, "qk%s%s %s %dx%dx%dx%d%s grid %u y/dx%s", normed ? "norm_rotary" : "_rotary", grouped ? "_v" : "", bf ? "bf16" : "fp32", B, Tn, H, d,
                 packed ? " packed view" : "", grid, normed ? "/dw" : "");
   expect(rel < (bf ? 1.0 / 128 : 1e-5), what, rel);
 }
@@ -129,5 +142,11 @@ static void check_ops() {
     check_qkrotary<float>(2, 4, 16, 64, normed, true, 3);   // the 405M head (d = 64)
     check_qkrotary<unsigned short>(2, 3, 5, 6, normed, true, 2);
     check_qkrotary<unsigned short>(2, 4, 16, 64, normed, true, 3);
+    // the _v kernels: d = 8 (1 lane a row, 32 rows a warp), 64 (8 lanes: the 405M head), 256 (32 lanes: one row a warp)
+    check_qkrotary<float>(2, 3, 5, 8, normed, true, 2, true);        // 30 rows in one warp's 32, a partial warp
+    check_qkrotary<float>(2, 4, 16, 64, normed, true, 3, true);
+    check_qkrotary<float>(1, 3, 3, 256, normed, false, 1, true);
+    check_qkrotary<unsigned short>(2, 4, 16, 64, normed, true, 3, true);
+    check_qkrotary<unsigned short>(3, 5, 7, 32, normed, false, 2, true);   // 105 rows, 8 a warp, grid-stride
   }
 }

@@ -22,6 +22,7 @@ internal sealed class FusedQkRotary
 
     readonly CudaDevice _device;
     readonly CudaFunction _forward32, _forward16, _backward32, _backward16, _reduce32, _reduce16;
+    readonly CudaFunction _forward32v, _forward16v, _backward32v, _backward16v;
 
     public FusedQkRotary(CudaDevice device)
     {
@@ -29,6 +30,8 @@ internal sealed class FusedQkRotary
         var module = KernelModule.Get(device, Source);
         (_forward32, _forward16) = (module.Function("qkrotary_forward_f32"), module.Function("qkrotary_forward_bf16"));
         (_backward32, _backward16) = (module.Function("qkrotary_backward_f32"), module.Function("qkrotary_backward_bf16"));
+        (_forward32v, _forward16v) = (module.Function("qkrotary_forward_f32_v"), module.Function("qkrotary_forward_bf16_v"));
+        (_backward32v, _backward16v) = (module.Function("qkrotary_backward_f32_v"), module.Function("qkrotary_backward_bf16_v"));
         // (parts, d) fp32 partials -> dw: the same reduction as RMSNorm's
         var rms = KernelModule.Get(device, "rmsnorm.cu");
         (_reduce32, _reduce16) = (rms.Function("rmsnorm_dw_reduce_f32"), rms.Function("rmsnorm_dw_reduce_bf16"));
@@ -65,14 +68,15 @@ internal sealed class FusedQkRotary
         long rows = y.numel() / x.shape[3];
         if (rows == 0)
             return y;
-        uint blocks = (uint)Math.Min((rows + RowsPerBlock - 1) / RowsPerBlock, (long)_device.Multiprocessors * 16);
-        KernelLaunch.Launch(dtype == ScalarType.BFloat16 ? _forward16 : _forward32, (blocks, 1), (32, RowsPerBlock),
+        nint px = StridedPointer(x, op, "x", dtype), pw = weight is null ? 0 : TensorArgs.Pointer(weight, _device, op, "weight", dtype),
+             pcos = TensorArgs.Pointer(cos, _device, op, "cos", ScalarType.Float32), psin = TensorArgs.Pointer(sin, _device, op, "sin", ScalarType.Float32),
+             py = TensorArgs.Pointer(y, _device, op, "y", dtype);
+        int perWarp = Grouped(x, rows, px, pw, pcos, psin, py);
+        uint blocks = (uint)Math.Min((rows + RowsPerBlock * perWarp - 1) / (RowsPerBlock * perWarp), (long)_device.Multiprocessors * 16);
+        var kernel = perWarp > 0 ? (dtype == ScalarType.BFloat16 ? _forward16v : _forward32v) : (dtype == ScalarType.BFloat16 ? _forward16 : _forward32);
+        KernelLaunch.Launch(kernel, (blocks, 1), (32, RowsPerBlock),
             () => $"x {Strided(x)}, weight {(weight is null ? "none" : TensorArgs.Describe(weight))}, cos {TensorArgs.Describe(cos)}",
-            Arg.Ptr(StridedPointer(x, op, "x", dtype)),
-            Arg.Ptr(weight is null ? 0 : TensorArgs.Pointer(weight, _device, op, "weight", dtype)),
-            Arg.Ptr(TensorArgs.Pointer(cos, _device, op, "cos", ScalarType.Float32)),
-            Arg.Ptr(TensorArgs.Pointer(sin, _device, op, "sin", ScalarType.Float32)),
-            Arg.Ptr(TensorArgs.Pointer(y, _device, op, "y", dtype)),
+            Arg.Ptr(px), Arg.Ptr(pw), Arg.Ptr(pcos), Arg.Ptr(psin), Arg.Ptr(py),
             Arg.I64(rows), Arg.I32((int)x.shape[1]), Arg.I32((int)x.shape[2]), Arg.I32((int)x.shape[3]),
             Arg.I64(x.stride(0)), Arg.I64(x.stride(1)), Arg.I64(x.stride(2)), Arg.F32((float)eps));
         return y;
@@ -88,18 +92,19 @@ internal sealed class FusedQkRotary
         long rows = dx.numel() / d;
         if (rows == 0)
             return (dx, weight is null ? null : zeros_like(weight));
+        nint px = StridedPointer(x, op, "x", dtype), pw = weight is null ? 0 : TensorArgs.Pointer(weight, _device, op, "weight", dtype),
+             pcos = TensorArgs.Pointer(cos, _device, op, "cos", ScalarType.Float32), psin = TensorArgs.Pointer(sin, _device, op, "sin", ScalarType.Float32),
+             pdy = StridedPointer(dy, op, "dy", dtype), pdx = TensorArgs.Pointer(dx, _device, op, "dx", dtype);
+        int perWarp = Grouped(x, rows, px, pw, pcos, psin, pdx);
+        if (perWarp > 0 && (Grouped(dy, rows, pdy) == 0)) perWarp = 0;
         // few enough blocks that the partial rows stay small (parts x d fp32), enough to fill the GPU
-        uint blocks = (uint)Math.Min((rows + RowsPerBlock - 1) / RowsPerBlock, (long)_device.Multiprocessors * 8);
+        uint blocks = (uint)Math.Min((rows + RowsPerBlock * Math.Max(1, perWarp) - 1) / (RowsPerBlock * Math.Max(1, perWarp)), (long)_device.Multiprocessors * 8);
         long parts = (long)blocks * RowsPerBlock;
         using var partial = weight is null ? null : empty([parts, d], ScalarType.Float32, x.device);
         string Shapes() => $"x {Strided(x)}, dy {Strided(dy)}, weight {(weight is null ? "none" : TensorArgs.Describe(weight))}, cos {TensorArgs.Describe(cos)}";
-        KernelLaunch.Launch(dtype == ScalarType.BFloat16 ? _backward16 : _backward32, (blocks, 1), (32, RowsPerBlock), Shapes,
-            Arg.Ptr(StridedPointer(x, op, "x", dtype)),
-            Arg.Ptr(weight is null ? 0 : TensorArgs.Pointer(weight, _device, op, "weight", dtype)),
-            Arg.Ptr(TensorArgs.Pointer(cos, _device, op, "cos", ScalarType.Float32)),
-            Arg.Ptr(TensorArgs.Pointer(sin, _device, op, "sin", ScalarType.Float32)),
-            Arg.Ptr(StridedPointer(dy, op, "dy", dtype)),
-            Arg.Ptr(TensorArgs.Pointer(dx, _device, op, "dx", dtype)),
+        var kernel = perWarp > 0 ? (dtype == ScalarType.BFloat16 ? _backward16v : _backward32v) : (dtype == ScalarType.BFloat16 ? _backward16 : _backward32);
+        KernelLaunch.Launch(kernel, (blocks, 1), (32, RowsPerBlock), Shapes,
+            Arg.Ptr(px), Arg.Ptr(pw), Arg.Ptr(pcos), Arg.Ptr(psin), Arg.Ptr(pdy), Arg.Ptr(pdx),
             Arg.Ptr(partial is null ? 0 : TensorArgs.Pointer(partial, _device, op, "dw partial", ScalarType.Float32)),
             Arg.I64(rows), Arg.I32((int)x.shape[1]), Arg.I32((int)x.shape[2]), Arg.I32((int)d),
             Arg.I64(x.stride(0)), Arg.I64(x.stride(1)), Arg.I64(x.stride(2)),
@@ -112,6 +117,25 @@ internal sealed class FusedQkRotary
             Arg.Ptr(TensorArgs.Pointer(dw, _device, op, "dw", dtype)),
             Arg.I64(parts), Arg.I32((int)d));
         return (dx, dw);
+    }
+
+    /// <summary>
+    /// Rows per warp of the _v kernels (a group of d/8 lanes per row), or 0 when they cannot run: d/2 must
+    /// be 4 times a power of two up to 32, rows below 2³¹, the view's strides multiples of 4, the view's
+    /// pointer (first) on 4 elements and the others on 16 bytes (fresh allocations and flat-buffer parameters are).
+    /// </summary>
+    internal static int Grouped(Tensor view, long rows, params ReadOnlySpan<nint> pointers)
+    {
+        long half = view.shape[3] / 2, lanes = half / 4;
+        if (half % 4 != 0 || lanes is < 1 or > 32 || (lanes & (lanes - 1)) != 0 || rows >= int.MaxValue)
+            return 0;
+        for (int i = 0; i < 3; i++)
+            if (view.stride(i) % 4 != 0) return 0;
+        if (pointers[0] % (4 * (view.dtype == ScalarType.BFloat16 ? 2 : 4)) != 0)   // the view itself: 4 elements
+            return 0;
+        foreach (var p in pointers[1..])                                             // weight (0: none), tables, outputs
+            if (p % 16 != 0) return 0;
+        return (int)(32 / lanes);
     }
 
     /// <summary>The device address of a (B, T, H, d) view whose last stride is 1 (TensorArgs.Pointer wants contiguous tensors).</summary>

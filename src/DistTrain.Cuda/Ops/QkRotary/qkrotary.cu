@@ -10,6 +10,12 @@
 // so d <= 64 * MAXP (the host checks; d even). x and dy are strided views (sb, st, sh; unit stride
 // over d: e.g. q, k selected out of the wqkv output, or a transposed gradient); y, dx contiguous.
 // cos, sin: (T', d/2) fp32 contiguous, T' >= T. Blocks walk the rows grid-stride; indices are 64-bit.
+//
+// The _v kernels (the host picks them when d/2 is 4 times a power of two up to 32, every row of x
+// and dy starts on 4 elements and rows < 2^31): a group of G = d/8 lanes per row, a lane owns the
+// pairs i0..i0+3 (i0 = 4 * its place in the group), so it reads 4 elements at once from each half
+// and from the tables and writes 8 (16 bytes of bf16); a warp holds 32/G rows (4 at d = 64). The
+// one-warp-per-row kernels above read 2 bytes per access and ran at about a fifth of the H200's bandwidth.
 
 #define MAXP 4
 
@@ -50,6 +56,148 @@ __device__ __forceinline__ long long row_offset(long long row, int t_len, int he
   const long long b = bt / t_len;
   t = (int)(bt - b * t_len);
   return b * sb + (long long)t * st + (long long)h * sh;
+}
+
+// 4 elements from a 4-element-aligned address; 4 elements to one
+struct alignas(16) F4 { float v[4]; };
+struct alignas(8) H4 { unsigned int w[2]; };
+__device__ __forceinline__ void load4(const float* p, float* out) {
+  const F4 r = *(const F4*)p;
+  for (int j = 0; j < 4; ++j) out[j] = r.v[j];
+}
+__device__ __forceinline__ void load4(const unsigned short* p, float* out) {
+  const H4 r = *(const H4*)p;
+  for (int j = 0; j < 4; ++j) out[j] = __uint_as_float((j & 1) ? (r.w[j >> 1] & 0xffff0000u) : (r.w[j >> 1] << 16));
+}
+__device__ __forceinline__ void store4(float* p, const float* in) {
+  F4 r;
+  for (int j = 0; j < 4; ++j) r.v[j] = in[j];
+  *(F4*)p = r;
+}
+__device__ __forceinline__ void store4(unsigned short* p, const float* in) {
+  H4 r;
+  for (int j = 0; j < 2; ++j) r.w[j] = (unsigned int)to_bf16(in[2 * j]) | ((unsigned int)to_bf16(in[2 * j + 1]) << 16);
+  *(H4*)p = r;
+}
+
+// the sum over the g lanes of this lane's row (g a power of two: the group is g aligned lanes)
+__device__ __forceinline__ float group_sum(float v, int g) {
+  for (int offset = g >> 1; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// row_offset in 32-bit arithmetic (rows < 2^31: the host checks), which a lane group repeats for every row
+__device__ __forceinline__ long long row_offset32(unsigned int row, unsigned int t_len, unsigned int heads, long long sb, long long st, long long sh, int& t) {
+  const unsigned int bt = row / heads, h = row - bt * heads, b = bt / t_len;
+  t = (int)(bt - b * t_len);
+  return (long long)b * sb + (long long)t * st + (long long)h * sh;
+}
+
+template <typename T>
+__device__ void forward_v(const T* x, const T* w, const float* cos_t, const float* sin_t, T* y,
+                          long long rows, int t_len, int heads, int d, long long sb, long long st, long long sh, float eps) {
+  const int half = d >> 1, g = half >> 2, per_warp = 32 / g;
+  const int slot = threadIdx.x / g, i0 = (threadIdx.x % g) * 4;
+  float w0[4], w1[4];
+  if (w != 0) { load4(w + i0, w0); load4(w + half + i0, w1); }
+  const long long step = (long long)gridDim.x * blockDim.y * per_warp;
+  // base is the same for the whole warp: every lane takes every shuffle
+  for (long long base = ((long long)blockIdx.x * blockDim.y + threadIdx.y) * per_warp; base < rows; base += step) {
+    const long long row = base + slot;
+    const bool valid = row < rows;
+    int t = 0;
+    float x0[4] = {0.f, 0.f, 0.f, 0.f}, x1[4] = {0.f, 0.f, 0.f, 0.f};
+    if (valid) {
+      const T* xr = x + row_offset32((unsigned int)row, t_len, heads, sb, st, sh, t);
+      load4(xr + i0, x0);
+      load4(xr + half + i0, x1);
+    }
+    float r = 1.f;
+    if (w != 0) {
+      float ss = 0.f;
+      for (int j = 0; j < 4; ++j) ss += x0[j] * x0[j] + x1[j] * x1[j];
+      r = rsqrtf(group_sum(ss, g) / (float)d + eps);
+    }
+    if (!valid) continue;
+    float c[4], s[4], out[8];
+    load4(cos_t + (long long)t * half + i0, c);
+    load4(sin_t + (long long)t * half + i0, s);
+    for (int j = 0; j < 4; ++j) {
+      float n0 = x0[j], n1 = x1[j];
+      if (w != 0) { n0 *= r * w0[j]; n1 *= r * w1[j]; }
+      out[2 * j] = n0 * c[j] - n1 * s[j];
+      out[2 * j + 1] = n1 * c[j] + n0 * s[j];
+    }
+    T* yr = y + row * d + 2 * i0;
+    store4(yr, out);
+    store4(yr + 4, out + 4);
+  }
+}
+
+template <typename T>
+__device__ void backward_v(const T* x, const T* w, const float* cos_t, const float* sin_t, const T* dy, T* dx, float* dw_partial,
+                           long long rows, int t_len, int heads, int d, long long sb, long long st, long long sh,
+                           long long gb, long long gt, long long gh, float eps) {
+  const int half = d >> 1, g = half >> 2, per_warp = 32 / g;
+  const int slot = threadIdx.x / g, i0 = (threadIdx.x % g) * 4;
+  float w0[4], w1[4], acc0[4] = {0.f, 0.f, 0.f, 0.f}, acc1[4] = {0.f, 0.f, 0.f, 0.f};
+  if (w != 0) { load4(w + i0, w0); load4(w + half + i0, w1); }
+  const long long step = (long long)gridDim.x * blockDim.y * per_warp;
+  for (long long base = ((long long)blockIdx.x * blockDim.y + threadIdx.y) * per_warp; base < rows; base += step) {
+    const long long row = base + slot;
+    const bool valid = row < rows;
+    int t = 0;
+    float n0[4] = {0.f, 0.f, 0.f, 0.f}, n1[4] = {0.f, 0.f, 0.f, 0.f};   // dn: dy rotated back
+    float x0[4] = {0.f, 0.f, 0.f, 0.f}, x1[4] = {0.f, 0.f, 0.f, 0.f};
+    if (valid) {
+      const T* xr = x + row_offset32((unsigned int)row, t_len, heads, sb, st, sh, t);
+      const T* gr = dy + row_offset32((unsigned int)row, t_len, heads, gb, gt, gh, t) + 2 * i0;
+      float gv[8], c[4], s[4];
+      load4(gr, gv);
+      load4(gr + 4, gv + 4);
+      load4(cos_t + (long long)t * half + i0, c);
+      load4(sin_t + (long long)t * half + i0, s);
+      for (int j = 0; j < 4; ++j) {
+        n0[j] = gv[2 * j] * c[j] + gv[2 * j + 1] * s[j];
+        n1[j] = gv[2 * j + 1] * c[j] - gv[2 * j] * s[j];
+      }
+      if (w != 0) { load4(xr + i0, x0); load4(xr + half + i0, x1); }
+    }
+    T* dxr = dx + row * d + i0;
+    if (w == 0) {
+      if (valid) { store4(dxr, n0); store4(dxr + half, n1); }
+      continue;
+    }
+    float ss = 0.f;
+    for (int j = 0; j < 4; ++j) ss += x0[j] * x0[j] + x1[j] * x1[j];
+    const float r = rsqrtf(group_sum(ss, g) / (float)d + eps);   // as forward computed it
+    float dot = 0.f;
+    for (int j = 0; j < 4; ++j) {
+      x0[j] *= r; x1[j] *= r;   // xhat
+      acc0[j] += n0[j] * x0[j];
+      acc1[j] += n1[j] * x1[j];
+      n0[j] *= w0[j]; n1[j] *= w1[j];   // g
+      dot += n0[j] * x0[j] + n1[j] * x1[j];
+    }
+    const float mean_dot = group_sum(dot, g) / (float)d;
+    if (!valid) continue;
+    float o0[4], o1[4];
+    for (int j = 0; j < 4; ++j) { o0[j] = r * (n0[j] - x0[j] * mean_dot); o1[j] = r * (n1[j] - x1[j] * mean_dot); }
+    store4(dxr, o0);
+    store4(dxr + half, o1);
+  }
+  if (dw_partial != 0) {
+    // the warp's groups hold the same columns: add them (fixed order), the first group writes the warp slot's row
+    for (int offset = g; offset < 32; offset <<= 1)
+      for (int j = 0; j < 4; ++j) {
+        acc0[j] += __shfl_xor_sync(0xffffffffu, acc0[j], offset);
+        acc1[j] += __shfl_xor_sync(0xffffffffu, acc1[j], offset);
+      }
+    if (slot == 0) {
+      float* pr = dw_partial + ((long long)blockIdx.x * blockDim.y + threadIdx.y) * d;
+      for (int j = 0; j < 4; ++j) { pr[i0 + j] = acc0[j]; pr[half + i0 + j] = acc1[j]; }
+    }
+  }
 }
 
 template <typename T>
@@ -178,4 +326,20 @@ extern "C" __global__ void __launch_bounds__(256) qkrotary_backward_f32(const fl
 extern "C" __global__ void __launch_bounds__(256) qkrotary_backward_bf16(const unsigned short* x, const unsigned short* w, const float* cos_t, const float* sin_t, const unsigned short* dy, unsigned short* dx, float* dw_partial,
     long long rows, int t_len, int heads, int d, long long sb, long long st, long long sh, long long gb, long long gt, long long gh, float eps) {
   backward<unsigned short>(x, w, cos_t, sin_t, dy, dx, dw_partial, rows, t_len, heads, d, sb, st, sh, gb, gt, gh, eps);
+}
+extern "C" __global__ void __launch_bounds__(256) qkrotary_forward_f32_v(const float* x, const float* w, const float* cos_t, const float* sin_t, float* y,
+    long long rows, int t_len, int heads, int d, long long sb, long long st, long long sh, float eps) {
+  forward_v<float>(x, w, cos_t, sin_t, y, rows, t_len, heads, d, sb, st, sh, eps);
+}
+extern "C" __global__ void __launch_bounds__(256) qkrotary_forward_bf16_v(const unsigned short* x, const unsigned short* w, const float* cos_t, const float* sin_t, unsigned short* y,
+    long long rows, int t_len, int heads, int d, long long sb, long long st, long long sh, float eps) {
+  forward_v<unsigned short>(x, w, cos_t, sin_t, y, rows, t_len, heads, d, sb, st, sh, eps);
+}
+extern "C" __global__ void __launch_bounds__(256) qkrotary_backward_f32_v(const float* x, const float* w, const float* cos_t, const float* sin_t, const float* dy, float* dx, float* dw_partial,
+    long long rows, int t_len, int heads, int d, long long sb, long long st, long long sh, long long gb, long long gt, long long gh, float eps) {
+  backward_v<float>(x, w, cos_t, sin_t, dy, dx, dw_partial, rows, t_len, heads, d, sb, st, sh, gb, gt, gh, eps);
+}
+extern "C" __global__ void __launch_bounds__(256) qkrotary_backward_bf16_v(const unsigned short* x, const unsigned short* w, const float* cos_t, const float* sin_t, const unsigned short* dy, unsigned short* dx, float* dw_partial,
+    long long rows, int t_len, int heads, int d, long long sb, long long st, long long sh, long long gb, long long gt, long long gh, float eps) {
+  backward_v<unsigned short>(x, w, cos_t, sin_t, dy, dx, dw_partial, rows, t_len, heads, d, sb, st, sh, gb, gt, gh, eps);
 }

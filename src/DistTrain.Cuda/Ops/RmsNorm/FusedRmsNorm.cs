@@ -53,13 +53,13 @@ internal sealed class FusedRmsNorm
         var rstd = keepRstd ? empty([rows], ScalarType.Float32, x.device) : null;
         var (tpr, rpb) = Layout(d);
         uint blocks = (uint)Math.Min((rows + rpb - 1) / rpb, (long)_device.Multiprocessors * 16);
+        nint px = TensorArgs.Pointer(x, _device, op, "x", dtype), pw = weight is null ? 0 : TensorArgs.Pointer(weight, _device, op, "weight", dtype),
+             py = TensorArgs.Pointer(y, _device, op, "y", dtype);
         KernelLaunch.Launch(dtype == ScalarType.BFloat16 ? _forward16 : _forward32, (blocks, 1), (tpr, rpb),
             () => $"x {TensorArgs.Describe(x)}, weight {(weight is null ? "none" : TensorArgs.Describe(weight))}",
-            Arg.Ptr(TensorArgs.Pointer(x, _device, op, "x", dtype)),
-            Arg.Ptr(weight is null ? 0 : TensorArgs.Pointer(weight, _device, op, "weight", dtype)),
-            Arg.Ptr(TensorArgs.Pointer(y, _device, op, "y", dtype)),
+            Arg.Ptr(px), Arg.Ptr(pw), Arg.Ptr(py),
             Arg.Ptr(rstd is null ? 0 : TensorArgs.Pointer(rstd, _device, op, "rstd", ScalarType.Float32)),
-            Arg.I64(rows), Arg.I32((int)d), Arg.F32((float)eps));
+            Arg.I64(rows), Arg.I32((int)d), Arg.F32((float)eps), Arg.I32(Vectors(d, dtype, px, pw, py)));
         return (y, rstd);
     }
 
@@ -76,14 +76,14 @@ internal sealed class FusedRmsNorm
         long parts = (long)blocks * rpb;
         using var partial = weight is null ? null : empty([parts, d], ScalarType.Float32, x.device);
         string Shapes() => $"x {TensorArgs.Describe(x)}, dy {TensorArgs.Describe(dy)}, weight {(weight is null ? "none" : TensorArgs.Describe(weight))}";
+        nint px = TensorArgs.Pointer(x, _device, op, "x", dtype), pw = weight is null ? 0 : TensorArgs.Pointer(weight, _device, op, "weight", dtype),
+             pdy = TensorArgs.Pointer(dy, _device, op, "dy", dtype), pdx = TensorArgs.Pointer(dx, _device, op, "dx", dtype);
         KernelLaunch.Launch(dtype == ScalarType.BFloat16 ? _backward16 : _backward32, (blocks, 1), (tpr, rpb), Shapes,
-            Arg.Ptr(TensorArgs.Pointer(x, _device, op, "x", dtype)),
-            Arg.Ptr(weight is null ? 0 : TensorArgs.Pointer(weight, _device, op, "weight", dtype)),
-            Arg.Ptr(TensorArgs.Pointer(dy, _device, op, "dy", dtype)),
+            Arg.Ptr(px), Arg.Ptr(pw), Arg.Ptr(pdy),
             Arg.Ptr(TensorArgs.Pointer(rstd, _device, op, "rstd", ScalarType.Float32)),
-            Arg.Ptr(TensorArgs.Pointer(dx, _device, op, "dx", dtype)),
+            Arg.Ptr(pdx),
             Arg.Ptr(partial is null ? 0 : TensorArgs.Pointer(partial, _device, op, "dw partial", ScalarType.Float32)),
-            Arg.I64(rows), Arg.I32((int)d));
+            Arg.I64(rows), Arg.I32((int)d), Arg.I32(Vectors(d, dtype, px, pw, pdy, pdx)));
         if (weight is null)
             return (dx, null);
         var dw = empty_like(weight);
@@ -97,5 +97,14 @@ internal sealed class FusedRmsNorm
             Arg.Ptr(TensorArgs.Pointer(dw, _device, op, "dw", dtype)),
             Arg.I64(parts), Arg.I32((int)d));
         return (dx, dw);
+    }
+
+    /// <summary>1 when rows are whole 16-byte vectors (D a multiple of 8 bf16 or 4 fp32) and every pointer (0: none) starts on 16 bytes.</summary>
+    internal static int Vectors(long d, ScalarType dtype, params ReadOnlySpan<nint> pointers)
+    {
+        if (d % (dtype == ScalarType.BFloat16 ? 8 : 4) != 0) return 0;
+        foreach (var p in pointers)
+            if (p % 16 != 0) return 0;
+        return 1;
     }
 }
