@@ -18,6 +18,13 @@
 // partial of each gw[c, t, j] per warp (RPB · TPR/32 · C · L floats); static: the MixTable (1088 bytes).
 
 #define MIX_MAX_INPUTS 64
+#ifndef MIX_UNROLL   // hiddens in flight per thread (docs/benchmarks/kernel-bench times other values)
+#define MIX_UNROLL 2
+#endif
+#ifndef MIX_BWD_UNROLL
+#define MIX_BWD_UNROLL 1
+#endif
+constexpr int kMixUnroll = MIX_UNROLL, kMixBwdUnroll = MIX_BWD_UNROLL;   // #pragma unroll takes a constant, not a macro
 #define MIX_MAX_STREAMS 4
 
 #ifndef MIX_DYNAMIC_SHARED
@@ -143,7 +150,7 @@ __device__ void mix_forward(const MixTable<T>& tab, const T* w, long long tokens
       for (int c = 0; c < MIX_MAX_STREAMS; ++c)
 #pragma unroll
         for (int k = 0; k < V; ++k) acc[c][k] = 0.f;
-#pragma unroll 2
+#pragma unroll kMixUnroll
       for (int j = 0; j < l; ++j) {
         float h[V];
         load_chunk<V>(tab.h[j] + offset, h);
@@ -188,6 +195,7 @@ __device__ void mix_backward(const MixTable<T>& tab, const T* w, T* gw, long lon
         for (int k = 0; k < V; ++k) g[c][k] = 0.f;
       }
     }
+#pragma unroll kMixBwdUnroll
     for (int j = 0; j < l; ++j) {
       float h[V];
       if (mine) {

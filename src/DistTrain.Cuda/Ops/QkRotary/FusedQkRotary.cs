@@ -72,7 +72,8 @@ internal sealed class FusedQkRotary
              pcos = TensorArgs.Pointer(cos, _device, op, "cos", ScalarType.Float32), psin = TensorArgs.Pointer(sin, _device, op, "sin", ScalarType.Float32),
              py = TensorArgs.Pointer(y, _device, op, "y", dtype);
         int perWarp = Grouped(x, rows, px, pw, pcos, psin, py);
-        uint blocks = (uint)Math.Min((rows + RowsPerBlock * perWarp - 1) / (RowsPerBlock * perWarp), (long)_device.Multiprocessors * 16);
+        long perBlock = RowsPerBlock * Math.Max(1, perWarp);   // rows a block covers in one pass
+        uint blocks = (uint)Math.Min((rows + perBlock - 1) / perBlock, (long)_device.Multiprocessors * 16);
         var kernel = perWarp > 0 ? (dtype == ScalarType.BFloat16 ? _forward16v : _forward32v) : (dtype == ScalarType.BFloat16 ? _forward16 : _forward32);
         KernelLaunch.Launch(kernel, (blocks, 1), (32, RowsPerBlock),
             () => $"x {Strided(x)}, weight {(weight is null ? "none" : TensorArgs.Describe(weight))}, cos {TensorArgs.Describe(cos)}",

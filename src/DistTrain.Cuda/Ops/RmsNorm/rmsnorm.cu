@@ -11,7 +11,12 @@
 // __launch_bounds__(1024): without it backward took more registers than a 1024-thread block may
 // have (D = 8192: CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES on an H200).
 
+#ifndef MAXC   // columns a thread owns (docs/benchmarks/kernel-bench times other values)
 #define MAXC 8
+#endif
+#ifndef RMS_BOUNDS
+#define RMS_BOUNDS 1024
+#endif
 
 __device__ __forceinline__ float to_float(float v) { return v; }
 __device__ __forceinline__ float to_float(unsigned short v) { return __uint_as_float(((unsigned int)v) << 16); }
@@ -202,21 +207,21 @@ __device__ void dw_reduce(const float* partial, T* dw, long long parts, int d) {
   }
 }
 
-extern "C" __global__ void __launch_bounds__(1024) rmsnorm_forward_f32(const float* x, const float* w, float* y, float* rstd, long long rows, int d, float eps, int vec) {
+extern "C" __global__ void __launch_bounds__(RMS_BOUNDS) rmsnorm_forward_f32(const float* x, const float* w, float* y, float* rstd, long long rows, int d, float eps, int vec) {
   forward<float>(x, w, y, rstd, rows, d, eps, vec);
 }
-extern "C" __global__ void __launch_bounds__(1024) rmsnorm_forward_bf16(const unsigned short* x, const unsigned short* w, unsigned short* y, float* rstd, long long rows, int d, float eps, int vec) {
+extern "C" __global__ void __launch_bounds__(RMS_BOUNDS) rmsnorm_forward_bf16(const unsigned short* x, const unsigned short* w, unsigned short* y, float* rstd, long long rows, int d, float eps, int vec) {
   forward<unsigned short>(x, w, y, rstd, rows, d, eps, vec);
 }
-extern "C" __global__ void __launch_bounds__(1024) rmsnorm_backward_f32(const float* x, const float* w, const float* dy, const float* rstd, float* dx, float* dw_partial, long long rows, int d, int vec) {
+extern "C" __global__ void __launch_bounds__(RMS_BOUNDS) rmsnorm_backward_f32(const float* x, const float* w, const float* dy, const float* rstd, float* dx, float* dw_partial, long long rows, int d, int vec) {
   backward<float>(x, w, dy, rstd, dx, dw_partial, rows, d, vec);
 }
-extern "C" __global__ void __launch_bounds__(1024) rmsnorm_backward_bf16(const unsigned short* x, const unsigned short* w, const unsigned short* dy, const float* rstd, unsigned short* dx, float* dw_partial, long long rows, int d, int vec) {
+extern "C" __global__ void __launch_bounds__(RMS_BOUNDS) rmsnorm_backward_bf16(const unsigned short* x, const unsigned short* w, const unsigned short* dy, const float* rstd, unsigned short* dx, float* dw_partial, long long rows, int d, int vec) {
   backward<unsigned short>(x, w, dy, rstd, dx, dw_partial, rows, d, vec);
 }
-extern "C" __global__ void __launch_bounds__(1024) rmsnorm_dw_reduce_f32(const float* partial, float* dw, long long parts, int d) {
+extern "C" __global__ void __launch_bounds__(RMS_BOUNDS) rmsnorm_dw_reduce_f32(const float* partial, float* dw, long long parts, int d) {
   dw_reduce<float>(partial, dw, parts, d);
 }
-extern "C" __global__ void __launch_bounds__(1024) rmsnorm_dw_reduce_bf16(const float* partial, unsigned short* dw, long long parts, int d) {
+extern "C" __global__ void __launch_bounds__(RMS_BOUNDS) rmsnorm_dw_reduce_bf16(const float* partial, unsigned short* dw, long long parts, int d) {
   dw_reduce<unsigned short>(partial, dw, parts, d);
 }

@@ -1,0 +1,117 @@
+// Times DistTrain's memory-bound kernels on the 405M shapes (8 x 2048 tokens, D = 1024, bf16) with
+// CUDA events, outside .NET: the same sources NVRTC compiles, built by nvcc with -D overrides of
+// their tuning constants, so that variants can be compared in one run (run.sh builds one binary per
+// variant). Prints microseconds per launch and the bandwidth of the bytes each kernel must move.
+// In the style of llm.c's dev/cuda: a number per variant, nothing asserted here (kernel-test checks values).
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+#include <algorithm>
+#include <cuda_runtime.h>
+
+namespace rms {
+#include "../../../src/DistTrain.Cuda/Ops/RmsNorm/rmsnorm.cu"
+}
+namespace qkr {
+#include "../../../src/DistTrain.Cuda/Ops/QkRotary/qkrotary.cu"
+}
+namespace mixk {
+#include "../../../src/DistTrain.Cuda/Ops/Mix/mix.cu"
+}
+
+#ifndef RMS_BWD_BLOCKS_PER_SM   // FusedRmsNorm's backward grid: this many blocks per SM
+#define RMS_BWD_BLOCKS_PER_SM 4
+#endif
+
+#define CHECK(x) do { cudaError_t e = (x); if (e != cudaSuccess) { std::printf("%s: %s\n", #x, cudaGetErrorString(e)); std::exit(1); } } while (0)
+
+__global__ void fill(unsigned short* p, long long n, unsigned seed) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+    unsigned h = (unsigned)i * 2654435761u ^ seed;
+    h ^= h >> 13; h *= 0x5bd1e995u; h ^= h >> 15;
+    float v = ((h & 0xffff) / 65536.f - 0.5f) * 4.f;
+    p[i] = (unsigned short)(__float_as_uint(v) >> 16);
+  }
+}
+
+static unsigned short* bf16(long long n, unsigned seed) {
+  unsigned short* p;
+  CHECK(cudaMalloc(&p, n * 2));
+  fill<<<1024, 256>>>(p, n, seed);
+  return p;
+}
+
+template <typename F>
+static void bench(const char* name, double bytes, F launch) {
+  cudaEvent_t a, b;
+  cudaEventCreate(&a); cudaEventCreate(&b);
+  for (int i = 0; i < 3; ++i) launch();
+  CHECK(cudaDeviceSynchronize());
+  const int n = 20;
+  cudaEventRecord(a);
+  for (int i = 0; i < n; ++i) launch();
+  cudaEventRecord(b);
+  CHECK(cudaEventSynchronize(b));
+  float ms;
+  cudaEventElapsedTime(&ms, a, b);
+  const double us = ms * 1e3 / n;
+  std::printf("%-48s %9.1f us %7.2f TB/s\n", name, us, bytes / us / 1e6);
+}
+
+int main() {
+  int sms;
+  CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  const long long tokens = 8 * 2048, d = 1024, n = tokens * d, mb = n * 2;
+  auto x = bf16(n, 1), dy = bf16(n, 2), y = bf16(n, 3), dx = bf16(n, 4), w = bf16(d, 5);
+  float *rstd, *partial;
+  CHECK(cudaMalloc(&rstd, tokens * 4));
+  CHECK(cudaMalloc(&partial, (long long)sms * 128 * d * 4));   // the largest grid x rows a block below
+  char name[128];
+
+  // RMSNorm: TPR threads a row (MAXC columns each), RPB rows a block, grids as FusedRmsNorm
+  {
+    unsigned tpr = 32;
+    while (tpr * MAXC < d) tpr *= 2;
+    unsigned rpb = 256 / tpr ? 256 / tpr : 1;
+    unsigned fgrid = (unsigned)std::min<long long>((tokens + rpb - 1) / rpb, (long long)sms * 16);
+    unsigned bgrid = (unsigned)std::min<long long>((tokens + rpb - 1) / rpb, (long long)sms * RMS_BWD_BLOCKS_PER_SM);
+    std::snprintf(name, sizeof name, "rmsnorm fwd MAXC %d (%u x %u) grid %u", MAXC, tpr, rpb, fgrid);
+    bench(name, 2.0 * mb, [&] { rms::rmsnorm_forward_bf16<<<fgrid, dim3(tpr, rpb)>>>(x, w, y, rstd, tokens, (int)d, 1e-5f, 1); });
+    std::snprintf(name, sizeof name, "rmsnorm bwd MAXC %d (%u x %u) grid %u", MAXC, tpr, rpb, bgrid);
+    bench(name, 3.0 * mb, [&] { rms::rmsnorm_backward_bf16<<<bgrid, dim3(tpr, rpb)>>>(x, w, dy, rstd, dx, partial, tokens, (int)d, 1); });
+  }
+  // QK-norm rotary on q (B, T, H, d) = (8, 2048, 16, 64) contiguous, dy transposed as SDPA returns it
+  {
+    float *cs, *sn;
+    CHECK(cudaMalloc(&cs, 2048 * 32 * 4)); CHECK(cudaMalloc(&sn, 2048 * 32 * 4));
+    CHECK(cudaMemset(cs, 0, 2048 * 32 * 4)); CHECK(cudaMemset(sn, 0, 2048 * 32 * 4));
+    const long long rows = tokens * 16;
+    unsigned fgrid = (unsigned)std::min<long long>((rows + 31) / 32, (long long)sms * 16);
+    unsigned bgrid = (unsigned)std::min<long long>((rows + 31) / 32, (long long)sms * 8);
+    bench("qkrotary fwd _v", 2.0 * mb, [&] { qkr::qkrotary_forward_bf16_v<<<fgrid, dim3(32, 8)>>>(x, w, cs, sn, y, rows, 2048, 16, 64, 2048LL * 1024, 1024, 64, 1e-5f); });
+    bench("qkrotary bwd _v", 3.0 * mb, [&] { qkr::qkrotary_backward_bf16_v<<<bgrid, dim3(32, 8)>>>(x, w, cs, sn, dy, dx, partial, rows, 2048, 16, 64,
+                                                                                                 2048LL * 1024, 1024, 64, 16LL * 2048 * 64, 64, 2048 * 64, 1e-5f); });
+  }
+  // MUDD mixing: C = 4 streams from L hiddens, as FusedMix launches it (vectors of 8, 128 threads a token, 2 tokens a block)
+  for (int l : {2, 14, 25}) {
+    const int c = 4;
+    mixk::MixTable<unsigned short> tab = {};
+    std::vector<unsigned short*> hs;
+    for (int j = 0; j < l; ++j) { hs.push_back(bf16(n, 10 + j)); tab.h[j] = hs.back(); tab.gh[j] = bf16(n, 50 + j); }
+    for (int i = 0; i < c; ++i) { tab.out[i] = bf16(n, 90 + i); tab.g[i] = bf16(n, 95 + i); }
+    auto wts = bf16((long long)c * tokens * l, 7), gw = bf16((long long)c * tokens * l, 8);
+    const unsigned tpt = 128, tpb = 2, grid = (unsigned)std::min<long long>(tokens / tpb, (long long)sms * 16);
+    const unsigned fshared = tpb * c * l * 4, bshared = (tpb + tpb * (tpt / 32)) * c * l * 4;
+    std::snprintf(name, sizeof name, "mix fwd L %d unroll %d", l, MIX_UNROLL);
+    bench(name, (double)(l + c) * mb, [&] { mixk::mix_forward_bf16_v<<<grid, dim3(tpt, tpb), fshared>>>(tab, wts, tokens, c, l, (int)d); });
+    std::snprintf(name, sizeof name, "mix bwd L %d unroll %d (gh read-modify-write)", l, MIX_BWD_UNROLL);
+    bench(name, (double)(3 * l + c) * mb, [&] { mixk::mix_backward_bf16_v<<<grid, dim3(tpt, tpb), bshared>>>(tab, wts, gw, tokens, c, l, (int)d, ~0ull); });
+    for (int j = 0; j < l; ++j) { cudaFree(hs[j]); cudaFree(tab.gh[j]); }
+    for (int i = 0; i < c; ++i) { cudaFree(tab.out[i]); cudaFree((void*)tab.g[i]); }
+    cudaFree(wts); cudaFree(gw);
+  }
+  // the bandwidth the elementwise ops reach: a device-to-device copy of the same 32 MiB
+  bench("cudaMemcpy D2D 32 MiB (read + write)", 2.0 * mb, [&] { cudaMemcpyAsync(y, x, mb, cudaMemcpyDeviceToDevice); });
+  CHECK(cudaDeviceSynchronize());
+  return 0;
+}
