@@ -34,6 +34,9 @@ public class KernelSelfTestTests
         Assert.Equal("loss", rows[0].Output);
         Assert.Contains(rows, r => r.Output == "dense_bs.2");
         Assert.Contains(rows, r => r.Output == "dynamic_dense.0.w1.weight");
+        // every parameter twice: the exact fp32 check and the bf16 one
+        Assert.Equal(rows.Count(r => r.Dtype == "bf16" && !r.Output.Contains('(')), rows.Count(r => r.Dtype == "fp32"));
+        Assert.Contains(rows, r => r.Dtype == "fp32" && r.Output == "norm.weight");
         Assert.Equal(["loss (block)", "grads (block, worst)", "loss (mudd)", "grads (mudd, worst)"], rows[^4..].Select(r => r.Output));
         Assert.All(rows, r => Assert.True(r.Pass, r.Row()));
         Assert.All(rows.Skip(1).SkipLast(4), r => Assert.True(r.Rel == r.ReferenceRel, r.Row()));   // the same bf16 computation twice

@@ -10,14 +10,18 @@ namespace DistTrain.Training.Diagnostics;
 
 /// <summary>
 /// The whole model: a 3-layer MUDDFormer of the 405M shape (dim 1024, 16 heads, vocabulary 50432),
-/// 2 × 256 tokens, bf16 in flat buffers as the trainer holds it, no activation checkpointing. The loss
-/// and every parameter's gradient with the fused kernels and with the reference, both against the
-/// reference on the same (bf16-valued) weights in fp64; rel = max |Δ| / max |fp64| per parameter.
-/// Tolerance 5e-3 on the loss and 3e-2 on each gradient (three layers of bf16 rounding), or no worse
-/// than twice the reference's own error. Covers every fused op the model calls, HiddenGradients'
-/// in-place buffers (the add path of the mix backward) included; then the block and mudd
-/// checkpointing policies with the fused kernels (recomputed in backward): the loss and the worst
-/// parameter's rel against the worst of the reference without checkpointing.
+/// 2 × 256 tokens, no activation checkpointing. The loss and every parameter's gradient with the
+/// fused kernels and with the reference, both against the reference on the same (bf16-valued)
+/// weights in fp64; rel = max |Δ| / max |fp64| per parameter. Covers every fused op the model calls,
+/// HiddenGradients' in-place buffers (the add path of the mix backward) and the loss kernel included.
+/// - fp32 (the fused kernels all take fp32): tolerance 1e-5 on the loss and 1e-3 on each gradient,
+///   or no worse than twice the reference's error: the exact check of the wiring.
+/// - bf16 in flat buffers as the trainer holds it: 5e-3 on the loss; the gradients of this
+///   random-init model are dominated by bf16 rounding in both implementations (rel 0.1–1.7 against
+///   fp64, varying by 3x from run to run for the reference itself: cuBLAS and SDPA are not bitwise
+///   deterministic), so a gradient passes within 3e-2 or 4x the reference's error.
+/// Then the block and mudd checkpointing policies with the fused kernels in bf16 (recomputed in
+/// backward): the loss and the worst parameter's rel against the worst of the reference without checkpointing.
 /// </summary>
 public static partial class KernelSelfTest
 {
@@ -37,18 +41,33 @@ public static partial class KernelSelfTest
         var tokens = randint(config.VocabSize, [Batch, SeqLen + 1], dtype: ScalarType.Int64, device: device);
         var (x, y) = (tokens.narrow(1, 0, SeqLen).contiguous(), tokens.narrow(1, 1, SeqLen).contiguous());
         var truth = LossAndGrads(model64, flat64, ReferenceKernels.Instance, x, y);
+        string shape = $"{Batch}x{SeqLen} 3 layers";
+        var result = new List<KernelCheck>();
+        void Compare(string name, string output, Tensor f, Tensor r, Tensor t, double tol, double slack = 2) =>
+            result.Add(new KernelCheck("muddformer", name, shape, output, Error(f, t).Abs, Error(f, t).Rel, Error(r, t).Rel, tol, slack));
+        using (var model32 = Build(config))
+        using (var flat32 = new FlatParameters(model32, ScalarType.Float32, device))
+        {
+            using (no_grad()) flat32.Master.copy_(flat16.Params);
+            var reference32 = LossAndGrads(model32, flat32, ReferenceKernels.Instance, x, y);
+            var fused32 = LossAndGrads(model32, flat32, kernels, x, y);
+            Synchronize(device);
+            Compare("fp32", "loss", fused32.Loss, reference32.Loss, truth.Loss, 1e-5);
+            foreach (var (param, offset, dims) in flat32.Layout)
+            {
+                long n = dims.Aggregate(1L, (a, b) => a * b);
+                Compare("fp32", param, fused32.Grads.narrow(0, offset, n), reference32.Grads.narrow(0, offset, n), truth.Grads.narrow(0, offset, n), 1e-3);
+            }
+        }
         var reference = LossAndGrads(model16, flat16, ReferenceKernels.Instance, x, y);
         var fused = LossAndGrads(model16, flat16, kernels, x, y);
         Synchronize(device);
-        string shape = $"{Batch}x{SeqLen} 3 layers", name = DtypeName(ScalarType.BFloat16);
-        var result = new List<KernelCheck>();
-        void Compare(string output, Tensor f, Tensor r, Tensor t, double tol) =>
-            result.Add(new KernelCheck("muddformer", name, shape, output, Error(f, t).Abs, Error(f, t).Rel, Error(r, t).Rel, tol));
-        Compare("loss", fused.Loss, reference.Loss, truth.Loss, 5e-3);
+        string name = DtypeName(ScalarType.BFloat16);
+        Compare(name, "loss", fused.Loss, reference.Loss, truth.Loss, 5e-3);
         foreach (var (param, offset, dims) in flat16.Layout)
         {
             long n = dims.Aggregate(1L, (a, b) => a * b);
-            Compare(param, fused.Grads.narrow(0, offset, n), reference.Grads.narrow(0, offset, n), truth.Grads.narrow(0, offset, n), 3e-2);
+            Compare(name, param, fused.Grads.narrow(0, offset, n), reference.Grads.narrow(0, offset, n), truth.Grads.narrow(0, offset, n), 3e-2, slack: 4);
         }
         // the checkpointing policies that recompute the fused ops (mudd: the mix too) in backward: the loss, and the worst parameter
         foreach (var kind in new[] { CheckpointKind.Block, CheckpointKind.Mudd })
@@ -58,7 +77,7 @@ public static partial class KernelSelfTest
             model16.Checkpointing = ActivationCheckpointing.Off;
             Synchronize(device);
             string policy = kind.ToString().ToLowerInvariant();
-            Compare($"loss ({policy})", checkpointed.Loss, reference.Loss, truth.Loss, 5e-3);
+            Compare(name, $"loss ({policy})", checkpointed.Loss, reference.Loss, truth.Loss, 5e-3);
             double abs = 0, rel = 0, referenceRel = 0;
             foreach (var (_, offset, dims) in flat16.Layout)
             {
@@ -67,7 +86,7 @@ public static partial class KernelSelfTest
                 var (a, r) = Error(checkpointed.Grads.narrow(0, offset, n), t);
                 (abs, rel, referenceRel) = (Math.Max(abs, a), Math.Max(rel, r), Math.Max(referenceRel, Error(reference.Grads.narrow(0, offset, n), t).Rel));
             }
-            result.Add(new KernelCheck("muddformer", name, shape, $"grads ({policy}, worst)", abs, rel, referenceRel, 3e-2));
+            result.Add(new KernelCheck("muddformer", name, shape, $"grads ({policy}, worst)", abs, rel, referenceRel, 3e-2, Slack: 4));
         }
         return result;
     }
