@@ -215,8 +215,9 @@ public static class WorkerRunner
         _ => new WorkerException($"the coordinator refused this worker: {e.Status.Detail}", e),
     };
 
-    static WorkerException Unreachable(ClusterManifest m, RpcException e) =>
-        new($"the coordinator at {m.CoordinatorAddress} is unreachable after waiting {m.ConnectTimeoutSeconds} s (heartbeat.connect_timeout_s; {e.Status.Detail}); is it running? `disttrain launch` starts it on node {m.CoordinatorNode} ({m.Nodes[m.CoordinatorNode].Host})", e);
+    static WorkerException Unreachable(ClusterManifest m, RpcException e) => ClientTls.Refusal(e) is { } refused
+        ? new(refused.Message, e)
+        : new($"the coordinator at {m.CoordinatorAddress} is unreachable after waiting {m.ConnectTimeoutSeconds} s (heartbeat.connect_timeout_s; {e.Status.Detail}); is it running? `disttrain launch` starts it on node {m.CoordinatorNode} ({m.Nodes[m.CoordinatorNode].Host})", e);
 
     /// <summary>What the heartbeat reports: the latest step, tokens, loss and compute time per step.</summary>
     sealed class Progress(int rank) : ITrainingObserver
