@@ -49,7 +49,8 @@ public static class WorkerRunner
         if (localSlot < 0 || localSlot >= node.Slots)
             throw new ConfigException($"{manifest.Source}: --local-slot {localSlot} is not one of node {nodeRank} ({node.Host})'s {node.Slots} slots");
 
-        var client = CoordinatorClient.Create(manifest, ManifestLoader.ReadToken(manifest));
+        var token = ManifestLoader.ReadToken(manifest);
+        var client = CoordinatorClient.Create(manifest, token);
         var (listener, endpoint) = ReserveRingPort(node.Host);
         RegisterReply reply;
         try
@@ -78,7 +79,7 @@ public static class WorkerRunner
 
         WorkerDiagnostics.Joined(log, manifest.Job, rank, reply.WorldSize, reply.Backend, config.Train.Device, reply.RunId);
         using var stopping = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        using var comm = await ConnectAsync(client, manifest, reply, stopping.Token);
+        using var comm = await ConnectAsync(client, manifest, token, reply, stopping.Token);
         using var heartbeat = client.Heartbeat(cancellationToken: stopping.Token);
         var progress = new Progress(rank);
         string? stopReason = null;
@@ -178,7 +179,8 @@ public static class WorkerRunner
         return local;
     }
 
-    static async Task<ICommunicator> ConnectAsync(Protocol.V1.Coordinator.CoordinatorClient client, ClusterManifest manifest, RegisterReply reply, CancellationToken ct)
+    /// <param name="token">the job token: ring ranks prove it to each other when they connect</param>
+    static async Task<ICommunicator> ConnectAsync(Protocol.V1.Coordinator.CoordinatorClient client, ClusterManifest manifest, string token, RegisterReply reply, CancellationToken ct)
     {
         if (reply.Backend == "nccl")
         {
@@ -188,7 +190,7 @@ public static class WorkerRunner
             return new NcclCommunicator(reply.Rank, reply.WorldSize, rendezvous.NcclUniqueId.ToByteArray(), reply.CudaDevice);
         }
         var peers = reply.RingEndpoints.Select(ParseEndpoint).ToList();
-        return await Task.Run(() => RingCommunicator.Connect(reply.Rank, reply.WorldSize, peers, manifest.Job, TimeSpan.FromSeconds(manifest.RendezvousTimeoutSeconds), ct), ct);
+        return await Task.Run(() => RingCommunicator.Connect(reply.Rank, reply.WorldSize, peers, manifest.Job, token, TimeSpan.FromSeconds(manifest.RendezvousTimeoutSeconds), ct), ct);
     }
 
     static IPEndPoint ParseEndpoint(string hostPort)
