@@ -210,7 +210,7 @@ public static class WorkerRunner
         return (listener, $"{host}:{((IPEndPoint)listener.LocalEndpoint).Port}");
     }
 
-    static WorkerException Explain(RpcException e, ClusterManifest m) => e.StatusCode switch
+    static WorkerException Explain(RpcException e, ClusterManifest m) => ClientTls.Refusal(e) is { } refused ? new(refused.Message, e) : e.StatusCode switch
     {
         StatusCode.Unavailable => Unreachable(m, e),
         StatusCode.DeadlineExceeded => new WorkerException($"not every worker registered within heartbeat.rendezvous_timeout_s ({m.RendezvousTimeoutSeconds} s); the job needs {m.WorldSize} workers", e),

@@ -2,7 +2,7 @@ using System.Net;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 
-namespace DistTrain.Coordinator.Tests;
+namespace DistTrain.Tests.Shared;
 
 /// <summary>
 /// A certificate authority made for one test with .NET's CertificateRequest (nothing checked in): its certificate
