@@ -57,7 +57,7 @@ public static class WorkerRunner
         {
             // a coordinator that starts after its workers is normal: wait for it to come up (wait-for-ready), bounded
             try { await client.GetStatusAsync(new StatusRequest(), new CallOptions(deadline: DateTime.UtcNow.AddSeconds(manifest.ConnectTimeoutSeconds), cancellationToken: ct).WithWaitForReady()); }
-            catch (RpcException e) when (e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded) { throw Unreachable(manifest, e); }
+            catch (RpcException e) when (e.StatusCode is not StatusCode.PermissionDenied) { throw FirstContactFailed(manifest, e); }
             reply = await client.RegisterAsync(new RegisterRequest
             {
                 Job = manifest.Job, NodeRank = nodeRank, LocalSlot = localSlot, Host = node.Host,
@@ -216,6 +216,20 @@ public static class WorkerRunner
         StatusCode.DeadlineExceeded => new WorkerException($"not every worker registered within heartbeat.rendezvous_timeout_s ({m.RendezvousTimeoutSeconds} s); the job needs {m.WorldSize} workers", e),
         _ => new WorkerException($"the coordinator refused this worker: {e.Status.Detail}", e),
     };
+
+    /// <summary>The first call failed: nothing answered in time, this worker refused the coordinator's certificate, or the connection broke (TLS on one side only, or a client certificate the coordinator refused).</summary>
+    static WorkerException FirstContactFailed(ClusterManifest m, RpcException e)
+    {
+        if (ClientTls.Refusal(e) is { } refused) return new(refused.Message, e);
+        if (e.StatusCode is StatusCode.DeadlineExceeded) return Unreachable(m, e);
+        string hint = m.Tls switch
+        {
+            null => "if the coordinator serves TLS, this node's manifest needs the job's tls section",
+            { Mutual: false } => "if the coordinator requires client certificates (mutual TLS), this node's manifest needs tls.client_cert and tls.client_key, signed by the job's CA",
+            _ => "under mutual TLS the coordinator closes the connection of a worker whose certificate it does not trust (its log says why): tls.client_cert must be signed by the CA in the coordinator's tls.ca",
+        };
+        return new($"the connection to the coordinator at {m.CoordinatorAddress} failed: {hint} ({e.StatusCode}: {e.Status.Detail})", e);
+    }
 
     static WorkerException Unreachable(ClusterManifest m, RpcException e) => ClientTls.Refusal(e) is { } refused
         ? new(refused.Message, e)

@@ -13,6 +13,8 @@ namespace DistTrain.Coordinator.Tests;
 public class TlsTests : IDisposable
 {
     const string Token = "tls-token";
+    /// <summary>How a call fails when the coordinator ends the connection in the handshake (either, by timing).</summary>
+    static readonly StatusCode[] Broken = [StatusCode.Unavailable, StatusCode.Internal];
     readonly TempDir _pki = new();
     readonly TestPki _ca, _otherCa;
 
@@ -92,7 +94,7 @@ public class TlsTests : IDisposable
 
         // the fixture's client speaks plaintext HTTP/2 and carries the right token
         var e = await Assert.ThrowsAsync<RpcException>(() => coordinator.Client.GetStatusAsync(new StatusRequest(), coordinator.Token, DateTime.UtcNow.AddSeconds(20)).ResponseAsync);
-        Assert.Equal(StatusCode.Unavailable, e.StatusCode);
+        Assert.Contains(e.StatusCode, Broken);
         Assert.Null(ClientTls.Refusal(e));
         // the same coordinator serves a TLS client: the refusal was the plaintext
         Assert.Equal("tls-plain", (await StatusAsync(coordinator, coordinator.Manifest(Token, Tls(server, _ca.CaPath)))).Job);
@@ -108,11 +110,11 @@ public class TlsTests : IDisposable
         await coordinator.ListeningAsync();
 
         var without = await Assert.ThrowsAsync<RpcException>(() => StatusAsync(coordinator, coordinator.Manifest(Token, Tls(server, _ca.CaPath))));
-        Assert.Equal(StatusCode.Unavailable, without.StatusCode);
+        Assert.Contains(without.StatusCode, Broken);
         Assert.Null(ClientTls.Refusal(without));   // the coordinator refused it, not the worker
 
         var wrongCa = await Assert.ThrowsAsync<RpcException>(() => StatusAsync(coordinator, coordinator.Manifest(Token, Tls(server, _ca.CaPath, foreign))));
-        Assert.Equal(StatusCode.Unavailable, wrongCa.StatusCode);
+        Assert.Contains(wrongCa.StatusCode, Broken);
         Assert.Contains(coordinator.Log, line => line.Contains("refused a worker's TLS connection") && line.Contains("issuer: CN=other-ca") && line.Contains("not signed by the CA in tls.ca"));
 
         var status = await StatusAsync(coordinator, coordinator.Manifest(Token, Tls(server, _ca.CaPath, good)));
