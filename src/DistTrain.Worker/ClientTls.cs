@@ -20,7 +20,9 @@ public static class ClientTls
         var tls = m.Tls ?? throw new InvalidOperationException("the manifest has no tls section");
         var anchors = TlsFiles.TrustAnchors(m);
         var host = address.IdnHost.Trim('[', ']');   // an IPv6 literal without its brackets
-        var trust = tls.CaPath is null ? "the system's trusted roots (the manifest has no tls.ca)" : $"the CA in tls.ca ({tls.CaPath})";
+        var trust = tls.CaPath is null
+            ? "the system's trusted roots (the manifest has no tls.ca): give tls.ca the certificate of the CA that signed the coordinator's"
+            : $"the CA in tls.ca ({tls.CaPath}): sign the coordinator's certificate with that CA, or point tls.ca at the CA that signed it";
         handler.SslOptions.CertificateChainPolicy = CertificateCheck.Policy(anchors, CertificateCheck.ServerAuth);
         handler.SslOptions.CertificateRevocationCheckMode = X509RevocationMode.NoCheck;
         handler.SslOptions.RemoteCertificateValidationCallback = (_, presented, chain, _) =>
@@ -29,7 +31,7 @@ public static class ClientTls
                 throw new CoordinatorCertificateException($"the coordinator at {address} sent no certificate");
             var certificate = presented as X509Certificate2 ?? X509CertificateLoader.LoadCertificate(presented.GetRawCertData());
             if (CertificateCheck.ChainProblem(certificate, chain?.ChainPolicy.ExtraStore ?? [], anchors, CertificateCheck.ServerAuth) is { } untrusted)
-                throw new CoordinatorCertificateException($"refused the coordinator at {address}: {untrusted}; this worker trusts only {trust}: sign the coordinator's certificate with that CA, or point tls.ca at the CA that signed it");
+                throw new CoordinatorCertificateException($"refused the coordinator at {address}: {untrusted}; this worker trusts only {trust}");
             if (CertificateCheck.NameProblem(certificate, host) is { } misnamed)
                 throw new CoordinatorCertificateException($"refused the coordinator at {address}: {misnamed}; give the coordinator a certificate whose subjectAltName holds {(System.Net.IPAddress.TryParse(host, out _) ? "IP" : "DNS")}:{host}, or set coordinator.host to one of its names");
             return true;
