@@ -83,6 +83,10 @@ public class TlsTests : IDisposable
         Assert.Contains("not signed by the CA in tls.ca", refused.Message);
         Assert.Contains(_ca.CaPath, refused.Message);
         Assert.Contains("CN=other-ca", refused.Message);   // the issuer it has
+
+        // without tls.ca a worker trusts the system's roots, which do not hold a job's own CA
+        var systemOnly = await Assert.ThrowsAsync<RpcException>(() => StatusAsync(coordinator, coordinator.Manifest(Token, $"tls: {{cert: {stranger.Cert}, key: {stranger.Key}}}")));
+        Assert.Contains("it was not signed by the system's trusted roots", ClientTls.Refusal(systemOnly)?.Message);
     }
 
     [Fact(Timeout = 120_000)]
