@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Net;
-using System.Security.Cryptography.X509Certificates;
 using DistTrain.Protocol.V1;
 using DistTrain.Telemetry;
 using DistTrain.Training;
@@ -36,13 +35,15 @@ public static class CoordinatorServer
             logs?.CreateLogger(CoordinatorDiagnostics.Name), span);
         var token = new JobToken(ManifestLoader.ReadToken(manifest));
 
+        var https = manifest.Tls is null ? null : ServerTls.Options(manifest, log);   // a bad file fails here, before the port opens
+
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         builder.Logging.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(LogLevel.Warning);
         builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Parse(manifest.BindAddress == "localhost" ? "127.0.0.1" : manifest.BindAddress), manifest.CoordinatorPort, listen =>
         {
             listen.Protocols = HttpProtocols.Http2;
-            if (manifest.Tls is { } tls) listen.UseHttps(X509Certificate2.CreateFromPemFile(tls.CertificatePath, tls.KeyPath));
+            if (https is not null) listen.UseHttps(https);
         }));
         builder.Services.AddSingleton(job);
         builder.Services.AddSingleton(token);

@@ -19,6 +19,7 @@ public static class RingBenchmark
         if (worldSize < 2) throw new ArgumentOutOfRangeException(nameof(worldSize), worldSize, "a ring benchmark needs at least 2 ranks");
         if (iterations < 1) throw new ArgumentOutOfRangeException(nameof(iterations), iterations, "at least 1 iteration");
         var peers = LoopbackPorts.Pick(worldSize);
+        var token = Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(16));   // ranks of this process only
         var seconds = new double[sizes.Length];
         var comms = new RingCommunicator?[worldSize];
         var errors = new Exception?[worldSize];
@@ -26,7 +27,7 @@ public static class RingBenchmark
         {
             try
             {
-                using var comm = comms[rank] = RingCommunicator.Connect(rank, worldSize, peers, "ring-benchmark", TimeSpan.FromSeconds(60));
+                using var comm = comms[rank] = RingCommunicator.Connect(rank, worldSize, peers, "ring-benchmark", token, TimeSpan.FromSeconds(60));
                 for (int i = 0; i < sizes.Length; i++)
                 {
                     using var buffer = ones(sizes[i] / sizeof(float), ScalarType.Float32);

@@ -74,18 +74,21 @@ public sealed unsafe class RingCommunicator : ICommunicator
     /// <summary>
     /// Joins the ring as <paramref name="rank"/>: listens on peers[rank], connects to peers[(rank+1)%W]
     /// (retrying while that rank starts) and accepts rank (rank-1+W)%W. Returns once both connections
-    /// passed the handshake; a peer of another job, world size or rank is refused on both ends.
+    /// passed the handshake; a peer of another job, world size or rank is refused on both ends, and a process that
+    /// cannot prove it holds <paramref name="jobToken"/> is refused (it cannot join the ring or feed it gradients).
     /// </summary>
     /// <param name="peers">peers[i] is where rank i listens; the same list on every rank</param>
     /// <param name="jobId">names the job; ranks with different ids refuse each other</param>
+    /// <param name="jobToken">the job's secret (the coordinator's token); the handshake proves it with HMAC-SHA256 over fresh nonces and never sends it</param>
     /// <param name="timeout">how long to wait for the neighbours to connect, and afterwards how long any one send or
     /// receive of a collective may wait for its peer (so pick it above the largest skew between ranks, e.g. a checkpoint
     /// save on one of them); <see cref="Timeout.InfiniteTimeSpan"/> for none</param>
-    public static RingCommunicator Connect(int rank, int worldSize, IReadOnlyList<IPEndPoint> peers, string jobId,
+    public static RingCommunicator Connect(int rank, int worldSize, IReadOnlyList<IPEndPoint> peers, string jobId, string jobToken,
         TimeSpan timeout, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(peers);
         ArgumentNullException.ThrowIfNull(jobId);
+        ArgumentException.ThrowIfNullOrEmpty(jobToken);
         if (worldSize < 1) throw new ArgumentOutOfRangeException(nameof(worldSize), worldSize, "world size must be at least 1");
         if (rank < 0 || rank >= worldSize) throw new ArgumentOutOfRangeException(nameof(rank), rank, $"rank must be in [0, {worldSize})");
         if (peers.Count != worldSize)
@@ -95,7 +98,7 @@ public sealed unsafe class RingCommunicator : ICommunicator
         if (timeout <= TimeSpan.Zero && timeout != Timeout.InfiniteTimeSpan)
             throw new ArgumentOutOfRangeException(nameof(timeout), timeout, "timeout must be positive (or Timeout.InfiniteTimeSpan)");
         if (worldSize == 1) return new RingCommunicator(0, 1, peers, timeout, null, null);
-        var (right, left) = RingHandshake.Establish(rank, worldSize, peers, jobId, timeout, ct);
+        var (right, left) = RingHandshake.Establish(rank, worldSize, peers, jobId, jobToken, timeout, ct);
         return new RingCommunicator(rank, worldSize, peers, timeout, right, left);
     }
 

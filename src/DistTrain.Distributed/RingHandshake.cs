@@ -1,4 +1,3 @@
-using System.Buffers.Binary;
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.ExceptionServices;
@@ -9,26 +8,29 @@ namespace DistTrain.Distributed;
 /// <summary>
 /// Sets up a rank's two ring connections: it connects to its right neighbour (retrying while that rank
 /// starts) and accepts its left neighbour, both at once, since every rank does both. The connecting side
-/// introduces itself (magic, protocol version, rank, world size, job id); the accepting side answers
-/// accept or refuse-with-reason, so a misconfigured pair fails on both ends with the same explanation.
+/// introduces itself (magic, protocol version, rank, world size, job id, a nonce); the accepting side answers
+/// with its own nonce and a proof that it knows the job token (an HMAC-SHA256 keyed by it over both nonces and
+/// what each side said); the connector checks it and answers with its own proof; the acceptor checks that and
+/// gives its verdict. A process that does not know the token never joins: a connector without it is refused and
+/// the acceptor goes on waiting for its real neighbour; an acceptor without it is refused by the connector.
+/// Between ranks that both proved the token, a mismatch (job id, world size, rank) fails on both ends with the
+/// same explanation. After the handshake the ring's traffic is plaintext.
 /// </summary>
-internal static class RingHandshake
+internal static partial class RingHandshake
 {
-    const uint HelloMagic = 0x48525444;   // "DTRH" little-endian
-    const uint ReplyMagic = 0x52525444;   // "DTRR"
-    const ushort ProtocolVersion = 1;
-    const int MaxText = 4096;
-    /// <summary>How long an accepted connection may take to introduce itself before it is dropped as a stranger.</summary>
+    internal const ushort ProtocolVersion = 2;
+    /// <summary>How long an accepted connection may take to introduce itself and prove the token before it is dropped as a stranger.</summary>
     static readonly TimeSpan HelloLimit = TimeSpan.FromSeconds(5);
     static readonly TimeSpan FirstRetry = TimeSpan.FromMilliseconds(20), LastRetry = TimeSpan.FromMilliseconds(500);
 
-    sealed record Hello(ushort Version, int Rank, int WorldSize, string JobId);
+    /// <summary>This rank, as it introduces itself; Key: the job token (UTF-8), never sent.</summary>
+    sealed record Me(int Rank, int WorldSize, string JobId, byte[] Key);
 
-    public static (Socket Right, Socket Left) Establish(int rank, int worldSize, IReadOnlyList<IPEndPoint> peers, string jobId,
+    public static (Socket Right, Socket Left) Establish(int rank, int worldSize, IReadOnlyList<IPEndPoint> peers, string jobId, string jobToken,
         TimeSpan timeout, CancellationToken ct)
     {
         int right = (rank + 1) % worldSize, left = (rank - 1 + worldSize) % worldSize;
-        var me = new Hello(ProtocolVersion, rank, worldSize, jobId);
+        var me = new Me(rank, worldSize, jobId, Encoding.UTF8.GetBytes(jobToken));
         using var listener = Listen(rank, peers[rank]);
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(ct);
         deadline.CancelAfter(timeout);
@@ -61,7 +63,8 @@ internal static class RingHandshake
             if (accept.IsCompletedSuccessfully) accept.Result.Dispose();
             if (!cancelledHere && connect.Exception?.InnerException is CommunicatorException c && accept.Exception?.InnerException is CommunicatorException a)
             {
-                if (sameNeighbour) ExceptionDispatchInfo.Throw(c);
+                // one neighbour on both sides: its accept timeout only repeats the connect error, unless a stranger was dropped
+                if (sameNeighbour && a.InnerException is null) ExceptionDispatchInfo.Throw(c);
                 throw new CommunicatorException(c.Rank ?? -1, c.PeerRank, c.Endpoint, $"{c.Message} Also, {a.Message}", c);
             }
             var failed = first.IsCompletedSuccessfully ? (first == connect ? accept : connect) : first;
@@ -89,7 +92,7 @@ internal static class RingHandshake
         }
     }
 
-    static async Task<Socket> ConnectAsync(Hello me, int peer, IPEndPoint at, TimeSpan timeout, CancellationTokenSource deadline, CancellationToken ct)
+    static async Task<Socket> ConnectAsync(Me me, int peer, IPEndPoint at, TimeSpan timeout, CancellationTokenSource deadline, CancellationToken ct)
     {
         Exception? last = null;
         var delay = FirstRetry;
@@ -99,13 +102,21 @@ internal static class RingHandshake
             try
             {
                 await socket.ConnectAsync(at, deadline.Token).ConfigureAwait(false);
-                await SendAsync(socket, EncodeHello(me), deadline.Token).ConfigureAwait(false);
-                var (accepted, peerRank, reason) = await ReadReplyAsync(socket, deadline.Token).ConfigureAwait(false);
-                if (!accepted)
-                    throw new CommunicatorException(me.Rank, peer, at, $"rank {me.Rank}: rank {peer} at {at} refused the connection: {reason}");
-                if (peerRank != peer)
+                var hello = NewHello(ProtocolVersion, me.Rank, me.WorldSize, me.JobId);
+                await SendAsync(socket, hello.Wire, deadline.Token).ConfigureAwait(false);
+                var challenge = await ReadChallengeAsync(socket, deadline.Token).ConfigureAwait(false);
+                if (!challenge.Accepted)
+                    throw new CommunicatorException(me.Rank, peer, at, $"rank {me.Rank}: rank {peer} at {at} refused the connection: {challenge.Text}");
+                if (!ProofHolds(me.Key, "acceptor", hello.Wire, challenge.Signed, challenge.Proof))
                     throw new CommunicatorException(me.Rank, peer, at,
-                        $"rank {me.Rank}: the process at {at} is rank {peerRank}, not rank {peer}: the ranks' peer lists differ");
+                        $"rank {me.Rank}: the process at {at} (claiming rank {challenge.Rank} of job '{challenge.Text}') holds another job token than this rank: " +
+                        $"its proof in the ring handshake is wrong, so it is not rank {peer} of this job, or this rank's token is wrong. Every rank needs the same token (the manifest's token source); another job needs its own ports");
+                await SendAsync(socket, EncodeProof(Proof(me.Key, "connector", hello.Wire, challenge.Signed)), deadline.Token).ConfigureAwait(false);
+                if (await ReadVerdictAsync(socket, deadline.Token).ConfigureAwait(false) is { } refusal)
+                    throw new CommunicatorException(me.Rank, peer, at, $"rank {me.Rank}: rank {peer} at {at} refused the connection: {refusal}");
+                if (challenge.Rank != peer)
+                    throw new CommunicatorException(me.Rank, peer, at,
+                        $"rank {me.Rank}: the process at {at} is rank {challenge.Rank}, not rank {peer}: the ranks' peer lists differ");
                 return socket;
             }
             catch (Exception e) when (e is SocketException or EndOfStreamException or InvalidDataException)
@@ -142,10 +153,10 @@ internal static class RingHandshake
             (last is null ? "" : $" (last attempt: {last.Message})") +
             $". Is rank {peer} running, and listening on that address?", last);
 
-    static async Task<Socket> AcceptAsync(Hello me, int left, IPEndPoint leftAt, Socket listener, TimeSpan timeout,
+    static async Task<Socket> AcceptAsync(Me me, int left, IPEndPoint leftAt, Socket listener, TimeSpan timeout,
         CancellationToken deadline, CancellationToken ct)
     {
-        string? stranger = null;
+        Exception? stranger = null;   // the last connection dropped, as the inner exception of a timeout
         while (true)
         {
             Socket socket;
@@ -157,23 +168,46 @@ internal static class RingHandshake
             {
                 throw new CommunicatorException(me.Rank, left, leftAt,
                     $"rank {me.Rank}: rank {left} (which listens on {leftAt}) did not connect to {listener.LocalEndPoint} within {timeout}" +
-                    (stranger is null ? "" : $"; dropped a connection that did not speak the ring protocol ({stranger})") +
-                    $". Is rank {left} running, with the same peer list?");
+                    (stranger is null ? "" : $"; dropped a connection that did not complete the ring handshake ({stranger.Message})") +
+                    $". Is rank {left} running, with the same peer list and job token?", stranger);
             }
             socket.NoDelay = true;
             var from = socket.RemoteEndPoint;
             Hello hello;
+            string? reason;
             try
             {
+                // the whole exchange up to the proof is bounded: a stranger cannot hold this rank's only accept
                 using var limit = CancellationTokenSource.CreateLinkedTokenSource(deadline);
                 limit.CancelAfter(HelloLimit);
                 hello = await ReadHelloAsync(socket, limit.Token).ConfigureAwait(false);
+                if (hello.Version != ProtocolVersion)
+                {
+                    var version = $"ring protocol version {hello.Version}, this rank speaks {ProtocolVersion}: run the same DistTrain build on every rank";
+                    await SendAsync(socket, NewChallenge(false, me.Rank, version, me.Key, hello.Wire).Signed, limit.Token).ConfigureAwait(false);
+                    throw new InvalidDataException(version);
+                }
+                var challenge = NewChallenge(true, me.Rank, me.JobId, me.Key, hello.Wire);
+                await SendAsync(socket, Encode(challenge), limit.Token).ConfigureAwait(false);
+                byte[] proof;
+                try { proof = await ReadProofAsync(socket, limit.Token).ConfigureAwait(false); }
+                catch (EndOfStreamException) { throw new EndOfStreamException($"claiming rank {hello.Rank} of job '{hello.JobId}', it closed the connection instead of proving the job token (a rank whose token differs does that)"); }
+                if (!ProofHolds(me.Key, "connector", hello.Wire, challenge.Signed, proof))
+                {
+                    var wrong = $"its proof of the job token is wrong: it does not hold the token of job '{me.JobId}' that this rank holds; every rank needs the same token (the manifest's token source)";
+                    await SendAsync(socket, EncodeVerdict(wrong), limit.Token).ConfigureAwait(false);
+                    throw new InvalidDataException($"claiming rank {hello.Rank} of job '{hello.JobId}', {wrong}");
+                }
+                // only a peer that knows the token may fail this rank: a mismatch between two ranks of the job is a configuration error
+                reason = Refusal(me, left, hello);
+                if (reason is null) await SendAsync(socket, EncodeVerdict(null), limit.Token).ConfigureAwait(false);
             }
             catch (Exception e) when (e is SocketException or EndOfStreamException or InvalidDataException
                                       || (e is OperationCanceledException && !deadline.IsCancellationRequested))
             {
+                // a stranger (or a connector that found this rank's proof wrong and hung up): drop it, wait for the real neighbour
                 socket.Dispose();
-                stranger = $"from {from}: {e.Message}";
+                stranger = new InvalidDataException($"from {from}: {(e is OperationCanceledException ? $"no proof of the job token within {HelloLimit.TotalSeconds:F0} s" : e.Message)}", e);
                 continue;
             }
             catch
@@ -181,33 +215,17 @@ internal static class RingHandshake
                 socket.Dispose();
                 throw;
             }
-
-            var reason = Refusal(me, left, hello);
-            try
-            {
-                await SendAsync(socket, EncodeReply(reason is null, me.Rank, reason), deadline).ConfigureAwait(false);
-            }
-            catch (Exception e) when (e is SocketException && reason is null)
-            {
-                socket.Dispose();
-                stranger = $"from {from}: {e.Message}";
-                continue;
-            }
-            catch (Exception) when (reason is not null)
-            {
-                // refusing anyway; the connector learns of it from the closed connection
-            }
             if (reason is null) return socket;
+            try { await SendAsync(socket, EncodeVerdict(reason), deadline).ConfigureAwait(false); }
+            catch (Exception e) when (e is SocketException or OperationCanceledException) { }   // refusing anyway; the connector sees the closed connection
             socket.Dispose();
             throw new CommunicatorException(me.Rank, hello.Rank, from,
                 $"rank {me.Rank}: refused a connection from {from} claiming rank {hello.Rank} of world size {hello.WorldSize}, job '{hello.JobId}': {reason}");
         }
     }
 
-    static string? Refusal(Hello me, int left, Hello them)
+    static string? Refusal(Me me, int left, Hello them)
     {
-        if (them.Version != me.Version)
-            return $"ring protocol version {them.Version}, this rank speaks {me.Version}: run the same DistTrain build on every rank";
         if (them.JobId != me.JobId)
             return $"job id '{them.JobId}' is not this rank's '{me.JobId}': another job is using these endpoints; give each job its own ports";
         if (them.WorldSize != me.WorldSize)
@@ -215,74 +233,5 @@ internal static class RingHandshake
         if (them.Rank != left)
             return $"rank {them.Rank} is not this rank's left neighbour (rank {left}): the ranks' peer lists differ";
         return null;
-    }
-
-    // hello: magic u32, version u16, rank i32, world size i32, job id (u16 length + UTF-8)
-    static byte[] EncodeHello(Hello h)
-    {
-        var job = Encoding.UTF8.GetBytes(h.JobId);
-        var b = new byte[16 + job.Length];
-        BinaryPrimitives.WriteUInt32LittleEndian(b, HelloMagic);
-        BinaryPrimitives.WriteUInt16LittleEndian(b.AsSpan(4), h.Version);
-        BinaryPrimitives.WriteInt32LittleEndian(b.AsSpan(6), h.Rank);
-        BinaryPrimitives.WriteInt32LittleEndian(b.AsSpan(10), h.WorldSize);
-        BinaryPrimitives.WriteUInt16LittleEndian(b.AsSpan(14), checked((ushort)job.Length));
-        job.CopyTo(b, 16);
-        return b;
-    }
-
-    static async Task<Hello> ReadHelloAsync(Socket s, CancellationToken ct)
-    {
-        var head = new byte[16];
-        await ReadExactlyAsync(s, head, ct).ConfigureAwait(false);
-        if (BinaryPrimitives.ReadUInt32LittleEndian(head) != HelloMagic)
-            throw new InvalidDataException("not a DistTrain ring handshake");
-        int length = BinaryPrimitives.ReadUInt16LittleEndian(head.AsSpan(14));
-        if (length > MaxText) throw new InvalidDataException($"job id of {length} bytes");
-        var job = new byte[length];
-        await ReadExactlyAsync(s, job, ct).ConfigureAwait(false);
-        return new Hello(BinaryPrimitives.ReadUInt16LittleEndian(head.AsSpan(4)), BinaryPrimitives.ReadInt32LittleEndian(head.AsSpan(6)),
-            BinaryPrimitives.ReadInt32LittleEndian(head.AsSpan(10)), Encoding.UTF8.GetString(job));
-    }
-
-    // reply: magic u32, accepted u8, rank i32, reason (u16 length + UTF-8)
-    static byte[] EncodeReply(bool accepted, int rank, string? reason)
-    {
-        var text = Encoding.UTF8.GetBytes(reason ?? "");
-        var b = new byte[11 + text.Length];
-        BinaryPrimitives.WriteUInt32LittleEndian(b, ReplyMagic);
-        b[4] = accepted ? (byte)1 : (byte)0;
-        BinaryPrimitives.WriteInt32LittleEndian(b.AsSpan(5), rank);
-        BinaryPrimitives.WriteUInt16LittleEndian(b.AsSpan(9), checked((ushort)text.Length));
-        text.CopyTo(b, 11);
-        return b;
-    }
-
-    static async Task<(bool Accepted, int Rank, string Reason)> ReadReplyAsync(Socket s, CancellationToken ct)
-    {
-        var head = new byte[11];
-        await ReadExactlyAsync(s, head, ct).ConfigureAwait(false);
-        if (BinaryPrimitives.ReadUInt32LittleEndian(head) != ReplyMagic)
-            throw new InvalidDataException("the listener did not answer with a DistTrain ring reply");
-        int length = BinaryPrimitives.ReadUInt16LittleEndian(head.AsSpan(9));
-        if (length > MaxText) throw new InvalidDataException($"reason of {length} bytes");
-        var text = new byte[length];
-        await ReadExactlyAsync(s, text, ct).ConfigureAwait(false);
-        return (head[4] == 1, BinaryPrimitives.ReadInt32LittleEndian(head.AsSpan(5)), Encoding.UTF8.GetString(text));
-    }
-
-    static async Task SendAsync(Socket s, ReadOnlyMemory<byte> data, CancellationToken ct)
-    {
-        while (data.Length > 0) data = data[await s.SendAsync(data, SocketFlags.None, ct).ConfigureAwait(false)..];
-    }
-
-    static async Task ReadExactlyAsync(Socket s, Memory<byte> into, CancellationToken ct)
-    {
-        while (into.Length > 0)
-        {
-            int n = await s.ReceiveAsync(into, SocketFlags.None, ct).ConfigureAwait(false);
-            if (n == 0) throw new EndOfStreamException("the connection closed during the handshake");
-            into = into[n..];
-        }
     }
 }

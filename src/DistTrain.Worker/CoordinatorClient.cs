@@ -1,4 +1,3 @@
-using System.Security.Cryptography.X509Certificates;
 using DistTrain.Training.Cluster;
 using Grpc.Core;
 using Grpc.Net.Client;
@@ -7,8 +6,8 @@ using Grpc.Net.Client.Configuration;
 namespace DistTrain.Worker;
 
 /// <summary>
-/// A channel to the coordinator: the job token on every call, and retries declared in the
-/// channel's retry policy (a coordinator that starts a little after its workers is normal).
+/// A channel to the coordinator: the job token on every call, TLS as the manifest says (<see cref="ClientTls"/>),
+/// and retries declared in the channel's retry policy (a coordinator that starts a little after its workers is normal).
 /// </summary>
 static class CoordinatorClient
 {
@@ -27,32 +26,20 @@ static class CoordinatorClient
             },
         };
         var handler = new SocketsHttpHandler { EnableMultipleHttp2Connections = true, KeepAlivePingDelay = TimeSpan.FromSeconds(10), KeepAlivePingTimeout = TimeSpan.FromSeconds(10) };
-        if (manifest.Tls?.CaPath is { } ca)
-        {
-            var trusted = X509Certificate2.CreateFromPemFile(ca);
-            handler.SslOptions.RemoteCertificateValidationCallback = (_, cert, chain, errors) =>
-                errors == System.Net.Security.SslPolicyErrors.None || (cert is not null && chain is not null && ChainsTo(cert, chain, trusted));
-        }
+        var target = new Uri(address ?? manifest.CoordinatorAddress);
+        if (manifest.Tls is not null) ClientTls.Configure(handler, manifest, target);
         var credentials = CallCredentials.FromInterceptor((_, metadata) =>
         {
             metadata.Add(ClusterManifest.TokenHeader, token);
             return Task.CompletedTask;
         });
-        var channel = GrpcChannel.ForAddress(address ?? manifest.CoordinatorAddress, new GrpcChannelOptions
+        var channel = GrpcChannel.ForAddress(target, new GrpcChannelOptions
         {
             HttpHandler = handler,
             ServiceConfig = new ServiceConfig { MethodConfigs = { retry } },
-            Credentials = manifest.Tls is null ? ChannelCredentials.Create(ChannelCredentials.Insecure, credentials) : ChannelCredentials.Create(new SslCredentials(), credentials),
+            Credentials = manifest.Tls is null ? ChannelCredentials.Create(ChannelCredentials.Insecure, credentials) : ChannelCredentials.Create(ChannelCredentials.SecureSsl, credentials),
             UnsafeUseInsecureChannelCallCredentials = manifest.Tls is null,
         });
         return new Protocol.V1.Coordinator.CoordinatorClient(channel);
-    }
-
-    static bool ChainsTo(X509Certificate cert, X509Chain chain, X509Certificate2 ca)
-    {
-        chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
-        chain.ChainPolicy.CustomTrustStore.Add(ca);
-        chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
-        return chain.Build(new X509Certificate2(cert));
     }
 }

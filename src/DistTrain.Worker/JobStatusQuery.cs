@@ -1,4 +1,6 @@
 using DistTrain.Training.Cluster;
+using DistTrain.Protocol.V1;
+using Grpc.Core;
 
 namespace DistTrain.Worker;
 
@@ -14,7 +16,9 @@ public sealed record JobProgress(string Job, string State, int WorldSize, int Re
     public static async Task<JobProgress> QueryAsync(ClusterManifest manifest, string? address, CancellationToken ct)
     {
         var client = CoordinatorClient.Create(manifest, ManifestLoader.ReadToken(manifest), address);
-        var s = await client.GetStatusAsync(new(), deadline: DateTime.UtcNow.AddSeconds(10), cancellationToken: ct);
+        JobStatus s;
+        try { s = await client.GetStatusAsync(new(), deadline: DateTime.UtcNow.AddSeconds(10), cancellationToken: ct); }
+        catch (RpcException e) when (ClientTls.Refusal(e) is { } refused) { throw new WorkerException(refused.Message, e); }
         return new JobProgress(s.Job, s.State.ToString().ToLowerInvariant(), s.WorldSize, s.Registered, s.Reason,
             s.Ranks.Select(r => new RankProgress(r.Rank, r.Host, r.Step, r.Tokens, r.Loss, r.SecondsSinceHeartbeat, r.Finished,
                 r.ComputeSeconds, r.LatenessSeconds, r.Straggler)).ToList(),

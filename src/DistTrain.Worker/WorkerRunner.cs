@@ -49,14 +49,15 @@ public static class WorkerRunner
         if (localSlot < 0 || localSlot >= node.Slots)
             throw new ConfigException($"{manifest.Source}: --local-slot {localSlot} is not one of node {nodeRank} ({node.Host})'s {node.Slots} slots");
 
-        var client = CoordinatorClient.Create(manifest, ManifestLoader.ReadToken(manifest));
+        var token = ManifestLoader.ReadToken(manifest);
+        var client = CoordinatorClient.Create(manifest, token);
         var (listener, endpoint) = ReserveRingPort(node.Host);
         RegisterReply reply;
         try
         {
             // a coordinator that starts after its workers is normal: wait for it to come up (wait-for-ready), bounded
             try { await client.GetStatusAsync(new StatusRequest(), new CallOptions(deadline: DateTime.UtcNow.AddSeconds(manifest.ConnectTimeoutSeconds), cancellationToken: ct).WithWaitForReady()); }
-            catch (RpcException e) when (e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded) { throw Unreachable(manifest, e); }
+            catch (RpcException e) when (e.StatusCode is not StatusCode.PermissionDenied) { throw FirstContactFailed(manifest, e); }
             reply = await client.RegisterAsync(new RegisterRequest
             {
                 Job = manifest.Job, NodeRank = nodeRank, LocalSlot = localSlot, Host = node.Host,
@@ -78,7 +79,7 @@ public static class WorkerRunner
 
         WorkerDiagnostics.Joined(log, manifest.Job, rank, reply.WorldSize, reply.Backend, config.Train.Device, reply.RunId);
         using var stopping = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        using var comm = await ConnectAsync(client, manifest, reply, stopping.Token);
+        using var comm = await ConnectAsync(client, manifest, token, reply, stopping.Token);
         using var heartbeat = client.Heartbeat(cancellationToken: stopping.Token);
         var progress = new Progress(rank);
         string? stopReason = null;
@@ -178,7 +179,8 @@ public static class WorkerRunner
         return local;
     }
 
-    static async Task<ICommunicator> ConnectAsync(Protocol.V1.Coordinator.CoordinatorClient client, ClusterManifest manifest, RegisterReply reply, CancellationToken ct)
+    /// <param name="token">the job token: ring ranks prove it to each other when they connect</param>
+    static async Task<ICommunicator> ConnectAsync(Protocol.V1.Coordinator.CoordinatorClient client, ClusterManifest manifest, string token, RegisterReply reply, CancellationToken ct)
     {
         if (reply.Backend == "nccl")
         {
@@ -188,7 +190,7 @@ public static class WorkerRunner
             return new NcclCommunicator(reply.Rank, reply.WorldSize, rendezvous.NcclUniqueId.ToByteArray(), reply.CudaDevice);
         }
         var peers = reply.RingEndpoints.Select(ParseEndpoint).ToList();
-        return await Task.Run(() => RingCommunicator.Connect(reply.Rank, reply.WorldSize, peers, manifest.Job, TimeSpan.FromSeconds(manifest.RendezvousTimeoutSeconds), ct), ct);
+        return await Task.Run(() => RingCommunicator.Connect(reply.Rank, reply.WorldSize, peers, manifest.Job, token, TimeSpan.FromSeconds(manifest.RendezvousTimeoutSeconds), ct), ct);
     }
 
     static IPEndPoint ParseEndpoint(string hostPort)
@@ -208,15 +210,30 @@ public static class WorkerRunner
         return (listener, $"{host}:{((IPEndPoint)listener.LocalEndpoint).Port}");
     }
 
-    static WorkerException Explain(RpcException e, ClusterManifest m) => e.StatusCode switch
+    static WorkerException Explain(RpcException e, ClusterManifest m) => ClientTls.Refusal(e) is { } refused ? new(refused.Message, e) : e.StatusCode switch
     {
         StatusCode.Unavailable => Unreachable(m, e),
         StatusCode.DeadlineExceeded => new WorkerException($"not every worker registered within heartbeat.rendezvous_timeout_s ({m.RendezvousTimeoutSeconds} s); the job needs {m.WorldSize} workers", e),
         _ => new WorkerException($"the coordinator refused this worker: {e.Status.Detail}", e),
     };
 
-    static WorkerException Unreachable(ClusterManifest m, RpcException e) =>
-        new($"the coordinator at {m.CoordinatorAddress} is unreachable after waiting {m.ConnectTimeoutSeconds} s (heartbeat.connect_timeout_s; {e.Status.Detail}); is it running? `disttrain launch` starts it on node {m.CoordinatorNode} ({m.Nodes[m.CoordinatorNode].Host})", e);
+    /// <summary>The first call failed: nothing answered in time, this worker refused the coordinator's certificate, or the connection broke (TLS on one side only, or a client certificate the coordinator refused).</summary>
+    static WorkerException FirstContactFailed(ClusterManifest m, RpcException e)
+    {
+        if (ClientTls.Refusal(e) is { } refused) return new(refused.Message, e);
+        if (e.StatusCode is StatusCode.DeadlineExceeded) return Unreachable(m, e);
+        string hint = m.Tls switch
+        {
+            null => "if the coordinator serves TLS, this node's manifest needs the job's tls section",
+            { Mutual: false } => "if the coordinator requires client certificates (mutual TLS), this node's manifest needs tls.client_cert and tls.client_key, signed by the job's CA",
+            _ => "under mutual TLS the coordinator closes the connection of a worker whose certificate it does not trust (its log says why): tls.client_cert must be signed by the CA in the coordinator's tls.ca",
+        };
+        return new($"the connection to the coordinator at {m.CoordinatorAddress} failed: {hint} ({e.StatusCode}: {e.Status.Detail})", e);
+    }
+
+    static WorkerException Unreachable(ClusterManifest m, RpcException e) => ClientTls.Refusal(e) is { } refused
+        ? new(refused.Message, e)
+        : new($"the coordinator at {m.CoordinatorAddress} is unreachable after waiting {m.ConnectTimeoutSeconds} s (heartbeat.connect_timeout_s; {e.Status.Detail}); is it running? `disttrain launch` starts it on node {m.CoordinatorNode} ({m.Nodes[m.CoordinatorNode].Host})", e);
 
     /// <summary>What the heartbeat reports: the latest step, tokens, loss and compute time per step.</summary>
     sealed class Progress(int rank) : ITrainingObserver

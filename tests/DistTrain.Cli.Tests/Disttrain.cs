@@ -46,7 +46,8 @@ static class Disttrain
     }
 
     /// <summary>A manifest for <paramref name="workers"/> CPU workers on loopback, on a free port, with a literal token; a heartbeat timeout that survives a loaded 2-core machine (10 s did not).</summary>
-    public static string LocalManifest(string dir, int workers, double heartbeatTimeout = 30, double connectTimeout = 60)
+    /// <param name="tls">the tls section as one YAML line ("tls: {cert: ..., key: ..., ca: ...}"), or null for none</param>
+    public static string LocalManifest(string dir, int workers, double heartbeatTimeout = 30, double connectTimeout = 60, string? tls = null)
     {
         var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
         listener.Start();
@@ -59,6 +60,7 @@ static class Disttrain
             coordinator: {host: 127.0.0.1, port: {{port}}}
             token: value:test-token
             heartbeat: {interval_s: 0.5, timeout_s: {{heartbeatTimeout.ToString(System.Globalization.CultureInfo.InvariantCulture)}}, connect_timeout_s: {{connectTimeout.ToString(System.Globalization.CultureInfo.InvariantCulture)}}}
+            {{tls ?? ""}}
             nodes:
               - {host: 127.0.0.1, cpus: {{workers}}}
             """);

@@ -13,19 +13,43 @@ sealed class TestCoordinator : IAsyncDisposable
     readonly CancellationTokenSource _stop = new(TimeSpan.FromMinutes(2));
     readonly GrpcChannel _channel;
 
-    public TestCoordinator(string job, int slots, string token = "t")
+    /// <param name="tls">the manifest's tls section as one YAML line ("tls: {cert: ..., key: ...}"), or null for none</param>
+    public TestCoordinator(string job, int slots, string token = "t", string? tls = null)
     {
-        Job = job;
-        int port = TestFiles.FreePort();
-        var manifest = ManifestLoader.Load(_dir.Write("m.yaml", $"job: {job}\nbackend: ring\ncoordinator: {{host: 127.0.0.1, port: {port}}}\ntoken: value:{token}\nnodes:\n  - {{host: 127.0.0.1, cpus: {slots}}}\n"));
+        (Job, _slots, Port) = (job, slots, TestFiles.FreePort());
+        var manifest = Manifest(token, tls);
         var config = TrainConfigLoader.Load(Path.Combine(TestFiles.RepoRoot, "configs", "tiny-muddformer.yaml"), ["train.steps=5"]);
-        Server = CoordinatorServer.RunAsync(manifest, config, _ => { }, null, _stop.Token);
-        _channel = GrpcChannel.ForAddress($"http://127.0.0.1:{port}");
+        Server = CoordinatorServer.RunAsync(manifest, config, Log.Enqueue, null, _stop.Token);
+        // plaintext, as the tests of tokens and registration call it; a TLS coordinator refuses it
+        _channel = GrpcChannel.ForAddress($"http://127.0.0.1:{Port}");
         Client = new Protocol.V1.Coordinator.CoordinatorClient(_channel);
         Token = new Metadata { { ClusterManifest.TokenHeader, token } };
     }
 
+    readonly int _slots;
+
     public string Job { get; }
+
+    public int Port { get; }
+
+    /// <summary>The coordinator's log lines (a refused worker certificate, for example).</summary>
+    public System.Collections.Concurrent.ConcurrentQueue<string> Log { get; } = new();
+
+    /// <summary>This job's manifest with its own token and tls section: the coordinator's, or a worker's view of the same job.</summary>
+    public ClusterManifest Manifest(string token, string? tls) => ManifestLoader.Load(_dir.Write($"m-{Guid.NewGuid():N}.yaml",
+        $"job: {Job}\nbackend: ring\ncoordinator: {{host: 127.0.0.1, port: {Port}}}\ntoken: value:{token}\n{(tls is null ? "" : tls + "\n")}nodes:\n  - {{host: 127.0.0.1, cpus: {_slots}}}\n"));
+
+    /// <summary>Waits until the coordinator accepts TCP connections (its start is asynchronous).</summary>
+    public async Task ListeningAsync()
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (true)
+        {
+            using var probe = new System.Net.Sockets.TcpClient();
+            try { await probe.ConnectAsync(System.Net.IPAddress.Loopback, Port); return; }
+            catch (System.Net.Sockets.SocketException) when (clock.Elapsed < TimeSpan.FromSeconds(30) && !Server.IsCompleted) { await Task.Delay(50); }
+        }
+    }
 
     /// <summary>The coordinator's exit code once it stops (0: the job finished).</summary>
     public Task<int> Server { get; }

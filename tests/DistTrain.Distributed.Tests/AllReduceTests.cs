@@ -107,7 +107,7 @@ public class AllReduceTests
     [Fact]
     public void WorldSizeOneIsTheIdentityAndOpensNoSocket()
     {
-        using var comm = RingCommunicator.Connect(0, 1, LoopbackPorts.Pick(1), "solo", TimeSpan.FromSeconds(1));
+        using var comm = RingCommunicator.Connect(0, 1, LoopbackPorts.Pick(1), "solo", Ring.Token, TimeSpan.FromSeconds(1));
         using var t = tensor(new[] { 1f, 2f, 3f });
         comm.AllReduceMean(t);
         comm.Broadcast(t, 0);
@@ -118,7 +118,7 @@ public class AllReduceTests
     [Fact]
     public void UnsupportedTensorsAreRefusedWithTheFix()
     {
-        using var comm = RingCommunicator.Connect(0, 1, LoopbackPorts.Pick(1), "solo", TimeSpan.FromSeconds(1));
+        using var comm = RingCommunicator.Connect(0, 1, LoopbackPorts.Pick(1), "solo", Ring.Token, TimeSpan.FromSeconds(1));
         using var ints = zeros(4, ScalarType.Int64);
         Assert.Contains("float32, float64, bfloat16 or float16", Assert.Throws<ArgumentException>(() => comm.AllReduceMean(ints)).Message);
         using var square = zeros(3, 3);

@@ -12,7 +12,7 @@ public class FailureTests
         var peers = LoopbackPorts.Pick(2);
         var clock = Stopwatch.StartNew();
         var e = await Assert.ThrowsAsync<CommunicatorException>(() =>
-            Ring.Dedicated(() => RingCommunicator.Connect(0, 2, peers, "lonely", TimeSpan.FromSeconds(1))).WaitAsync(Ring.Deadline));
+            Ring.Dedicated(() => RingCommunicator.Connect(0, 2, peers, "lonely", Ring.Token, TimeSpan.FromSeconds(1))).WaitAsync(Ring.Deadline));
         Assert.InRange(clock.Elapsed.TotalSeconds, 0.9, 3.0);
         Assert.Equal(0, e.Rank);
         Assert.Equal(1, e.PeerRank);

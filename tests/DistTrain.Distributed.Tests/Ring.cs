@@ -7,6 +7,9 @@ static class Ring
 {
     public static readonly TimeSpan Deadline = TimeSpan.FromSeconds(60);
 
+    /// <summary>The job token every honest rank of these tests holds.</summary>
+    public const string Token = "test-token";
+
     /// <summary>Runs body on every rank of a fresh ring; the results by rank. Fails (never hangs) past the deadline.</summary>
     public static async Task<T[]> RunAsync<T>(int worldSize, Func<RingCommunicator, T> body, TimeSpan? deadline = null)
     {
@@ -14,7 +17,7 @@ static class Ring
         var comms = new RingCommunicator?[worldSize];
         var ranks = Enumerable.Range(0, worldSize).Select(rank => Dedicated(() =>
         {
-            using var comm = comms[rank] = RingCommunicator.Connect(rank, worldSize, peers, "test-job", TimeSpan.FromSeconds(20));
+            using var comm = comms[rank] = RingCommunicator.Connect(rank, worldSize, peers, "test-job", Token, TimeSpan.FromSeconds(20));
             return body(comm);
         })).ToArray();
         try
@@ -38,6 +41,6 @@ static class Ring
     public static Task Dedicated(Action body)
         => Task.Factory.StartNew(body, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
 
-    public static RingCommunicator Connect(int rank, int worldSize, IReadOnlyList<IPEndPoint> peers, string jobId = "test-job", double timeoutSeconds = 20)
-        => RingCommunicator.Connect(rank, worldSize, peers, jobId, TimeSpan.FromSeconds(timeoutSeconds));
+    public static RingCommunicator Connect(int rank, int worldSize, IReadOnlyList<IPEndPoint> peers, string jobId = "test-job", double timeoutSeconds = 20, string token = Token)
+        => RingCommunicator.Connect(rank, worldSize, peers, jobId, token, TimeSpan.FromSeconds(timeoutSeconds));
 }

@@ -63,6 +63,8 @@ static class ClusterCommands
             var overrides = CommonOptions.Overrides(parse, set, resume);
             TrainConfigLoader.Load(parse.GetValue(config)!, overrides);   // fail here, not in every child
             ManifestLoader.ReadToken(m);
+            int nodeRank = parse.GetValue(node);
+            if (nodeRank >= 0 && nodeRank < m.Nodes.Count) TlsFiles.Check(m, coordinator: nodeRank == m.CoordinatorNode, worker: true);
             using var telemetry = CliTelemetry.Start("launch", new() { ["disttrain.job"] = m.Job, ["disttrain.node_rank"] = parse.GetValue(node) });
             // one job, one trace: the coordinator's node holds the job's span, and every process it starts joins it
             using var span = parse.GetValue(node) == m.CoordinatorNode ? CliTelemetry.JobSpan(m.Job, m.WorldSize) : null;

@@ -7,8 +7,16 @@ public sealed record NodeSpec(string Host, IReadOnlyList<int> Gpus, int CpuSlots
     public int Slots => Gpus.Count > 0 ? Gpus.Count : CpuSlots;
 }
 
-/// <summary>Optional TLS for the coordinator: a server certificate and key (PEM), and a CA that workers trust.</summary>
-public sealed record TlsSpec(string CertificatePath, string KeyPath, string? CaPath);
+/// <summary>
+/// Optional TLS for the coordinator (absolute paths of PEM files): the coordinator's certificate and key; the CA that
+/// workers trust (a certificate only; without it, the system's trust store); under mutual TLS, the certificate and
+/// key every worker presents, which the coordinator checks against the same CA.
+/// </summary>
+public sealed record TlsSpec(string CertificatePath, string KeyPath, string? CaPath, string? ClientCertificatePath, string? ClientKeyPath)
+{
+    /// <summary>Workers present a client certificate and the coordinator requires one.</summary>
+    public bool Mutual => ClientCertificatePath is not null;
+}
 
 /// <summary>
 /// Where a job runs: its name, the coordinator's address, the nodes with their GPUs or CPU slots,

@@ -23,15 +23,7 @@ public static class ManifestLoader
         var rendezvous = heartbeat.Double("rendezvous_timeout_s", 300.0);
         var connect = heartbeat.Double("connect_timeout_s", 60.0);
         heartbeat.EnsureConsumed();
-        TlsSpec? tls = null;
-        if (root.Has("tls"))
-        {
-            var t = root.Section("tls");
-            tls = new TlsSpec(Resolve(path, t.String("cert", "")), Resolve(path, t.String("key", "")), t.Has("ca") ? Resolve(path, t.String("ca", "")) : null);
-            t.EnsureConsumed();
-            if (tls.CertificatePath.Length == 0 || tls.KeyPath.Length == 0)
-                throw new ConfigException($"{path}: tls: give both cert and key (PEM files), or remove the tls section");
-        }
+        var tls = root.Has("tls") ? ReadTls(path, root.Section("tls")) : null;
         var nodes = ReadNodes(path, root);
         root.EnsureConsumed();
 
@@ -50,6 +42,20 @@ public static class ManifestLoader
         }
         Require(connect > 0, "heartbeat.connect_timeout_s", "must be positive (how long a worker waits for the coordinator to come up)");
         return new ClusterManifest(path, job, backend, host, port, bind, coordinatorNode, token, interval, timeout, rendezvous, connect, tls, nodes);
+    }
+
+    static TlsSpec ReadTls(string path, ConfigSection t)
+    {
+        string? File(string key) => t.Has(key) && t.String(key, "") is { Length: > 0 } p ? Resolve(path, p) : null;
+        var (cert, key, ca, clientCert, clientKey) = (File("cert"), File("key"), File("ca"), File("client_cert"), File("client_key"));
+        t.EnsureConsumed();
+        if (cert is null || key is null)
+            throw new ConfigException($"{path}: tls: give both cert and key (the coordinator's certificate and its private key, PEM), or remove the tls section");
+        if ((clientCert is null) != (clientKey is null))
+            throw new ConfigException($"{path}: tls: give both client_cert and client_key (the certificate and key workers present, PEM) for mutual TLS, or neither");
+        if (clientCert is not null && ca is null)
+            throw new ConfigException($"{path}: tls.ca: mutual TLS (tls.client_cert) needs the CA that signed the workers' certificates; the coordinator accepts only workers it signed");
+        return new TlsSpec(cert, key, ca, clientCert, clientKey);
     }
 
     static List<NodeSpec> ReadNodes(string path, ConfigSection root)
