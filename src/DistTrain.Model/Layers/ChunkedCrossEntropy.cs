@@ -25,10 +25,13 @@ public sealed class ChunkedCrossEntropy : MultiTensorFunction<ChunkedCrossEntrop
 
     public override string Name => nameof(ChunkedCrossEntropy);
 
-    /// <summary>Rows per chunk such that one chunk's fp32 logits take about 256 MiB (1280 rows at vocabulary 50432), a multiple of 64 where that is at least 64.</summary>
-    public static int DefaultChunkRows(long vocabSize)
+    /// <summary>
+    /// Rows per chunk such that one chunk's logits in the compute dtype take about 256 MiB (at vocabulary
+    /// 50432: 1280 rows in fp32, 2560 in bf16, whose fused loss keeps no fp32 copy), a multiple of 64 where that is at least 64.
+    /// </summary>
+    public static int DefaultChunkRows(long vocabSize, int bytesPerLogit = 4)
     {
-        long rows = Math.Max(1, ChunkBytes / (4 * vocabSize));
+        long rows = Math.Max(1, ChunkBytes / (bytesPerLogit * vocabSize));
         return (int)Math.Min(rows >= 64 ? rows / 64 * 64 : rows, 1 << 30);
     }
 

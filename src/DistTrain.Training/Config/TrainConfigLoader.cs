@@ -147,21 +147,23 @@ public static class TrainConfigLoader
 
     static TrainOptions ReadTrain(ConfigSection s, string defaultName, int vocabSize)
     {
+        string precision = s.String("precision", "fp32");
+        int defaultChunk = ChunkedCrossEntropy.DefaultChunkRows(vocabSize, precision == "bf16" ? 2 : 4);
         var t = new TrainOptions(
             Steps: s.Int("steps", 1000), MicroBatch: s.Int("micro_batch", 8), GradAccum: s.Int("grad_accum", 1), GlobalBatch: s.Int("global_batch", 0),
-            SeqLen: s.Int("seq_len", 256), Seed: s.Int("seed", 1234), Precision: s.String("precision", "fp32"),
+            SeqLen: s.Int("seq_len", 256), Seed: s.Int("seed", 1234), Precision: precision,
             Device: s.String("device", "cpu"), LogInterval: s.Int("log_interval", 10), EvalInterval: s.Int("eval_interval", 100),
             EvalBatches: s.Int("eval_batches", 8), RunDir: s.String("run_dir", "runs"), Name: s.String("name", defaultName),
             Ledger: s.Bool("ledger", false), BucketMb: s.Double("bucket_mb", 64),
             ActivationCheckpointing: new ActivationCheckpointing(s.Choice("activation_checkpointing", CheckpointKind.None, ActivationCheckpointing.Names),
                 s.Int("activation_checkpointing_every", 1)),
-            LossChunk: s.Int("loss_chunk", ChunkedCrossEntropy.DefaultChunkRows(vocabSize)),
+            LossChunk: s.Int("loss_chunk", defaultChunk),
             Kernels: s.Choice("kernels", KernelChoice.Auto, KernelChoices));
         s.EnsureConsumed();
         if (t.ActivationCheckpointing.Every < 1) throw new ConfigException($"{s.Where("activation_checkpointing_every")}: must be 1 (every layer) or more");
         if (t.LossChunk < 0)
             throw new ConfigException($"{s.Where("loss_chunk")}: {t.LossChunk} must be 0 (the full logits, then the loss) or a number of tokens per chunk " +
-                                      $"(the default, {ChunkedCrossEntropy.DefaultChunkRows(vocabSize)} at vocab_size {vocabSize}, keeps one chunk's fp32 logits near 256 MiB)");
+                                      $"(the default, {defaultChunk} at vocab_size {vocabSize} in {precision}, keeps one chunk's logits near 256 MiB)");
         return t;
     }
 
