@@ -61,7 +61,8 @@ static class ClusterCommands
             var path = parse.GetValue(manifest)!;
             var m = ManifestLoader.Load(path);
             var overrides = CommonOptions.Overrides(parse, set, resume);
-            TrainConfigLoader.Load(parse.GetValue(config)!, overrides);   // fail here, not in every child
+            var c = TrainConfigLoader.Load(parse.GetValue(config)!, overrides);   // fail here, not in every child
+            DataParallelPlan.For(c, m.WorldSize);                                // the world size must split the batch
             ManifestLoader.ReadToken(m);
             using var telemetry = CliTelemetry.Start("launch", new() { ["disttrain.job"] = m.Job, ["disttrain.node_rank"] = parse.GetValue(node) });
             // one job, one trace: the coordinator's node holds the job's span, and every process it starts joins it
