@@ -1,0 +1,95 @@
+using System.Diagnostics;
+using System.Text;
+using System.Text.RegularExpressions;
+
+namespace DistTrain.Cli.Tests;
+
+/// <summary>
+/// A rank that fails with an error it can describe sends it to the coordinator before it exits: the job stops with
+/// "rank N (host) failed at step S: MESSAGE" and every process's last line carries the message, never "lost".
+/// </summary>
+public class FailureCauseTests
+{
+    static readonly TimeSpan Limit = TimeSpan.FromMinutes(8);   // a hang ends here (before the 10-minute blame-hang timeout)
+    const string Fault = "DISTTRAIN_FAULT_CHECKPOINT";
+
+    static string[] Common(string dir) =>
+    [
+        "--config", "configs/tiny-muddformer.yaml", "--set", "train.steps=20", "--set", "train.log_interval=2", "--set", "train.seq_len=64",
+        "--set", "train.global_batch=12", "--set", "train.micro_batch=6", "--set", "data.shards=6", "--set", "train.eval_interval=0",
+        "--set", "train.eval_batches=1", "--set", "optim.warmup_steps=2", "--set", $"train.run_dir={Path.Combine(dir, "runs")}",
+        "--set", "checkpoint.interval=2", "--set", $"checkpoint.dir={Path.Combine(dir, "ckpt")}",
+    ];
+
+    [Fact]
+    public void AnExceptionInOneRanksTrainingStepIsNamedInEveryProcesssLastLine()
+    {
+        using var dir = new TempFolder();
+        // rank 1's save of step 4 throws an exception DistTrain does not expect; it surfaces in rank 1's training step
+        var (code, output) = Disttrain.Run(Limit, ["launch", "--manifest", Disttrain.LocalManifest(dir.Path, 2), .. Common(dir.Path)], (Fault, "bug@4@1"));
+        Assert.True(code != 0, output);
+        var cause = new Regex(@"rank 1 \(127\.0\.0\.1\) failed at step \d+: System\.InvalidOperationException: an unexpected failure in the save of step 4 \(injected by DISTTRAIN_FAULT_CHECKPOINT\)");
+        Assert.Matches(@"^\[coordinator\] job 'test-2' failed: " + cause, LastLines.Of(output, "coordinator"));
+        Assert.Matches(@"^\[rank 0\] error: rank 0: stopped by the coordinator: " + cause, LastLines.Of(output, "rank 0"));
+        Assert.Matches(@"^\[launch\] job 'test-2' failed: " + cause, LastLines.Of(output, "launch"));
+        Assert.Contains("[rank 1] Unhandled exception. System.InvalidOperationException: an unexpected failure", output);   // a bug keeps its stack
+        Assert.DoesNotContain("lost", output);
+    }
+
+    [Fact]
+    public void AFullDiskDuringASaveIsNamedInEveryProcesssLastLine()
+    {
+        using var dir = new TempFolder();
+        var (code, output) = Disttrain.Run(Limit, ["launch", "--manifest", Disttrain.LocalManifest(dir.Path, 2), .. Common(dir.Path)], (Fault, "io-error@4@1"));
+        Assert.True(code != 0, output);
+        // every rank stops on the aborted save (checkpoint.on_failure=stop); the first to report is named, and the message names rank 1's disk
+        const string failure = @"the checkpoint of step 4 failed: rank 1 \(127\.0\.0\.1\): \S+/ckpt/\.tmp-step-00000004-\S+: No space left on device \(injected by DISTTRAIN_FAULT_CHECKPOINT\)\. Training stopped";
+        var cause = @"rank [01] \(127\.0\.0\.1\) failed at step 4: " + failure;
+        Assert.Matches(@"^\[coordinator\] job 'test-2' failed: " + cause, LastLines.Of(output, "coordinator"));
+        Assert.Matches(@"^\[launch\] job 'test-2' failed: " + cause, LastLines.Of(output, "launch"));
+        foreach (var rank in new[] { "rank 0", "rank 1" })
+            Assert.Matches($@"^\[{rank}\] error: ({rank}: stopped by the coordinator: {cause}|{failure})", LastLines.Of(output, rank));   // its own error, or the first one's
+        Assert.DoesNotContain("lost", output);
+    }
+
+    [Fact]
+    public void AConfigErrorOnOneNodeIsNamedInEveryProcesssLastLine()
+    {
+        using var dir = new TempFolder();
+        string[] common = ["--manifest", Disttrain.LocalManifest(dir.Path, 2), .. Common(dir.Path)];
+        // separate processes, as a scheduler starts them: rank 1's node has another config (12 data shards, the job has 6)
+        var processes = new (string Name, string[] Args)[]
+        {
+            ("coordinator", ["coordinator", .. common]),
+            ("rank 0", ["worker", .. common, "--local-slot", "0"]),
+            ("rank 1", ["worker", .. common, "--set", "data.shards=12", "--local-slot", "1"]),
+        }.Select(p => (p.Name, Started: Disttrain.Start(p.Args))).ToList();
+        var outputs = new Dictionary<string, (int Code, string Output)>();
+        try
+        {
+            foreach (var (name, (process, output)) in processes)
+            {
+                Assert.True(process.WaitForExit(Limit), $"{name} did not end\n{Snapshot(output)}");
+                process.WaitForExit();
+                outputs[name] = (process.ExitCode, Snapshot(output));
+            }
+        }
+        finally
+        {
+            foreach (var (_, (process, _)) in processes) { if (!process.HasExited) process.Kill(entireProcessTree: true); process.Dispose(); }
+        }
+        string all = string.Join("\n", outputs.Select(o => $"--- {o.Key} (exit {o.Value.Code})\n{o.Value.Output}"));
+        Assert.All(outputs.Values, o => Assert.True(o.Code != 0, all));
+
+        var own = LastLines.Of(outputs["rank 1"].Output);
+        Assert.StartsWith("error: rank 1: the coordinator assigned shards [", own);
+        Assert.Contains("every node must see the same data set and config", own);
+        string cause = $"rank 1 (127.0.0.1) failed at step 0: {own["error: ".Length..]}";
+        Assert.Equal($"job 'test-2' failed: {cause}", LastLines.Of(outputs["coordinator"].Output));
+        Assert.Equal($"error: rank 0: stopped by the coordinator: {cause}", LastLines.Of(outputs["rank 0"].Output));
+        Assert.DoesNotContain("lost", all);
+        Assert.DoesNotContain("heartbeat for", all);
+    }
+
+    static string Snapshot(StringBuilder output) { lock (output) return output.ToString(); }
+}
