@@ -35,6 +35,17 @@ public static class WritableFolder
     }
 
     /// <summary>The error for a folder of the run that cannot be written: its key, its path, the system's reason and the fixes.</summary>
-    public static ConfigException Unwritable(string path, string key, TrainConfig config, Exception e) =>
-        new($"{config.Source}: {key}: cannot write to {path} ({e.Message}); free space on that disk (`df -h {path}`) or fix its permissions, or set {key} to a writable folder with room");
+    public static ConfigException Unwritable(string path, string key, TrainConfig config, Exception e)
+    {
+        var above = Ancestors(path).FirstOrDefault(p => File.Exists(p) || Directory.Exists(p));
+        if (above is not null && File.Exists(above))
+            return new($"{config.Source}: {key}: cannot create {path}: {above} is a file, not a folder; set {key} to a folder");
+        return new($"{config.Source}: {key}: cannot write to {path} ({e.Message}); free space on that disk (`df -h {above ?? "/"}`) or fix its permissions, or set {key} to a writable folder with room");
+    }
+
+    /// <summary>The path and every folder above it, nearest first.</summary>
+    static IEnumerable<string> Ancestors(string path)
+    {
+        for (string? p = Path.GetFullPath(path); p is not null; p = Path.GetDirectoryName(p)) yield return p;
+    }
 }

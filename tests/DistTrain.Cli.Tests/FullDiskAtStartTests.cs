@@ -39,8 +39,9 @@ public class FullDiskAtStartTests
         if (!disk.Mounted) File.WriteAllText(runs, "");
         var (code, output) = Disttrain.Run(Limit, ["train", .. Args(runs, Path.Combine(dir.Path, "ckpt"))]);
         Assert.True(code == 2, output);
-        var reason = disk.Mounted ? "No space left on device" : "";
-        Assert.Matches($@"^error: \S+: train\.run_dir: cannot write to {Regex.Escape(runs)}/\S+ \({reason}.*\); free space on that disk .* or set train\.run_dir to a writable folder with room$",
+        Assert.Matches(disk.Mounted
+            ? $@"^error: \S+: train\.run_dir: cannot write to {Regex.Escape(runs)}/\S+ \(No space left on device.*\); free space on that disk .* or set train\.run_dir to a writable folder with room$"
+            : $@"^error: \S+: train\.run_dir: cannot create {Regex.Escape(runs)}/\S+: {Regex.Escape(runs)} is a file, not a folder; set train\.run_dir to a folder$",
             LastLines.Of(output));
         Assert.DoesNotContain("   at ", output);
     }
