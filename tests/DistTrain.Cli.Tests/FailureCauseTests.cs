@@ -53,6 +53,33 @@ public class FailureCauseTests
     }
 
     [Fact]
+    public void ADataErrorOnOneRankIsNamedInEveryProcesssLastLine()
+    {
+        using var dir = new TempFolder();
+        // two byte-tokenized files of equal length: ASCII (ids below 127), then text whose UTF-8 bytes are 195 and 169;
+        // with vocab_size 128 only the second file is out of the vocabulary, and only rank 1 (shards 3-5 of 6) reads it
+        var data = Path.Combine(dir.Path, "data");
+        foreach (var (name, text) in new[] { ("a", string.Concat(Enumerable.Repeat("In the beginning. ", 1200))), ("b", new string('\u00e9', 10_800)) })
+        {
+            var input = Path.Combine(dir.Path, $"{name}.txt");
+            File.WriteAllText(input, text);
+            var (prepared, log) = Disttrain.Run(Limit, "prepare", "--input", input, "--out", Path.Combine(data, name), "--val-fraction", "0");
+            Assert.True(prepared == 0, log);
+        }
+        string[] args = ["launch", "--manifest", Disttrain.LocalManifest(dir.Path, 2), .. Common(dir.Path), "--set", $"data.train={data}",
+            "--set", "model.vocab_size=128", "--set", "data.end_of_text=127", "--set", "train.eval_batches=0"];
+        var (code, output) = Disttrain.Run(Limit, args);
+        Assert.True(code != 0, output);
+        var own = LastLines.Of(output, "rank 1");
+        Assert.Matches(@"^\[rank 1\] error: \S+/data/b/\S+\.parquet: row group 0, row 0: token id (195|169) is outside the vocabulary \[0, 128\)\. ", own);
+        string cause = $"rank 1 (127.0.0.1) failed at step 0: {own["[rank 1] error: ".Length..]}";
+        Assert.Equal($"[coordinator] job 'test-2' failed: {cause}", LastLines.Of(output, "coordinator"));
+        Assert.Equal($"[rank 0] error: rank 0: stopped by the coordinator: {cause}", LastLines.Of(output, "rank 0"));
+        Assert.Equal($"[launch] job 'test-2' failed: {cause}", LastLines.Of(output, "launch"));
+        Assert.DoesNotContain("lost", output);
+    }
+
+    [Fact]
     public void AConfigErrorOnOneNodeIsNamedInEveryProcesssLastLine()
     {
         using var dir = new TempFolder();
