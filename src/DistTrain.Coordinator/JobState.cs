@@ -75,6 +75,8 @@ sealed class JobState
         {
             if (request.Job != _manifest.Job)
                 throw new RpcException(new Status(StatusCode.FailedPrecondition, $"job: this coordinator runs '{_manifest.Job}', not '{request.Job}'; check the worker's --manifest"));
+            if (_state == JobStatus.Types.State.Failed)
+                throw new RpcException(new Status(StatusCode.Aborted, _reason));
             if (_state != JobStatus.Types.State.Waiting)
                 throw new RpcException(new Status(StatusCode.FailedPrecondition, $"job '{_manifest.Job}' is already {_state.ToString().ToLowerInvariant()} with world size {_manifest.WorldSize}; a worker cannot join a started job"));
             if (request.NodeRank < 0 || request.NodeRank >= _manifest.Nodes.Count)
@@ -184,6 +186,12 @@ sealed class JobState
     {
         lock (_lock)
         {
+            if (_state == JobStatus.Types.State.Waiting && request.Failed && request.Rank >= 0 && request.Rank < _manifest.WorldSize)
+            {
+                // a worker that failed before it registered (its config did not load): the job cannot start without it
+                Fail($"rank {request.Rank} ({HostOf(request.Rank)}) failed before registering: {request.Message}");
+                return;
+            }
             if (!_ranks.TryGetValue(request.Rank, out var r)) return;
             r.Step = request.Step;
             if (request.Failed)
@@ -224,6 +232,16 @@ sealed class JobState
                 Fail($"rank {rank} (host {r.Request.Host}, pid {r.Request.Pid}) lost at step {r.Step}: {how}");
             }
         }, TaskScheduler.Default);
+    }
+
+    string HostOf(int rank)
+    {
+        foreach (var node in _manifest.Nodes)
+        {
+            if (rank < node.Slots) return node.Host;
+            rank -= node.Slots;
+        }
+        return "?";
     }
 
     static readonly TimeSpan LostGrace = TimeSpan.FromMilliseconds(250);

@@ -178,6 +178,7 @@ public static class WorkerRunner
     {
         StatusCode.Unavailable => Unreachable(m, e),
         StatusCode.DeadlineExceeded => new WorkerException($"not every worker registered within heartbeat.rendezvous_timeout_s ({m.RendezvousTimeoutSeconds} s); the job needs {m.WorldSize} workers", e),
+        StatusCode.Aborted => new WorkerException($"stopped by the coordinator before the job started: {e.Status.Detail}", e),
         _ => new WorkerException($"the coordinator refused this worker: {e.Status.Detail}", e),
     };
 

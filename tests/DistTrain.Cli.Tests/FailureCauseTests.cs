@@ -91,6 +91,55 @@ public class FailureCauseTests
             ("rank 0", ["worker", .. common, "--local-slot", "0"]),
             ("rank 1", ["worker", .. common, "--set", "data.shards=12", "--local-slot", "1"]),
         }.Select(p => (p.Name, Started: Disttrain.Start(p.Args))).ToList();
+        var (outputs, all) = WaitAll(processes);
+
+        var own = LastLines.Of(outputs["rank 1"].Output);
+        Assert.StartsWith("error: rank 1: the coordinator assigned shards [", own);
+        Assert.Contains("every node must see the same data set and config", own);
+        string cause = $"rank 1 (127.0.0.1) failed at step 0: {own["error: ".Length..]}";
+        Assert.Equal($"job 'test-2' failed: {cause}", LastLines.Of(outputs["coordinator"].Output));
+        Assert.Equal($"error: rank 0: stopped by the coordinator: {cause}", LastLines.Of(outputs["rank 0"].Output));
+        Assert.DoesNotContain("lost", all);
+        Assert.DoesNotContain("heartbeat for", all);
+    }
+
+    [Fact]
+    public void AConfigErrorBeforeRegisteringStopsTheWaitingJobAndIsNamedInEveryProcesssLastLine()
+    {
+        using var dir = new TempFolder();
+        var manifest = Disttrain.LocalManifest(dir.Path, 2);
+        string[] common = ["--manifest", manifest, .. Common(dir.Path)];
+        var processes = new List<(string Name, (Process, StringBuilder) Started)>
+        {
+            ("coordinator", Disttrain.Start(["coordinator", .. common])),
+            ("rank 0", Disttrain.Start(["worker", .. common, "--local-slot", "0"])),
+        };
+        try
+        {
+            // rank 0 waits in its registration; then rank 1 starts with a config that does not load
+            var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(2);
+            while (!Disttrain.Run(Limit, "status", "--manifest", manifest).Output.Contains("(1/2 registered)"))
+                Assert.True(DateTime.UtcNow < deadline, "rank 0 did not register within 2 minutes");
+        }
+        catch
+        {
+            foreach (var (_, (process, _)) in processes) process.Kill(entireProcessTree: true);
+            throw;
+        }
+        processes.Add(("rank 1", Disttrain.Start(["worker", .. common, "--set", "train.no_such_key=1", "--local-slot", "1"])));
+        var (outputs, all) = WaitAll(processes);
+
+        var own = LastLines.Of(outputs["rank 1"].Output);
+        Assert.Matches(@"^error: .*train\.no_such_key", own);
+        string cause = $"rank 1 (127.0.0.1) failed before registering: {own["error: ".Length..]}";
+        Assert.Equal($"job 'test-2' failed: {cause}", LastLines.Of(outputs["coordinator"].Output));
+        Assert.Equal($"error: stopped by the coordinator before the job started: {cause}", LastLines.Of(outputs["rank 0"].Output));
+        Assert.All(outputs.Values, o => Assert.True(o.Code != 0, all));
+    }
+
+    /// <summary>Waits for every process (killing all of them past the limit) and returns each one's exit code and output.</summary>
+    static (Dictionary<string, (int Code, string Output)>, string All) WaitAll(List<(string Name, (Process Process, StringBuilder Output) Started)> processes)
+    {
         var outputs = new Dictionary<string, (int Code, string Output)>();
         try
         {
@@ -105,17 +154,7 @@ public class FailureCauseTests
         {
             foreach (var (_, (process, _)) in processes) { if (!process.HasExited) process.Kill(entireProcessTree: true); process.Dispose(); }
         }
-        string all = string.Join("\n", outputs.Select(o => $"--- {o.Key} (exit {o.Value.Code})\n{o.Value.Output}"));
-        Assert.All(outputs.Values, o => Assert.True(o.Code != 0, all));
-
-        var own = LastLines.Of(outputs["rank 1"].Output);
-        Assert.StartsWith("error: rank 1: the coordinator assigned shards [", own);
-        Assert.Contains("every node must see the same data set and config", own);
-        string cause = $"rank 1 (127.0.0.1) failed at step 0: {own["error: ".Length..]}";
-        Assert.Equal($"job 'test-2' failed: {cause}", LastLines.Of(outputs["coordinator"].Output));
-        Assert.Equal($"error: rank 0: stopped by the coordinator: {cause}", LastLines.Of(outputs["rank 0"].Output));
-        Assert.DoesNotContain("lost", all);
-        Assert.DoesNotContain("heartbeat for", all);
+        return (outputs, string.Join("\n", outputs.Select(o => $"--- {o.Key} (exit {o.Value.Code})\n{o.Value.Output}")));
     }
 
     static string Snapshot(StringBuilder output) { lock (output) return output.ToString(); }

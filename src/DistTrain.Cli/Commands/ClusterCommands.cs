@@ -39,7 +39,14 @@ static class ClusterCommands
         command.SetAction(async (parse, ct) =>
         {
             var m = ManifestLoader.Load(parse.GetValue(manifest)!);
-            var c = TrainConfigLoader.Load(parse.GetValue(config)!, CommonOptions.Overrides(parse, set, resume));
+            TrainConfig c;
+            try { c = TrainConfigLoader.Load(parse.GetValue(config)!, CommonOptions.Overrides(parse, set, resume)); }
+            catch (Exception e)
+            {
+                // no rank yet, but the coordinator can stop the job with this error instead of waiting for this worker
+                await UnregisteredWorker.ReportAsync(m, parse.GetValue(node), parse.GetValue(slot), e);
+                throw;
+            }
             using var telemetry = CliTelemetry.Start("worker", new()
             {
                 ["disttrain.job"] = m.Job, ["disttrain.node_rank"] = parse.GetValue(node), ["disttrain.local_slot"] = parse.GetValue(slot),
