@@ -63,6 +63,10 @@ public static class WorkerRunner
                 RingEndpoint = endpoint, Pid = Environment.ProcessId,
             }, deadline: DateTime.UtcNow.AddSeconds(manifest.RendezvousTimeoutSeconds), cancellationToken: ct);
         }
+        catch (RpcException e) when (e.StatusCode == StatusCode.Aborted)   // the job failed while this worker waited (a peer's error)
+        {
+            throw new WorkerException($"stopped by the coordinator before the job started: {e.Status.Detail}", e);
+        }
         catch (RpcException e) { throw Explain(e, manifest); }
         finally { listener.Stop(); }
 
@@ -178,7 +182,6 @@ public static class WorkerRunner
     {
         StatusCode.Unavailable => Unreachable(m, e),
         StatusCode.DeadlineExceeded => new WorkerException($"not every worker registered within heartbeat.rendezvous_timeout_s ({m.RendezvousTimeoutSeconds} s); the job needs {m.WorldSize} workers", e),
-        StatusCode.Aborted => new WorkerException($"stopped by the coordinator before the job started: {e.Status.Detail}", e),
         _ => new WorkerException($"the coordinator refused this worker: {e.Status.Detail}", e),
     };
 
