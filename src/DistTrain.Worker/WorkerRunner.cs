@@ -144,9 +144,13 @@ public static class WorkerRunner
         var local = DataAssignment.For(config, plan, rank);
         var remote = reply.Shards.Select(s => (s.Index, new WindowRange(s.FirstWindow, s.Windows))).ToList();
         if (!local.Shards.SequenceEqual(remote))
-            throw new WorkerException($"rank {rank}: the coordinator assigned shards [{string.Join(", ", remote)}] but this worker's data ({config.Data.Train}) gives [{string.Join(", ", local.Shards)}]; every node must see the same data set and config");
+            throw new WorkerException($"rank {rank}: the coordinator assigned shards [{Describe(remote)}] of {reply.DataShards} but this worker's data ({config.Data.Train}) " +
+                $"and data.shards ({plan.Shards}) give [{Describe(local.Shards)}]; every node must see the same data set and config");
         return local;
     }
+
+    static string Describe(IEnumerable<(int Shard, WindowRange Range)> shards) =>
+        string.Join(", ", shards.Select(s => $"{s.Shard}: windows {s.Range.First}-{s.Range.End - 1}"));
 
     static async Task<ICommunicator> ConnectAsync(Protocol.V1.Coordinator.CoordinatorClient client, ClusterManifest manifest, RegisterReply reply, CancellationToken ct)
     {
