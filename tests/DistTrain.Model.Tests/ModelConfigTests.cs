@@ -46,7 +46,7 @@ public class ModelConfigTests
         // epfml/DenseFormer's DWAModules: an average after block i only where (i + 1) % period == 0
         var c = new ModelConfig { Arch = Architecture.DenseFormer, NLayer = 6, DwaDilation = 1, DwaPeriod = 4 };
         Assert.Equal([false, false, false, true, false, false], Enumerable.Range(0, 6).Select(c.HasDwa));
-        using var model = new LanguageModel(c with { Dim = 16, NHead = 2, HeadDim = 8, VocabSize = 32, BlockSize = 16 });
+        using var model = TinyModels.Build(TinyModels.Config(Architecture.DenseFormer, layers: 6) with { DwaDilation = 1, DwaPeriod = 4 });
         Assert.Equal(["dwa.3.weight"], model.named_parameters().Select(p => p.name).Where(n => n.StartsWith("dwa.")));
     }
 }
