@@ -64,7 +64,12 @@ public sealed record CheckpointManifest
     {
         string path = Path.Combine(dir, CheckpointDirectory.ManifestFileName);
         if (!File.Exists(path))
+        {
+            string latest = Path.Combine(dir, CheckpointDirectory.LatestFileName);
+            if (File.Exists(latest))   // the root that holds the checkpoints, given where one checkpoint was asked for
+                throw new CheckpointException($"{dir}: is a checkpoint root (checkpoint.dir), not a checkpoint; its latest is {Path.Combine(dir, File.ReadAllText(latest).Trim())}: give that folder or another step-N folder in {dir}");
             throw new CheckpointException($"{path}: not found; {dir} is not a finished checkpoint (a save may have crashed), use an older checkpoint");
+        }
         string text = File.ReadAllText(path);
         try
         {

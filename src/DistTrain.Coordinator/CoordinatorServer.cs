@@ -39,7 +39,8 @@ public static class CoordinatorServer
 
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
-        builder.Logging.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(LogLevel.Warning);
+        builder.Logging.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(LogLevel.Warning)
+            .AddFilter("Microsoft.Extensions.Hosting", LogLevel.None);   // a failed start is reported below, in one line
         builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Parse(manifest.BindAddress == "localhost" ? "127.0.0.1" : manifest.BindAddress), manifest.CoordinatorPort, listen =>
         {
             listen.Protocols = HttpProtocols.Http2;
@@ -50,7 +51,14 @@ public static class CoordinatorServer
         builder.Services.AddGrpc(o => o.Interceptors.Add<TokenInterceptor>());
         var app = builder.Build();
         app.MapGrpcService<CoordinatorService>();
-        await app.StartAsync(ct);
+        try { await app.StartAsync(ct); }
+        catch (IOException e) when (e.InnerException is Microsoft.AspNetCore.Connections.AddressInUseException)
+        {
+            await app.DisposeAsync();
+            throw new ConfigException(
+                $"coordinator.port: {manifest.BindAddress}:{manifest.CoordinatorPort} is already in use (another job's coordinator, or any other program); " +
+                $"set coordinator.port in the manifest to a free port such as {FreePort()}, or stop what holds it (ss -ltnp 'sport = :{manifest.CoordinatorPort}')");
+        }
         log($"coordinator for job '{manifest.Job}' on {manifest.BindAddress}:{manifest.CoordinatorPort}: waiting for {manifest.WorldSize} workers; run {runId}");
 
         using var watchdog = new PeriodicTimer(TimeSpan.FromMilliseconds(250));
@@ -94,5 +102,13 @@ public static class CoordinatorServer
             rank -= node.Slots;
         }
         throw new ArgumentOutOfRangeException(nameof(rank));
+    }
+
+    /// <summary>A port the system has free now (a suggestion: another program may take it before the job does).</summary>
+    static int FreePort()
+    {
+        using var probe = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
+        probe.Start();
+        return ((IPEndPoint)probe.LocalEndpoint).Port;
     }
 }

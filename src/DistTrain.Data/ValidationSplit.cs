@@ -9,8 +9,7 @@ static class ValidationSplit
     public static void Check(double fraction)
     {
         if (!(fraction >= 0 && fraction < 1))
-            throw new ArgumentOutOfRangeException(nameof(fraction), fraction,
-                $"validation fraction {fraction} is outside [0, 1); use e.g. --val-fraction 0.05, or 0 for no validation split");
+            throw new DataException($"--val-fraction {fraction}: outside [0, 1); use e.g. --val-fraction 0.05, or 0 for no validation split");
     }
 
     public static bool IsValidation(long index, double fraction) =>

@@ -77,6 +77,11 @@ public sealed class Trainer : IDisposable
         {
             var resumed = TrainingCheckpoint.Load(_config.Checkpoint.Resume, _config.Checkpoint, Flat, Optimizer, plan, _job);
             (startStep, resumeCursors) = (resumed.Step, resumed.Cursors);
+            if (startStep >= t.Steps)
+                throw new TrainingException(
+                    $"{resumed.Checkpoint}: the run already finished: it is at step {startStep} and train.steps is {t.Steps}; " +
+                    $"to train further raise train.steps (e.g. --set train.steps={startStep + Math.Max(1, t.Steps)}) and resume again " +
+                    "(the learning-rate schedule then follows the new length)");
             observer?.OnResume(resumed);
         }
         using var train = new BatchLoader(_data.Shards.Select(s => (s.Shard, OpenReader(_config.Data.Train, loop: true, s.Range, resumeCursors.GetValueOrDefault(s.Shard)))).ToList(),

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using DistTrain.Checkpoint;
 using DistTrain.Data;
 using DistTrain.Model;
 using DistTrain.Model.Layers;
@@ -17,7 +18,18 @@ public static class Scoring
     /// </summary>
     public static int Score(LanguageModel model, string input, string output)
     {
-        if (File.Exists(output)) throw new IOException($"{output}: exists; choose a new --out (nothing is overwritten)");
+        if (File.Exists(output) || Directory.Exists(output)) throw new CheckpointException($"{output}: exists; choose a new --out (nothing is overwritten)");
+        if (!File.Exists(input)) throw new FileNotFoundException($"{input}: not found; --input takes a JSONL file with one {{\"tokens\": [...]}} per line");
+        try { return ScoreLines(model, input, output); }
+        catch
+        {
+            File.Delete(output + ".partial");   // nothing half-written is left behind
+            throw;
+        }
+    }
+
+    static int ScoreLines(LanguageModel model, string input, string output)
+    {
         var config = model.Config;
         model.eval();
         using var writer = new StreamWriter(output + ".partial");
@@ -29,8 +41,10 @@ public static class Scoring
             JsonObject row;
             try { row = JsonNode.Parse(line)!.AsObject(); }
             catch (Exception e) when (e is JsonException or InvalidOperationException) { throw new InvalidDataException($"{input}:{n}: not a JSON object ({e.Message})"); }
-            var tokens = row["tokens"]?.AsArray().Select(t => (long)t!).ToArray()
-                ?? throw new InvalidDataException($"{input}:{n}: no \"tokens\" list");
+            if (row["tokens"] is not JsonArray list)
+                throw new InvalidDataException($"{input}:{n}: no \"tokens\" list of integer token ids");
+            var tokens = list.Select((t, i) => t is JsonValue v && v.TryGetValue<long>(out var id) ? id
+                : throw new InvalidDataException($"{input}:{n}: tokens[{i}] is {t?.ToJsonString() ?? "null"}, not an integer token id; score takes token ids (disttrain prepare tokenizes text)")).ToArray();
             if (tokens.Length < 2 || tokens.Length > config.BlockSize)
                 throw new InvalidDataException($"{input}:{n}: {tokens.Length} tokens; score 2..{config.BlockSize} (model.block_size) per line");
             if (tokens.FirstOrDefault(t => t < 0 || t >= config.VocabSize, -1) is var bad and not -1)

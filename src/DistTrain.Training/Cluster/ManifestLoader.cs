@@ -7,7 +7,7 @@ public static class ManifestLoader
 {
     public static ClusterManifest Load(string path)
     {
-        var root = new ConfigSection(path, "", YamlTree.Load(path));
+        var root = new ConfigSection(path, "", YamlTree.Load(path, "cluster manifest not found; pass --manifest with a path such as cluster/local-cpu.yaml"));
         var job = root.String("job", "");
         var backend = root.String("backend", "ring");
         var coordinator = root.Section("coordinator");

@@ -104,6 +104,9 @@ public static class TrainConfigLoader
         var shards = s.Int("shards", 0);
         s.EnsureConsumed();
         if (train.Length == 0) throw new ConfigException($"{s.Where("train")}: missing; give a Parquet file or folder (for example configs/corpus/kjv/train)");
+        foreach (var (key, path) in new[] { ("train", train), ("val", val) })
+            if (path.Length > 0 && !File.Exists(path) && !Directory.Exists(path) && path.IndexOfAny(['*', '?']) < 0)
+                throw new ConfigException($"{s.Where(key)}: {path} does not exist; give a Parquet file, a folder of them or a glob (disttrain prepare makes them from text)");
         var manifest = DatasetManifest.FindFor(train);
         if (eot < 0) eot = manifest?.EndOfText
             ?? throw new ConfigException($"{s.Where("end_of_text")}: missing, and no dataset.json next to {train} says it; set data.end_of_text to the tokenizer's end-of-text id");

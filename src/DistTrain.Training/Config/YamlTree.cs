@@ -9,9 +9,10 @@ namespace DistTrain.Training.Config;
 /// </summary>
 public static class YamlTree
 {
-    public static Dictionary<string, object?> Load(string path)
+    /// <param name="what">what the file is and how to pass another: the option and an example</param>
+    public static Dictionary<string, object?> Load(string path, string what = "config file not found; pass --config with a path such as configs/tiny-muddformer.yaml")
     {
-        if (!File.Exists(path)) throw new ConfigException($"{path}: config file not found; pass --config with a path such as configs/tiny-muddformer.yaml");
+        if (!File.Exists(path)) throw new ConfigException($"{path}: {what}");
         return Parse(File.ReadAllText(path), path);
     }
 
