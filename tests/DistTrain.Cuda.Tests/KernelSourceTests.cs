@@ -7,7 +7,7 @@ namespace DistTrain.Cuda.Tests;
 /// <summary>What can be checked of the CUDA sources without a GPU: embedded, the kernels the C# launches exist, NVRTC-safe.</summary>
 public partial class KernelSourceTests
 {
-    [GeneratedRegex(@"extern ""C"" __global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\(")]
+    [GeneratedRegex(@"extern ""C"" __global__ void (?:__launch_bounds__\([^)]*\) )?(\w+)\(")]
     private static partial Regex Kernel();
 
     [Theory]
