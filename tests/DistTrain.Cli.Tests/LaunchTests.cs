@@ -110,7 +110,7 @@ public class LaunchTests
     public void AFrozenWorkerIsCaughtByTheHeartbeatTimeoutAndTheJobStillEnds()
     {
         using var dir = new TempFolder();
-        var manifest = Disttrain.LocalManifest(dir.Path, 2, heartbeatTimeout: 3);
+        var manifest = Disttrain.LocalManifest(dir.Path, 2, heartbeatTimeout: 6);   // 3 s starved a healthy rank on a machine loaded 10x its cores
         var (launch, output) = Disttrain.Start(["launch", "--manifest", manifest, .. Common(dir.Path, 1_000_000), "--set", "train.micro_batch=6"]);
         using var _ = launch;
         try
@@ -124,7 +124,7 @@ public class LaunchTests
             launch.WaitForExit();
             var text = Snapshot(output);
             Assert.NotEqual(0, launch.ExitCode);
-            Assert.Matches(@"rank 1 \(host 127\.0\.0\.1, pid \d+\) sent no heartbeat for \d+ s \(heartbeat.timeout_s 3\)", text);
+            Assert.Matches(@"rank 1 \(host 127\.0\.0\.1, pid \d+\) sent no heartbeat for \d+ s \(heartbeat.timeout_s 6\)", text);
             Assert.Contains("[launch] rank 1 still running", text);   // frozen: killed after the grace period
         }
         finally
