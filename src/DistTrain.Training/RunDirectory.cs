@@ -44,17 +44,33 @@ public sealed class RunDirectory : IDisposable
             for (int n = 2; Directory.Exists(path); n++)
                 path = System.IO.Path.Combine(root, $"{config.Train.Name}-{stamp}-{n}");
         }
-        Directory.CreateDirectory(path);
-        if (rank == 0)
-            File.WriteAllText(System.IO.Path.Combine(path, "config.yaml"), $"# resolved from {config.Source}\n" + YamlTree.Write(config.Tree));
-        return new RunDirectory(path, rank, config.Train.Ledger);
+        try
+        {
+            Directory.CreateDirectory(path);
+            // rank 0's config.yaml is the first write: a full disk or a folder that cannot be written stops the run here
+            if (rank == 0)
+                File.WriteAllText(System.IO.Path.Combine(path, "config.yaml"), $"# resolved from {config.Source}\n" + YamlTree.Write(config.Tree));
+            return new RunDirectory(path, rank, config.Train.Ledger);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw WritableFolder.Unwritable(path, "train.run_dir", config, e);
+        }
     }
 
     public void Append(StepReport report)
     {
-        _metrics?.WriteLine(JsonSerializer.Serialize(report, StepReport.Json));
-        _tensorboard?.Append(report);
+        try
+        {
+            _metrics?.WriteLine(JsonSerializer.Serialize(report, StepReport.Json));
+            _tensorboard?.Append(report);
+        }
+        catch (IOException e) { throw Failed(e); }
     }
+
+    /// <summary>A write to the run's folder failed mid-run (a full disk, most often): the path, the reason, what to do.</summary>
+    TrainingException Failed(IOException e) =>
+        new($"{Path}: cannot write the run's logs ({e.Message}); free space on that disk (`df -h {Path}`) and resume from the last checkpoint (--resume latest)");
 
     /// <summary>A run's metrics.jsonl read back, one report per line; a missing folder or file, or a line that is not a report, is an error naming the file and line.</summary>
     public static IReadOnlyList<StepReport> ReadMetrics(string runDirectory)
@@ -82,8 +98,11 @@ public sealed class RunDirectory : IDisposable
     }
 
     /// <summary>One ledger line: {"step": S, "windows": [[shard, epoch, index], ...]}.</summary>
-    public void AppendLedger(int step, IEnumerable<(int Shard, int Epoch, long Index)> windows) =>
-        _ledger?.WriteLine($"{{\"step\":{step},\"windows\":[{string.Join(",", windows.Select(w => $"[{w.Shard},{w.Epoch},{w.Index}]"))}]}}");
+    public void AppendLedger(int step, IEnumerable<(int Shard, int Epoch, long Index)> windows)
+    {
+        try { _ledger?.WriteLine($"{{\"step\":{step},\"windows\":[{string.Join(",", windows.Select(w => $"[{w.Shard},{w.Epoch},{w.Index}]"))}]}}"); }
+        catch (IOException e) { throw Failed(e); }
+    }
 
     public void Dispose()
     {

@@ -1,3 +1,4 @@
+using DistTrain.Checkpoint;
 using System.Diagnostics;
 using DistTrain.Data;
 using DistTrain.Distributed;
@@ -23,6 +24,7 @@ public sealed class Trainer : IDisposable
     readonly ICommunicator _comm;
     readonly DataAssignment _data;
     readonly string? _runId;
+    readonly string _job;
     readonly ICheckpointCommit _commit;
     readonly Device _device;
     readonly ScalarType _dtype;
@@ -31,7 +33,8 @@ public sealed class Trainer : IDisposable
     /// <param name="data">this rank's shards; null: computed here (what every rank of a job computes)</param>
     /// <param name="runId">the run directory name shared by all ranks; null: NAME-TIMESTAMP</param>
     /// <param name="commit">the two-phase commit of checkpoints across ranks (the coordinator's); null: one process commits alone</param>
-    public Trainer(TrainConfig config, ICommunicator? comm = null, DataAssignment? data = null, string? runId = null, ICheckpointCommit? commit = null)
+    /// <param name="job">the job the run belongs to (a cluster manifest's job); null: train.name. Its saves' temporary folders carry it</param>
+    public Trainer(TrainConfig config, ICommunicator? comm = null, DataAssignment? data = null, string? runId = null, ICheckpointCommit? commit = null, string? job = null)
     {
         _config = config;
         _comm = comm ?? new LocalCommunicator();
@@ -40,6 +43,7 @@ public sealed class Trainer : IDisposable
         _commit = commit ?? new SingleRankCommit();
         _data = data ?? DataAssignment.For(config, DataParallelPlan.For(config, _comm.WorldSize), _comm.Rank);
         _runId = runId;
+        _job = job ?? config.Train.Name;
         _device = DeviceFor(config);
         _dtype = Precision.Parse(config.Train.Precision);
         manual_seed(config.Train.Seed);
@@ -71,7 +75,7 @@ public sealed class Trainer : IDisposable
         IReadOnlyDictionary<int, DataCursor> resumeCursors = new Dictionary<int, DataCursor>();
         if (_config.Checkpoint.Resume.Length > 0)
         {
-            var resumed = TrainingCheckpoint.Load(_config.Checkpoint.Resume, _config.Checkpoint, Flat, Optimizer, plan);
+            var resumed = TrainingCheckpoint.Load(_config.Checkpoint.Resume, _config.Checkpoint, Flat, Optimizer, plan, _job);
             (startStep, resumeCursors) = (resumed.Step, resumed.Cursors);
             observer?.OnResume(resumed);
         }
@@ -80,7 +84,7 @@ public sealed class Trainer : IDisposable
         _loader = train;
         using var run = RunDirectory.Create(_config, _runId, _comm.Rank);
         var c = _config.Checkpoint;
-        using var saver = c.Interval > 0 ? new CheckpointSaver(c, _config, _comm.Rank, _comm.WorldSize, _commit, Path.GetFileName(run.Path), Flat) : null;
+        using var saver = c.Interval > 0 ? new CheckpointSaver(c, _config, _comm.Rank, _comm.WorldSize, _commit, new SaveOwner(_job, Path.GetFileName(run.Path)), Flat) : null;
         observer?.OnStart(t.Steps, run.Path);
         double? initialValLoss = Evaluate();
 

@@ -6,7 +6,8 @@ namespace DistTrain.Cli.Commands;
 
 /// <summary>
 /// Starts this node's processes (the coordinator on its node, one worker per slot) as children of
-/// the same executable, forwards their output with a prefix, and exits non-zero if any fails.
+/// the same executable, forwards their output with a prefix, and exits non-zero if any fails, with a
+/// last line that names the cause.
 /// </summary>
 static class Launcher
 {
@@ -23,38 +24,44 @@ static class Launcher
             throw new ConfigException($"{m.Source}: nodes[{nodeRank}].gpus: [{string.Join(", ", node.Gpus)}] listed, this host has {present} GPU(s)");
 
         string[] common = ["--manifest", manifestPath, "--config", configPath, .. overrides.SelectMany(o => new[] { "--set", o })];
-        var children = new List<(string Name, Process Process)>();
-        if (nodeRank == m.CoordinatorNode) children.Add(("coordinator", Start("coordinator", ["coordinator", .. common], traceParent)));
+        var children = new List<LaunchedChild>();
+        if (nodeRank == m.CoordinatorNode) children.Add(Start("coordinator", ["coordinator", .. common], traceParent, m.Job));
         for (int slot = 0; slot < node.Slots; slot++)
         {
             var name = $"rank {m.RankOf(nodeRank, slot)}";   // ranks are fixed by the manifest: node order, then slot
-            children.Add((name, Start(name, ["worker", .. common, "--node-rank", $"{nodeRank}", "--local-slot", $"{slot}"], traceParent)));
+            children.Add(Start(name, ["worker", .. common, "--node-rank", $"{nodeRank}", "--local-slot", $"{slot}"], traceParent, m.Job));
         }
 
-        using var stop = ct.Register(() => { foreach (var (_, p) in children) TryKill(p); });
-        var exits = children.Select(c => c.Process.WaitForExitAsync(CancellationToken.None)).ToList();
+        using var stop = ct.Register(() => { foreach (var c in children) TryKill(c.Process); });
+        var exits = children.Select(c => c.WaitAsync()).ToList();
         // once one child has failed, the rest get a grace period to stop on their own (the coordinator
         // tells them why); a frozen or stuck one is killed after it, so launch never hangs
         while (exits.Any(e => !e.IsCompleted))
         {
             await Task.WhenAny(exits.Where(e => !e.IsCompleted));
-            if (children.Any(c => c.Process.HasExited && c.Process.ExitCode != 0))
+            if (children.Any(c => c.Failed))
             {
                 await Task.WhenAny(Task.WhenAll(exits), Task.Delay(FailureGrace));
-                foreach (var (name, p) in children.Where(c => !c.Process.HasExited))
+                foreach (var c in children.Where(c => !c.Process.HasExited))
                 {
-                    Console.Error.WriteLine($"[launch] {name} still running {FailureGrace.TotalSeconds:F0} s after the job failed; killing it");
-                    TryKill(p);
+                    Console.Error.WriteLine($"[launch] {c.Name} still running {FailureGrace.TotalSeconds:F0} s after the job failed; killing it");
+                    TryKill(c.Process);
                 }
                 await Task.WhenAll(exits);
             }
         }
         var failed = children.Where(c => c.Process.ExitCode != 0).ToList();
-        foreach (var (name, p) in failed) Console.Error.WriteLine($"[launch] {name} exited with code {p.ExitCode}");
-        return failed.Count == 0 ? 0 : 1;
+        if (failed.Count == 0) return 0;
+        foreach (var c in failed) Console.Error.WriteLine($"[launch] {c.Name} exited with code {c.Process.ExitCode}");
+        // the last line names the cause: the coordinator's reason, else what the first process to fail said
+        var cause = children.FirstOrDefault(c => c.Name == "coordinator")?.Cause
+            ?? failed.OrderBy(c => c.ExitedAt).Select(c => c.Cause).FirstOrDefault(c => c is not null)
+            ?? $"{string.Join(", ", failed.Select(c => c.Name))} exited non-zero; their lines above say why";
+        Console.Error.WriteLine($"[launch] job '{m.Job}' failed: {cause}");
+        return 1;
     }
 
-    static Process Start(string name, string[] args, string traceParent)
+    static LaunchedChild Start(string name, string[] args, string traceParent, string job)
     {
         // the same program: `dotnet disttrain.dll ...` or the published `disttrain ...`
         var self = Environment.ProcessPath!;
@@ -63,12 +70,7 @@ static class Launcher
         foreach (var a in args) start.ArgumentList.Add(a);
         start.Environment["NO_COLOR"] = "1";
         if (traceParent.Length > 0) start.Environment["TRACEPARENT"] = traceParent;
-        var process = Process.Start(start) ?? throw new InvalidOperationException($"could not start {name}");
-        process.OutputDataReceived += (_, e) => { if (e.Data is not null) Console.Out.WriteLine($"[{name}] {e.Data}"); };
-        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) Console.Error.WriteLine($"[{name}] {e.Data}"); };
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        return process;
+        return LaunchedChild.Start(name, start, job);
     }
 
     static void TryKill(Process p)
