@@ -16,6 +16,7 @@ public static class Decoder
     public static IReadOnlyList<long> Generate(LanguageModel model, IReadOnlyList<long> prompt, int maxTokens, SamplingOptions sampling, long? stopToken = null)
     {
         var config = model.Config;
+        if (maxTokens < 1) throw new ArgumentException($"max tokens {maxTokens}: generate at least one", nameof(maxTokens));
         if (prompt.Count == 0) throw new ArgumentException("the prompt is empty: generation needs at least one token", nameof(prompt));
         if (prompt.Count > config.BlockSize) throw new ArgumentException($"the prompt has {prompt.Count} tokens, more than block_size {config.BlockSize}", nameof(prompt));
         if (prompt.FirstOrDefault(t => t < 0 || t >= config.VocabSize, -1) is var bad and not -1)
@@ -23,7 +24,7 @@ public static class Decoder
 
         model.eval();
         using var noGrad = no_grad();
-        using var cache = new KvCache(config);
+        using var cache = new KvCache(config, (int)Math.Min(config.BlockSize, (long)prompt.Count + maxTokens - 1));   // the last token is never run
         using var sampler = new TokenSampler(sampling);
         var device = model.parameters().First().device;
         var output = new List<long>();

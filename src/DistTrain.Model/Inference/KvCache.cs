@@ -6,17 +6,21 @@ namespace DistTrain.Model.Inference;
 /// The keys and values of every attention layer for the positions already run, so that a forward
 /// over new tokens (<see cref="LanguageModel.forward(Tensor, KvCache)"/>) runs only those tokens.
 /// Attention is the only op that mixes positions: the MUDD and DenseFormer connections mix per token,
-/// so the new tokens' hiddens at every layer are all they need. Buffers (B, H, block_size, d) per
+/// so the new tokens' hiddens at every layer are all they need. Buffers (B, H, capacity, d) per
 /// layer are allocated on first use, in the keys' dtype and device, and owned here.
 /// </summary>
 public sealed class KvCache : IDisposable
 {
     readonly LayerKv[] _layers;
-    readonly int _capacity;
+    readonly int _capacity, _blockSize;
 
-    public KvCache(ModelConfig config)
+    /// <param name="capacity">positions to hold (at most block_size, the default): what a generation will run</param>
+    public KvCache(ModelConfig config, int? capacity = null)
     {
-        _capacity = config.BlockSize;
+        _capacity = capacity ?? config.BlockSize;
+        if (_capacity < 1 || _capacity > config.BlockSize)
+            throw new ArgumentOutOfRangeException(nameof(capacity), _capacity, $"a cache holds 1..block_size ({config.BlockSize}) positions");
+        _blockSize = config.BlockSize;
         _layers = Enumerable.Range(0, config.NLayer).Select(_ => new LayerKv(this)).ToArray();
     }
 
@@ -30,7 +34,9 @@ public sealed class KvCache : IDisposable
     public void Reserve(long count)
     {
         if (Length + count > _capacity)
-            throw new ArgumentException($"{Length} cached + {count} new positions exceed block_size {_capacity}");
+            throw new ArgumentException(_capacity == _blockSize
+                ? $"{Length} cached + {count} new positions exceed block_size {_capacity}"
+                : $"{Length} cached + {count} new positions exceed the cache's {_capacity}");
     }
 
     /// <summary>Called once per forward, after every layer appended <paramref name="count"/> positions.</summary>

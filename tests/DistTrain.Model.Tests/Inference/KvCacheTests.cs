@@ -56,4 +56,18 @@ public class KvCacheTests
         Assert.Contains($"exceed block_size {config.BlockSize}", e.Message);
         Assert.Equal(config.BlockSize - 1, cache.Length);
     }
+
+    [Fact]
+    public void ACacheSizedForAGenerationRefusesMore()
+    {
+        var config = Config(Architecture.DenseFormer);
+        using var model = TinyModels.Build(config);
+        using var noGrad = no_grad();
+        using var cache = new KvCache(config, capacity: 4);
+        using var scope = NewDisposeScope();
+        model.forward(TinyModels.Tokens(config, 1, 3), cache);
+        var e = Assert.Throws<ArgumentException>(() => model.forward(TinyModels.Tokens(config, 1, 2), cache));
+        Assert.Equal("3 cached + 2 new positions exceed the cache's 4", e.Message);
+        Assert.Throws<ArgumentOutOfRangeException>(() => new KvCache(config, config.BlockSize + 1));
+    }
 }
