@@ -41,17 +41,34 @@ static class GenerateCommand
             if (ids.Length > model.Config.BlockSize)
                 throw new ArgumentException($"--prompt: {ids.Length} tokens ({tok.Name}), more than the model's block_size {model.Config.BlockSize}; shorten the prompt");
 
-            var clock = Stopwatch.StartNew();
-            var output = Decoder.Generate(model, ids, n, sampling, stopToken: tok.EndOfText);
-            var stopped = output.Count > 0 && output[^1] == tok.EndOfText ? "end_of_text" : output.Count == n ? "max_tokens" : "block_size";
-            var generated = tok.Decode(output.Where(t => t != tok.EndOfText).Select(t => (int)t));
-            if (parse.GetValue(json))
-                Console.Out.WriteLine(JsonSerializer.Serialize(new { prompt = text, text = generated, prompt_ids = ids, ids = output, stopped, step = manifest.Step }));
-            else
+            bool asJson = parse.GetValue(json);
+            var shown = new List<int>();   // the text so far, printed as it grows (not with --json)
+            int written = 0;
+            void Show(bool last)
             {
-                Console.Out.WriteLine(text + generated);
-                Console.Error.WriteLine($"{output.Count} tokens in {clock.Elapsed.TotalSeconds:F1} s (step {manifest.Step}, {tok.Name}, stopped at {stopped.Replace('_', ' ')})");
+                var sofar = tok.Decode(shown);
+                if (!last && sofar.EndsWith('\uFFFD')) return;   // a character whose bytes are still coming
+                if (sofar.Length > written) Console.Out.Write(sofar[written..]);
+                written = sofar.Length;
             }
+            if (!asJson) Console.Out.Write(text);
+            var clock = Stopwatch.StartNew();
+            var output = Decoder.Generate(model, ids, n, sampling, stopToken: tok.EndOfText, onToken: token =>
+            {
+                if (asJson || token == tok.EndOfText) return;
+                shown.Add((int)token);
+                Show(last: false);
+            });
+            var stopped = output.Count > 0 && output[^1] == tok.EndOfText ? "end_of_text" : output.Count == n ? "max_tokens" : "block_size";
+            if (asJson)
+            {
+                var generated = tok.Decode(output.Where(t => t != tok.EndOfText).Select(t => (int)t));
+                Console.Out.WriteLine(JsonSerializer.Serialize(new { prompt = text, text = generated, prompt_ids = ids, ids = output, stopped, step = manifest.Step }));
+                return 0;
+            }
+            Show(last: true);
+            Console.Out.WriteLine();
+            Console.Error.WriteLine($"{output.Count} tokens in {clock.Elapsed.TotalSeconds:F1} s (step {manifest.Step}, {tok.Name}, stopped at {stopped.Replace('_', ' ')})");
             return 0;
         });
         return command;

@@ -11,9 +11,11 @@ public static class Decoder
 {
     /// <summary>
     /// Up to <paramref name="maxTokens"/> tokens after <paramref name="prompt"/> (1..block_size ids), stopping early
-    /// after <paramref name="stopToken"/> (included) or when prompt and output fill block_size.
+    /// after <paramref name="stopToken"/> (included) or when prompt and output fill block_size. <paramref name="onToken"/>
+    /// sees each token as it is chosen (to print as it goes).
     /// </summary>
-    public static IReadOnlyList<long> Generate(LanguageModel model, IReadOnlyList<long> prompt, int maxTokens, SamplingOptions sampling, long? stopToken = null)
+    public static IReadOnlyList<long> Generate(LanguageModel model, IReadOnlyList<long> prompt, int maxTokens, SamplingOptions sampling,
+        long? stopToken = null, Action<long>? onToken = null)
     {
         var config = model.Config;
         if (maxTokens < 1) throw new ArgumentException($"max tokens {maxTokens}: generate at least one", nameof(maxTokens));
@@ -35,6 +37,7 @@ public static class Decoder
             var logits = model.forward(tensor(next, device: device).unsqueeze(0), cache);   // (1, T, V)
             long token = sampler.Next(logits[0, -1]);
             output.Add(token);
+            onToken?.Invoke(token);
             if (token == stopToken) break;
             next = [token];
         }
