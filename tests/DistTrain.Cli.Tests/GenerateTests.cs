@@ -76,6 +76,12 @@ public class GenerateTests(TinyCheckpoint checkpoint) : IClassFixture<TinyCheckp
         Assert.Contains("(step 10, byte, stopped at max tokens)", first);
         Assert.Equal(Text(first), Text(again));
         Assert.NotEqual(Text(first), Text(other));
+
+        // the text printed as it is sampled is the whole decoded text (bytes of one character may arrive over several tokens)
+        var (jsonCode, json) = Disttrain.Run(Limit, [.. args, "--json"]);
+        Assert.True(jsonCode == 0, json);
+        var whole = "In the beginning" + Json(json).GetProperty("text").GetString() + "\n";
+        Assert.Equal(whole.Replace("\r\n", "\n").Replace('\r', '\n'), Text(first));   // the test reads lines: \r ends one too
     }
 
     [Fact]
