@@ -21,6 +21,7 @@ var root = new RootCommand("DistTrain: data-parallel training of Transformer++, 
     CheckpointCommands.Export(),
     CheckpointCommands.Score(),
     CheckpointCommands.Eval(),
+    GenerateCommand.Create(),
     PlotCommand.Create(),
 };
 // errors reach ErrorReporter: a user mistake is one line and exit code 2, not a stack trace

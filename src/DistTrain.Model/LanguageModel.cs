@@ -1,3 +1,4 @@
+using DistTrain.Model.Inference;
 using DistTrain.Model.Kernels;
 using DistTrain.Model.Layers;
 using TorchSharp;
@@ -68,18 +69,33 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
         return _output.forward(Hidden(tokens)).MoveToOuterDisposeScope();
     }
 
-    /// <summary>The final normed hidden states (B, T, D): what the output projection reads.</summary>
-    public Tensor Hidden(Tensor tokens)
+    /// <summary>
+    /// Inference: tokens (B, T) at positions cache.Length.. -> their logits (B, T, V); the cache gets their
+    /// keys and values. Equals the last T positions of <see cref="forward(Tensor)"/> over the whole sequence,
+    /// up to float rounding. Activation checkpointing does not apply (run it under no_grad).
+    /// </summary>
+    public Tensor forward(Tensor tokens, KvCache cache)
     {
         using var scope = NewDisposeScope();
-        var (cos, sin) = RotaryTables(tokens.shape[1], tokens.device);
+        return _output.forward(Hidden(tokens, cache)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The final normed hidden states (B, T, D): what the output projection reads. With a cache, see <see cref="forward(Tensor, KvCache)"/>.</summary>
+    public Tensor Hidden(Tensor tokens, KvCache? cache = null)
+    {
+        using var scope = NewDisposeScope();
+        long start = cache?.Length ?? 0, t = tokens.shape[1];
+        cache?.Reserve(t);
+        var (cos, sin) = RotaryTables(start, t, tokens.device);
+        var policy = cache is null ? Checkpointing : ActivationCheckpointing.Off;
         var x = _tokEmbeddings.forward(tokens);
         var final = _config.Arch switch
         {
-            Architecture.MUDDFormer => ForwardMudd(x, cos, sin),
-            Architecture.DenseFormer => ForwardDenseFormer(x, cos, sin),
-            _ => ForwardResidual(x, cos, sin),
+            Architecture.MUDDFormer => ForwardMudd(x, cos, sin, policy, cache),
+            Architecture.DenseFormer => ForwardDenseFormer(x, cos, sin, policy, cache),
+            _ => ForwardResidual(x, cos, sin, policy, cache),
         };
+        cache?.Advance(t);
         return _norm.forward(final).MoveToOuterDisposeScope();
     }
 
@@ -96,12 +112,12 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
     }
 
     /// <summary>Transformer++: without dense connections the block and mudd policies are the same.</summary>
-    Tensor ForwardResidual(Tensor x, Tensor cos, Tensor sin)
+    Tensor ForwardResidual(Tensor x, Tensor cos, Tensor sin, ActivationCheckpointing policy, KvCache? cache)
     {
         for (int i = 0; i < _layers.Count; i++)
         {
             var layer = _layers[i];
-            x = Checkpointing.Covers(i) ? Recomputed((h, c, s) => layer.Forward(h[0], c, s), [x], cos, sin) : layer.Forward(x, cos, sin);
+            x = policy.Covers(i) ? Recomputed((h, c, s) => layer.Forward(h[0], c, s), [x], cos, sin) : layer.Forward(x, cos, sin, cache?[i]);
         }
         return x;
     }
@@ -111,7 +127,7 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
     /// average after block i-1 (dwa.{i-1}; the plain output where the period skips it). With the
     /// mudd policy the average is recomputed inside the checkpointed region, so only hiddens are kept.
     /// </summary>
-    Tensor ForwardDenseFormer(Tensor x, Tensor cos, Tensor sin)
+    Tensor ForwardDenseFormer(Tensor x, Tensor cos, Tensor sin, ActivationCheckpointing policy, KvCache? cache)
     {
         var hiddens = new List<Tensor> { x };
         for (int i = 0; i < _layers.Count; i++)
@@ -119,8 +135,8 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
             var layer = _layers[i];
             Tensor Average(IReadOnlyList<Tensor> h) => h.Count == 1 ? h[0] : _dwa!.TryGet(h.Count - 2, out var dwa) ? dwa.Forward(h) : h[^1];
             Tensor output;
-            if (!Checkpointing.Covers(i)) output = layer.Forward(Average(hiddens), cos, sin);
-            else if (Checkpointing.Kind == CheckpointKind.Block) output = Recomputed((h, c, s) => layer.Forward(h[0], c, s), [Average(hiddens)], cos, sin);
+            if (!policy.Covers(i)) output = layer.Forward(Average(hiddens), cos, sin, cache?[i]);
+            else if (policy.Kind == CheckpointKind.Block) output = Recomputed((h, c, s) => layer.Forward(h[0], c, s), [Average(hiddens)], cos, sin);
             else output = Recomputed((h, c, s) => layer.Forward(Average(h), c, s), [.. hiddens], cos, sin);
             hiddens.Add(output);
         }
@@ -135,7 +151,7 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
     /// i-1 are recomputed in backward, so the four mixed streams are never kept. The mixes of this
     /// pass, recomputed ones included, share one set of gradient buffers for the hiddens.
     /// </summary>
-    Tensor ForwardMudd(Tensor x, Tensor cos, Tensor sin)
+    Tensor ForwardMudd(Tensor x, Tensor cos, Tensor sin, ActivationCheckpointing policy, KvCache? cache)
     {
         var gradients = new HiddenGradients();
         Tensor[] Mix(int after, IReadOnlyList<Tensor> h) => MixAfter(after, h, gradients);
@@ -143,14 +159,15 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
         for (int i = 0; i < _layers.Count; i++)
         {
             int layer = i;
-            Tensor Block(Tensor[] s, Tensor c, Tensor n) => s.Length == 1 ? _layers[layer].Forward(s[0], c, n) : _layers[layer].Forward(s[0], s[1], s[2], s[3], c, n);
+            var kv = cache?[layer];
+            Tensor Block(Tensor[] s, Tensor c, Tensor n) => s.Length == 1 ? _layers[layer].Forward(s[0], c, n, kv) : _layers[layer].Forward(s[0], s[1], s[2], s[3], c, n, kv);
             Tensor output;
-            if (Checkpointing.Covers(i) && Checkpointing.Kind == CheckpointKind.Mudd)
+            if (policy.Covers(i) && policy.Kind == CheckpointKind.Mudd)
                 output = Recomputed((h, c, n) => Block(layer == 0 ? h : Mix(layer - 1, h), c, n), [.. hiddens], cos, sin);
             else
             {
                 var streams = i == 0 ? [x] : Mix(i - 1, hiddens);
-                output = Checkpointing.Covers(i) ? Recomputed(Block, streams, cos, sin) : Block(streams, cos, sin);
+                output = policy.Covers(i) ? Recomputed(Block, streams, cos, sin) : Block(streams, cos, sin);
             }
             hiddens.Add(output);
         }
@@ -169,10 +186,11 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
         return _kernels.Mix(hiddens, dw, gradients).Select(t => t.MoveToOuterDisposeScope()).ToArray();
     }
 
-    (Tensor Cos, Tensor Sin) RotaryTables(long seqLen, Device device)
+    /// <summary>The rotary tables of positions start..start+seqLen-1.</summary>
+    (Tensor Cos, Tensor Sin) RotaryTables(long start, long seqLen, Device device)
     {
-        if (seqLen > _config.BlockSize)
-            throw new ArgumentException($"sequence length {seqLen} exceeds block_size {_config.BlockSize}; raise model.block_size or lower train.seq_len");
+        if (start + seqLen > _config.BlockSize)
+            throw new ArgumentException($"sequence length {start + seqLen} exceeds block_size {_config.BlockSize}; raise model.block_size or lower train.seq_len");
         // Device has no value equality: compare type and index, or the table is rebuilt (and copied to the GPU) every step
         if (_cos is null || _cos.device_type != device.type || _cos.device_index != device.index)
         {
@@ -181,7 +199,7 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
             _cos.DetachFromDisposeScope();   // cached across steps: not owned by the caller's scope
             _sin.DetachFromDisposeScope();
         }
-        return (_cos[..(int)seqLen], _sin![..(int)seqLen]);
+        return (_cos.narrow(0, start, seqLen), _sin!.narrow(0, start, seqLen));
     }
 
     protected override void Dispose(bool disposing)

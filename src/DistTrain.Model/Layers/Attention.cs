@@ -1,3 +1,4 @@
+using DistTrain.Model.Inference;
 using DistTrain.Model.Kernels;
 using TorchSharp;
 using TorchSharp.Utils;
@@ -49,8 +50,12 @@ public sealed class Attention : nn.Module, IUsesKernels
 
     public IKernels Kernels { get; set; } = ReferenceKernels.Instance;
 
-    /// <summary>xq, xk, xv: (B, T, D) (the same tensor three times without dense streams) -> (B, T, D).</summary>
-    public Tensor Forward(Tensor xq, Tensor xk, Tensor xv, Tensor cos, Tensor sin)
+    /// <summary>
+    /// xq, xk, xv: (B, T, D) (the same tensor three times without dense streams) -> (B, T, D). cos and sin
+    /// cover the T positions. With <paramref name="kv"/> the T tokens follow the cached positions: their keys
+    /// and values are appended, and they attend to every cached position as well.
+    /// </summary>
+    public Tensor Forward(Tensor xq, Tensor xk, Tensor xv, Tensor cos, Tensor sin, LayerKv? kv = null)
     {
         using var scope = NewDisposeScope();
         long b = xq.shape[0], t = xq.shape[1];
@@ -70,7 +75,12 @@ public sealed class Attention : nn.Module, IUsesKernels
         q = Kernels.QkNormRotary(q, _qNorm?.weight, _normEps, cos, sin);
         k = Kernels.QkNormRotary(k, _kNorm?.weight, _normEps, cos, sin);
         // (B, T, H, d) -> (B, H, T, d)
-        var y = nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_casual: true);
+        var (keys, values) = (k.transpose(1, 2), v.transpose(1, 2));
+        var mask = kv?.Mask(t, xq.device);
+        if (kv is not null) (keys, values) = kv.Append(keys, values);   // (B, H, cached + T, d)
+        var y = mask is null
+            ? nn.functional.scaled_dot_product_attention(q.transpose(1, 2), keys, values, is_casual: true)
+            : nn.functional.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask: mask);
         var output = _wo.forward(y.transpose(1, 2).reshape(b, t, (long)_nHead * _headDim));
         return output.MoveToOuterDisposeScope();
     }

@@ -1,3 +1,4 @@
+using DistTrain.Model.Inference;
 using TorchSharp;
 using TorchSharp.Utils;
 using TorchSharp.Modules;
@@ -31,17 +32,17 @@ public sealed class TransformerBlock : nn.Module
         RegisterComponents();
     }
 
-    /// <summary>Single residual stream: x (B, T, D) -> (B, T, D).</summary>
-    public Tensor Forward(Tensor x, Tensor cos, Tensor sin)
+    /// <summary>Single residual stream: x (B, T, D) -> (B, T, D); kv: this layer's cache (<see cref="Attention.Forward"/>).</summary>
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, LayerKv? kv = null)
     {
         using var scope = NewDisposeScope();
         var normed = _attentionNorm!.forward(x);
-        var h = x.Plus(_attention.Forward(normed, normed, normed, cos, sin));
+        var h = x.Plus(_attention.Forward(normed, normed, normed, cos, sin, kv));
         return h.Plus(_feedForward.forward(_ffnNorm.forward(h))).MoveToOuterDisposeScope();
     }
 
     /// <summary>MUDD streams q, k, v, r: each (B, T, D) -> (B, T, D).</summary>
-    public Tensor Forward(Tensor q, Tensor k, Tensor v, Tensor r, Tensor cos, Tensor sin)
+    public Tensor Forward(Tensor q, Tensor k, Tensor v, Tensor r, Tensor cos, Tensor sin, LayerKv? kv = null)
     {
         using var scope = NewDisposeScope();
         Tensor nq, nk, nv;
@@ -49,7 +50,7 @@ public sealed class TransformerBlock : nn.Module
             (nq, nk, nv) = (_attentionNorms[0].forward(q), _attentionNorms[1].forward(k), _attentionNorms[2].forward(v));
         else
             (nq, nk, nv) = (_attentionNorm!.forward(q), _attentionNorm.forward(k), _attentionNorm.forward(v));
-        var h = r.Plus(_attention.Forward(nq, nk, nv, cos, sin));
+        var h = r.Plus(_attention.Forward(nq, nk, nv, cos, sin, kv));
         return h.Plus(_feedForward.forward(_ffnNorm.forward(h))).MoveToOuterDisposeScope();
     }
 }

@@ -43,6 +43,7 @@ public sealed class CheckpointSaver : IDisposable
     readonly Tensor[] _host = new Tensor[Buffers.Length];   // this rank's slices in host memory (pinned for a GPU), reused by every save
     readonly HostTensor[] _hostBytes;                        // the same memory as the background write sees it: no TorchSharp object
     readonly string _configYaml, _modelConfigJson, _layoutJson;
+    readonly string? _tokenizer;   // what `generate` decodes with (RunTokenizer); null when no dataset.json names it
     readonly long _flatCount;
     Task<CheckpointReport>? _pending;
 
@@ -57,6 +58,7 @@ public sealed class CheckpointSaver : IDisposable
         // what every manifest repeats, computed here: the background write touches only strings and the host buffers above
         (_configYaml, _modelConfigJson) = (YamlTree.Write(config.Tree), HfExport.ConfigJson(config.Model, ScalarType.Float32).ToJsonString());
         (_layoutJson, _flatCount) = (TrainingCheckpoint.LayoutJson(flat), flat.Count);
+        _tokenizer = RunTokenizer.NameFor(config.Data);
         WritableFolder.Ensure(Path.GetFullPath(options.Dir), "checkpoint.dir", config, rank);   // a full disk shows now, not at the first save
     }
 
@@ -177,7 +179,7 @@ public sealed class CheckpointSaver : IDisposable
             Config = _configYaml, ModelConfig = JsonNode.Parse(_modelConfigJson)!.AsObject(),
             DataCursors = JsonSerializer.Serialize(new { shards = job.Shards, cursors = allCursors }),
             Scalars = new() { ["adam_steps"] = job.Counters.Steps, ["first_non_finite"] = job.Counters.FirstNonFinite, ["flat_count"] = _flatCount },
-            Extra = new() { ["layout"] = _layoutJson },
+            Extra = _tokenizer is null ? new() { ["layout"] = _layoutJson } : new() { ["layout"] = _layoutJson, [RunTokenizer.ManifestKey] = _tokenizer },
             Files = sorted,
             Tensors = sorted.Where(f => f.Name.EndsWith(".safetensors")).SelectMany(f => ManifestTensor.Of(f.Name, Safetensors.Open(Path.Combine(temp, f.Name)))).ToList(),
         };
