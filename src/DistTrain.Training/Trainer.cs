@@ -7,6 +7,7 @@ using DistTrain.Training.Checkpointing;
 using DistTrain.Training.Config;
 using DistTrain.Training.Diagnostics;
 using DistTrain.Training.Optim;
+using DistTrain.Training.Stopping;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -26,13 +27,18 @@ public sealed class Trainer : IDisposable
     readonly ICheckpointCommit _commit;
     readonly Device _device;
     readonly ScalarType _dtype;
+    readonly StopGate _stop;
+    string? _lastCheckpoint;
 
     /// <param name="comm">the ranks' communicator; null: one process (world size 1)</param>
     /// <param name="data">this rank's shards; null: computed here (what every rank of a job computes)</param>
     /// <param name="runId">the run directory name shared by all ranks; null: NAME-TIMESTAMP</param>
     /// <param name="commit">the two-phase commit of checkpoints across ranks (the coordinator's); null: one process commits alone</param>
-    public Trainer(TrainConfig config, ICommunicator? comm = null, DataAssignment? data = null, string? runId = null, ICheckpointCommit? commit = null)
+    /// <param name="stop">where a graceful stop (a signal) ends the loop; null: the run always trains to train.steps</param>
+    public Trainer(TrainConfig config, ICommunicator? comm = null, DataAssignment? data = null, string? runId = null, ICheckpointCommit? commit = null,
+        StopGate? stop = null)
     {
+        _stop = stop ?? new StopGate();
         _config = config;
         _comm = comm ?? new LocalCommunicator();
         if (commit is null && _comm.WorldSize > 1)
@@ -82,6 +88,7 @@ public sealed class Trainer : IDisposable
         var c = _config.Checkpoint;
         using var saver = c.Interval > 0 ? new CheckpointSaver(c, _config, _comm.Rank, _comm.WorldSize, _commit, Path.GetFileName(run.Path), Flat) : null;
         observer?.OnStart(t.Steps, run.Path);
+        _stop.Begin(startStep);
         double? initialValLoss = Evaluate();
 
         long tokensPerStep = (long)plan.GlobalBatch * t.SeqLen;
@@ -91,6 +98,7 @@ public sealed class Trainer : IDisposable
         double waitAtWindow = 0;
         int stepsInWindow = 0;
         Model.train();
+        StopOutcome? stopped = null;
 
         for (int step = startStep; step < t.Steps; step++)
         {
@@ -123,14 +131,16 @@ public sealed class Trainer : IDisposable
             if (t.Ledger) run.AppendLedger(step + 1, train.Taken);
             train.Taken.Clear();
             bool last = step == t.Steps - 1;
-            if (saver is not null && ((step + 1) % c.Interval == 0 || last))
+            // a graceful stop (a signal): this step is the last, saved like the final one
+            bool stop = !last && _stop.StopAfter(step + 1, ct);
+            if (saver is not null && ((step + 1) % c.Interval == 0 || last || stop))
             {
                 observer?.OnPhase(step, StepPhase.Checkpoint);
                 Saved(saver.Begin(Flat, Optimizer, plan, step + 1, tokensPerStep * (step + 1), train.ShardCursors, ct), observer);
             }
             observer?.OnStep(step);
 
-            if ((step + 1) % t.LogInterval == 0 || last)
+            if ((step + 1) % t.LogInterval == 0 || last || stop)
             {
                 // a host sync: only every log_interval steps; the loss is the mean over ranks
                 _comm.AllReduceMean(lossSum);
@@ -150,11 +160,17 @@ public sealed class Trainer : IDisposable
                 window.Restart();
             }
             gradNorm.Dispose();
+            if (stop)
+            {
+                stopped = new StopOutcome(step + 1, null);
+                break;
+            }
         }
         Saved(saver?.Wait(), observer, final: true);
+        if (stopped is not null) stopped = stopped with { Checkpoint = _lastCheckpoint };
         lossSum.Dispose();
         _loader = null;
-        return new TrainResult(run.Path, reports, train.Cursors, initialValLoss);
+        return new TrainResult(run.Path, reports, train.Cursors, initialValLoss) { Stopped = stopped };
     }
 
     /// <summary>
@@ -165,6 +181,7 @@ public sealed class Trainer : IDisposable
     {
         if (report is null) return;
         observer?.OnCheckpoint(report);
+        if (report.Error is null) _lastCheckpoint = report.Dir;
         if (final && report.Error is { } lost)
             throw new TrainingException($"the final checkpoint (step {report.Step}) failed: {lost}. Training finished but its last steps are not saved " +
                 $"(checkpoint.on_failure={_config.Checkpoint.OnFailure} retries only at a later save); free space or fix permissions under {_config.Checkpoint.Dir} " +
@@ -243,4 +260,8 @@ public sealed class Trainer : IDisposable
 }
 
 /// <summary>What a finished run leaves: its folder, every logged report, where the data stands, and the validation loss before step 1.</summary>
-public sealed record TrainResult(string RunDirectory, IReadOnlyList<StepReport> Reports, IReadOnlyList<DataCursor> Cursors, double? InitialValLoss);
+public sealed record TrainResult(string RunDirectory, IReadOnlyList<StepReport> Reports, IReadOnlyList<DataCursor> Cursors, double? InitialValLoss)
+{
+    /// <summary>Where a graceful stop ended the run before train.steps (null: it trained to the end).</summary>
+    public StopOutcome? Stopped { get; init; }
+}
