@@ -1,4 +1,8 @@
 using System.Diagnostics;
+using System.Text.RegularExpressions;
+using DistTrain.Cli.Terminal;
+using DistTrain.Training.Stopping;
+using DistTrain.Worker;
 using DistTrain.Training.Cluster;
 using DistTrain.Training.Config;
 
@@ -7,8 +11,10 @@ namespace DistTrain.Cli.Commands;
 /// <summary>
 /// Starts this node's processes (the coordinator on its node, one worker per slot) as children of
 /// the same executable, forwards their output with a prefix, and exits non-zero if any fails.
+/// SIGINT / SIGTERM ask the coordinator to stop the whole job gracefully (every rank saves the same step), then
+/// launch waits for its children and exits with the stop's code; a second signal kills them at once.
 /// </summary>
-static class Launcher
+static partial class Launcher
 {
     static readonly TimeSpan FailureGrace = TimeSpan.FromSeconds(10);
 
@@ -24,11 +30,28 @@ static class Launcher
 
         string[] common = ["--manifest", manifestPath, "--config", configPath, .. overrides.SelectMany(o => new[] { "--set", o })];
         var children = new List<(string Name, Process Process)>();
-        if (nodeRank == m.CoordinatorNode) children.Add(("coordinator", Start("coordinator", ["coordinator", .. common], traceParent)));
-        for (int slot = 0; slot < node.Slots; slot++)
+        using var signals = new StopSignals(new StopRequest(), "stopping the job: every rank finishes its step and saves a checkpoint",
+            atOnce: () => { lock (children) foreach (var (_, p) in children) TryKill(p); });
+        _ = signals.Stop.Requested.ContinueWith(async code =>
         {
-            var name = $"rank {m.RankOf(nodeRank, slot)}";   // ranks are fixed by the manifest: node order, then slot
-            children.Add((name, Start(name, ["worker", .. common, "--node-rank", $"{nodeRank}", "--local-slot", $"{slot}"], traceParent)));
+            if (await JobStop.RequestAsync(m, code.Result, $"launch on node {nodeRank}") is { } refused)
+                Console.Error.WriteLine($"[launch] cannot stop the job gracefully: {refused}; send the signal again to end every process at once");
+        }, TaskScheduler.Default);
+        StopOutcome? stopped = null;
+        void Watch(string name, string line)
+        {
+            // rank 0's last line says where the job stopped; launch repeats it with its own resume command
+            if (name == "rank 0" && StoppedLine().Match(line) is { Success: true } match)
+                stopped = new StopOutcome(int.Parse(match.Groups[1].Value), match.Groups[2].Value);
+        }
+        lock (children)
+        {
+            if (nodeRank == m.CoordinatorNode) children.Add(("coordinator", Start("coordinator", ["coordinator", .. common], traceParent, Watch)));
+            for (int slot = 0; slot < node.Slots; slot++)
+            {
+                var name = $"rank {m.RankOf(nodeRank, slot)}";   // ranks are fixed by the manifest: node order, then slot
+                children.Add((name, Start(name, ["worker", .. common, "--node-rank", $"{nodeRank}", "--local-slot", $"{slot}"], traceParent, Watch)));
+            }
         }
 
         using var stop = ct.Register(() => { foreach (var (_, p) in children) TryKill(p); });
@@ -38,7 +61,8 @@ static class Launcher
         while (exits.Any(e => !e.IsCompleted))
         {
             await Task.WhenAny(exits.Where(e => !e.IsCompleted));
-            if (children.Any(c => c.Process.HasExited && c.Process.ExitCode != 0))
+            // a graceful stop's exit code is not a failure: the others are saving the same step
+            if (children.Any(c => c.Process.HasExited && c.Process.ExitCode != 0 && !StopRequest.IsStopExitCode(c.Process.ExitCode)))
             {
                 await Task.WhenAny(Task.WhenAll(exits), Task.Delay(FailureGrace));
                 foreach (var (name, p) in children.Where(c => !c.Process.HasExited))
@@ -49,12 +73,19 @@ static class Launcher
                 await Task.WhenAll(exits);
             }
         }
-        var failed = children.Where(c => c.Process.ExitCode != 0).ToList();
+        var failed = children.Where(c => c.Process.ExitCode != 0 && !StopRequest.IsStopExitCode(c.Process.ExitCode)).ToList();
         foreach (var (name, p) in failed) Console.Error.WriteLine($"[launch] {name} exited with code {p.ExitCode}");
-        return failed.Count == 0 ? 0 : 1;
+        if (failed.Count > 0) return 1;
+        var stopCode = children.Select(c => c.Process.ExitCode).FirstOrDefault(StopRequest.IsStopExitCode);
+        if (stopCode == 0) return 0;
+        Console.WriteLine(stopped is { } s ? ResumeCommand.StoppedLine(s.Step, s.Checkpoint) : "stopped; rank 0 runs on another node: its line says where and how to resume");
+        return stopCode;
     }
 
-    static Process Start(string name, string[] args, string traceParent)
+    [GeneratedRegex(@"^stopped at step (\d+); checkpoint (\S+);")]
+    private static partial Regex StoppedLine();
+
+    static Process Start(string name, string[] args, string traceParent, Action<string, string> watch)
     {
         // the same program: `dotnet disttrain.dll ...` or the published `disttrain ...`
         var self = Environment.ProcessPath!;
@@ -64,7 +95,12 @@ static class Launcher
         start.Environment["NO_COLOR"] = "1";
         if (traceParent.Length > 0) start.Environment["TRACEPARENT"] = traceParent;
         var process = Process.Start(start) ?? throw new InvalidOperationException($"could not start {name}");
-        process.OutputDataReceived += (_, e) => { if (e.Data is not null) Console.Out.WriteLine($"[{name}] {e.Data}"); };
+        process.OutputDataReceived += (_, e) =>
+        {
+            if (e.Data is null) return;
+            Console.Out.WriteLine($"[{name}] {e.Data}");
+            watch(name, e.Data);
+        };
         process.ErrorDataReceived += (_, e) => { if (e.Data is not null) Console.Error.WriteLine($"[{name}] {e.Data}"); };
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
