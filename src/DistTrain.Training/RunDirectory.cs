@@ -50,6 +50,28 @@ public sealed class RunDirectory : IDisposable
         return new RunDirectory(path, rank, config.Train.Ledger);
     }
 
+    /// <summary>Where a run keeps its checkpoints unless checkpoint.dir says otherwise.</summary>
+    public static string CheckpointsOf(string runDirectory) => System.IO.Path.Combine(runDirectory, "checkpoints");
+
+    /// <summary>
+    /// checkpoint.dir for this run: the configured one, or this run's checkpoints/ folder; <paramref name="forLatest"/>
+    /// (resuming from "latest" without checkpoint.dir): the newest other run of the same train.name under train.run_dir
+    /// whose checkpoints/ has a latest (null: none).
+    /// </summary>
+    public static string? CheckpointDir(TrainConfig config, string runDirectory, bool forLatest)
+    {
+        if (config.Checkpoint.Dir.Length > 0) return config.Checkpoint.Dir;
+        if (!forLatest) return CheckpointsOf(runDirectory);
+        var root = new DirectoryInfo(System.IO.Path.GetDirectoryName(runDirectory)!);
+        return root.EnumerateDirectories($"{config.Train.Name}-*")
+            .Where(d => d.FullName != runDirectory)
+            .Select(d => new FileInfo(System.IO.Path.Combine(CheckpointsOf(d.FullName), "latest")))
+            .Where(f => f.Exists)
+            .OrderByDescending(f => f.LastWriteTimeUtc)
+            .Select(f => f.DirectoryName!)
+            .FirstOrDefault();
+    }
+
     public void Append(StepReport report)
     {
         _metrics?.WriteLine(JsonSerializer.Serialize(report, StepReport.Json));

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using DistTrain.Checkpoint;
 using DistTrain.Data;
 using DistTrain.Distributed;
 using DistTrain.Model;
@@ -29,6 +30,7 @@ public sealed class Trainer : IDisposable
     readonly ScalarType _dtype;
     readonly StopGate _stop;
     string? _lastCheckpoint;
+    string _checkpointDir = "";
 
     /// <param name="comm">the ranks' communicator; null: one process (world size 1)</param>
     /// <param name="data">this rank's shards; null: computed here (what every rank of a job computes)</param>
@@ -75,17 +77,21 @@ public sealed class Trainer : IDisposable
         var schedule = new LrSchedule(o.Lr, o.WarmupSteps, t.Steps, o.MinLrRatio);
         int startStep = 0;
         IReadOnlyDictionary<int, DataCursor> resumeCursors = new Dictionary<int, DataCursor>();
-        if (_config.Checkpoint.Resume.Length > 0)
+        using var run = RunDirectory.Create(_config, _runId, _comm.Rank);
+        var c = _config.Checkpoint with { Dir = RunDirectory.CheckpointDir(_config, run.Path, forLatest: false)! };
+        _checkpointDir = c.Dir;
+        if (c.Resume.Length > 0)
         {
-            var resumed = TrainingCheckpoint.Load(_config.Checkpoint.Resume, _config.Checkpoint, Flat, Optimizer, plan);
+            var from = c.Resume == "latest" ? c with { Dir = RunDirectory.CheckpointDir(_config, run.Path, forLatest: true)
+                ?? throw new CheckpointException($"{Path.GetFullPath(t.RunDir)}: no earlier run named {t.Name} has a checkpoint (checkpoints/latest) to resume from; " +
+                    "pass --resume with a checkpoint folder, or set checkpoint.dir to where the checkpoints are") } : c;
+            var resumed = TrainingCheckpoint.Load(c.Resume, from, Flat, Optimizer, plan);
             (startStep, resumeCursors) = (resumed.Step, resumed.Cursors);
             observer?.OnResume(resumed);
         }
         using var train = new BatchLoader(_data.Shards.Select(s => (s.Shard, OpenReader(_config.Data.Train, loop: true, s.Range, resumeCursors.GetValueOrDefault(s.Shard)))).ToList(),
             plan.WindowsPerShard, t.SeqLen, _device);
         _loader = train;
-        using var run = RunDirectory.Create(_config, _runId, _comm.Rank);
-        var c = _config.Checkpoint;
         using var saver = c.Interval > 0 ? new CheckpointSaver(c, _config, _comm.Rank, _comm.WorldSize, _commit, Path.GetFileName(run.Path), Flat) : null;
         observer?.OnStart(t.Steps, run.Path);
         _stop.Begin(startStep);
@@ -184,10 +190,10 @@ public sealed class Trainer : IDisposable
         if (report.Error is null) _lastCheckpoint = report.Dir;
         if (final && report.Error is { } lost)
             throw new TrainingException($"the final checkpoint (step {report.Step}) failed: {lost}. Training finished but its last steps are not saved " +
-                $"(checkpoint.on_failure={_config.Checkpoint.OnFailure} retries only at a later save); free space or fix permissions under {_config.Checkpoint.Dir} " +
+                $"(checkpoint.on_failure={_config.Checkpoint.OnFailure} retries only at a later save); free space or fix permissions under {_checkpointDir} " +
                 "and resume from the last good checkpoint to train them again");
         if (report.Error is { } error && _config.Checkpoint.OnFailure == "stop")
-            throw new TrainingException($"the checkpoint of step {report.Step} failed: {error}. Training stopped (checkpoint.on_failure=stop); free space or fix permissions under {_config.Checkpoint.Dir} and resume from the last good checkpoint, or set checkpoint.on_failure=continue to train on and retry at the next save");
+            throw new TrainingException($"the checkpoint of step {report.Step} failed: {error}. Training stopped (checkpoint.on_failure=stop); free space or fix permissions under {_checkpointDir} and resume from the last good checkpoint, or set checkpoint.on_failure=continue to train on and retry at the next save");
     }
 
     /// <summary>Mean next-token loss over the validation set (its first eval_batches batches), or null without one.</summary>

@@ -29,7 +29,8 @@ public sealed record TrainOptions(
 public enum KernelChoice { Auto, Fused, Reference }
 
 /// <summary>
-/// Checkpoints: every Interval steps (0: never; default <see cref="DefaultInterval"/>) and after the last step, into Dir, keeping the last
+/// Checkpoints: every Interval steps (0: never; default <see cref="DefaultInterval"/>) and after the last step, into Dir
+/// (empty: the run directory's checkpoints/ folder, see <see cref="RunDirectory.CheckpointsOf"/>), keeping the last
 /// Keep; Resume: a checkpoint folder or "latest"; Fallback: a "latest" that fails verification gives
 /// way to the newest good one; OnFailure: "stop" or "continue" when a save fails (disk full, permissions).
 /// </summary>

@@ -122,8 +122,8 @@ public static class TrainConfigLoader
     }
 
     /// <summary>
-    /// On by default: into RUN_DIR/NAME/checkpoints (one folder for every run of the config, so `--resume latest` finds
-    /// them), every <see cref="CheckpointOptions.DefaultInterval"/> steps and after the last.
+    /// On by default: into the run directory's checkpoints/ (checkpoint.dir empty; `--resume latest` then takes the newest
+    /// earlier run of the same train.name), every <see cref="CheckpointOptions.DefaultInterval"/> steps and after the last.
     /// </summary>
     static CheckpointOptions ReadCheckpoint(ConfigSection s, TrainOptions train)
     {
@@ -131,7 +131,8 @@ public static class TrainConfigLoader
         int steps = interval == "auto" ? CheckpointOptions.DefaultInterval(train.Steps)
             : int.TryParse(interval, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out var n) ? n
             : throw new ConfigException($"{s.Where("interval")}: '{interval}' is not auto, 0 (no checkpoints) or a number of steps");
-        var c = new CheckpointOptions(Dir: Path.GetFullPath(s.String("dir", Path.Combine(train.RunDir, train.Name, "checkpoints"))),
+        var dir = s.String("dir", "");
+        var c = new CheckpointOptions(Dir: dir.Length > 0 ? Path.GetFullPath(dir) : "",
             Interval: steps, Keep: s.Int("keep", 3), Resume: s.String("resume", ""),
             Fallback: s.Bool("fallback", false), OnFailure: s.String("on_failure", "stop"));
         s.EnsureConsumed();
