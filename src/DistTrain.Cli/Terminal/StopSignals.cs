@@ -35,7 +35,7 @@ sealed class StopSignals : IDisposable
             }
             Console.Error.WriteLine($"{name} again: exiting at once (exit code {_stop.ExitCode}); a checkpoint in progress is not committed, the last committed one stays usable");
             _atOnce?.Invoke();
-            Environment.Exit(_stop.IsRequested ? _stop.ExitCode : code);
+            ImmediateExit.Now(_stop.IsRequested ? _stop.ExitCode : code);
         }
     }
 
