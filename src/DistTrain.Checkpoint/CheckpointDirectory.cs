@@ -7,7 +7,8 @@ namespace DistTrain.Checkpoint;
 
 /// <summary>
 /// The on-disk layout under a checkpoint root: finished checkpoints are root/step-XXXXXXXX/ holding
-/// manifest.json; a save in progress is root/.tmp-step-XXXXXXXX-guid/; root/latest names the checkpoint
+/// manifest.json; a save in progress is root/.tmp-step-XXXXXXXX-RUN@JOB/ (its owner in its name, so that
+/// the leftovers of an interrupted save are known to be this job's); root/latest names the checkpoint
 /// to resume from. A save is written into the temporary folder, fsynced, renamed, and only then does
 /// latest move, so a crash at any point leaves either the old or the new checkpoint, never a half one.
 /// </summary>
@@ -20,8 +21,9 @@ public static partial class CheckpointDirectory
     [GeneratedRegex(@"^step-(\d{8,})$")]
     private static partial Regex StepFolder();
 
-    [GeneratedRegex(@"step-(\d{8,})")]
-    private static partial Regex TempStep();
+    // .tmp-step-XXXXXXXX-RUN@JOB or .tmp-superseded-step-XXXXXXXX-GUID@JOB; RUN and JOB percent-escaped (no '@' in either)
+    [GeneratedRegex(@"^\.tmp-(?:superseded-)?step-(\d{8,})-([^@]+)@([^@]+)$")]
+    private static partial Regex OwnedTemp();
 
     /// <summary>The finished folder name of a step: step-00001234.</summary>
     public static string StepName(long step) => "step-" + step.ToString("D8", CultureInfo.InvariantCulture);
@@ -37,18 +39,20 @@ public static partial class CheckpointDirectory
     }
 
     /// <summary>
-    /// root/.tmp-step-00001234-SAVEID/, created if missing: every rank of one save computes the same
-    /// name from the id they share (the run id), so no rank waits for another to create it.
+    /// root/.tmp-step-00001234-RUN@JOB/, created if missing: every rank of one save computes the same
+    /// name from the owner they share, so no rank waits for another to create it.
     /// </summary>
-    public static string TempFor(string root, long step, string saveId)
+    public static string TempFor(string root, long step, SaveOwner owner)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(step);
-        if (saveId.Length == 0 || saveId.Contains('/') || saveId.Contains('\\') || saveId is "." or "..")
-            throw new ArgumentException($"a save id must be a plain, non-empty name, not '{saveId}'", nameof(saveId));
-        string temp = Path.Combine(Path.GetFullPath(root), $"{TempPrefix}{StepName(step)}-{saveId}");
+        string temp = Path.Combine(Path.GetFullPath(root), $"{TempPrefix}{StepName(step)}-{owner.Tag(owner.Run)}");
         Directory.CreateDirectory(temp);
         return temp;
     }
+
+    /// <summary>Where a finished checkpoint of a step goes when a new save of the same step replaces it: root/.tmp-superseded-step-00001234-GUID@JOB.</summary>
+    public static string SupersededFor(string root, long step, SaveOwner owner) =>
+        Path.Combine(Path.GetFullPath(root), $"{TempPrefix}superseded-{StepName(step)}-{owner.Tag(Guid.NewGuid().ToString("N"))}");
 
     /// <summary>Fsyncs every file and folder under tempDir, renames it to finalDir, fsyncs the parent.</summary>
     public static void Commit(string tempDir, string finalDir)
@@ -111,18 +115,27 @@ public static partial class CheckpointDirectory
     }
 
     /// <summary>Leftovers of saves that never committed (.tmp-* folders), full paths.</summary>
-    public static IReadOnlyList<string> Partial(string root)
+    public static IReadOnlyList<string> Partial(string root) => PartialSaves(root).Select(p => p.Path).ToList();
+
+    /// <summary>Leftovers of saves that never committed (.tmp-* folders) with their step and owner, by path.</summary>
+    public static IReadOnlyList<PartialSave> PartialSaves(string root)
     {
         if (!Directory.Exists(root)) return [];
-        return Directory.EnumerateDirectories(Path.GetFullPath(root), TempPrefix + "*").Order(StringComparer.Ordinal).ToList();
+        return Directory.EnumerateDirectories(Path.GetFullPath(root), TempPrefix + "*").Order(StringComparer.Ordinal)
+            .Select(dir => OwnedTemp().Match(Path.GetFileName(dir)) is { Success: true } m
+                ? new PartialSave(dir, long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture), new SaveOwner(Uri.UnescapeDataString(m.Groups[3].Value), Uri.UnescapeDataString(m.Groups[2].Value)))
+                : new PartialSave(dir, null, null))
+            .ToList();
     }
 
     /// <summary>
-    /// Deletes finished checkpoints older than the newest k (never the one latest names) and the .tmp-*
-    /// folders of steps up to <paramref name="upToStep"/> (a later step's save may be under way).
+    /// Deletes finished checkpoints older than the newest k (never the one latest names) and the stale .tmp-*
+    /// folders of <paramref name="owner"/>'s job: every one an earlier run of the job left (interrupted saves),
+    /// and the run's own up to <paramref name="upToStep"/> (a later step's save may be under way). Another
+    /// job's folders, and folders that name no job, are left alone: their save may still be writing.
     /// Call it from the one committing process after a commit.
     /// </summary>
-    public static void KeepLast(string root, int k, long upToStep = long.MaxValue)
+    public static void KeepLast(string root, int k, SaveOwner owner, long upToStep = long.MaxValue)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(k, 1);
         string? latest = LatestName(root);
@@ -130,9 +143,9 @@ public static partial class CheckpointDirectory
         foreach (var dir in complete.Take(Math.Max(0, complete.Count - k)))
             if (Path.GetFileName(dir) != latest)
                 Directory.Delete(dir, recursive: true);
-        foreach (var dir in Partial(root))
-            if (TempStep().Match(Path.GetFileName(dir)) is not { Success: true } m || long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture) <= upToStep)
-                Directory.Delete(dir, recursive: true);
+        foreach (var partial in PartialSaves(root))
+            if (partial.Owner is { } o && o.Job == owner.Job && (o.Run != owner.Run || partial.Step <= upToStep))
+                Directory.Delete(partial.Path, recursive: true);
         FsyncDirectory(root);
     }
 

@@ -16,11 +16,11 @@ public static class HfExport
     public const string WeightsFileName = "model.safetensors";
     public const string ConfigFileName = "config.json";
 
-    /// <summary>Writes outDir/model.safetensors (parameters converted to dtype: BFloat16 or Float32) and outDir/config.json.</summary>
+    /// <summary>Writes outDir/model.safetensors (parameters converted to dtype: BFloat16, Float16 or Float32) and outDir/config.json.</summary>
     public static void Write(LanguageModel model, string outDir, ScalarType dtype)
     {
-        if (dtype is not (ScalarType.BFloat16 or ScalarType.Float32))
-            throw new ArgumentException($"export dtype {dtype} is not supported; use bf16 or fp32", nameof(dtype));
+        if (dtype is not (ScalarType.BFloat16 or ScalarType.Float16 or ScalarType.Float32))
+            throw new ArgumentException($"export dtype {dtype} is not supported; use bf16, fp16 or fp32", nameof(dtype));
         if (Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any())
             throw new CheckpointException($"{outDir}: exists and is not empty; export into a new folder or empty this one first");
         if (File.Exists(outDir))
@@ -71,7 +71,7 @@ public static class HfExport
             ["bos_token_id"] = 1,
             ["eos_token_id"] = 2,
             ["tie_word_embeddings"] = false,
-            ["torch_dtype"] = dtype == ScalarType.BFloat16 ? "bfloat16" : "float32",
+            ["torch_dtype"] = dtype switch { ScalarType.BFloat16 => "bfloat16", ScalarType.Float16 => "float16", _ => "float32" },
         };
         if (config.Arch == Architecture.TransformerPP)
             json["disttrain_arch"] = "transformer++";

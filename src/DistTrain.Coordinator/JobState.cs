@@ -24,6 +24,7 @@ sealed class JobState
         public double Loss = double.NaN;
         public DateTime LastHeartbeat = DateTime.UtcNow;
         public bool Finished;
+        public bool ReportedFailure;   // it sent its failure: its stream ending afterwards is not a loss
         public readonly RankTiming Timing = new();
     }
 
@@ -122,6 +123,8 @@ sealed class JobState
         {
             if (request.Job != _manifest.Job)
                 throw new RpcException(new Status(StatusCode.FailedPrecondition, $"job: this coordinator runs '{_manifest.Job}', not '{request.Job}'; check the worker's --manifest"));
+            if (_state == JobStatus.Types.State.Failed)
+                throw new RpcException(new Status(StatusCode.Aborted, _reason));
             if (_state != JobStatus.Types.State.Waiting)
                 throw new RpcException(new Status(StatusCode.FailedPrecondition, $"job '{_manifest.Job}' is already {_state.ToString().ToLowerInvariant()} with world size {_manifest.WorldSize}; a worker cannot join a started job"));
             if (request.NodeRank < 0 || request.NodeRank >= _manifest.Nodes.Count)
@@ -238,14 +241,26 @@ sealed class JobState
     {
         lock (_lock)
         {
+            if (_state == JobStatus.Types.State.Waiting && request.Failed && request.Rank >= 0 && request.Rank < _manifest.WorldSize)
+            {
+                // a worker that failed before it registered (its config did not load): the job cannot start without it
+                Fail($"rank {request.Rank} ({HostOf(request.Rank)}) failed before registering: {request.Message}");
+                return;
+            }
             if (!_ranks.TryGetValue(request.Rank, out var r)) return;
             r.Step = request.Step;
             if (request.Failed)
             {
-                // a killed rank breaks its peers' collectives at once, and they often report before its own
-                // heartbeat stream is seen to break: wait a moment so that the lost rank, the cause, is named
+                r.ReportedFailure = true;
                 string reason = $"rank {request.Rank} ({r.Request.Host}) failed at step {request.Step}: {request.Message}";
-                _ = Task.Delay(TimeSpan.FromMilliseconds(750)).ContinueWith(_ => Fail(reason), TaskScheduler.Default);
+                if (request.Failure == FinishRequest.Types.Failure.Own)
+                {
+                    Fail(reason);   // the rank's own error is the cause: every other rank gets it in its STOP
+                    return;
+                }
+                // a killed or failing rank breaks its peers' collectives at once, and they often report before its
+                // own heartbeat stream is seen to break or its own error arrives: wait a moment so that the cause is named
+                _ = Task.Delay(PeerReportDelay).ContinueWith(_ => Fail(reason), TaskScheduler.Default);
                 return;
             }
             r.Finished = true;
@@ -264,19 +279,30 @@ sealed class JobState
     public void Lost(int rank, string how)
     {
         // a finishing worker sends Finish before it ends the stream, but the two travel separately: give its
-        // Finish a moment to land before calling the rank lost (a peer's failure report waits longer, 750 ms,
-        // so a lost rank is still named first)
+        // Finish a moment to land before calling the rank lost (a peer's collective failure waits longer, 750 ms,
+        // so a lost rank is still named first); a rank that reported its failure is named by that report
         _ = Task.Delay(LostGrace).ContinueWith(_ =>
         {
             lock (_lock)
             {
-                if (!_ranks.TryGetValue(rank, out var r) || r.Finished) return;
+                if (!_ranks.TryGetValue(rank, out var r) || r.Finished || r.ReportedFailure) return;
                 Fail($"rank {rank} (host {r.Request.Host}, pid {r.Request.Pid}) lost at step {r.Step}: {how}");
             }
         }, TaskScheduler.Default);
     }
 
+    string HostOf(int rank)
+    {
+        foreach (var node in _manifest.Nodes)
+        {
+            if (rank < node.Slots) return node.Host;
+            rank -= node.Slots;
+        }
+        return "?";
+    }
+
     static readonly TimeSpan LostGrace = TimeSpan.FromMilliseconds(250);
+    static readonly TimeSpan PeerReportDelay = TimeSpan.FromMilliseconds(750);
 
     /// <summary>Called periodically: a running rank silent for longer than the timeout fails the job; stragglers are reported.</summary>
     public void CheckHeartbeats(DateTime now)

@@ -68,7 +68,7 @@ public sealed record ModelConfig
     }
 
     /// <summary>DenseFormer: whether an average follows block i.</summary>
-    public bool HasDwa(int layer) => (layer + 1) % DwaPeriod == 0 || layer == NLayer - 1;
+    public bool HasDwa(int layer) => (layer + 1) % DwaPeriod == 0;   // as the epfml/DenseFormer package: none after a last block the period skips
 
     /// <summary>DenseFormer: indices j of the representations h_0 (embedding) .. h_{i+1} averaged after block i.</summary>
     public int[] DwaInputs(int layer) =>

@@ -44,27 +44,32 @@ public sealed class RunDirectory : IDisposable
             for (int n = 2; Directory.Exists(path); n++)
                 path = System.IO.Path.Combine(root, $"{config.Train.Name}-{stamp}-{n}");
         }
-        Directory.CreateDirectory(path);
-        if (rank == 0)
-            File.WriteAllText(System.IO.Path.Combine(path, "config.yaml"), $"# resolved from {config.Source}\n" + YamlTree.Write(config.Tree));
-        return new RunDirectory(path, rank, config.Train.Ledger);
+        try
+        {
+            Directory.CreateDirectory(path);
+            // rank 0's config.yaml is the first write: a full disk or a folder that cannot be written stops the run here
+            if (rank == 0)
+                File.WriteAllText(System.IO.Path.Combine(path, "config.yaml"), $"# resolved from {config.Source}\n" + YamlTree.Write(config.Tree));
+            return new RunDirectory(path, rank, config.Train.Ledger);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw WritableFolder.Unwritable(path, "train.run_dir", config, e);
+        }
     }
 
     /// <summary>Where a run keeps its checkpoints unless checkpoint.dir says otherwise.</summary>
     public static string CheckpointsOf(string runDirectory) => System.IO.Path.Combine(runDirectory, "checkpoints");
 
     /// <summary>
-    /// checkpoint.dir for this run: the configured one, or this run's checkpoints/ folder; <paramref name="forLatest"/>
-    /// (resuming from "latest" without checkpoint.dir): the newest other run of the same train.name under train.run_dir
-    /// whose checkpoints/ has a latest (null: none).
+    /// Where "latest" is without checkpoint.dir: the checkpoints/ of the newest run of the same train.name under
+    /// train.run_dir that has a latest (null: none).
     /// </summary>
-    public static string? CheckpointDir(TrainConfig config, string runDirectory, bool forLatest)
+    public static string? LatestCheckpoints(TrainConfig config)
     {
-        if (config.Checkpoint.Dir.Length > 0) return config.Checkpoint.Dir;
-        if (!forLatest) return CheckpointsOf(runDirectory);
-        var root = new DirectoryInfo(System.IO.Path.GetDirectoryName(runDirectory)!);
+        var root = new DirectoryInfo(System.IO.Path.GetFullPath(config.Train.RunDir));
+        if (!root.Exists) return null;
         return root.EnumerateDirectories($"{config.Train.Name}-*")
-            .Where(d => d.FullName != runDirectory)
             .Select(d => new FileInfo(System.IO.Path.Combine(CheckpointsOf(d.FullName), "latest")))
             .Where(f => f.Exists)
             .OrderByDescending(f => f.LastWriteTimeUtc)
@@ -74,9 +79,17 @@ public sealed class RunDirectory : IDisposable
 
     public void Append(StepReport report)
     {
-        _metrics?.WriteLine(JsonSerializer.Serialize(report, StepReport.Json));
-        _tensorboard?.Append(report);
+        try
+        {
+            _metrics?.WriteLine(JsonSerializer.Serialize(report, StepReport.Json));
+            _tensorboard?.Append(report);
+        }
+        catch (IOException e) { throw Failed(e); }
     }
+
+    /// <summary>A write to the run's folder failed mid-run (a full disk, most often): the path, the reason, what to do.</summary>
+    TrainingException Failed(IOException e) =>
+        new($"{Path}: cannot write the run's logs ({e.Message}); free space on that disk (`df -h {Path}`) and resume from the last checkpoint (--resume latest)");
 
     /// <summary>A run's metrics.jsonl read back, one report per line; a missing folder or file, or a line that is not a report, is an error naming the file and line.</summary>
     public static IReadOnlyList<StepReport> ReadMetrics(string runDirectory)
@@ -104,8 +117,11 @@ public sealed class RunDirectory : IDisposable
     }
 
     /// <summary>One ledger line: {"step": S, "windows": [[shard, epoch, index], ...]}.</summary>
-    public void AppendLedger(int step, IEnumerable<(int Shard, int Epoch, long Index)> windows) =>
-        _ledger?.WriteLine($"{{\"step\":{step},\"windows\":[{string.Join(",", windows.Select(w => $"[{w.Shard},{w.Epoch},{w.Index}]"))}]}}");
+    public void AppendLedger(int step, IEnumerable<(int Shard, int Epoch, long Index)> windows)
+    {
+        try { _ledger?.WriteLine($"{{\"step\":{step},\"windows\":[{string.Join(",", windows.Select(w => $"[{w.Shard},{w.Epoch},{w.Index}]"))}]}}"); }
+        catch (IOException e) { throw Failed(e); }
+    }
 
     public void Dispose()
     {

@@ -46,9 +46,13 @@ public interface ITrainingObserver
 
 /// <summary>
 /// Where a run resumed: the checkpoint and its step, every data shard's cursor, the folders of
-/// interrupted saves that were ignored, and (with checkpoint.fallback) the newer checkpoints refused and why.
+/// interrupted saves that were ignored (and what becomes of each), and (with checkpoint.fallback) the
+/// newer checkpoints refused and why.
 /// </summary>
-public sealed record ResumeReport(string Checkpoint, int Step, IReadOnlyDictionary<int, DataCursor> Cursors, IReadOnlyList<string> IgnoredPartial, IReadOnlyList<string> Refused);
+public sealed record ResumeReport(string Checkpoint, int Step, IReadOnlyDictionary<int, DataCursor> Cursors, IReadOnlyList<IgnoredSave> IgnoredPartial, IReadOnlyList<string> Refused);
+
+/// <summary>A .tmp-* folder passed over on resume, and its fate: removed by this job's next commit, or left to its owner.</summary>
+public sealed record IgnoredSave(string Path, string Fate);
 
 /// <summary>Raised when training cannot go on (non-finite loss, ...), with the step and a hint.</summary>
 public sealed class TrainingException(string message) : Exception(message);

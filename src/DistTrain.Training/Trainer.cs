@@ -25,6 +25,7 @@ public sealed class Trainer : IDisposable
     readonly ICommunicator _comm;
     readonly DataAssignment _data;
     readonly string? _runId;
+    readonly string _job;
     readonly ICheckpointCommit _commit;
     readonly Device _device;
     readonly ScalarType _dtype;
@@ -36,9 +37,10 @@ public sealed class Trainer : IDisposable
     /// <param name="data">this rank's shards; null: computed here (what every rank of a job computes)</param>
     /// <param name="runId">the run directory name shared by all ranks; null: NAME-TIMESTAMP</param>
     /// <param name="commit">the two-phase commit of checkpoints across ranks (the coordinator's); null: one process commits alone</param>
+    /// <param name="job">the job the run belongs to (a cluster manifest's job); null: train.name. Its saves' temporary folders carry it</param>
     /// <param name="stop">where a graceful stop (a signal) ends the loop; null: the run always trains to train.steps</param>
     public Trainer(TrainConfig config, ICommunicator? comm = null, DataAssignment? data = null, string? runId = null, ICheckpointCommit? commit = null,
-        StopGate? stop = null)
+        string? job = null, StopGate? stop = null)
     {
         _stop = stop ?? new StopGate();
         _config = config;
@@ -48,6 +50,7 @@ public sealed class Trainer : IDisposable
         _commit = commit ?? new SingleRankCommit();
         _data = data ?? DataAssignment.For(config, DataParallelPlan.For(config, _comm.WorldSize), _comm.Rank);
         _runId = runId;
+        _job = job ?? config.Train.Name;
         _device = DeviceFor(config);
         _dtype = Precision.Parse(config.Train.Precision);
         manual_seed(config.Train.Seed);
@@ -77,22 +80,24 @@ public sealed class Trainer : IDisposable
         var schedule = new LrSchedule(o.Lr, o.WarmupSteps, t.Steps, o.MinLrRatio);
         int startStep = 0;
         IReadOnlyDictionary<int, DataCursor> resumeCursors = new Dictionary<int, DataCursor>();
-        using var run = RunDirectory.Create(_config, _runId, _comm.Rank);
-        var c = _config.Checkpoint with { Dir = RunDirectory.CheckpointDir(_config, run.Path, forLatest: false)! };
-        _checkpointDir = c.Dir;
+        var c = _config.Checkpoint;
         if (c.Resume.Length > 0)
         {
-            var from = c.Resume == "latest" ? c with { Dir = RunDirectory.CheckpointDir(_config, run.Path, forLatest: true)
-                ?? throw new CheckpointException($"{Path.GetFullPath(t.RunDir)}: no earlier run named {t.Name} has a checkpoint (checkpoints/latest) to resume from; " +
+            // checked before the run directory exists: a refused resume leaves no empty run behind
+            var from = c.Resume == "latest" && c.Dir.Length == 0 ? c with { Dir = RunDirectory.LatestCheckpoints(_config)
+                ?? throw new CheckpointException($"{Path.GetFullPath(t.RunDir)}: no run named {t.Name} has a checkpoint (checkpoints/latest) to resume from; " +
                     "pass --resume with a checkpoint folder, or set checkpoint.dir to where the checkpoints are") } : c;
-            var resumed = TrainingCheckpoint.Load(c.Resume, from, Flat, Optimizer, plan);
+            var resumed = TrainingCheckpoint.Load(c.Resume, from, Flat, Optimizer, plan, _job);
             (startStep, resumeCursors) = (resumed.Step, resumed.Cursors);
             observer?.OnResume(resumed);
         }
         using var train = new BatchLoader(_data.Shards.Select(s => (s.Shard, OpenReader(_config.Data.Train, loop: true, s.Range, resumeCursors.GetValueOrDefault(s.Shard)))).ToList(),
             plan.WindowsPerShard, t.SeqLen, _device);
         _loader = train;
-        using var saver = c.Interval > 0 ? new CheckpointSaver(c, _config, _comm.Rank, _comm.WorldSize, _commit, Path.GetFileName(run.Path), Flat) : null;
+        using var run = RunDirectory.Create(_config, _runId, _comm.Rank);
+        if (c.Dir.Length == 0) c = c with { Dir = RunDirectory.CheckpointsOf(run.Path) };
+        _checkpointDir = c.Dir;
+        using var saver = c.Interval > 0 ? new CheckpointSaver(c, _config, _comm.Rank, _comm.WorldSize, _commit, new SaveOwner(_job, Path.GetFileName(run.Path)), Flat) : null;
         observer?.OnStart(t.Steps, run.Path);
         _stop.Begin(startStep);
         double? initialValLoss = Evaluate();

@@ -67,6 +67,10 @@ public static class WorkerRunner
                 RingEndpoint = endpoint, Pid = Environment.ProcessId,
             }, deadline: DateTime.UtcNow.AddSeconds(manifest.RendezvousTimeoutSeconds), cancellationToken: ct);
         }
+        catch (RpcException e) when (e.StatusCode == StatusCode.Aborted)   // the job failed while this worker waited (a peer's error)
+        {
+            throw new WorkerException($"stopped by the coordinator before the job started: {e.Status.Detail}", e);
+        }
         catch (RpcException e) { throw Explain(e, manifest); }
         finally { listener.Stop(); }
 
@@ -75,118 +79,85 @@ public static class WorkerRunner
         span ??= joined;
         span?.SetTag("disttrain.job", manifest.Job).SetTag("disttrain.rank", rank).SetTag("disttrain.world_size", reply.WorldSize)
             .SetTag("disttrain.node_rank", nodeRank).SetTag("host.name", node.Host);
-        var plan = DataParallelPlan.For(config, reply.WorldSize);
-        var data = CheckedAssignment(config, plan, rank, reply);
-        if (reply.CudaDevice >= 0) config = config with { Train = config.Train with { Device = $"cuda:{reply.CudaDevice}" } };
-        else TorchSharp.torch.set_num_threads(Math.Max(1, Environment.ProcessorCount / node.Slots));   // CPU slots share the cores; oversubscribed libtorch threads spin
-
-        WorkerDiagnostics.Joined(log, manifest.Job, rank, reply.WorldSize, reply.Backend, config.Train.Device, reply.RunId);
-        using var stopping = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        using var comm = await ConnectAsync(client, manifest, token, reply, stopping.Token);
-        using var heartbeat = client.Heartbeat(cancellationToken: stopping.Token);
         var progress = new Progress(rank);
         var gate = new StopGate();
         int stopExitCode = 0;
-        string? stopReason = null;
-        long lastAnswer = Stopwatch.GetTimestamp();   // the coordinator answers every beat
-        var listening = Task.Run(async () =>
+        // a graceful stop's moves come with the heartbeat answers: acknowledge (the next beat carries it), then the agreed step
+        void OnStopCommand(HeartbeatReply command)
         {
-            try
-            {
-                await foreach (var command in heartbeat.ResponseStream.ReadAllAsync(stopping.Token))
-                {
-                    Interlocked.Exchange(ref lastAnswer, Stopwatch.GetTimestamp());
-                    if (command.Command == HeartbeatReply.Types.Command.StopRequested)
-                        progress.StopFinishedSteps = gate.Acknowledge();   // the next beat carries it
-                    if (command.Command == HeartbeatReply.Types.Command.StopAt)
-                    {
-                        stopExitCode = command.ExitCode;
-                        gate.StopAt(command.StopStep);
-                    }
-                    if (command.Command == HeartbeatReply.Types.Command.Stop)
-                    {
-                        stopReason = $"stopped by the coordinator: {command.Reason}";
-                        stopping.Cancel();
-                        comm.Abort();   // a collective waiting on a lost peer fails now, not after a timeout
-                        return;
-                    }
-                }
-            }
-            catch (Exception) when (stopping.IsCancellationRequested) { }
-            catch (RpcException e)
-            {
-                stopReason = $"lost the coordinator ({e.Status.Detail})";
-                stopping.Cancel();
-                comm.Abort();
-            }
-        });
-        using var beatsDone = CancellationTokenSource.CreateLinkedTokenSource(stopping.Token);
-        var beating = Task.Run(async () =>
-        {
-            while (!beatsDone.IsCancellationRequested)
-            {
-                try
-                {
-                    // not beatsDone: cancelling a write cancels the whole call, and a stream reset before Finish reads as a lost rank
-                    await heartbeat.RequestStream.WriteAsync(progress.Beat(), stopping.Token);
-                    await Task.Delay(TimeSpan.FromSeconds(manifest.HeartbeatIntervalSeconds), beatsDone.Token);
-                    double silent = Stopwatch.GetElapsedTime(Interlocked.Read(ref lastAnswer)).TotalSeconds;
-                    if (silent > manifest.HeartbeatTimeoutSeconds)
-                    {
-                        stopReason = $"lost the coordinator at {manifest.CoordinatorAddress}: no answer to a heartbeat for {silent:F0} s (heartbeat.timeout_s {manifest.HeartbeatTimeoutSeconds}); it is frozen or cut off";
-                        stopping.Cancel();
-                        comm.Abort();
-                        return;
-                    }
-                }
-                catch (Exception) { return; }   // stopping, or the call ended: the listener reports why
-            }
-        });
-
+            if (command.Command == HeartbeatReply.Types.Command.StopRequested) progress.StopFinishedSteps = gate.Acknowledge();
+            if (command.Command != HeartbeatReply.Types.Command.StopAt) return;
+            stopExitCode = command.ExitCode;
+            gate.StopAt(command.StopStep);
+        }
+        // from here on the rank is known: whatever fails is reported to the coordinator before this process exits
+        await using var link = new HeartbeatLink(client, manifest, progress.Beat, ct, OnStopCommand);
         // a signal to this worker stops the whole job: the coordinator agrees the step with every rank
         _ = stop.Requested.ContinueWith(async code =>
         {
             try { await client.RequestStopAsync(new StopJobRequest { Rank = rank, ExitCode = code.Result, From = $"rank {rank}'s signal" }, deadline: DateTime.UtcNow.AddSeconds(10)); }
             catch (RpcException e) { WorkerDiagnostics.StopNotDelivered(log, manifest.Job, rank, e.Status.Detail); }
         }, TaskScheduler.Default);
+        ICommunicator? comm = null;
+        Trainer? trainer = null;
         try
         {
-            using var trainer = new Trainer(config, comm, data, reply.RunId, new CoordinatorCommit(client, rank), gate);
+            var plan = DataParallelPlan.For(config, reply.WorldSize);
+            var data = CheckedAssignment(config, plan, rank, reply);
+            if (reply.CudaDevice >= 0) config = config with { Train = config.Train with { Device = $"cuda:{reply.CudaDevice}" } };
+            else TorchSharp.torch.set_num_threads(Math.Max(1, Environment.ProcessorCount / node.Slots));   // CPU slots share the cores; oversubscribed libtorch threads spin
+
+            WorkerDiagnostics.Joined(log, manifest.Job, rank, reply.WorldSize, reply.Backend, config.Train.Device, reply.RunId);
+            comm = await ConnectAsync(client, manifest, token, reply, link.Stopping);
+            link.Guard(comm);
+            trainer = new Trainer(config, comm, data, reply.RunId, new CoordinatorCommit(client, rank), manifest.Job, gate);
             progress.Cursors = () => trainer.DataCursors;
             var telemetry = TrainingTelemetry.For(trainer, config, rank, reply.WorldSize, span?.Context ?? default);
             progress.Compute = telemetry.TakeCompute;
             var observer = new Observers(progress, telemetry, observerForRank(rank));
-            var result = await Task.Run(() => trainer.Run(observer, stopping.Token), CancellationToken.None);
+            var result = await Task.Run(() => trainer.Run(observer, link.Stopping), CancellationToken.None);
             // finish first, then end the stream: a stream that ends before Finish means a lost worker
-            beatsDone.Cancel();
-            await beating;
+            await link.EndBeatsAsync();
             await client.FinishAsync(new FinishRequest { Rank = rank, Step = progress.Step, Stopped = result.Stopped is not null }, cancellationToken: ct);
-            try { await heartbeat.RequestStream.CompleteAsync(); }
-            catch (Exception e) when (e is RpcException or InvalidOperationException) { }   // the coordinator may have closed it already
+            await link.CompleteAsync();
             WorkerDiagnostics.Finished(log, manifest.Job, rank, progress.Step);
             if (result.Stopped is null) return 0;
             stop.Outcome = result.Stopped;
             return stopExitCode;
         }
-        catch (Exception e) when (stopReason is not null)
+        catch (Exception e) when (link.StopReason is { } reason)
         {
-            WorkerDiagnostics.Stopped(log, manifest.Job, rank, progress.Step, stopReason);
-            span?.SetStatus(ActivityStatusCode.Error, stopReason);
-            throw new WorkerException($"rank {rank}: {stopReason}", e);
+            throw Stopped(log, span, manifest.Job, rank, progress.Step, reason, e);
         }
         catch (Exception e)
         {
-            WorkerDiagnostics.Stopped(log, manifest.Job, rank, progress.Step, e.Message);
-            span?.SetStatus(ActivityStatusCode.Error, e.Message);
-            try { await client.FinishAsync(new FinishRequest { Rank = rank, Step = progress.Step, Failed = true, Message = e.Message }, deadline: DateTime.UtcNow.AddSeconds(5)); }
+            // reported before the communicator closes: the coordinator hears this rank's own error before its
+            // peers' broken collectives, and names it as the cause
+            var report = FailureReport.For(rank, progress.Step, e, interrupted: ct.IsCancellationRequested);
+            WorkerDiagnostics.Stopped(log, manifest.Job, rank, progress.Step, report.Message);
+            span?.SetStatus(ActivityStatusCode.Error, report.Message);
+            try { await client.FinishAsync(report, deadline: DateTime.UtcNow.AddSeconds(5)); }
             catch (RpcException) { }
+            // a broken collective is most likely a peer's failure: the coordinator names the cause in its STOP
+            if (report.Failure == FinishRequest.Types.Failure.Collective && await link.WaitForStopAsync(CauseWait) is { } reason)
+                throw Stopped(log, span, manifest.Job, rank, progress.Step, reason, e);
             throw;
         }
         finally
         {
-            stopping.Cancel();
-            await Task.WhenAll(listening, beating).WaitAsync(TimeSpan.FromSeconds(5)).ContinueWith(_ => { });
+            trainer?.Dispose();
+            comm?.Dispose();
         }
+    }
+
+    /// <summary>How long a rank whose collective broke waits for the coordinator to name the cause (it waits 750 ms for it).</summary>
+    static readonly TimeSpan CauseWait = TimeSpan.FromSeconds(5);
+
+    static WorkerException Stopped(ILogger log, Activity? span, string job, int rank, int step, string reason, Exception e)
+    {
+        WorkerDiagnostics.Stopped(log, job, rank, step, reason);
+        span?.SetStatus(ActivityStatusCode.Error, reason);
+        return new WorkerException($"rank {rank}: {reason}", e);
     }
 
     /// <summary>The coordinator's shards must be the ones this worker computes from its own copy of the data.</summary>
@@ -195,9 +166,13 @@ public static class WorkerRunner
         var local = DataAssignment.For(config, plan, rank);
         var remote = reply.Shards.Select(s => (s.Index, new WindowRange(s.FirstWindow, s.Windows))).ToList();
         if (!local.Shards.SequenceEqual(remote))
-            throw new WorkerException($"rank {rank}: the coordinator assigned shards [{string.Join(", ", remote)}] but this worker's data ({config.Data.Train}) gives [{string.Join(", ", local.Shards)}]; every node must see the same data set and config");
+            throw new WorkerException($"rank {rank}: the coordinator assigned shards [{Describe(remote)}] of {reply.DataShards} but this worker's data ({config.Data.Train}) " +
+                $"and data.shards ({plan.Shards}) give [{Describe(local.Shards)}]; every node must see the same data set and config");
         return local;
     }
+
+    static string Describe(IEnumerable<(int Shard, WindowRange Range)> shards) =>
+        string.Join(", ", shards.Select(s => $"{s.Shard}: windows {s.Range.First}-{s.Range.End - 1}"));
 
     /// <param name="token">the job token: ring ranks prove it to each other when they connect</param>
     static async Task<ICommunicator> ConnectAsync(Protocol.V1.Coordinator.CoordinatorClient client, ClusterManifest manifest, string token, RegisterReply reply, CancellationToken ct)

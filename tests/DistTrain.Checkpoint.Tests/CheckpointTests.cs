@@ -171,16 +171,17 @@ public class CheckpointTests
         using var dir = new TempDir();
         string one = Save(dir.Path, 1);
         foreach (int step in new[] { 2, 3, 100000000 }) Save(dir.Path, step, pointLatest: false);   // steps sort numerically past 8 digits
-        CheckpointDirectory.BeginTemp(dir.Path, 4);
+        var owner = new SaveOwner("job", "run");
+        CheckpointDirectory.TempFor(dir.Path, 4, owner);
         Assert.Single(CheckpointDirectory.Partial(dir.Path));
 
-        CheckpointDirectory.KeepLast(dir.Path, 2);
+        CheckpointDirectory.KeepLast(dir.Path, 2, owner);
         Assert.Equal([one, dir.File("step-00000003"), dir.File("step-100000000")], CheckpointDirectory.Complete(dir.Path));
         Assert.Empty(CheckpointDirectory.Partial(dir.Path));
         Assert.Equal(one, CheckpointDirectory.ResolveLatest(dir.Path));
 
         CheckpointDirectory.PointLatest(dir.Path, "step-100000000");
-        CheckpointDirectory.KeepLast(dir.Path, 1);
+        CheckpointDirectory.KeepLast(dir.Path, 1, owner);
         Assert.Equal([dir.File("step-100000000")], CheckpointDirectory.Complete(dir.Path));
     }
 }

@@ -120,6 +120,22 @@ public class CheckpointTests
         using var header = JsonDocument.Parse(weights.AsMemory(8, (int)headerLength));
         foreach (var name in new[] { "tok_embeddings.weight", "layers.1.attention_norms.0.weight", "dense_bs.3", "dynamic_dense.3.w2.weight", "output.weight" })
             Assert.Equal("BF16", header.RootElement.GetProperty(name).GetProperty("dtype").GetString());
+
+        // --dtype fp16 writes fp16 (it used to write bf16 silently); an unknown dtype is refused, nothing written
+        var fp16Dir = Path.Combine(dir.Path, "hf16");
+        var (fp16, fp16Text) = Disttrain.Run(Limit, "export", "--checkpoint", Path.Combine(dir.Path, "ckpt-full", "step-00000010"), "--out", fp16Dir, "--dtype", "fp16");
+        Assert.True(fp16 == 0, fp16Text);
+        var bytes16 = File.ReadAllBytes(Path.Combine(fp16Dir, "model.safetensors"));
+        using var header16 = JsonDocument.Parse(bytes16.AsMemory(8, (int)BitConverter.ToInt64(bytes16, 0)));
+        Assert.Equal("F16", header16.RootElement.GetProperty("output.weight").GetProperty("dtype").GetString());
+        using var config16 = JsonDocument.Parse(File.ReadAllText(Path.Combine(fp16Dir, "config.json")));
+        Assert.Equal("float16", config16.RootElement.GetProperty("torch_dtype").GetString());
+        var badDir = Path.Combine(dir.Path, "hf8");
+        var (bad, badText) = Disttrain.Run(Limit, "export", "--checkpoint", Path.Combine(dir.Path, "ckpt-full", "step-00000010"), "--out", badDir, "--dtype", "fp8");
+        Assert.Equal(2, bad);
+        Assert.Contains("--dtype fp8: not one of bf16, fp16, fp32", badText);
+        Assert.DoesNotContain("   at ", badText);
+        Assert.False(Directory.Exists(badDir) && Directory.EnumerateFileSystemEntries(badDir).Any());
     }
 
     [Theory]
@@ -138,7 +154,7 @@ public class CheckpointTests
         var (resumed, text) = Disttrain.Run(Limit, ["train", .. args, "--set", $"train.run_dir={Path.Combine(dir.Path, "resumed")}", "--resume", "latest"]);
         Assert.True(resumed == 0, text);
         Assert.Contains($"resuming from {Path.Combine(root, "step-00000005")} at step 5", text);
-        if (point != "after-rename") Assert.Matches(@"ignoring .*\.tmp-step-00000010-[\w.-]+: an interrupted save", text);
+        if (point != "after-rename") Assert.Matches(@"ignoring .*\.tmp-step-00000010-[\w.%-]+@[\w.%-]+: an interrupted save of this job", text);
         Assert.Equal(15, Losses(Path.Combine(dir.Path, "resumed")).Length);
     }
 

@@ -94,8 +94,11 @@ public class LaunchTests
             var text = Snapshot(output);
             Assert.True(seconds < 15, $"the job took {seconds:F1} s to end\n{text}");
             Assert.NotEqual(0, launch.ExitCode);
-            Assert.Matches(@"rank 1 \(host 127\.0\.0\.1, pid \d+\) lost at step \d+", text);
-            Assert.Contains("job 'test-2' failed", text);
+            // a rank that vanishes without a word is lost, and every process's last line says so
+            const string lost = @"rank 1 \(host 127\.0\.0\.1, pid \d+\) lost at step \d+: its heartbeat stream";
+            Assert.Matches(@"^\[coordinator\] job 'test-2' failed: " + lost, LastLines.Of(text, "coordinator"));
+            Assert.Matches(@"^\[rank 0\] error: rank 0: stopped by the coordinator: " + lost, LastLines.Of(text, "rank 0"));
+            Assert.Matches(@"^\[launch\] job 'test-2' failed: " + lost, LastLines.Of(text, "launch"));
         }
         finally
         {

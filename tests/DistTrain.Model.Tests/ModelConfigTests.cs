@@ -39,4 +39,14 @@ public class ModelConfigTests
         Assert.Equal([1, 3, 5], c.DwaInputs(4));
         Assert.Equal([0, 1, 2], new ModelConfig { NLayer = 6 }.DwaInputs(1));
     }
+
+    [Fact]
+    public void APeriodThatDoesNotDivideTheDepthAddsNoAverageAfterTheLastBlockAsTheDenseFormerPackage()
+    {
+        // epfml/DenseFormer's DWAModules: an average after block i only where (i + 1) % period == 0
+        var c = new ModelConfig { Arch = Architecture.DenseFormer, NLayer = 6, DwaDilation = 1, DwaPeriod = 4 };
+        Assert.Equal([false, false, false, true, false, false], Enumerable.Range(0, 6).Select(c.HasDwa));
+        using var model = TinyModels.Build(TinyModels.Config(Architecture.DenseFormer, layers: 6) with { DwaDilation = 1, DwaPeriod = 4 });
+        Assert.Equal(["dwa.3.weight"], model.named_parameters().Select(p => p.name).Where(n => n.StartsWith("dwa.")));
+    }
 }

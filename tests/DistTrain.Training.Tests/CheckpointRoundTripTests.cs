@@ -19,7 +19,7 @@ public class CheckpointRoundTripTests
 
         using var fresh = new Trainer(config);
         var plan = DataParallelPlan.For(config, 1);
-        var (dir, step, cursors, partial, refused) = TrainingCheckpoint.Load("latest", config.Checkpoint, fresh.Flat, fresh.Optimizer, plan);
+        var (dir, step, cursors, partial, refused) = TrainingCheckpoint.Load("latest", config.Checkpoint, fresh.Flat, fresh.Optimizer, plan, config.Train.Name);
 
         Assert.EndsWith("step-00000006", dir);
         Assert.Equal(6, step);
@@ -46,13 +46,13 @@ public class CheckpointRoundTripTests
         var wider = TrainConfigLoader.Load(Repo.Config("tiny-muddformer.yaml"), [.. common, "model.dim=128"]);
         using var other = new Trainer(wider);
         var error = Assert.Throws<DistTrain.Checkpoint.CheckpointException>(() =>
-            TrainingCheckpoint.Load("latest", wider.Checkpoint, other.Flat, other.Optimizer, DataParallelPlan.For(wider, 1)));
+            TrainingCheckpoint.Load("latest", wider.Checkpoint, other.Flat, other.Optimizer, DataParallelPlan.For(wider, 1), wider.Train.Name));
         Assert.Contains("written for another model", error.Message);
 
         var sharded = TrainConfigLoader.Load(Repo.Config("tiny-muddformer.yaml"), [.. common, "data.shards=2"]);
         using var same = new Trainer(sharded);
         var shards = Assert.Throws<DistTrain.Checkpoint.CheckpointException>(() =>
-            TrainingCheckpoint.Load("latest", sharded.Checkpoint, same.Flat, same.Optimizer, DataParallelPlan.For(sharded, 1)));
+            TrainingCheckpoint.Load("latest", sharded.Checkpoint, same.Flat, same.Optimizer, DataParallelPlan.For(sharded, 1), sharded.Train.Name));
         Assert.Contains("saved with data.shards 1, this run has 2; set data.shards=1", shards.Message);
     }
 
@@ -75,7 +75,7 @@ public class CheckpointRoundTripTests
         DistTrain.Checkpoint.CheckpointManifest.Read(dir).Verify(dir);   // every listed file is intact: only the reading can tell
         using var fresh = new Trainer(config);
         var error = Assert.Throws<DistTrain.Checkpoint.CheckpointException>(() =>
-            TrainingCheckpoint.Load("latest", config.Checkpoint, fresh.Flat, fresh.Optimizer, DataParallelPlan.For(config, 1)));
+            TrainingCheckpoint.Load("latest", config.Checkpoint, fresh.Flat, fresh.Optimizer, DataParallelPlan.For(config, 1), config.Train.Name));
         Assert.StartsWith($"{manifest}: world_size 2 needs the shard files shard-00000-of-00002.safetensors, shard-00001-of-00002.safetensors, " +
             "the file list names shard-00000-of-00001.safetensors; the manifest is inconsistent, use an older checkpoint", error.Message);
         Assert.Throws<DistTrain.Checkpoint.CheckpointException>(() => TrainingCheckpoint.LoadModel(dir));

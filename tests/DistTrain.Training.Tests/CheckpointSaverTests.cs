@@ -29,7 +29,7 @@ public class CheckpointSaverTests
         var config = TrainConfigLoader.Load(Repo.Config("tiny-muddformer.yaml"), [$"checkpoint.dir={Path.Combine(dir.Path, "ckpt")}", "checkpoint.interval=1"]);
         using var trainer = new Trainer(config);
         var commit = new HeldCommit();
-        using var saver = new CheckpointSaver(config.Checkpoint, config, 0, 1, commit, "run", trainer.Flat);
+        using var saver = new CheckpointSaver(config.Checkpoint, config, 0, 1, commit, new SaveOwner("job", "run"), trainer.Flat);
         var before = trainer.Flat.Master.clone();
 
         Assert.Null(saver.Begin(trainer.Flat, trainer.Optimizer, DataParallelPlan.For(config, 1), 7, 700, new Dictionary<int, DataCursor>(), CancellationToken.None));
@@ -53,15 +53,26 @@ public class CheckpointSaverTests
     }
 
     [Fact]
-    public void KeepLastLeavesTheTemporaryFolderOfALaterSaveAlone()
+    public void KeepLastRemovesThisJobsStaleTemporaryFoldersOnly()
     {
         using var dir = new TempDir();
-        var later = CheckpointDirectory.TempFor(dir.Path, 20, "run");
-        var older = CheckpointDirectory.TempFor(dir.Path, 10, "other-run");
-        Assert.Equal(later, CheckpointDirectory.TempFor(dir.Path, 20, "run"));   // every rank computes the same folder
-        CheckpointDirectory.KeepLast(dir.Path, 1, upToStep: 15);
-        Assert.True(Directory.Exists(later));
+        var (run, earlierRun, otherJob) = (new SaveOwner("job", "run"), new SaveOwner("job", "earlier-run"), new SaveOwner("other job", "run"));
+        var later = CheckpointDirectory.TempFor(dir.Path, 20, run);
+        var older = CheckpointDirectory.TempFor(dir.Path, 10, run);
+        var interrupted = CheckpointDirectory.TempFor(dir.Path, 30, earlierRun);   // an earlier run of the job, killed mid-save
+        var foreign = CheckpointDirectory.TempFor(dir.Path, 10, otherJob);
+        var unnamed = Directory.CreateDirectory(Path.Combine(dir.Path, ".tmp-step-00000010-0123abcd")).FullName;   // an older DistTrain's: no job in the name
+        Assert.Equal(later, CheckpointDirectory.TempFor(dir.Path, 20, run));   // every rank computes the same folder
+        Assert.Equal(".tmp-step-00000010-run@other%20job", Path.GetFileName(foreign));
+
+        CheckpointDirectory.KeepLast(dir.Path, 1, run, upToStep: 15);
+        Assert.True(Directory.Exists(later));          // a later save of this run may be under way
         Assert.False(Directory.Exists(older));
-        Assert.Throws<ArgumentException>(() => CheckpointDirectory.TempFor(dir.Path, 5, "../x"));
+        Assert.False(Directory.Exists(interrupted));
+        Assert.True(Directory.Exists(foreign));
+        Assert.True(Directory.Exists(unnamed));
+        Assert.Equal([new PartialSave(unnamed, null, null), new PartialSave(foreign, 10, otherJob), new PartialSave(later, 20, run)], CheckpointDirectory.PartialSaves(dir.Path));
+        Assert.EndsWith("-..%2Fx@job", CheckpointDirectory.TempFor(dir.Path, 5, new SaveOwner("job", "../x")));   // a name part, never a path
+        Assert.Throws<ArgumentException>(() => new SaveOwner("", "run"));
     }
 }

@@ -70,7 +70,7 @@ static class CheckpointCommands
         var checkpoint = new Option<string>("--checkpoint") { Description = "a checkpoint folder", Required = true };
         var format = new Option<string>("--format") { Description = "hf: config.json + model.safetensors in the official MUDDFormer layout", DefaultValueFactory = _ => "hf" };
         var output = new Option<string>("--out", "-o") { Description = "output folder (must not exist or be empty)", Required = true };
-        var dtype = new Option<string>("--dtype") { Description = "bf16 or fp32", DefaultValueFactory = _ => "bf16" };
+        var dtype = new Option<string>("--dtype") { Description = "bf16, fp16 or fp32", DefaultValueFactory = _ => "bf16" };
         var command = new Command("export", "export a checkpoint's weights for other tools") { checkpoint, format, output, dtype };
         command.SetAction(parse =>
         {
@@ -78,7 +78,13 @@ static class CheckpointCommands
             var (model, _, m) = TrainingCheckpoint.LoadModel(parse.GetValue(checkpoint)!);
             using var _ = model;
             var config = model.Config;
-            var target = parse.GetValue(dtype) == "fp32" ? ScalarType.Float32 : ScalarType.BFloat16;
+            var target = parse.GetValue(dtype) switch
+            {
+                "bf16" => ScalarType.BFloat16,
+                "fp16" => ScalarType.Float16,
+                "fp32" => ScalarType.Float32,
+                var other => throw new ArgumentException($"--dtype {other}: not one of bf16, fp16, fp32"),
+            };
             HfExport.Write(model, parse.GetValue(output)!, target);
             AnsiConsole.MarkupLineInterpolated($"wrote {parse.GetValue(output)}/{HfExport.ConfigFileName} and {HfExport.WeightsFileName} ({config.Arch}, step {m.Step}, {target})");
             return 0;

@@ -41,7 +41,14 @@ static class ClusterCommands
         command.SetAction(async (parse, ct) =>
         {
             var m = ManifestLoader.Load(parse.GetValue(manifest)!);
-            var c = TrainConfigLoader.Load(parse.GetValue(config)!, CommonOptions.Overrides(parse, set, resume));
+            TrainConfig c;
+            try { c = TrainConfigLoader.Load(parse.GetValue(config)!, CommonOptions.Overrides(parse, set, resume)); }
+            catch (Exception e)
+            {
+                // no rank yet, but the coordinator can stop the job with this error instead of waiting for this worker
+                await UnregisteredWorker.ReportAsync(m, parse.GetValue(node), parse.GetValue(slot), e);
+                throw;
+            }
             using var telemetry = CliTelemetry.Start("worker", new()
             {
                 ["disttrain.job"] = m.Job, ["disttrain.node_rank"] = parse.GetValue(node), ["disttrain.local_slot"] = parse.GetValue(slot),
@@ -66,7 +73,8 @@ static class ClusterCommands
             var path = parse.GetValue(manifest)!;
             var m = ManifestLoader.Load(path);
             var overrides = CommonOptions.Overrides(parse, set, resume);
-            TrainConfigLoader.Load(parse.GetValue(config)!, overrides);   // fail here, not in every child
+            var c = TrainConfigLoader.Load(parse.GetValue(config)!, overrides);   // fail here, not in every child
+            DataParallelPlan.For(c, m.WorldSize);                                // the world size must split the batch
             ManifestLoader.ReadToken(m);
             int nodeRank = parse.GetValue(node);
             if (nodeRank >= 0 && nodeRank < m.Nodes.Count) TlsFiles.Check(m, coordinator: nodeRank == m.CoordinatorNode, worker: true);

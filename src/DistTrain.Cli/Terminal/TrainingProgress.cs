@@ -38,7 +38,7 @@ static class TrainingProgress
     {
         foreach (var refused in r.Refused) Console.WriteLine($"passed over (checkpoint.fallback): {refused}");
         Console.WriteLine($"resuming from {r.Checkpoint} at step {r.Step}");
-        foreach (var p in r.IgnoredPartial) Console.WriteLine($"ignoring {p}: an interrupted save (no complete manifest); it is removed at the next save");
+        foreach (var p in r.IgnoredPartial) Console.WriteLine($"ignoring {p.Path}: {p.Fate}");
     }
 
     static void DescribeCheckpoint(CheckpointReport r)

@@ -6,7 +6,9 @@ namespace DistTrain.Training.Checkpointing;
 /// Fault injection for the checkpoint tests: DISTTRAIN_FAULT_CHECKPOINT=POINT@STEP[@RANK]. At
 /// after-shards (files written, not voted), after-manifest (manifest written, folder not renamed)
 /// or after-rename ("latest" not moved) it kills the process (SIGKILL, no cleanup); at io-error it
-/// makes the write fail as a full disk does. Without RANK every rank is hit. Unset, it does nothing.
+/// makes the write fail as a full disk does; at bug it throws an exception DistTrain does not expect,
+/// which reaches the training step (the next poll of the save) as any unhandled exception there would.
+/// Without RANK every rank is hit. Unset, it does nothing.
 /// </summary>
 static class CheckpointFaults
 {
@@ -16,6 +18,7 @@ static class CheckpointFaults
     {
         if (Fault is not { } f || f.Point != point || f.Step != step || (f.Rank is { } r && r != rank)) return;
         if (point == "io-error") throw new IOException("No space left on device (injected by DISTTRAIN_FAULT_CHECKPOINT)");
+        if (point == "bug") throw new InvalidOperationException($"an unexpected failure in the save of step {step} (injected by DISTTRAIN_FAULT_CHECKPOINT)");
         Process.GetCurrentProcess().Kill();
     }
 

@@ -39,17 +39,17 @@ public sealed class CheckpointSaver : IDisposable
     readonly CheckpointOptions _options;
     readonly int _rank, _world;
     readonly ICheckpointCommit _commit;
-    readonly string _saveId;
+    readonly SaveOwner _owner;
     readonly Tensor[] _host = new Tensor[Buffers.Length];   // this rank's slices in host memory (pinned for a GPU), reused by every save
     readonly HostTensor[] _hostBytes;                        // the same memory as the background write sees it: no TorchSharp object
     readonly string _configYaml, _modelConfigJson, _layoutJson;
     readonly long _flatCount;
     Task<CheckpointReport>? _pending;
 
-    /// <param name="saveId">shared by every rank of the job (the run id): names the temporary folder of each save</param>
-    public CheckpointSaver(CheckpointOptions options, TrainConfig config, int rank, int world, ICheckpointCommit commit, string saveId, FlatParameters flat)
+    /// <param name="owner">the job and the run id, shared by every rank: name the temporary folder of each save</param>
+    public CheckpointSaver(CheckpointOptions options, TrainConfig config, int rank, int world, ICheckpointCommit commit, SaveOwner owner, FlatParameters flat)
     {
-        (_options, _rank, _world, _commit, _saveId) = (options, rank, world, commit, saveId);
+        (_options, _rank, _world, _commit, _owner) = (options, rank, world, commit, owner);
         // allocated once, up front: pinning gigabytes takes seconds, which would otherwise stall the first save
         var (_, count) = TrainingCheckpoint.Slice(flat.Count, rank, world);
         for (int i = 0; i < _host.Length; i++) _host[i] = HostBuffer(count, flat.Master.device);
@@ -57,11 +57,7 @@ public sealed class CheckpointSaver : IDisposable
         // what every manifest repeats, computed here: the background write touches only strings and the host buffers above
         (_configYaml, _modelConfigJson) = (YamlTree.Write(config.Tree), HfExport.ConfigJson(config.Model, ScalarType.Float32).ToJsonString());
         (_layoutJson, _flatCount) = (TrainingCheckpoint.LayoutJson(flat), flat.Count);
-        try { Directory.CreateDirectory(options.Dir); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new ConfigException($"{config.Source}: checkpoint.dir: cannot create {options.Dir} ({e.Message}); point it at a writable folder");
-        }
+        WritableFolder.Ensure(Path.GetFullPath(options.Dir), "checkpoint.dir", config, rank);   // a full disk shows now, not at the first save
     }
 
     /// <summary>
@@ -112,9 +108,10 @@ public sealed class CheckpointSaver : IDisposable
         var files = new List<ManifestFile>();
         try
         {
-            temp = CheckpointDirectory.TempFor(_options.Dir, job.Step, _saveId);
+            temp = CheckpointDirectory.TempFor(_options.Dir, job.Step, _owner);
             string shard = TrainingCheckpoint.ShardName(_rank, _world), cursors = $"cursors-{_rank:D5}.json";
             CheckpointFaults.At("io-error", job.Step, _rank);
+            CheckpointFaults.At("bug", job.Step, _rank);
             Safetensors.Write(Path.Combine(temp, shard), _hostBytes,
                 new Dictionary<string, string> { ["flat_start"] = $"{job.Start}", ["flat_count"] = $"{job.Count}" });
             File.WriteAllText(Path.Combine(temp, cursors), job.CursorJson);
@@ -143,11 +140,11 @@ public sealed class CheckpointSaver : IDisposable
             // a complete checkpoint of this step that "latest" does not name (saved, then the run went back
             // to an older one) is moved aside whole, never overwritten in place; KeepLast removes it
             if (Directory.Exists(final))
-                Directory.Move(final, Path.Combine(_options.Dir, $".tmp-superseded-{Path.GetFileName(final)}-{Guid.NewGuid():N}"));
+                Directory.Move(final, CheckpointDirectory.SupersededFor(_options.Dir, job.Step, _owner));
             CheckpointDirectory.Commit(temp, final);
             CheckpointFaults.At("after-rename", job.Step, _rank);
             CheckpointDirectory.PointLatest(_options.Dir, Path.GetFileName(final));
-            CheckpointDirectory.KeepLast(_options.Dir, _options.Keep, upToStep: job.Step);
+            CheckpointDirectory.KeepLast(_options.Dir, _options.Keep, _owner, upToStep: job.Step);   // and this job's interrupted saves
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or CheckpointException)
         {
@@ -163,7 +160,7 @@ public sealed class CheckpointSaver : IDisposable
     async Task GiveUpAsync(int step, string temp, string reason, CancellationToken ct)
     {
         try { if (Directory.Exists(temp) && Path.GetFileName(temp).StartsWith(".tmp-")) Directory.Delete(temp, recursive: true); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }   // a leftover .tmp-* folder is ignored on load and removed by the next commit
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }   // a leftover .tmp-* folder is ignored on load and removed by this job's next commit
         await _commit.CompletedAsync(step, null, reason, ct);
     }
 

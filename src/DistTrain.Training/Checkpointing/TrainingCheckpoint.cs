@@ -22,7 +22,8 @@ public static class TrainingCheckpoint
     /// folder, the step, the cursors of every data shard, and the partial folders of interrupted
     /// saves that were passed over.
     /// </summary>
-    public static ResumeReport Load(string resume, CheckpointOptions options, FlatParameters flat, FlatAdamW optimizer, DataParallelPlan plan)
+    /// <param name="job">this run's job: its interrupted saves are the ones the next commit removes</param>
+    public static ResumeReport Load(string resume, CheckpointOptions options, FlatParameters flat, FlatAdamW optimizer, DataParallelPlan plan, string job)
     {
         var (dir, manifest, refused) = Choose(resume, options);
         long count = (long)manifest.Scalars.GetValueOrDefault("flat_count");
@@ -38,8 +39,16 @@ public static class TrainingCheckpoint
         optimizer.Counters = (manifest.Scalars["adam_steps"], (long)manifest.Scalars["first_non_finite"]);
         var cursors = cursorsJson.RootElement.GetProperty("cursors").EnumerateObject()
             .ToDictionary(p => int.Parse(p.Name), p => DataCursor.FromJson(p.Value.GetString()!));
-        return new ResumeReport(dir, (int)manifest.Step, cursors, CheckpointDirectory.Partial(options.Dir), refused);
+        return new ResumeReport(dir, (int)manifest.Step, cursors, CheckpointDirectory.PartialSaves(options.Dir).Select(p => Ignored(p, options, job)).ToList(), refused);
     }
+
+    static IgnoredSave Ignored(PartialSave partial, CheckpointOptions options, string job) => new(partial.Path, partial.Owner switch
+    {
+        { } o when o.Job == job => "an interrupted save of this job (no complete manifest); it is removed when this job's next save commits"
+            + (options.Interval > 0 ? "" : " (this run saves none: checkpoint.interval is 0)"),
+        { } o => $"an unfinished save of job '{o.Job}' (no complete manifest); left alone: that job may still be writing it, and its own next save removes it",
+        null => "an unfinished save that names no job (written by an older DistTrain); left alone: delete it by hand once no job writes to " + options.Dir,
+    });
 
     /// <summary>
     /// The checkpoint to resume from, verified (checksums). "latest" is the one root/latest names; with

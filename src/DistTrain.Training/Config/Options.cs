@@ -30,7 +30,8 @@ public enum KernelChoice { Auto, Fused, Reference }
 
 /// <summary>
 /// Checkpoints: every Interval steps (0: never; default <see cref="DefaultInterval"/>) and after the last step, into Dir
-/// (empty: the run directory's checkpoints/ folder, see <see cref="RunDirectory.CheckpointsOf"/>), keeping the last
+/// (empty: the run directory's checkpoints/ folder, see <see cref="RunDirectory.CheckpointsOf"/>; "latest" then means
+/// <see cref="RunDirectory.LatestCheckpoints"/>), keeping the last
 /// Keep; Resume: a checkpoint folder or "latest"; Fallback: a "latest" that fails verification gives
 /// way to the newest good one; OnFailure: "stop" or "continue" when a save fails (disk full, permissions).
 /// </summary>
