@@ -105,6 +105,28 @@ public partial class StopTests
     }
 
     [Fact]
+    public void SigtermToOneWorkerStopsTheWholeJobAfterTheSameStep()
+    {
+        // scancel signals every process of a step; here only rank 1 gets it: it asks the coordinator, which stops everyone
+        using var dir = new TempFolder();
+        var (process, output) = Disttrain.Start(["launch", "--manifest", Disttrain.LocalManifest(dir.Path, 2), .. Tiny(Path.Combine(dir.Path, "runs"), 2000), "--set", "train.micro_batch=2"]);
+        using (process)
+        {
+            WaitFor(process, output, "[rank 0] step     10 ");
+            using var worker = LaunchTests.FindProcess(dir.Path, "--local-slot", "1");
+            Assert.NotNull(worker);
+            Signal(worker.Id, "TERM");
+            Finish(process, output);
+            var text = Text(output);
+            Assert.True(process.ExitCode == 143, $"exit {process.ExitCode}:\n{text}");
+            Assert.Contains("rank 1's signal asks for a graceful stop (exit code 143)", text);
+            var steps = StoppedLine().Matches(text).Select(m => (Who: m.Groups[1].Value.Trim(), Step: int.Parse(m.Groups[2].Value))).ToList();
+            Assert.True(steps.Select(s => s.Who).Order().SequenceEqual(["", "[rank 0]", "[rank 1]"]), text);
+            Assert.Single(steps.Select(s => s.Step).Distinct());
+        }
+    }
+
+    [Fact]
     public void ADefaultRunSavesEveryTenthOfItsStepsAndTheLast()
     {
         using var dir = new TempFolder();
