@@ -24,5 +24,6 @@ var root = new RootCommand("DistTrain: data-parallel training of Transformer++, 
     GenerateCommand.Create(),
     PlotCommand.Create(),
 };
+// signals are the commands' own (StopSignals: a graceful stop with a checkpoint), not a cancelled token;
 // errors reach ErrorReporter: a user mistake is one line and exit code 2, not a stack trace
-return ErrorReporter.Run(() => root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false }));
+return ErrorReporter.Run(() => root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null }));

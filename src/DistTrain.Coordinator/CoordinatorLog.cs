@@ -31,4 +31,13 @@ static partial class CoordinatorLog
 
     [LoggerMessage(9, LogLevel.Warning, "job {Job}: the worker of node {NodeRank} slot {LocalSlot} ({Host}, pid {Pid}) went away before the job started; its slot is free for a restarted worker")]
     public static partial void Abandoned(ILogger logger, string job, int nodeRank, int localSlot, string host, int pid);
+
+    [LoggerMessage(10, LogLevel.Warning, "job {Job}: {From} asks for a graceful stop (exit code {ExitCode}); every rank stops after the same step with a checkpoint")]
+    public static partial void StopRequested(ILogger logger, string job, string from, int exitCode);
+
+    [LoggerMessage(11, LogLevel.Information, "job {Job}: every rank acknowledged the stop; they stop after step {Step}")]
+    public static partial void StopAgreed(ILogger logger, string job, int step);
+
+    [LoggerMessage(12, LogLevel.Warning, "job {Job} stopped gracefully after step {Step}; checkpoint {Checkpoint}")]
+    public static partial void StoppedGracefully(ILogger logger, string job, int step, string checkpoint);
 }

@@ -9,7 +9,9 @@ using DistTrain.Training.Config;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using DistTrain.Training.Stopping;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
 namespace DistTrain.Coordinator;
@@ -20,9 +22,14 @@ namespace DistTrain.Coordinator;
 /// </summary>
 public static class CoordinatorServer
 {
-    /// <summary>Runs the job's control plane; returns 0 when every rank finished, 1 when the job failed.</summary>
+    /// <summary>
+    /// Runs the job's control plane; returns 0 when every rank finished, 1 when the job failed, and the stop's exit code
+    /// (130 SIGINT, 143 SIGTERM) when <paramref name="stop"/> or a worker asked for a graceful stop.
+    /// </summary>
     /// <param name="logs">where the job's log lines go (stragglers, commits, failure); null: nowhere</param>
-    public static async Task<int> RunAsync(ClusterManifest manifest, TrainConfig config, Action<string> log, ILoggerFactory? logs, CancellationToken ct)
+    /// <param name="stop">a signal to this process: the job stops gracefully (every rank saves the same step); null: none</param>
+    public static async Task<int> RunAsync(ClusterManifest manifest, TrainConfig config, Action<string> log, ILoggerFactory? logs, CancellationToken ct,
+        StopRequest? stop = null)
     {
         var plan = DataParallelPlan.For(config, manifest.WorldSize);
         var runId = $"{config.Train.Name}-{DateTime.UtcNow.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture)}";
@@ -46,6 +53,8 @@ public static class CoordinatorServer
             listen.Protocols = HttpProtocols.Http2;
             if (https is not null) listen.UseHttps(https);
         }));
+        // signals are the command's (a graceful stop of the whole job), not the host's: no ConsoleLifetime
+        builder.Services.AddSingleton<IHostLifetime, SignalFreeLifetime>();
         builder.Services.AddSingleton(job);
         builder.Services.AddSingleton(token);
         builder.Services.AddGrpc(o => o.Interceptors.Add<TokenInterceptor>());
@@ -61,6 +70,7 @@ public static class CoordinatorServer
         }
         log($"coordinator for job '{manifest.Job}' on {manifest.BindAddress}:{manifest.CoordinatorPort}: waiting for {manifest.WorldSize} workers; run {runId}");
 
+        stop?.Requested.ContinueWith(code => job.RequestStop(new StopJobRequest { Rank = -1, ExitCode = code.Result, From = "the coordinator's signal" }), TaskScheduler.Default);
         using var watchdog = new PeriodicTimer(TimeSpan.FromMilliseconds(250));
         var watching = Task.Run(async () =>
         {
@@ -74,7 +84,13 @@ public static class CoordinatorServer
         {
             span?.SetStatus(ActivityStatusCode.Error, job.Reason);
             log($"job '{manifest.Job}' failed: {job.Reason}");
-            return 1;
+            return job.StopExitCode != 0 ? job.StopExitCode : 1;
+        }
+        if (job.StoppedAt is var (step, checkpoint))
+        {
+            if (stop is not null) stop.Outcome = new StopOutcome(step, checkpoint.Length > 0 ? checkpoint : null);
+            log($"job '{manifest.Job}' stopped at step {step}; checkpoint {(checkpoint.Length > 0 ? checkpoint : "none")}; resume with: the same command, every worker given --resume {(checkpoint.Length > 0 ? checkpoint : "latest")}");
+            return job.StopExitCode;
         }
         log($"job '{manifest.Job}' finished");
         return 0;
@@ -112,3 +128,4 @@ public static class CoordinatorServer
         return ((IPEndPoint)probe.LocalEndpoint).Port;
     }
 }
+

@@ -23,9 +23,9 @@ sealed class CoordinatorService(JobState job) : Protocol.V1.Coordinator.Coordina
             {
                 rank = beat.Rank;
                 job.Heartbeat(beat);
-                // every beat is answered: a worker that hears nothing for heartbeat.timeout_s knows the coordinator froze
+                // every beat is answered (carry on, or a graceful stop's next move): a worker that hears nothing for heartbeat.timeout_s knows the coordinator froze
                 await writing.WaitAsync(context.CancellationToken);
-                try { await replies.WriteAsync(new HeartbeatReply { Command = HeartbeatReply.Types.Command.Continue }, context.CancellationToken); }
+                try { await replies.WriteAsync(job.ReplyTo(beat.Rank), context.CancellationToken); }
                 finally { writing.Release(); }
             }
         });
@@ -59,6 +59,8 @@ sealed class CoordinatorService(JobState job) : Protocol.V1.Coordinator.Coordina
         job.CheckpointDone(request);
         return Task.FromResult(new CheckpointDoneReply());
     }
+
+    public override Task<StopJobReply> RequestStop(StopJobRequest request, ServerCallContext context) => Task.FromResult(job.RequestStop(request));
 
     public override Task<JobStatus> GetStatus(StatusRequest request, ServerCallContext context) => Task.FromResult(job.Status());
 }

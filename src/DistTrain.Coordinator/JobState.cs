@@ -43,6 +43,11 @@ sealed class JobState
     string _reason = "";
     int _checkpointStep;
     string _checkpointPath = "", _checkpointError = "";
+    // a graceful stop: the exit code of the signal that asked for it (0: none), each rank's finished steps when it
+    // acknowledged, and the step every rank stops after (0: not agreed yet); see StopGate for why this is safe
+    int _stopExitCode, _stopStep;
+    bool _stoppedEarly;
+    readonly Dictionary<int, int> _stopAcks = [];
 
     /// <param name="assignment">rank -> the reply it gets (rank, rendezvous, data shards)</param>
     /// <param name="telemetry">the straggler rule (factor, duration)</param>
@@ -63,6 +68,49 @@ sealed class JobState
     public Task Stopped => _stopped.Task;
     public bool Failed { get { lock (_lock) return _state == JobStatus.Types.State.Failed; } }
     public string Reason { get { lock (_lock) return _reason; } }
+
+    /// <summary>The exit code of a graceful stop (130 SIGINT, 143 SIGTERM; 0: none asked for).</summary>
+    public int StopExitCode { get { lock (_lock) return _stopExitCode; } }
+
+    /// <summary>The job ended by a graceful stop: the step every rank stopped after and the last committed checkpoint.</summary>
+    public (int Step, string Checkpoint)? StoppedAt { get { lock (_lock) return _stoppedEarly ? (_stopStep, _checkpointPath) : null; } }
+
+    /// <summary>
+    /// A signal reached a process of the job: every rank is asked for its finished steps (<see cref="ReplyTo"/>),
+    /// then told the step to stop after; they save a checkpoint there through the usual two-phase commit.
+    /// A job still waiting for workers has nothing to save: it ends at once.
+    /// </summary>
+    public StopJobReply RequestStop(StopJobRequest request)
+    {
+        lock (_lock)
+        {
+            if (_state == JobStatus.Types.State.Waiting)
+            {
+                _stopExitCode = request.ExitCode;
+                CoordinatorLog.StopRequested(_log, _manifest.Job, request.From, request.ExitCode);
+                Fail($"stopped by {request.From} before every worker registered; nothing was trained or saved");
+                return new StopJobReply { State = JobStatus.Types.State.Waiting };
+            }
+            if (_state == JobStatus.Types.State.Running)
+            {
+                (_state, _stopExitCode) = (JobStatus.Types.State.Stopping, request.ExitCode);
+                CoordinatorLog.StopRequested(_log, _manifest.Job, request.From, request.ExitCode);
+            }
+            return new StopJobReply { State = _state };
+        }
+    }
+
+    /// <summary>The answer to a rank's heartbeat: carry on, or the stop in progress (acknowledge, or the agreed step).</summary>
+    public HeartbeatReply ReplyTo(int rank)
+    {
+        lock (_lock)
+        {
+            if (_state != JobStatus.Types.State.Stopping) return new HeartbeatReply { Command = HeartbeatReply.Types.Command.Continue };
+            return _stopStep == 0
+                ? new HeartbeatReply { Command = HeartbeatReply.Types.Command.StopRequested, ExitCode = _stopExitCode }
+                : new HeartbeatReply { Command = HeartbeatReply.Types.Command.StopAt, StopStep = _stopStep, ExitCode = _stopExitCode };
+        }
+    }
 
     /// <summary>
     /// Holds the slot until the whole world registered, then answers with the rank. The registration is a lease
@@ -135,6 +183,13 @@ sealed class JobState
             if (!_ranks.TryGetValue(beat.Rank, out var r)) return;
             (r.Step, r.Tokens, r.Loss, r.LastHeartbeat) = (beat.Step, beat.Tokens, beat.Loss, DateTime.UtcNow);
             if (beat.ComputeSeconds > 0) r.Timing.ComputeSeconds = beat.ComputeSeconds;
+            if (beat.StopAcknowledged && _state == JobStatus.Types.State.Stopping && _stopStep == 0 && _stopAcks.TryAdd(beat.Rank, beat.StopFinishedSteps)
+                && _stopAcks.Count == _manifest.WorldSize)
+            {
+                // no rank finishes more than one step past its acknowledgement: the largest + 1 is ahead of every rank
+                _stopStep = _stopAcks.Values.Max() + 1;
+                CoordinatorLog.StopAgreed(_log, _manifest.Job, _stopStep);
+            }
         }
     }
 
@@ -143,7 +198,7 @@ sealed class JobState
     {
         lock (_lock)
         {
-            if (_state != JobStatus.Types.State.Running)
+            if (_state is not (JobStatus.Types.State.Running or JobStatus.Types.State.Stopping))
                 throw new RpcException(new Status(StatusCode.Aborted, $"job '{_manifest.Job}' is {_state.ToString().ToLowerInvariant()}; no checkpoint commits {_reason}"));
             if (!_ranks.ContainsKey(vote.Rank))
                 throw new RpcException(new Status(StatusCode.InvalidArgument, $"rank: {vote.Rank} is not a rank of this job (world size {_manifest.WorldSize})"));
@@ -209,10 +264,12 @@ sealed class JobState
                 return;
             }
             r.Finished = true;
-            if (_state == JobStatus.Types.State.Running && _ranks.Values.All(x => x.Finished))
+            _stoppedEarly |= request.Stopped;
+            if (_state is (JobStatus.Types.State.Running or JobStatus.Types.State.Stopping) && _ranks.Values.All(x => x.Finished))
             {
                 _state = JobStatus.Types.State.Finished;
-                CoordinatorLog.Finished(_log, _manifest.Job);
+                if (_stoppedEarly) CoordinatorLog.StoppedGracefully(_log, _manifest.Job, _stopStep, _checkpointPath);
+                else CoordinatorLog.Finished(_log, _manifest.Job);
                 _stopped.TrySetResult();
             }
         }
@@ -252,7 +309,7 @@ sealed class JobState
     {
         lock (_lock)
         {
-            if (_state != JobStatus.Types.State.Running) return;
+            if (_state is not (JobStatus.Types.State.Running or JobStatus.Types.State.Stopping)) return;
             ReportStragglers(now);
             foreach (var r in _ranks.Values.Where(r => !r.Finished))
             {

@@ -58,6 +58,25 @@ public sealed class RunDirectory : IDisposable
         }
     }
 
+    /// <summary>Where a run keeps its checkpoints unless checkpoint.dir says otherwise.</summary>
+    public static string CheckpointsOf(string runDirectory) => System.IO.Path.Combine(runDirectory, "checkpoints");
+
+    /// <summary>
+    /// Where "latest" is without checkpoint.dir: the checkpoints/ of the newest run of the same train.name under
+    /// train.run_dir that has a latest (null: none).
+    /// </summary>
+    public static string? LatestCheckpoints(TrainConfig config)
+    {
+        var root = new DirectoryInfo(System.IO.Path.GetFullPath(config.Train.RunDir));
+        if (!root.Exists) return null;
+        return root.EnumerateDirectories($"{config.Train.Name}-*")
+            .Select(d => new FileInfo(System.IO.Path.Combine(CheckpointsOf(d.FullName), "latest")))
+            .Where(f => f.Exists)
+            .OrderByDescending(f => f.LastWriteTimeUtc)
+            .Select(f => f.DirectoryName!)
+            .FirstOrDefault();
+    }
+
     public void Append(StepReport report)
     {
         try

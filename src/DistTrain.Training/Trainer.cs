@@ -1,5 +1,5 @@
-using DistTrain.Checkpoint;
 using System.Diagnostics;
+using DistTrain.Checkpoint;
 using DistTrain.Data;
 using DistTrain.Distributed;
 using DistTrain.Model;
@@ -8,6 +8,7 @@ using DistTrain.Training.Checkpointing;
 using DistTrain.Training.Config;
 using DistTrain.Training.Diagnostics;
 using DistTrain.Training.Optim;
+using DistTrain.Training.Stopping;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -28,14 +29,20 @@ public sealed class Trainer : IDisposable
     readonly ICheckpointCommit _commit;
     readonly Device _device;
     readonly ScalarType _dtype;
+    readonly StopGate _stop;
+    string? _lastCheckpoint;
+    string _checkpointDir = "";
 
     /// <param name="comm">the ranks' communicator; null: one process (world size 1)</param>
     /// <param name="data">this rank's shards; null: computed here (what every rank of a job computes)</param>
     /// <param name="runId">the run directory name shared by all ranks; null: NAME-TIMESTAMP</param>
     /// <param name="commit">the two-phase commit of checkpoints across ranks (the coordinator's); null: one process commits alone</param>
     /// <param name="job">the job the run belongs to (a cluster manifest's job); null: train.name. Its saves' temporary folders carry it</param>
-    public Trainer(TrainConfig config, ICommunicator? comm = null, DataAssignment? data = null, string? runId = null, ICheckpointCommit? commit = null, string? job = null)
+    /// <param name="stop">where a graceful stop (a signal) ends the loop; null: the run always trains to train.steps</param>
+    public Trainer(TrainConfig config, ICommunicator? comm = null, DataAssignment? data = null, string? runId = null, ICheckpointCommit? commit = null,
+        string? job = null, StopGate? stop = null)
     {
+        _stop = stop ?? new StopGate();
         _config = config;
         _comm = comm ?? new LocalCommunicator();
         if (commit is null && _comm.WorldSize > 1)
@@ -73,9 +80,14 @@ public sealed class Trainer : IDisposable
         var schedule = new LrSchedule(o.Lr, o.WarmupSteps, t.Steps, o.MinLrRatio);
         int startStep = 0;
         IReadOnlyDictionary<int, DataCursor> resumeCursors = new Dictionary<int, DataCursor>();
-        if (_config.Checkpoint.Resume.Length > 0)
+        var c = _config.Checkpoint;
+        if (c.Resume.Length > 0)
         {
-            var resumed = TrainingCheckpoint.Load(_config.Checkpoint.Resume, _config.Checkpoint, Flat, Optimizer, plan, _job);
+            // checked before the run directory exists: a refused resume leaves no empty run behind
+            var from = c.Resume == "latest" && c.Dir.Length == 0 ? c with { Dir = RunDirectory.LatestCheckpoints(_config)
+                ?? throw new CheckpointException($"{Path.GetFullPath(t.RunDir)}: no run named {t.Name} has a checkpoint (checkpoints/latest) to resume from; " +
+                    "pass --resume with a checkpoint folder, or set checkpoint.dir to where the checkpoints are") } : c;
+            var resumed = TrainingCheckpoint.Load(c.Resume, from, Flat, Optimizer, plan, _job);
             (startStep, resumeCursors) = (resumed.Step, resumed.Cursors);
             if (startStep >= t.Steps)
                 throw new TrainingException(
@@ -88,9 +100,11 @@ public sealed class Trainer : IDisposable
             plan.WindowsPerShard, t.SeqLen, _device);
         _loader = train;
         using var run = RunDirectory.Create(_config, _runId, _comm.Rank);
-        var c = _config.Checkpoint;
+        if (c.Dir.Length == 0) c = c with { Dir = RunDirectory.CheckpointsOf(run.Path) };
+        _checkpointDir = c.Dir;
         using var saver = c.Interval > 0 ? new CheckpointSaver(c, _config, _comm.Rank, _comm.WorldSize, _commit, new SaveOwner(_job, Path.GetFileName(run.Path)), Flat) : null;
         observer?.OnStart(t.Steps, run.Path);
+        _stop.Begin(startStep);
         double? initialValLoss = Evaluate();
 
         long tokensPerStep = (long)plan.GlobalBatch * t.SeqLen;
@@ -100,6 +114,7 @@ public sealed class Trainer : IDisposable
         double waitAtWindow = 0;
         int stepsInWindow = 0;
         Model.train();
+        StopOutcome? stopped = null;
 
         for (int step = startStep; step < t.Steps; step++)
         {
@@ -132,14 +147,16 @@ public sealed class Trainer : IDisposable
             if (t.Ledger) run.AppendLedger(step + 1, train.Taken);
             train.Taken.Clear();
             bool last = step == t.Steps - 1;
-            if (saver is not null && ((step + 1) % c.Interval == 0 || last))
+            // a graceful stop (a signal): this step is the last, saved like the final one
+            bool stop = !last && _stop.StopAfter(step + 1, ct);
+            if (saver is not null && ((step + 1) % c.Interval == 0 || last || stop))
             {
                 observer?.OnPhase(step, StepPhase.Checkpoint);
                 Saved(saver.Begin(Flat, Optimizer, plan, step + 1, tokensPerStep * (step + 1), train.ShardCursors, ct), observer);
             }
             observer?.OnStep(step);
 
-            if ((step + 1) % t.LogInterval == 0 || last)
+            if ((step + 1) % t.LogInterval == 0 || last || stop)
             {
                 // a host sync: only every log_interval steps; the loss is the mean over ranks
                 _comm.AllReduceMean(lossSum);
@@ -159,11 +176,17 @@ public sealed class Trainer : IDisposable
                 window.Restart();
             }
             gradNorm.Dispose();
+            if (stop)
+            {
+                stopped = new StopOutcome(step + 1, null);
+                break;
+            }
         }
         Saved(saver?.Wait(), observer, final: true);
+        if (stopped is not null) stopped = stopped with { Checkpoint = _lastCheckpoint };
         lossSum.Dispose();
         _loader = null;
-        return new TrainResult(run.Path, reports, train.Cursors, initialValLoss);
+        return new TrainResult(run.Path, reports, train.Cursors, initialValLoss) { Stopped = stopped };
     }
 
     /// <summary>
@@ -174,12 +197,13 @@ public sealed class Trainer : IDisposable
     {
         if (report is null) return;
         observer?.OnCheckpoint(report);
+        if (report.Error is null) _lastCheckpoint = report.Dir;
         if (final && report.Error is { } lost)
             throw new TrainingException($"the final checkpoint (step {report.Step}) failed: {lost}. Training finished but its last steps are not saved " +
-                $"(checkpoint.on_failure={_config.Checkpoint.OnFailure} retries only at a later save); free space or fix permissions under {_config.Checkpoint.Dir} " +
+                $"(checkpoint.on_failure={_config.Checkpoint.OnFailure} retries only at a later save); free space or fix permissions under {_checkpointDir} " +
                 "and resume from the last good checkpoint to train them again");
         if (report.Error is { } error && _config.Checkpoint.OnFailure == "stop")
-            throw new TrainingException($"the checkpoint of step {report.Step} failed: {error}. Training stopped (checkpoint.on_failure=stop); free space or fix permissions under {_config.Checkpoint.Dir} and resume from the last good checkpoint, or set checkpoint.on_failure=continue to train on and retry at the next save");
+            throw new TrainingException($"the checkpoint of step {report.Step} failed: {error}. Training stopped (checkpoint.on_failure=stop); free space or fix permissions under {_checkpointDir} and resume from the last good checkpoint, or set checkpoint.on_failure=continue to train on and retry at the next save");
     }
 
     /// <summary>Mean next-token loss over the validation set (its first eval_batches batches), or null without one.</summary>
@@ -252,4 +276,8 @@ public sealed class Trainer : IDisposable
 }
 
 /// <summary>What a finished run leaves: its folder, every logged report, where the data stands, and the validation loss before step 1.</summary>
-public sealed record TrainResult(string RunDirectory, IReadOnlyList<StepReport> Reports, IReadOnlyList<DataCursor> Cursors, double? InitialValLoss);
+public sealed record TrainResult(string RunDirectory, IReadOnlyList<StepReport> Reports, IReadOnlyList<DataCursor> Cursors, double? InitialValLoss)
+{
+    /// <summary>Where a graceful stop ended the run before train.steps (null: it trained to the end).</summary>
+    public StopOutcome? Stopped { get; init; }
+}

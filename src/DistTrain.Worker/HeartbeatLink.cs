@@ -19,10 +19,14 @@ sealed class HeartbeatLink : IAsyncDisposable
     readonly TaskCompletionSource<string> _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
     readonly Task _listening, _beating;
     ICommunicator? _comm;
+    readonly Action<HeartbeatReply>? _onStop;
     long _lastAnswer = Stopwatch.GetTimestamp();   // the coordinator answers every beat
 
-    public HeartbeatLink(Protocol.V1.Coordinator.CoordinatorClient client, ClusterManifest manifest, Func<HeartbeatRequest> beat, CancellationToken ct)
+    /// <param name="onStop">a graceful stop's answers (STOP_REQUESTED, STOP_AT), handed on as they come; null: ignored</param>
+    public HeartbeatLink(Protocol.V1.Coordinator.CoordinatorClient client, ClusterManifest manifest, Func<HeartbeatRequest> beat, CancellationToken ct,
+        Action<HeartbeatReply>? onStop = null)
     {
+        _onStop = onStop;
         _stopping = CancellationTokenSource.CreateLinkedTokenSource(ct);
         _beatsDone = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token);
         _call = client.Heartbeat(cancellationToken: _stopping.Token);
@@ -71,6 +75,7 @@ sealed class HeartbeatLink : IAsyncDisposable
             await foreach (var command in _call.ResponseStream.ReadAllAsync(_stopping.Token))
             {
                 Interlocked.Exchange(ref _lastAnswer, Stopwatch.GetTimestamp());
+                if (command.Command is HeartbeatReply.Types.Command.StopRequested or HeartbeatReply.Types.Command.StopAt) _onStop?.Invoke(command);
                 if (command.Command == HeartbeatReply.Types.Command.Stop)
                 {
                     Stop($"stopped by the coordinator: {command.Reason}");

@@ -17,4 +17,7 @@ static partial class WorkerDiagnostics
 
     [LoggerMessage(3, LogLevel.Error, "job {Job}: rank {Rank} stopped at step {Step}: {Reason}")]
     public static partial void Stopped(ILogger logger, string job, int rank, int step, string reason);
+
+    [LoggerMessage(4, LogLevel.Error, "job {Job}: rank {Rank} got a stop signal but could not ask the coordinator to stop the job ({Detail}); a second signal ends this worker at once")]
+    public static partial void StopNotDelivered(ILogger logger, string job, int rank, string detail);
 }

@@ -10,6 +10,7 @@ using DistTrain.Training.Checkpointing;
 using DistTrain.Training.Cluster;
 using DistTrain.Training.Config;
 using DistTrain.Training.Diagnostics;
+using DistTrain.Training.Stopping;
 using DistTrain.Telemetry;
 using Google.Protobuf;
 using Grpc.Core;
@@ -29,19 +30,21 @@ public sealed class WorkerException(string message, Exception? inner = null) : E
 public static class WorkerRunner
 {
     /// <param name="logs">where the worker's log lines go; null: nowhere</param>
+    /// <param name="stop">a signal to this process: the worker asks the coordinator to stop the job gracefully; after a
+    /// graceful stop (asked for by any process of the job) it holds where the run stopped, and the exit code is the stop's</param>
     public static async Task<int> RunAsync(ClusterManifest manifest, TrainConfig config, int nodeRank, int localSlot,
-        Func<int, ITrainingObserver?> observerForRank, ILoggerFactory? logs, CancellationToken ct)
+        Func<int, ITrainingObserver?> observerForRank, ILoggerFactory? logs, CancellationToken ct, StopRequest? stop = null)
     {
         // under `disttrain launch` the job's trace context comes in TRACEPARENT, so even registering is part of the
         // job's trace; a worker started on its own joins the trace with the context its registration returns
         var launched = TelemetrySession.ParseTraceParent(Environment.GetEnvironmentVariable("TRACEPARENT"));
         var span = launched == default ? null : WorkerDiagnostics.Source.StartActivity("worker", ActivityKind.Internal, launched);
-        try { return await RunAsync(manifest, config, nodeRank, localSlot, observerForRank, logs?.CreateLogger(WorkerDiagnostics.Name) ?? NullLogger.Instance, span, ct); }
+        try { return await RunAsync(manifest, config, nodeRank, localSlot, observerForRank, logs?.CreateLogger(WorkerDiagnostics.Name) ?? NullLogger.Instance, span, stop ?? new StopRequest(), ct); }
         finally { span?.Dispose(); }
     }
 
     static async Task<int> RunAsync(ClusterManifest manifest, TrainConfig config, int nodeRank, int localSlot,
-        Func<int, ITrainingObserver?> observerForRank, ILogger log, Activity? span, CancellationToken ct)
+        Func<int, ITrainingObserver?> observerForRank, ILogger log, Activity? span, StopRequest stop, CancellationToken ct)
     {
         if (nodeRank < 0 || nodeRank >= manifest.Nodes.Count)
             throw new ConfigException($"{manifest.Source}: --node-rank {nodeRank} is not one of the {manifest.Nodes.Count} nodes (0-based)");
@@ -77,8 +80,24 @@ public static class WorkerRunner
         span?.SetTag("disttrain.job", manifest.Job).SetTag("disttrain.rank", rank).SetTag("disttrain.world_size", reply.WorldSize)
             .SetTag("disttrain.node_rank", nodeRank).SetTag("host.name", node.Host);
         var progress = new Progress(rank);
+        var gate = new StopGate();
+        int stopExitCode = 0;
+        // a graceful stop's moves come with the heartbeat answers: acknowledge (the next beat carries it), then the agreed step
+        void OnStopCommand(HeartbeatReply command)
+        {
+            if (command.Command == HeartbeatReply.Types.Command.StopRequested) progress.StopFinishedSteps = gate.Acknowledge();
+            if (command.Command != HeartbeatReply.Types.Command.StopAt) return;
+            stopExitCode = command.ExitCode;
+            gate.StopAt(command.StopStep);
+        }
         // from here on the rank is known: whatever fails is reported to the coordinator before this process exits
-        await using var link = new HeartbeatLink(client, manifest, progress.Beat, ct);
+        await using var link = new HeartbeatLink(client, manifest, progress.Beat, ct, OnStopCommand);
+        // a signal to this worker stops the whole job: the coordinator agrees the step with every rank
+        _ = stop.Requested.ContinueWith(async code =>
+        {
+            try { await client.RequestStopAsync(new StopJobRequest { Rank = rank, ExitCode = code.Result, From = $"rank {rank}'s signal" }, deadline: DateTime.UtcNow.AddSeconds(10)); }
+            catch (RpcException e) { WorkerDiagnostics.StopNotDelivered(log, manifest.Job, rank, e.Status.Detail); }
+        }, TaskScheduler.Default);
         ICommunicator? comm = null;
         Trainer? trainer = null;
         try
@@ -91,18 +110,20 @@ public static class WorkerRunner
             WorkerDiagnostics.Joined(log, manifest.Job, rank, reply.WorldSize, reply.Backend, config.Train.Device, reply.RunId);
             comm = await ConnectAsync(client, manifest, token, reply, link.Stopping);
             link.Guard(comm);
-            trainer = new Trainer(config, comm, data, reply.RunId, new CoordinatorCommit(client, rank), manifest.Job);
+            trainer = new Trainer(config, comm, data, reply.RunId, new CoordinatorCommit(client, rank), manifest.Job, gate);
             progress.Cursors = () => trainer.DataCursors;
             var telemetry = TrainingTelemetry.For(trainer, config, rank, reply.WorldSize, span?.Context ?? default);
             progress.Compute = telemetry.TakeCompute;
             var observer = new Observers(progress, telemetry, observerForRank(rank));
-            await Task.Run(() => trainer.Run(observer, link.Stopping), CancellationToken.None);
+            var result = await Task.Run(() => trainer.Run(observer, link.Stopping), CancellationToken.None);
             // finish first, then end the stream: a stream that ends before Finish means a lost worker
             await link.EndBeatsAsync();
-            await client.FinishAsync(new FinishRequest { Rank = rank, Step = progress.Step }, cancellationToken: ct);
+            await client.FinishAsync(new FinishRequest { Rank = rank, Step = progress.Step, Stopped = result.Stopped is not null }, cancellationToken: ct);
             await link.CompleteAsync();
             WorkerDiagnostics.Finished(log, manifest.Job, rank, progress.Step);
-            return 0;
+            if (result.Stopped is null) return 0;
+            stop.Outcome = result.Stopped;
+            return stopExitCode;
         }
         catch (Exception e) when (link.StopReason is { } reason)
         {
@@ -214,6 +235,7 @@ public static class WorkerRunner
     {
         volatile StepReport? _last;
         public int Step;
+        public volatile int StopFinishedSteps = -1;   // >= 0: acknowledging a graceful stop
         public Func<IReadOnlyList<DataCursor>> Cursors { get; set; } = () => [];
         public Func<StepCompute?> Compute { get; set; } = () => null;
         public void OnStep(int step) => Step = step + 1;
@@ -226,6 +248,7 @@ public static class WorkerRunner
                 Rank = rank, Step = Step, Tokens = _last?.Tokens ?? 0, Loss = _last?.Loss ?? double.NaN,
                 DataCursor = "[" + string.Join(",", Cursors().Select(c => c.ToJson())) + "]",
                 ComputeSeconds = compute?.ComputeSeconds ?? 0, StepSeconds = compute?.StepSeconds ?? 0,
+                StopAcknowledged = StopFinishedSteps >= 0, StopFinishedSteps = Math.Max(0, StopFinishedSteps),
             };
         }
     }

@@ -181,7 +181,7 @@ public class LaunchTests
     }
 
     /// <summary>The disttrain child whose command line holds the test's folder and the given argument pair.</summary>
-    static Process? FindProcess(string marker, string flag, string value)
+    internal static Process? FindProcess(string marker, string flag, string value)
     {
         foreach (var dir in Directory.GetDirectories("/proc"))
         {

@@ -5,6 +5,7 @@ using DistTrain.Telemetry;
 using DistTrain.Training.Cluster;
 using DistTrain.Training;
 using DistTrain.Training.Config;
+using DistTrain.Training.Stopping;
 using DistTrain.Worker;
 using Spectre.Console;
 
@@ -25,7 +26,8 @@ static class ClusterCommands
             var m = ManifestLoader.Load(parse.GetValue(manifest)!);
             var c = TrainConfigLoader.Load(parse.GetValue(config)!, parse.GetValue(set));
             using var telemetry = CliTelemetry.Start("coordinator", new() { ["disttrain.job"] = m.Job });
-            return await CoordinatorServer.RunAsync(m, c, line => Console.WriteLine(line), telemetry.Logs, ct);
+            using var signals = new StopSignals(new StopRequest(), "stopping the job: every rank finishes its step and saves a checkpoint");
+            return await CoordinatorServer.RunAsync(m, c, line => Console.WriteLine(line), telemetry.Logs, ct, signals.Stop);
         });
         return command;
     }
@@ -51,9 +53,12 @@ static class ClusterCommands
             {
                 ["disttrain.job"] = m.Job, ["disttrain.node_rank"] = parse.GetValue(node), ["disttrain.local_slot"] = parse.GetValue(slot),
             });
+            using var signals = new StopSignals(new StopRequest(), "asking the coordinator to stop the job: every rank finishes its step and saves a checkpoint");
             // only rank 0 prints the job's lines
-            return await WorkerRunner.RunAsync(m, c, parse.GetValue(node), parse.GetValue(slot),
-                rank => rank == 0 ? TrainingProgress.Lines() : null, telemetry.Logs, ct);
+            int exit = await WorkerRunner.RunAsync(m, c, parse.GetValue(node), parse.GetValue(slot),
+                rank => rank == 0 ? TrainingProgress.Lines() : null, telemetry.Logs, ct, signals.Stop);
+            if (signals.Stop.Outcome is { } stopped) Console.WriteLine(ResumeCommand.StoppedLine(stopped.Step, stopped.Checkpoint));
+            return exit;
         });
         return command;
     }

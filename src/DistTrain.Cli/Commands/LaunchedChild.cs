@@ -1,4 +1,6 @@
 using System.Diagnostics;
+using System.Text.RegularExpressions;
+using DistTrain.Training.Stopping;
 
 namespace DistTrain.Cli.Commands;
 
@@ -7,7 +9,7 @@ namespace DistTrain.Cli.Commands;
 /// its output says about a failure — the coordinator's "job 'J' failed: REASON", a worker's "error: ..." line —
 /// so that launch's own last line can name the cause.
 /// </summary>
-sealed class LaunchedChild(string name, Process process, string job)
+sealed partial class LaunchedChild(string name, Process process, string job)
 {
     readonly string _jobFailed = $"job '{job}' failed: ";
     volatile string? _failure, _error;
@@ -18,7 +20,11 @@ sealed class LaunchedChild(string name, Process process, string job)
     /// <summary>When it exited (set by <see cref="WaitAsync"/>): the first to fail is the likeliest cause.</summary>
     public DateTime? ExitedAt { get; private set; }
 
-    public bool Failed => Process.HasExited && Process.ExitCode != 0;
+    /// <summary>A graceful stop's exit code (130, 143) is no failure: the others are saving the same step.</summary>
+    public bool Failed => Process.HasExited && Process.ExitCode != 0 && !StopRequest.IsStopExitCode(Process.ExitCode);
+
+    /// <summary>Where its "stopped at step N; checkpoint PATH; ..." line says the run stopped; null without one.</summary>
+    public StopOutcome? Stopped { get; private set; }
 
     /// <summary>Why it says the job failed: the coordinator's reason, else the child's last error line; null when it said neither.</summary>
     public string? Cause => _failure ?? _error;
@@ -46,6 +52,10 @@ sealed class LaunchedChild(string name, Process process, string job)
         if (line is null) return;
         if (line.StartsWith(_jobFailed, StringComparison.Ordinal)) _failure = line[_jobFailed.Length..];
         else if (line.StartsWith("error: ", StringComparison.Ordinal)) _error = line["error: ".Length..];
+        else if (StoppedLine().Match(line) is { Success: true } stopped) Stopped = new StopOutcome(int.Parse(stopped.Groups[1].Value), stopped.Groups[2].Value);
         to.WriteLine($"[{Name}] {line}");
     }
+
+    [GeneratedRegex(@"^stopped at step (\d+); checkpoint (\S+);")]
+    private static partial Regex StoppedLine();
 }

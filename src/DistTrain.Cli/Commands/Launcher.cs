@@ -1,4 +1,7 @@
 using System.Diagnostics;
+using DistTrain.Cli.Terminal;
+using DistTrain.Training.Stopping;
+using DistTrain.Worker;
 using DistTrain.Training.Cluster;
 using DistTrain.Training.Config;
 
@@ -7,7 +10,8 @@ namespace DistTrain.Cli.Commands;
 /// <summary>
 /// Starts this node's processes (the coordinator on its node, one worker per slot) as children of
 /// the same executable, forwards their output with a prefix, and exits non-zero if any fails, with a
-/// last line that names the cause.
+/// last line that names the cause. SIGINT / SIGTERM ask the coordinator to stop the whole job gracefully (every
+/// rank saves the same step); launch waits for its children and exits with the stop's code; a second signal kills them.
 /// </summary>
 static class Launcher
 {
@@ -25,11 +29,21 @@ static class Launcher
 
         string[] common = ["--manifest", manifestPath, "--config", configPath, .. overrides.SelectMany(o => new[] { "--set", o })];
         var children = new List<LaunchedChild>();
-        if (nodeRank == m.CoordinatorNode) children.Add(Start("coordinator", ["coordinator", .. common], traceParent, m.Job));
-        for (int slot = 0; slot < node.Slots; slot++)
+        using var signals = new StopSignals(new StopRequest(), "stopping the job: every rank finishes its step and saves a checkpoint",
+            atOnce: () => { lock (children) foreach (var c in children) TryKill(c.Process); });
+        _ = signals.Stop.Requested.ContinueWith(async code =>
         {
-            var name = $"rank {m.RankOf(nodeRank, slot)}";   // ranks are fixed by the manifest: node order, then slot
-            children.Add(Start(name, ["worker", .. common, "--node-rank", $"{nodeRank}", "--local-slot", $"{slot}"], traceParent, m.Job));
+            if (await JobStop.RequestAsync(m, code.Result, $"launch on node {nodeRank}") is { } refused)
+                Console.Error.WriteLine($"[launch] cannot stop the job gracefully: {refused}; send the signal again to end every process at once");
+        }, TaskScheduler.Default);
+        lock (children)
+        {
+            if (nodeRank == m.CoordinatorNode) children.Add(Start("coordinator", ["coordinator", .. common], traceParent, m.Job));
+            for (int slot = 0; slot < node.Slots; slot++)
+            {
+                var name = $"rank {m.RankOf(nodeRank, slot)}";   // ranks are fixed by the manifest: node order, then slot
+                children.Add(Start(name, ["worker", .. common, "--node-rank", $"{nodeRank}", "--local-slot", $"{slot}"], traceParent, m.Job));
+            }
         }
 
         using var stop = ct.Register(() => { foreach (var c in children) TryKill(c.Process); });
@@ -50,8 +64,17 @@ static class Launcher
                 await Task.WhenAll(exits);
             }
         }
-        var failed = children.Where(c => c.Process.ExitCode != 0).ToList();
-        if (failed.Count == 0) return 0;
+        var failed = children.Where(c => c.Process.ExitCode != 0 && !StopRequest.IsStopExitCode(c.Process.ExitCode)).ToList();
+        if (failed.Count == 0)
+        {
+            var stopCode = children.Select(c => c.Process.ExitCode).FirstOrDefault(StopRequest.IsStopExitCode);
+            if (stopCode == 0) return 0;
+            // rank 0's last line says where the job stopped; launch repeats it with its own resume command
+            Console.WriteLine(children.FirstOrDefault(c => c.Name == "rank 0")?.Stopped is { } s
+                ? ResumeCommand.StoppedLine(s.Step, s.Checkpoint)
+                : "stopped; rank 0 runs on another node: its line says where the job stopped and how to resume");
+            return stopCode;
+        }
         foreach (var c in failed) Console.Error.WriteLine($"[launch] {c.Name} exited with code {c.Process.ExitCode}");
         // the last line names the cause: the coordinator's reason, else what the first process to fail said
         var cause = children.FirstOrDefault(c => c.Name == "coordinator")?.Cause

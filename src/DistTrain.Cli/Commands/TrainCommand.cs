@@ -3,6 +3,7 @@ using DistTrain.Cli.Terminal;
 using DistTrain.Training;
 using DistTrain.Training.Config;
 using DistTrain.Training.Diagnostics;
+using DistTrain.Training.Stopping;
 using Spectre.Console;
 
 namespace DistTrain.Cli.Commands;
@@ -22,9 +23,17 @@ static class TrainCommand
             var options = TrainConfigLoader.Load(parse.GetValue(config)!, CommonOptions.Overrides(parse, set, resume));
             using var telemetry = CliTelemetry.Start("train", new() { ["disttrain.job"] = options.Train.Name });
             using var span = CliTelemetry.JobSpan(options.Train.Name, 1);
-            using var trainer = new Trainer(options);
+            var gate = new StopGate();
+            using var signals = new StopSignals(new StopRequest(), "stopping after the current step, with a checkpoint");
+            signals.Stop.Requested.ContinueWith(_ => gate.StopAfterCurrentStep(), TaskScheduler.Default);
+            using var trainer = new Trainer(options, stop: gate);
             var steps = TrainingTelemetry.For(trainer, options, 0, 1, span?.Context ?? default);
             var result = TrainingProgress.Run(options, observer => trainer.Run(new Observers(observer, steps), ct));
+            if (result.Stopped is { } stopped)
+            {
+                Console.WriteLine(ResumeCommand.StoppedLine(stopped.Step, stopped.Checkpoint));
+                return Task.FromResult(signals.Stop.ExitCode);
+            }
             var first = result.Reports[0];
             var final = result.Reports[^1];
             AnsiConsole.MarkupLineInterpolated($"training loss {first.Loss:F4} (first {options.Train.LogInterval} steps) -> {final.Loss:F4}");

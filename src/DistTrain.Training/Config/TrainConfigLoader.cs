@@ -53,7 +53,7 @@ public static class TrainConfigLoader
         var data = ReadData(root.Section("data"), baseDir);
         var train = ReadTrain(root.Section("train"), Path.GetFileNameWithoutExtension(source), model.VocabSize);
         var optim = ReadOptim(root.Section("optim"), train.Steps);
-        var checkpoint = ReadCheckpoint(root.Section("checkpoint"), train.Name);
+        var checkpoint = ReadCheckpoint(root.Section("checkpoint"), train);
         var telemetry = ReadTelemetry(root.Section("telemetry"));
         root.EnsureConsumed();
         var config = new TrainConfig(source, model, data, optim, train, checkpoint) { Tree = tree, Telemetry = telemetry };
@@ -124,14 +124,23 @@ public static class TrainConfigLoader
         return o;
     }
 
-    static CheckpointOptions ReadCheckpoint(ConfigSection s, string name)
+    /// <summary>
+    /// On by default: into the run directory's checkpoints/ (checkpoint.dir empty; `--resume latest` then takes the newest
+    /// earlier run of the same train.name), every <see cref="CheckpointOptions.DefaultInterval"/> steps and after the last.
+    /// </summary>
+    static CheckpointOptions ReadCheckpoint(ConfigSection s, TrainOptions train)
     {
-        var c = new CheckpointOptions(Dir: Path.GetFullPath(s.String("dir", Path.Combine("checkpoints", name))),
-            Interval: s.Int("interval", 0), Keep: s.Int("keep", 3), Resume: s.String("resume", ""),
+        var interval = s.String("interval", "auto");
+        int steps = interval == "auto" ? CheckpointOptions.DefaultInterval(train.Steps)
+            : int.TryParse(interval, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out var n) ? n
+            : throw new ConfigException($"{s.Where("interval")}: '{interval}' is not auto, 0 (no checkpoints) or a number of steps");
+        var dir = s.String("dir", "");
+        var c = new CheckpointOptions(Dir: dir.Length > 0 ? Path.GetFullPath(dir) : "",
+            Interval: steps, Keep: s.Int("keep", 3), Resume: s.String("resume", ""),
             Fallback: s.Bool("fallback", false), OnFailure: s.String("on_failure", "stop"));
         s.EnsureConsumed();
         if (c.OnFailure is not ("stop" or "continue")) throw new ConfigException($"{s.Where("on_failure")}: '{c.OnFailure}' is not a policy; use stop (a failed save ends the run) or continue (train on, the next save retries)");
-        if (c.Interval < 0) throw new ConfigException($"{s.Where("interval")}: must be 0 (no checkpoints) or a number of steps");
+        if (c.Interval < 0) throw new ConfigException($"{s.Where("interval")}: must be auto, 0 (no checkpoints) or a number of steps");
         if (c.Keep < 1) throw new ConfigException($"{s.Where("keep")}: keep at least 1 checkpoint");
         return c;
     }

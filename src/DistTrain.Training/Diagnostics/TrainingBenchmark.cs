@@ -47,6 +47,9 @@ public static class TrainingBenchmark
     public static BenchmarkResult Run(TrainConfig options, int warmup, int timed, int profiled, double peakFlops, int[] fitMicroBatches,
         Func<Trainer, ITrainingObserver?>? observe = null)
     {
+        // checkpoints are on by default; a benchmark measures steps, and saves only when the config asks (checkpoint.interval)
+        if (!(options.Tree.TryGetValue("checkpoint", out var section) && section is Dictionary<string, object?> keys && keys.ContainsKey("interval")))
+            options = options with { Checkpoint = options.Checkpoint with { Interval = 0 } };
         var t = options.Train;
         bool cuda = t.Device.StartsWith("cuda");
         var memory = cuda ? DeviceMemory.Open(t.Device.Contains(':') ? int.Parse(t.Device[(t.Device.IndexOf(':') + 1)..]) : 0) : null;
