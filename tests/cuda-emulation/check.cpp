@@ -33,7 +33,7 @@ static void check_rmsnorm(long long rows, int d, unsigned grid, bool scaled, int
   long long parts = (long long)grid * rpb;
   std::vector<float> partial(parts * d, -1.f);
   launch({grid}, {tpr, rpb}, [&] { rms::rmsnorm_backward_f32(x.data(), wp, dy.data(), rstd.data(), dx.data(), scaled ? partial.data() : nullptr, rows, d, vec); });
-  if (scaled) launch({(unsigned)(d + 31) / 32}, {32, 32}, [&] { rms::rmsnorm_dw_reduce_f32(partial.data(), dw.data(), parts, d); });
+  if (scaled) launch({(unsigned)(d + 31) / 32}, {32, 32}, [&] { rms::rmsnorm_dw_reduce_f32(partial.data(), dw.data(), parts, d, 0); });
   double ey = 0, edx = 0, edw = 0, my = 0, mdx = 0, mdw = 0;
   std::vector<double> dwr(d, 0.0);
   for (long long r = 0; r < rows; ++r) {
@@ -49,6 +49,10 @@ static void check_rmsnorm(long long rows, int d, unsigned grid, bool scaled, int
     }
   }
   for (int c = 0; c < d; ++c) { edw = std::max(edw, std::abs(dw[c] - dwr[c])); mdw = std::max(mdw, std::abs(dwr[c])); }
+  if (scaled) {   // accumulate: reducing the same partials again into dw doubles it
+    launch({(unsigned)(d + 31) / 32}, {32, 32}, [&] { rms::rmsnorm_dw_reduce_f32(partial.data(), dw.data(), parts, d, 1); });
+    for (int c = 0; c < d; ++c) edw = std::max(edw, std::abs(dw[c] - 2 * dwr[c]) / 2);
+  }
   char what[128];
   std::snprintf(what, sizeof what, "rmsnorm%s %lldx%d grid %u (tpr %u, rpb %u, vec %d) y/dx%s", scaled ? "" : "_noscale", rows, d, grid, tpr, rpb, vec, scaled ? "/dw" : "");
   double rel = std::max(ey / my, mdx > 0 ? edx / mdx : edx);
@@ -74,7 +78,7 @@ static void check_rmsnorm_bf16(long long rows, int d, unsigned grid, bool scaled
     const unsigned short* wp = scaled ? w.data() : nullptr;
     launch({grid}, {tpr, rpb}, [&] { rms::rmsnorm_forward_bf16(x.data(), wp, y[vec].data(), rstd.data(), rows, d, 1e-5f, vec); });
     launch({grid}, {tpr, rpb}, [&] { rms::rmsnorm_backward_bf16(x.data(), wp, dy.data(), rstd.data(), dx[vec].data(), scaled ? partial.data() : nullptr, rows, d, vec); });
-    if (scaled) launch({(unsigned)(d + 31) / 32}, {32, 32}, [&] { rms::rmsnorm_dw_reduce_bf16(partial.data(), dw[vec].data(), (long long)grid * rpb, d); });
+    if (scaled) launch({(unsigned)(d + 31) / 32}, {32, 32}, [&] { rms::rmsnorm_dw_reduce_bf16(partial.data(), dw[vec].data(), (long long)grid * rpb, d, 0); });
   }
   auto f = [](unsigned short h) { return (double)__uint_as_float((unsigned)h << 16); };
   double e = 0, m = 0;

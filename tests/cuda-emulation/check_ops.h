@@ -77,23 +77,23 @@ static void check_qkrotary(int B, int Tn, int H, int d, bool normed, bool packed
       launch({grid}, {32, 8}, [&] { qkr::qkrotary_forward_bf16_v(x, wp, cs.data(), sn.data(), y.data(), rows, Tn, H, d, sb, st, sh, eps); });
       launch({grid}, {32, 8}, [&] { qkr::qkrotary_backward_bf16_v(x, wp, cs.data(), sn.data(), dybuf.data(), dx.data(), normed ? partial.data() : nullptr,
                                                                   rows, Tn, H, d, sb, st, sh, gb, gt, gh, eps); });
-      if (normed) launch({(unsigned)(d + 31) / 32}, {32, 32}, [&] { rms::rmsnorm_dw_reduce_bf16(partial.data(), dw.data(), parts, d); });
+      if (normed) launch({(unsigned)(d + 31) / 32}, {32, 32}, [&] { rms::rmsnorm_dw_reduce_bf16(partial.data(), dw.data(), parts, d, 0); });
     } else {
       launch({grid}, {32, 8}, [&] { qkr::qkrotary_forward_f32_v(x, wp, cs.data(), sn.data(), y.data(), rows, Tn, H, d, sb, st, sh, eps); });
       launch({grid}, {32, 8}, [&] { qkr::qkrotary_backward_f32_v(x, wp, cs.data(), sn.data(), dybuf.data(), dx.data(), normed ? partial.data() : nullptr,
                                                                  rows, Tn, H, d, sb, st, sh, gb, gt, gh, eps); });
-      if (normed) launch({(unsigned)(d + 31) / 32}, {32, 32}, [&] { rms::rmsnorm_dw_reduce_f32(partial.data(), dw.data(), parts, d); });
+      if (normed) launch({(unsigned)(d + 31) / 32}, {32, 32}, [&] { rms::rmsnorm_dw_reduce_f32(partial.data(), dw.data(), parts, d, 0); });
     }
   } else if constexpr (sizeof(T) == 2) {
     launch({grid}, {32, 8}, [&] { qkr::qkrotary_forward_bf16(x, wp, cs.data(), sn.data(), y.data(), rows, Tn, H, d, sb, st, sh, eps); });
     launch({grid}, {32, 8}, [&] { qkr::qkrotary_backward_bf16(x, wp, cs.data(), sn.data(), dybuf.data(), dx.data(), normed ? partial.data() : nullptr,
                                                               rows, Tn, H, d, sb, st, sh, gb, gt, gh, eps); });
-    if (normed) launch({(unsigned)(d + 31) / 32}, {32, 32}, [&] { rms::rmsnorm_dw_reduce_bf16(partial.data(), dw.data(), parts, d); });
+    if (normed) launch({(unsigned)(d + 31) / 32}, {32, 32}, [&] { rms::rmsnorm_dw_reduce_bf16(partial.data(), dw.data(), parts, d, 0); });
   } else {
     launch({grid}, {32, 8}, [&] { qkr::qkrotary_forward_f32(x, wp, cs.data(), sn.data(), y.data(), rows, Tn, H, d, sb, st, sh, eps); });
     launch({grid}, {32, 8}, [&] { qkr::qkrotary_backward_f32(x, wp, cs.data(), sn.data(), dybuf.data(), dx.data(), normed ? partial.data() : nullptr,
                                                              rows, Tn, H, d, sb, st, sh, gb, gt, gh, eps); });
-    if (normed) launch({(unsigned)(d + 31) / 32}, {32, 32}, [&] { rms::rmsnorm_dw_reduce_f32(partial.data(), dw.data(), parts, d); });
+    if (normed) launch({(unsigned)(d + 31) / 32}, {32, 32}, [&] { rms::rmsnorm_dw_reduce_f32(partial.data(), dw.data(), parts, d, 0); });
   }
   double ey = 0, my = 0, edx = 0, mdx = 0, edw = 0, mdw = 0;
   std::vector<double> dwr(d, 0.0), xh(d), n(d), g(d), dn(d);

@@ -88,7 +88,21 @@ public static partial class KernelSelfTest
         var fused = Run(kernels, x, w, dy);
         cuda.synchronize(device);
         string shape = $"{s.B}x{s.T}x{s.H}x{s.D}{(s.Packed ? "p" : "")}{(s.Transposed ? "t" : "")}";
-        return Compare(normed ? "qknorm_rotary" : "rotary", dtype, shape, normed ? ["y", "dx", "dw"] : ["y", "dx"], fused, reference, truth);
+        var checks = Compare(normed ? "qknorm_rotary" : "rotary", dtype, shape, normed ? ["y", "dx", "dw"] : ["y", "dx"], fused, reference, truth);
+        if (!normed) return checks;
+        // dw added into a preset .grad (the trainer's flat buffer view): by the fused reduce, by autograd's add in the reference
+        Tensor AccumulatedDw(IKernels k, Tensor g0)
+        {
+            var xi = x.detach().requires_grad_(true);
+            var wi = w!.detach().requires_grad_(true);
+            wi.grad = g0.clone();
+            k.QkNormRotary(s.Packed ? xi.select(2, 1) : xi, wi, Eps, cos, sin).backward([dy]);
+            return wi.grad!.detach();
+        }
+        var g0 = randn([s.D], ScalarType.Float32, device).to(dtype);
+        var truthSum = g0.to(ScalarType.Float64) + truth[2];
+        checks.AddRange(Compare("qknorm_rotary", dtype, shape, ["dw+="], [AccumulatedDw(kernels, g0)], [AccumulatedDw(ReferenceKernels.Instance, g0)], [truthSum]));
+        return checks;
     }
 
     static List<KernelCheck> Compare(string op, ScalarType dtype, string shape, string[] outputs, Tensor[] fused, Tensor[] reference, Tensor[] truth)

@@ -102,7 +102,25 @@ public static partial class KernelSelfTest
             var (abs, rel) = Error(fused[i], truth[i]);
             result.Add(new KernelCheck(op, name, shape, outputs[i], abs, rel, Error(reference[i], truth[i]).Rel, tol));
         }
+        if (scaled)
+        {
+            // dw added into a preset .grad (the trainer's flat buffer view) by the fused reduce, by autograd's add in the reference
+            var g0 = randn([d], ScalarType.Float32, device).to(dtype);
+            var truthSum = g0.to(ScalarType.Float64) + truth[2];
+            var (abs, rel) = Error(AccumulatedDw(kernels, x, w!, dy, g0), truthSum);
+            result.Add(new KernelCheck(op, name, shape, "dw+=", abs, rel, Error(AccumulatedDw(ReferenceKernels.Instance, x, w!, dy, g0), truthSum).Rel, tol));
+        }
         return result;
+    }
+
+    /// <summary>The weight's .grad after one backward into a preset <paramref name="g0"/>: g0 + dw.</summary>
+    static Tensor AccumulatedDw(IKernels kernels, Tensor x, Tensor w, Tensor dy, Tensor g0)
+    {
+        var xi = x.detach().requires_grad_(true);
+        var wi = w.detach().requires_grad_(true);
+        wi.grad = g0.clone();
+        kernels.RmsNorm(xi, wi, Eps).backward([dy]);
+        return wi.grad!.detach();
     }
 
     /// <summary>y, dx and (with a weight) dw of one RMSNorm with output gradient dy.</summary>

@@ -83,8 +83,11 @@ internal sealed class FusedQkRotary
         return y;
     }
 
-    /// <summary>x as in forward, dy (B, T, H, d) with unit stride over d -> dx (B, T, H, d) contiguous, and dw (d) with a weight.</summary>
-    public (Tensor Dx, Tensor? Dw) Backward(Tensor x, Tensor? weight, double eps, Tensor cos, Tensor sin, Tensor dy)
+    /// <summary>
+    /// x as in forward, dy (B, T, H, d) with unit stride over d -> dx (B, T, H, d) contiguous, and dw (d) with a weight;
+    /// with <paramref name="dwInto"/> (the weight's .grad, contiguous, of its dtype) dw is added into it instead and Dw is null.
+    /// </summary>
+    public (Tensor Dx, Tensor? Dw) Backward(Tensor x, Tensor? weight, double eps, Tensor cos, Tensor sin, Tensor dy, Tensor? dwInto = null)
     {
         const string op = "qk-norm rotary backward";
         var dtype = x.dtype;
@@ -92,7 +95,7 @@ internal sealed class FusedQkRotary
         var dx = empty(x.shape, dtype, x.device);
         long rows = dx.numel() / d;
         if (rows == 0)
-            return (dx, weight is null ? null : zeros_like(weight));
+            return (dx, weight is null || dwInto is not null ? null : zeros_like(weight));
         nint px = StridedPointer(x, op, "x", dtype), pw = weight is null ? 0 : TensorArgs.Pointer(weight, _device, op, "weight", dtype),
              pcos = TensorArgs.Pointer(cos, _device, op, "cos", ScalarType.Float32), psin = TensorArgs.Pointer(sin, _device, op, "sin", ScalarType.Float32),
              pdy = StridedPointer(dy, op, "dy", dtype), pdx = TensorArgs.Pointer(dx, _device, op, "dx", dtype);
@@ -112,12 +115,12 @@ internal sealed class FusedQkRotary
             Arg.I64(dy.stride(0)), Arg.I64(dy.stride(1)), Arg.I64(dy.stride(2)), Arg.F32((float)eps));
         if (weight is null)
             return (dx, null);
-        var dw = empty_like(weight);
+        var dw = dwInto ?? empty_like(weight);
         KernelLaunch.Launch(dtype == ScalarType.BFloat16 ? _reduce16 : _reduce32, ((uint)((d + 31) / 32), 1), (32, 32), Shapes,
             Arg.Ptr(TensorArgs.Pointer(partial!, _device, op, "dw partial", ScalarType.Float32)),
             Arg.Ptr(TensorArgs.Pointer(dw, _device, op, "dw", dtype)),
-            Arg.I64(parts), Arg.I32((int)d));
-        return (dx, dw);
+            Arg.I64(parts), Arg.I32((int)d), Arg.I32(dwInto is null ? 0 : 1));
+        return (dx, dwInto is null ? dw : null);
     }
 
     /// <summary>

@@ -63,8 +63,11 @@ internal sealed class FusedRmsNorm
         return (y, rstd);
     }
 
-    /// <summary>dy like x -> dx like x, and dw (D, weight's dtype) when there is a weight.</summary>
-    public (Tensor Dx, Tensor? Dw) Backward(Tensor x, Tensor? weight, Tensor rstd, Tensor dy)
+    /// <summary>
+    /// dy like x -> dx like x, and dw (D, weight's dtype) when there is a weight; with <paramref name="dwInto"/>
+    /// (the weight's .grad, contiguous, of its dtype) dw is added into it instead and Dw is null.
+    /// </summary>
+    public (Tensor Dx, Tensor? Dw) Backward(Tensor x, Tensor? weight, Tensor rstd, Tensor dy, Tensor? dwInto = null)
     {
         const string op = "rmsnorm backward";
         long d = x.shape[^1], rows = x.numel() / d;
@@ -84,9 +87,9 @@ internal sealed class FusedRmsNorm
             Arg.Ptr(pdx),
             Arg.Ptr(partial is null ? 0 : TensorArgs.Pointer(partial, _device, op, "dw partial", ScalarType.Float32)),
             Arg.I64(rows), Arg.I32((int)d), Arg.I32(Vectors(d, dtype, px, pw, pdy, pdx)));
-        if (weight is null)
-            return (dx, null);
-        var dw = empty_like(weight);
+        if (weight is null || (parts == 0 && dwInto is not null))
+            return (dx, null);   // no rows: nothing to add
+        var dw = dwInto ?? empty_like(weight);
         if (parts == 0)
         {
             dw.zero_();   // no rows: nothing to reduce
@@ -95,8 +98,8 @@ internal sealed class FusedRmsNorm
         KernelLaunch.Launch(dtype == ScalarType.BFloat16 ? _reduce16 : _reduce32, ((uint)((d + 31) / 32), 1), (32, 32), Shapes,
             Arg.Ptr(TensorArgs.Pointer(partial!, _device, op, "dw partial", ScalarType.Float32)),
             Arg.Ptr(TensorArgs.Pointer(dw, _device, op, "dw", dtype)),
-            Arg.I64(parts), Arg.I32((int)d));
-        return (dx, dw);
+            Arg.I64(parts), Arg.I32((int)d), Arg.I32(dwInto is null ? 0 : 1));
+        return (dx, dwInto is null ? dw : null);
     }
 
     /// <summary>1 when rows are whole 16-byte vectors (D a multiple of 8 bf16 or 4 fp32) and every pointer (0: none) starts on 16 bytes.</summary>
