@@ -62,8 +62,10 @@ public sealed class Attention : nn.Module, IUsesKernels
         Tensor q, k, v;
         if (_wqkv is not null)
         {
-            var qkv = _wqkv.forward(xq).view(b, t, 3, _nHead, _headDim);
-            (q, k, v) = (qkv.select(2, 0), qkv.select(2, 1), qkv.select(2, 2));
+            // unbind, not three selects: its backward stacks the three gradients in one copy, where each
+            // select's backward fills a zero (B, T, 3, H, d) tensor and autograd adds the three up
+            var qkv = _wqkv.forward(xq).view(b, t, 3, _nHead, _headDim).unbind(2);
+            (q, k, v) = (qkv[0], qkv[1], qkv[2]);
         }
         else
         {
