@@ -48,7 +48,8 @@ if has curves; then
   runs=/tmp/runs-kernels
   rm -rf $runs
   base=(--config configs/125m-muddformer.yaml --set train.global_batch=8 --set train.micro_batch=8 --set train.seq_len=2048
-        --set train.eval_interval=0 --set train.eval_batches=0 --set optim.warmup_steps=10 --set train.run_dir=$runs)
+        --set train.eval_interval=0 --set train.eval_batches=0 --set optim.warmup_steps=10 --set train.run_dir=$runs
+        --set checkpoint.interval=0)   # loss curves only: eight 125M runs with checkpoints fill a 64 GB disk
   short=(--set train.steps=50 --set train.log_interval=5)
   train() { timeout 300 $bin train "${base[@]}" "$@" > /dev/null 2>&1; }
   train "${short[@]}" --set train.kernels=fused --set train.name=fused

@@ -18,7 +18,7 @@ timeout 500 "$ncu" --clock-control none --cache-control none --metrics gpu__time
   --log-file "$out/ncu-$arch.csv" \
   "$bundle/disttrain/disttrain" train --config configs/405m-$arch.yaml --set train.steps=2 --set train.global_batch=8 \
   --set train.log_interval=1 --set train.eval_interval=0 --set train.eval_batches=0 --set train.kernels=fused \
-  --set train.run_dir=/tmp/runs-profile "$@" > "$out/ncu-$arch-train.txt" 2>&1
+  --set train.run_dir=/tmp/runs-profile --set checkpoint.interval=0 "$@" > "$out/ncu-$arch-train.txt" 2>&1
 echo "ncu exit $?" >> "$out/ncu-$arch-train.txt"
 python3 - "$out/ncu-$arch.csv" "$out/profile-$arch.txt" <<'PY'
 import csv, re, sys, collections

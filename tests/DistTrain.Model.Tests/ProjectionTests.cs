@@ -47,6 +47,26 @@ public class ProjectionTests
     }
 
     [Fact]
+    public void ForwardAndBackwardPrintNothing()
+    {
+        // TorchSharp prints a warning to stdout for every tensor put into save_data: thousands of lines per step
+        using var projection = new Projection(4, 3);
+        var console = Console.Out;
+        var captured = new StringWriter();
+        Console.SetOut(captured);
+        try
+        {
+            projection.forward(randn(5, 4).requires_grad_()).sum().backward();
+        }
+        finally
+        {
+            Console.SetOut(console);
+        }
+        Assert.NotNull(projection.weight.grad);
+        Assert.Equal("", captured.ToString());
+    }
+
+    [Fact]
     public void WithoutGradModeItIsAPlainLinear()
     {
         using var projection = new Projection(4, 3);

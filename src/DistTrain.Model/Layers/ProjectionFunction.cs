@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -34,7 +35,7 @@ public sealed class ProjectionFunction : MultiTensorFunction<ProjectionFunction>
     public override List<Tensor> forward(AutogradContext ctx, params object[] vars)
     {
         var (x, weight, needX, needW) = ((Tensor)vars[0], (Parameter)vars[1], (bool)vars[2], (bool)vars[3]);
-        ctx.save_data("weight", weight);   // the parameter itself: backward reads its .grad
+        ctx.save_data("weight", new StrongBox<Parameter>(weight));   // the parameter itself (boxed: TorchSharp prints a warning for a tensor in save_data): backward reads its .grad
         ctx.save_data("needX", needX);
         ctx.save_data("needW", needW);
         ctx.save_for_backward(needW ? [x] : []);
@@ -44,7 +45,7 @@ public sealed class ProjectionFunction : MultiTensorFunction<ProjectionFunction>
     public override List<Tensor> backward(AutogradContext ctx, List<Tensor> gradOutputs)
     {
         ReturnedGradients.Release();
-        var weight = (Parameter)ctx.get_data("weight");
+        var weight = ((StrongBox<Parameter>)ctx.get_data("weight")).Value!;
         var (needX, needW) = ((bool)ctx.get_data("needX"), (bool)ctx.get_data("needW"));
         var saved = ctx.get_saved_variables();
         Tensor? dx = null, dw = null;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using DistTrain.Model.Layers;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -35,7 +36,7 @@ internal sealed class QkRotaryFunction : MultiTensorFunction<QkRotaryFunction>
         ctx.save_data("kernels", kernels);
         ctx.save_data("eps", eps);
         ctx.save_data("weighted", weight is not null);
-        if (weight is not null) ctx.save_data("weight", weight);   // the parameter itself: backward adds dw into its .grad
+        if (weight is not null) ctx.save_data("weight", new StrongBox<Tensor>(weight));   // the parameter itself (boxed: TorchSharp prints a warning for a tensor in save_data): backward adds dw into its .grad
         // saved as native SavedVariables when apply returns (x's strides are kept: backward reads the same view)
         ctx.save_for_backward(weight is null ? [x, cos, sin] : [x, cos, sin, weight]);
         return [y];
@@ -53,7 +54,7 @@ internal sealed class QkRotaryFunction : MultiTensorFunction<QkRotaryFunction>
             var (x, cos, sin, weight) = (saved[0], saved[1], saved[2], (bool)ctx.get_data("weighted") ? saved[3] : null);
             var dy = gradOutputs[0];
             if (dy.stride(3) != 1) dy = dy.contiguous();   // a transposed gradient (strided over B, T, H) is read in place
-            using var into = WeightGrad.Into(weight is null ? null : ctx.get_data("weight") as Tensor);   // null: dw goes back to autograd
+            using var into = WeightGrad.Into(weight is null ? null : ((StrongBox<Tensor>)ctx.get_data("weight")).Value);   // null: dw goes back to autograd
             (dx, dw) = kernels.Backward(x, weight, (double)ctx.get_data("eps"), cos, sin, dy, into);
             dx.MoveToOuterDisposeScope();
             dw?.MoveToOuterDisposeScope();

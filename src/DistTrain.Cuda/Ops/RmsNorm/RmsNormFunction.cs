@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using DistTrain.Model.Layers;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -38,7 +39,7 @@ internal sealed class RmsNormFunction : MultiTensorFunction<RmsNormFunction>
         var (y, rstd) = kernels.Forward(input, weight, eps, keepRstd: true);
         ctx.save_data("kernels", kernels);
         ctx.save_data("weighted", weight is not null);
-        if (weight is not null) ctx.save_data("weight", weight);   // the parameter itself: backward adds dw into its .grad
+        if (weight is not null) ctx.save_data("weight", new StrongBox<Tensor>(weight));   // the parameter itself (boxed: TorchSharp prints a warning for a tensor in save_data): backward adds dw into its .grad
         // saved as native SavedVariables when apply returns: these handles stay alive until then (the caller's scope frees them)
         ctx.save_for_backward(weight is null ? [input, rstd!] : [input, rstd!, weight]);
         return [y];
@@ -55,7 +56,7 @@ internal sealed class RmsNormFunction : MultiTensorFunction<RmsNormFunction>
         {
             var (x, rstd, weight) = (saved[0], saved[1], (bool)ctx.get_data("weighted") ? saved[2] : null);
             var dy = gradOutputs[0].contiguous();
-            using var into = WeightGrad.Into(weight is null ? null : ctx.get_data("weight") as Tensor);   // null: dw goes back to autograd
+            using var into = WeightGrad.Into(weight is null ? null : ((StrongBox<Tensor>)ctx.get_data("weight")).Value);   // null: dw goes back to autograd
             (dx, dw) = kernels.Backward(x, weight, rstd, dy, into);
             dx.MoveToOuterDisposeScope();
             dw?.MoveToOuterDisposeScope();
