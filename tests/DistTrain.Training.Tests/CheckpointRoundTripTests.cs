@@ -81,3 +81,25 @@ public class CheckpointRoundTripTests
         Assert.Throws<DistTrain.Checkpoint.CheckpointException>(() => TrainingCheckpoint.LoadModel(dir));
     }
 }
+
+/// <summary>A save copies the training state and nothing else: with saves every 2 steps the losses are bit-identical to a run without any.</summary>
+public class SavesDoNotChangeTrainingTests
+{
+    [Fact]
+    public void LossesWithSavesEveryTwoStepsEqualThoseWithoutSaves()
+    {
+        using var runs = new TempDir();
+        double[] Losses(string interval)
+        {
+            var config = TrainConfigLoader.Load(Repo.Config("tiny-muddformer.yaml"),
+                ["train.steps=8", "train.micro_batch=4", "train.seq_len=32", "train.eval_interval=0", "train.eval_batches=0", "optim.warmup_steps=1",
+                 "train.log_interval=1", $"train.run_dir={runs.Path}", $"checkpoint.interval={interval}", $"checkpoint.dir={Path.Combine(runs.Path, "ckpt-" + interval)}"]);
+            using var trainer = new Trainer(config);
+            return trainer.Run().Reports.Select(r => r.Loss).ToArray();
+        }
+        var without = Losses("0");
+        var with = Losses("2");
+        Assert.Equal(8, without.Length);
+        Assert.Equal(without, with);
+    }
+}
