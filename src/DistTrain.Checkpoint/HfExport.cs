@@ -9,7 +9,9 @@ namespace DistTrain.Checkpoint;
 /// <summary>
 /// Exports a model in the official MUDDFormer Hugging Face layout (Caiyun-AI/MUDDFormer,
 /// modeling_muddformer.py): model.safetensors with every parameter under its own name (the names
-/// already match) and config.json with the MUDDFormerConfig keys.
+/// already match) and config.json with the MUDDFormerConfig keys. DenseFormer and Transformer++ get the
+/// same file pair under DistTrain's names, marked with disttrain_arch: no Python class loads those (a
+/// Transformer++ loads in transformers through <see cref="LlamaFormat"/>; docs/checkpoints.md, Export formats).
 /// </summary>
 public static class HfExport
 {
