@@ -70,6 +70,16 @@ public class LlamaImportTests
         Assert.Equal(2, code);
         Assert.Contains($"error: {missing}/config.json: not found;", output);
 
+        File.WriteAllText(Path.Combine(missing, "config.json"), """{"architectures": ["LlamaForCausalLM"], "rope_scaling": {"rope_type": "linear", "factor": 2.0}}""");
+        (code, output) = Disttrain.Run(Limit, "import", "--format", "llama", missing, "--out", Path.Combine(dir.Path, "out"));
+        Assert.Equal(2, code);
+        Assert.Contains($"error: {missing}/config.json: rope_scaling: {{\"rope_type\":\"linear\",\"factor\":2.0}}; DistTrain computes plain rotary only", output);
+
+        File.WriteAllText(Path.Combine(missing, "config.json"), """{"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}""");
+        (code, output) = Disttrain.Run(Limit, "import", "--format", "llama", missing, "--out", Path.Combine(dir.Path, "out"));
+        Assert.Equal(2, code);
+        Assert.Contains($"error: {missing}/config.json: architectures: GPT2LMHeadModel is not supported", output);
+
         (code, output) = Disttrain.Run(Limit, "import", "--format", "gguf", missing, "--out", Path.Combine(dir.Path, "out"));
         Assert.Equal(2, code);
         Assert.Contains("error: --format gguf: only llama is supported", output);

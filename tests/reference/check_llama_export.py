@@ -147,7 +147,9 @@ def transformers_model(model_dir):
     except TypeError:   # transformers before 4.56 names it torch_dtype
         model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
     model.eval()
-    name = f"transformers {transformers.__version__} {type(model).__name__} (attn {model.config._attn_implementation})"
+    attn = getattr(model.config, "_attn_implementation", "?")
+    dtype = next(model.parameters()).dtype
+    name = f"transformers {transformers.__version__} {type(model).__name__} (attn {attn}, {dtype})"
 
     def logits(ids):
         return model(ids[None]).logits[0].float()
