@@ -241,18 +241,18 @@ public static class LlamaFormat
         else throw Bad("architectures", $"{(architectures.Count > 0 ? string.Join(", ", architectures) : $"(none; model_type {modelType ?? "missing"})")} is not supported; " +
                        $"import --format llama reads {string.Join(" and ", Architectures)} checkpoints");
 
-        // rope: the plain one only. transformers 4.x writes rope_theta and rope_scaling, 5.x rope_parameters
-        if (Get("rope_scaling") is { } scaling)
-            throw Bad("rope_scaling", $"{scaling.ToJsonString()}; DistTrain computes plain rotary only (no scaled or extended rope): this needs rope_scaling null");
+        // rope: the plain one only. transformers 4.x writes rope_theta and rope_scaling (null), 5.x rope_parameters
+        // ({"rope_type": "default", "rope_theta": ...}, which it may also show under the old name rope_scaling)
         double ropeTheta = Double("rope_theta", 10000);
-        if (Get("rope_parameters") is JsonObject rope)
+        foreach (var key in new[] { "rope_scaling", "rope_parameters" })
         {
-            var type = rope["rope_type"]?.ToString() ?? rope["type"]?.ToString() ?? "default";
+            if (Get(key) is not { } rope) continue;
+            var type = rope is JsonObject o ? o["rope_type"]?.ToString() ?? o["type"]?.ToString() ?? "default" : null;
             if (type != "default")
-                throw Bad("rope_parameters.rope_type", $"'{type}'; DistTrain computes plain rotary only (rope_type default)");
+                throw Bad(key, $"{rope.ToJsonString()}; DistTrain computes plain rotary only (no scaled or extended rope): this needs {key} null or rope_type default");
             if (rope["rope_theta"] is JsonValue t && t.TryGetValue<double>(out var theta)) ropeTheta = theta;
             if (rope["partial_rotary_factor"] is JsonValue p && p.TryGetValue<double>(out var partial) && partial != 1.0)
-                throw Bad("rope_parameters.partial_rotary_factor", $"{partial}; DistTrain rotates the whole head: this needs 1.0");
+                throw Bad($"{key}.partial_rotary_factor", $"{partial}; DistTrain rotates the whole head: this needs 1.0");
         }
         if (Get("partial_rotary_factor") is JsonValue pr && pr.TryGetValue<double>(out var prf) && prf != 1.0)
             throw Bad("partial_rotary_factor", $"{prf}; DistTrain rotates the whole head: this needs 1.0");

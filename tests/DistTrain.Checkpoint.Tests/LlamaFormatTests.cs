@@ -184,6 +184,7 @@ public class LlamaFormatTests
             c.Remove("disttrain_rotary_precision");
             c.Remove("rope_theta");
             c["rope_parameters"] = new JsonObject { ["rope_type"] = "default", ["rope_theta"] = 500.0 };   // as transformers 5 writes it
+            c["rope_scaling"] = new JsonObject { ["rope_type"] = "default", ["rope_theta"] = 500.0 };      // and may show under the old name
         });
         var config = LlamaFormat.ModelConfigFrom(Path.Combine(outDir, "config.json"), out _);
         Assert.Equal(RotaryPrecision.Fp32, config.RotaryPrecision);
@@ -194,7 +195,7 @@ public class LlamaFormatTests
     {
         { "architectures", "[\"MistralForCausalLM\"]", "config.json: architectures: MistralForCausalLM is not supported; import --format llama reads LlamaForCausalLM and Qwen3ForCausalLM checkpoints" },
         { "rope_scaling", "{\"rope_type\": \"llama3\", \"factor\": 8.0}", "config.json: rope_scaling: {\"rope_type\":\"llama3\",\"factor\":8.0}; DistTrain computes plain rotary only" },
-        { "rope_parameters", "{\"rope_type\": \"yarn\", \"rope_theta\": 10000.0}", "config.json: rope_parameters.rope_type: 'yarn'; DistTrain computes plain rotary only" },
+        { "rope_parameters", "{\"rope_type\": \"yarn\", \"rope_theta\": 10000.0}", "config.json: rope_parameters: {\"rope_type\":\"yarn\",\"rope_theta\":10000.0}; DistTrain computes plain rotary only" },
         { "num_key_value_heads", "2", "config.json: num_key_value_heads: 2, num_attention_heads is 4: grouped-query attention is not supported by DistTrain yet" },
         { "attention_bias", "true", "config.json: attention_bias: true; DistTrain's attention has no biases" },
         { "mlp_bias", "true", "config.json: mlp_bias: true; DistTrain's SwiGLU has no biases" },
