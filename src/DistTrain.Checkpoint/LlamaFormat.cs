@@ -122,7 +122,7 @@ public static class LlamaFormat
             ["hidden_act"] = "silu",
             ["max_position_embeddings"] = config.BlockSize,
             ["rms_norm_eps"] = config.NormEps,
-            ["rope_theta"] = config.RopeBase,
+            ["rope_theta"] = FloatLiteral(config.RopeBase),   // 10000.0, not 10000: transformers' rotary expects a float
             ["rope_scaling"] = null,
             ["attention_bias"] = false,
             ["attention_dropout"] = 0.0,
@@ -149,6 +149,13 @@ public static class LlamaFormat
             json["eos_token_id"] = eos;
         }
         return json;
+    }
+
+    /// <summary>A JSON number that Python reads as a float (with a decimal point or an exponent).</summary>
+    static JsonNode FloatLiteral(double value)
+    {
+        var text = value.ToString("R", System.Globalization.CultureInfo.InvariantCulture);
+        return JsonNode.Parse(text.IndexOfAny(['.', 'E', 'e']) < 0 ? text + ".0" : text)!;
     }
 
     /// <summary>

@@ -79,6 +79,7 @@ public class LlamaFormatTests
         foreach (var (key, value) in ints) Assert.True(c.GetProperty(key).GetInt32() == value, key);
         Assert.Equal(1e-5, c.GetProperty("rms_norm_eps").GetDouble());
         Assert.Equal(500, c.GetProperty("rope_theta").GetDouble());
+        Assert.Equal("500.0", c.GetProperty("rope_theta").GetRawText());   // a float for Python
         Assert.Equal(JsonValueKind.Null, c.GetProperty("rope_scaling").ValueKind);
         Assert.False(c.GetProperty("tie_word_embeddings").GetBoolean());
         Assert.False(c.GetProperty("attention_bias").GetBoolean());
