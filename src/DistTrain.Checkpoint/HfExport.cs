@@ -9,7 +9,9 @@ namespace DistTrain.Checkpoint;
 /// <summary>
 /// Exports a model in the official MUDDFormer Hugging Face layout (Caiyun-AI/MUDDFormer,
 /// modeling_muddformer.py): model.safetensors with every parameter under its own name (the names
-/// already match) and config.json with the MUDDFormerConfig keys.
+/// already match) and config.json with the MUDDFormerConfig keys. DenseFormer and Transformer++ get the
+/// same file pair under DistTrain's names, marked with disttrain_arch: no Python class loads those (a
+/// Transformer++ loads in transformers through <see cref="LlamaFormat"/>; docs/checkpoints.md, Export formats).
 /// </summary>
 public static class HfExport
 {
@@ -21,11 +23,7 @@ public static class HfExport
     {
         if (dtype is not (ScalarType.BFloat16 or ScalarType.Float16 or ScalarType.Float32))
             throw new ArgumentException($"export dtype {dtype} is not supported; use bf16, fp16 or fp32", nameof(dtype));
-        if (Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any())
-            throw new CheckpointException($"{outDir}: exists and is not empty; export into a new folder or empty this one first");
-        if (File.Exists(outDir))
-            throw new CheckpointException($"{outDir}: is a file; export into a new folder");
-        Directory.CreateDirectory(outDir);
+        PrepareFolder(outDir);
 
         using (var scope = NewDisposeScope())
         {
@@ -37,6 +35,16 @@ public static class HfExport
         using var file = new FileStream(Path.Combine(outDir, ConfigFileName), FileMode.Create, FileAccess.Write, FileShare.None);
         JsonSerializer.Serialize(file, ConfigJson(model.Config, dtype), new JsonSerializerOptions { WriteIndented = true });
         file.Flush(flushToDisk: true);
+    }
+
+    /// <summary>Creates the export folder; refuses a file or a folder with anything in it (nothing is overwritten).</summary>
+    public static void PrepareFolder(string outDir)
+    {
+        if (Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any())
+            throw new CheckpointException($"{outDir}: exists and is not empty; export into a new folder or empty this one first");
+        if (File.Exists(outDir))
+            throw new CheckpointException($"{outDir}: is a file; export into a new folder");
+        Directory.CreateDirectory(outDir);
     }
 
     /// <summary>The config.json object: official MUDDFormerConfig keys; the baselines add disttrain_arch (and DenseFormer its dwa settings).</summary>
@@ -84,6 +92,9 @@ public static class HfExport
         // The official FeedForward scales width with depth exactly when the model is a MUDDFormer; record an override.
         if (config.FfnScaleWithLayer is bool scale && scale != mudd)
             json["disttrain_ffn_scale_with_layer"] = scale;
+        // the official precompute_freqs_cis rounds the tables to bf16; record a model trained with fp32 tables
+        if (config.RotaryPrecision == RotaryPrecision.Fp32)
+            json[LlamaFormat.RotaryPrecisionKey] = "fp32";
         return json;
     }
 }

@@ -195,7 +195,7 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
         if (_cos is null || _cos.device_type != device.type || _cos.device_index != device.index)
         {
             _cos?.Dispose(); _sin?.Dispose();
-            (_cos, _sin) = Rotary.Tables(_config.BlockSize, _config.HeadDim, _config.RopeBase, device);
+            (_cos, _sin) = Rotary.Tables(_config.BlockSize, _config.HeadDim, _config.RopeBase, device, _config.RotaryPrecision);
             _cos.DetachFromDisposeScope();   // cached across steps: not owned by the caller's scope
             _sin.DetachFromDisposeScope();
         }

@@ -11,6 +11,15 @@ public enum Architecture
     MUDDFormer,
 }
 
+/// <summary>The precision of the rotary cos/sin tables (model.rotary_precision).</summary>
+public enum RotaryPrecision
+{
+    /// <summary>Rounded to bf16, as the official MUDDFormer code's cache.</summary>
+    Bf16,
+    /// <summary>Kept in fp32, as transformers' LlamaRotaryEmbedding computes them.</summary>
+    Fp32,
+}
+
 /// <summary>
 /// One model config for all three architectures. Field names follow the official MUDDFormer
 /// config (configuration_muddformer.py) so that exported config.json files load unchanged.
@@ -41,6 +50,11 @@ public sealed record ModelConfig
     public int DwaDilation { get; init; } = 1;
     /// <summary>DenseFormer: an average after every p-th block (p = 1: after each).</summary>
     public int DwaPeriod { get; init; } = 1;
+    /// <summary>
+    /// rotary_precision: bf16 rounds the cos/sin tables to bf16 as the official MUDDFormer precompute_freqs_cis does
+    /// (the default); fp32 keeps them in fp32 as transformers' Llama does (what a Llama import sets).
+    /// </summary>
+    public RotaryPrecision RotaryPrecision { get; init; } = RotaryPrecision.Bf16;
 
     public int HeadDim => Dim / NHead;
     public bool ScalesFfnWithLayer => FfnScaleWithLayer ?? Arch == Architecture.MUDDFormer;

@@ -57,6 +57,9 @@ public sealed class Trainer : IDisposable
         Kernels = KernelSelection.For(config.Train.Kernels, config.Train.Device, config.Train.Precision, config.Source);
         Model = new LanguageModel(config.Model) { Checkpointing = config.Train.ActivationCheckpointing, Kernels = Kernels.Kernels };
         Flat = new FlatParameters(Model, _dtype, _device);
+        // checkpoint.init_from: rank 0 reads the weights, the broadcast hands them to the others; a resume overwrites them anyway
+        if (config.Checkpoint.InitFrom.Length > 0 && config.Checkpoint.Resume.Length == 0 && _comm.Rank == 0)
+            WeightsCheckpoint.LoadInto(config.Checkpoint.InitFrom, Flat, config.Model, config.Source);
         _comm.Broadcast(Flat.Master, root: 0);   // every rank starts from rank 0's fp32 weights
         Flat.PublishMaster();
         Optimizer = new FlatAdamW(Flat, config.Optim, Kernels.AdamW);

@@ -136,6 +136,15 @@ public class CheckpointTests
         Assert.Contains("--dtype fp8: not one of bf16, fp16, fp32", badText);
         Assert.DoesNotContain("   at ", badText);
         Assert.False(Directory.Exists(badDir) && Directory.EnumerateFileSystemEntries(badDir).Any());
+
+        // a MUDDFormer has no Llama form: refused naming the key and the format that fits
+        var llamaDir = Path.Combine(dir.Path, "llama");
+        var (llama, llamaText) = Disttrain.Run(Limit, "export", "--checkpoint", Path.Combine(dir.Path, "ckpt-full", "step-00000010"), "--format", "llama", "--out", llamaDir);
+        Assert.Equal(2, llama);
+        Assert.Contains("error: --format llama: model.arch: muddformer has no Llama form", llamaText);
+        Assert.Contains("export it with --format hf", llamaText);
+        Assert.DoesNotContain("   at ", llamaText);
+        Assert.False(Directory.Exists(llamaDir));
     }
 
     [Theory]

@@ -35,6 +35,21 @@ public class ConfigTests
     }
 
     [Fact]
+    public void RotaryPrecisionIsBf16UnlessSetAndAnUnknownValueIsRefusedByKey()
+    {
+        Assert.Equal(RotaryPrecision.Bf16, Load(Valid).Model.RotaryPrecision);
+        Assert.Equal(RotaryPrecision.Fp32, Load(Valid, "model.rotary_precision=fp32").Model.RotaryPrecision);
+        Assert.EndsWith("model.rotary_precision: 'fp64' is not one of: bf16, fp32", Error(Valid, "model.rotary_precision=fp64"));
+    }
+
+    [Fact]
+    public void InitFromIsAnAbsolutePath()
+    {
+        Assert.Equal("", Load(Valid).Checkpoint.InitFrom);
+        Assert.Equal(Path.GetFullPath("some/ckpt"), Load(Valid, "checkpoint.init_from=some/ckpt").Checkpoint.InitFrom);
+    }
+
+    [Fact]
     public void SetOverridesWinAndReachTheResolvedTree()
     {
         var c = Load(Valid, "train.steps=7", "model.arch=denseformer", "optim.lr=1e-3");

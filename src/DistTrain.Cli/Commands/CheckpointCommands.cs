@@ -1,14 +1,16 @@
 using System.CommandLine;
 using System.Text.Json;
 using DistTrain.Checkpoint;
+using DistTrain.Data;
 using DistTrain.Model;
 using DistTrain.Training.Checkpointing;
+using DistTrain.Training.Config;
 using Spectre.Console;
 using static TorchSharp.torch;
 
 namespace DistTrain.Cli.Commands;
 
-/// <summary>disttrain ckpt inspect PATH; disttrain export --checkpoint PATH --format hf --out DIR.</summary>
+/// <summary>disttrain ckpt inspect PATH; export --checkpoint PATH --format hf|llama --out DIR; import --format llama DIR --out CKPT; score; eval.</summary>
 static class CheckpointCommands
 {
     public static Command Inspect()
@@ -68,16 +70,19 @@ static class CheckpointCommands
     public static Command Export()
     {
         var checkpoint = new Option<string>("--checkpoint") { Description = "a checkpoint folder", Required = true };
-        var format = new Option<string>("--format") { Description = "hf: config.json + model.safetensors in the official MUDDFormer layout", DefaultValueFactory = _ => "hf" };
+        var format = new Option<string>("--format")
+        {
+            Description = "hf: config.json + model.safetensors in the official MUDDFormer layout (DenseFormer and Transformer++ under DistTrain's names); " +
+                          "llama: a Transformer++ as transformers' LlamaForCausalLM (Qwen3ForCausalLM with use_qk_norm)",
+            DefaultValueFactory = _ => "hf",
+        };
         var output = new Option<string>("--out", "-o") { Description = "output folder (must not exist or be empty)", Required = true };
         var dtype = new Option<string>("--dtype") { Description = "bf16, fp16 or fp32", DefaultValueFactory = _ => "bf16" };
         var command = new Command("export", "export a checkpoint's weights for other tools") { checkpoint, format, output, dtype };
         command.SetAction(parse =>
         {
-            if (parse.GetValue(format) != "hf") throw new ArgumentException($"--format {parse.GetValue(format)}: only hf is supported");
-            var (model, _, m) = TrainingCheckpoint.LoadModel(parse.GetValue(checkpoint)!);
-            using var _ = model;
-            var config = model.Config;
+            var kind = parse.GetValue(format);
+            if (kind is not ("hf" or "llama")) throw new ArgumentException($"--format {kind}: not one of hf (official MUDDFormer layout), llama (transformers' LlamaForCausalLM, Transformer++ only)");
             var target = parse.GetValue(dtype) switch
             {
                 "bf16" => ScalarType.BFloat16,
@@ -85,10 +90,60 @@ static class CheckpointCommands
                 "fp32" => ScalarType.Float32,
                 var other => throw new ArgumentException($"--dtype {other}: not one of bf16, fp16, fp32"),
             };
-            HfExport.Write(model, parse.GetValue(output)!, target);
-            AnsiConsole.MarkupLineInterpolated($"wrote {parse.GetValue(output)}/{HfExport.ConfigFileName} and {HfExport.WeightsFileName} ({config.Arch}, step {m.Step}, {target})");
+            var (model, tree, m) = TrainingCheckpoint.LoadModel(parse.GetValue(checkpoint)!);
+            using var _ = model;
+            var config = model.Config;
+            var outDir = parse.GetValue(output)!;
+            if (kind == "llama")
+            {
+                LlamaFormat.Write(model, outDir, target, EndOfText(tree, m));
+                AnsiConsole.MarkupLineInterpolated($"wrote {outDir}/{LlamaFormat.ConfigFileName} and {LlamaFormat.WeightsFileName} ({LlamaFormat.ArchitectureOf(config)}, step {m.Step}, {target})");
+                if (config.RotaryPrecision == RotaryPrecision.Bf16)
+                    Console.Error.WriteLine("note: this model's rotary tables are rounded to bf16 (model.rotary_precision=bf16, the official MUDDFormer code's choice); " +
+                        "transformers computes them in fp32, so its log-probabilities differ slightly from `disttrain score`. " +
+                        "Train with --set model.rotary_precision=fp32 for an exact match; `disttrain import` restores bf16 tables from config.json's disttrain_rotary_precision");
+                return 0;
+            }
+            HfExport.Write(model, outDir, target);
+            AnsiConsole.MarkupLineInterpolated($"wrote {outDir}/{HfExport.ConfigFileName} and {HfExport.WeightsFileName} ({config.Arch}, step {m.Step}, {target})");
             return 0;
         });
         return command;
+    }
+
+    public static Command Import()
+    {
+        var source = new Argument<string>("dir") { Description = "a folder with config.json and model.safetensors (or model-*.safetensors and model.safetensors.index.json), as transformers' save_pretrained writes" };
+        var format = new Option<string>("--format") { Description = "llama: LlamaForCausalLM (or Qwen3ForCausalLM) without rope scaling, grouped-query attention or biases", Required = true };
+        var output = new Option<string>("--out", "-o") { Description = "the checkpoint folder to write (must not exist)", Required = true };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = $"record the tokenizer that generate decodes with ({string.Join(", ", TokenizerFactory.Names)})" };
+        var command = new Command("import", "turn another tool's weights into a DistTrain checkpoint (score, eval, generate, export; train --init-from)") { source, format, output, tokenizer };
+        command.SetAction(parse =>
+        {
+            if (parse.GetValue(format) != "llama") throw new ArgumentException($"--format {parse.GetValue(format)}: only llama is supported");
+            var dir = Path.GetFullPath(parse.GetValue(source)!);
+            var name = parse.GetValue(tokenizer);
+            if (name is not null && !TokenizerFactory.Names.Contains(name))
+                throw new ArgumentException($"--tokenizer {name}: not known; use one of {string.Join(", ", TokenizerFactory.Names)}");
+            using var model = LlamaFormat.Read(dir);
+            var outDir = Path.GetFullPath(parse.GetValue(output)!);
+            WeightsCheckpoint.Write(model, outDir, dir, name);
+            var c = model.Config;
+            AnsiConsole.MarkupLineInterpolated($"wrote {outDir}: Transformer++ {c.NLayer} layers, dim {c.Dim}, {c.NHead} heads, vocab {c.VocabSize}{(c.UseQkNorm ? ", QK-norm" : "")}, rotary tables {TrainConfigLoader.Name(c.RotaryPrecision)}");
+            Console.WriteLine($"score, eval, generate and export read it; start a run from it with: disttrain train --config C --init-from {outDir} (C's model section: {string.Join(" ", WeightsCheckpoint.ModelSection(c).Select(kv => $"{kv.Key}={kv.Value}"))})");
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>The run's end-of-text id: data.end_of_text of its config, else the end-of-text of the tokenizer its manifest names; null when neither says.</summary>
+    static int? EndOfText(Dictionary<string, object?> tree, CheckpointManifest manifest)
+    {
+        if (tree.GetValueOrDefault("data") is Dictionary<string, object?> data && data.GetValueOrDefault("end_of_text") is string text
+            && int.TryParse(text, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out var id) && id >= 0)
+            return id;
+        if (manifest.Extra.GetValueOrDefault(RunTokenizer.ManifestKey) is { } name && TokenizerFactory.Names.Contains(name))
+            return TokenizerFactory.Create(name).EndOfText;
+        return null;
     }
 }

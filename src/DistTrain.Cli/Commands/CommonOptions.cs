@@ -19,6 +19,7 @@ static class CommonOptions
         var overrides = parse.GetValue(set)!.ToList();
         if (parse.GetValue(resume.Path) is { Length: > 0 } r) overrides.Add($"checkpoint.resume={r}");
         if (parse.GetValue(resume.Fallback)) overrides.Add("checkpoint.fallback=true");
+        if (parse.GetValue(resume.InitFrom) is { Length: > 0 } i) overrides.Add($"checkpoint.init_from={i}");
         return [.. overrides];
     }
 
@@ -30,7 +31,7 @@ static class CommonOptions
     };
 }
 
-/// <summary>--resume PATH|latest and --resume-fallback.</summary>
+/// <summary>--resume PATH|latest, --resume-fallback and --init-from PATH.</summary>
 sealed class ResumeOptions
 {
     public Option<string?> Path { get; } = new("--resume")
@@ -43,9 +44,15 @@ sealed class ResumeOptions
         Description = "with --resume latest: if latest fails verification (checksum, missing file), resume from the newest good checkpoint and report the ones passed over (checkpoint.fallback=true)",
     };
 
+    public Option<string?> InitFrom { get; } = new("--init-from")
+    {
+        Description = "start from a checkpoint's weights (for example one `disttrain import` wrote) with a fresh optimizer, at step 0 (same as --set checkpoint.init_from=...)",
+    };
+
     public void AddTo(Command command)
     {
         command.Options.Add(Path);
         command.Options.Add(Fallback);
+        command.Options.Add(InitFrom);
     }
 }

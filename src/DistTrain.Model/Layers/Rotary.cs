@@ -5,19 +5,26 @@ namespace DistTrain.Model.Layers;
 /// <summary>
 /// Rotary embedding in the official MUDDFormer layout ('half' mode): pairs (x[i], x[i + d/2]) are
 /// rotated and written out interleaved. q and k get the same permutation, so attention scores
-/// are those of standard rotary. The cos/sin table is rounded to bf16 as the official cache is.
+/// are those of standard rotary. The cos/sin table is rounded to bf16 as the official cache is (or
+/// kept in fp32, as transformers' Llama computes it: <see cref="RotaryPrecision.Fp32"/>).
 /// </summary>
+/// <remarks>
+/// The pairs are those of transformers' rotate_half (x[i] with x[i + d/2], frequency base^(-2i/d)); only
+/// the order in which the rotated values are written differs, and q and k share it, so q·k and the
+/// attention output equal Llama's with the same wq/wk rows: a Llama export copies them unpermuted.
+/// </remarks>
 public static class Rotary
 {
-    /// <summary>(T, 1, d/2) cos and sin tables in fp32 for positions 0..T-1.</summary>
-    public static (Tensor Cos, Tensor Sin) Tables(long seqLen, long headDim, double ropeBase, Device device)
+    /// <summary>(T, 1, d/2) cos and sin tables in fp32 for positions 0..T-1, their values rounded to <paramref name="precision"/>.</summary>
+    public static (Tensor Cos, Tensor Sin) Tables(long seqLen, long headDim, double ropeBase, Device device, RotaryPrecision precision = RotaryPrecision.Bf16)
     {
+        var table = precision == RotaryPrecision.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32;
         using var scope = NewDisposeScope();
         var exponents = arange(Scalars.Of(0L), Scalars.Of(headDim), Scalars.Of(2L), ScalarType.Float32)[..(int)(headDim / 2)].div(Scalars.Of(headDim));
         var freqs = pow(tensor(ropeBase), exponents).reciprocal();              // 1 / base^(2i/d)
         var angles = outer(arange(Scalars.Of(0L), Scalars.Of(seqLen), Scalars.One, ScalarType.Float32), freqs);
-        var cos = angles.cos().to(ScalarType.BFloat16).to(ScalarType.Float32).unsqueeze(1).to(device);
-        var sin = angles.sin().to(ScalarType.BFloat16).to(ScalarType.Float32).unsqueeze(1).to(device);
+        var cos = angles.cos().to(table).to(ScalarType.Float32).unsqueeze(1).to(device);
+        var sin = angles.sin().to(table).to(ScalarType.Float32).unsqueeze(1).to(device);
         return (cos.MoveToOuterDisposeScope(), sin.MoveToOuterDisposeScope());
     }
 

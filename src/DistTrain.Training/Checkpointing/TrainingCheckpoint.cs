@@ -26,6 +26,9 @@ public static class TrainingCheckpoint
     public static ResumeReport Load(string resume, CheckpointOptions options, FlatParameters flat, FlatAdamW optimizer, DataParallelPlan plan, string job)
     {
         var (dir, manifest, refused) = Choose(resume, options);
+        if (WeightsCheckpoint.IsImported(manifest))
+            throw new CheckpointException($"{dir}: imported from {manifest.Extra[WeightsCheckpoint.ImportedFromKey]}: weights only (no optimizer state, no data position), " +
+                $"nothing to resume; start a run from it with --init-from {dir} (checkpoint.init_from)");
         long count = (long)manifest.Scalars.GetValueOrDefault("flat_count");
         if (count != flat.Count || manifest.Extra.GetValueOrDefault("layout") != LayoutJson(flat))
             throw new CheckpointException($"{dir}: written for another model ({count:N0} flat parameters, this config has {flat.Count:N0}); resume with the config it was saved with");
@@ -135,6 +138,9 @@ public static class TrainingCheckpoint
             }
         return (model, tree, manifest);
     }
+
+    /// <summary>Only the fp32 master weights of a verified checkpoint, into <paramref name="master"/> (checkpoint.init_from).</summary>
+    internal static void ReadMaster(string dir, CheckpointManifest manifest, Tensor master) => ReadSlices(dir, manifest, [("master", master)]);
 
     /// <summary>Reassembles flat buffers from the slices of every shard file, whatever world size wrote them.</summary>
     static void ReadSlices(string dir, CheckpointManifest manifest, IReadOnlyList<(string Name, Tensor Target)> buffers)

@@ -33,9 +33,11 @@ public enum KernelChoice { Auto, Fused, Reference }
 /// (empty: the run directory's checkpoints/ folder, see <see cref="RunDirectory.CheckpointsOf"/>; "latest" then means
 /// <see cref="RunDirectory.LatestCheckpoints"/>), keeping the last
 /// Keep; Resume: a checkpoint folder or "latest"; Fallback: a "latest" that fails verification gives
-/// way to the newest good one; OnFailure: "stop" or "continue" when a save fails (disk full, permissions).
+/// way to the newest good one; OnFailure: "stop" or "continue" when a save fails (disk full, permissions);
+/// InitFrom: a checkpoint whose weights a fresh run starts from (optimizer, step and data from the start; an
+/// imported Llama checkpoint, or any other of the same model); a resume takes precedence.
 /// </summary>
-public sealed record CheckpointOptions(string Dir, int Interval, int Keep, string Resume, bool Fallback = false, string OnFailure = "stop")
+public sealed record CheckpointOptions(string Dir, int Interval, int Keep, string Resume, bool Fallback = false, string OnFailure = "stop", string InitFrom = "")
 {
     /// <summary>
     /// checkpoint.interval: auto: a tenth of train.steps, at most 1000 (the tiny 800-step run saves every 80 steps, a

@@ -15,6 +15,15 @@ public static class TrainConfigLoader
         ["transformerpp"] = Architecture.TransformerPP,
     };
 
+    static readonly Dictionary<string, RotaryPrecision> RotaryPrecisions = new()
+    {
+        ["bf16"] = RotaryPrecision.Bf16,
+        ["fp32"] = RotaryPrecision.Fp32,
+    };
+
+    /// <summary>The config value of a rotary precision (model.rotary_precision).</summary>
+    public static string Name(RotaryPrecision precision) => RotaryPrecisions.Single(p => p.Value == precision).Key;
+
     static readonly Dictionary<string, KernelChoice> KernelChoices = new()
     {
         ["auto"] = KernelChoice.Auto,
@@ -87,6 +96,7 @@ public static class TrainConfigLoader
             FfnScaleWithLayer = s.OptionalBool("ffn_scale_with_layer") ?? baseline.FfnScaleWithLayer,
             DwaDilation = s.Int("dwa_dilation", baseline.DwaDilation),
             DwaPeriod = s.Int("dwa_period", baseline.DwaPeriod),
+            RotaryPrecision = s.Choice("rotary_precision", baseline.RotaryPrecision, RotaryPrecisions),
         };
         if (s.Has("head_dim") && s.Int("head_dim", 0) != m.HeadDim)
             throw new ConfigException($"{s.Where("head_dim")}: head_dim is dim / n_head = {m.HeadDim} (as in the official MUDDFormer config); remove the key or change dim / n_head");
@@ -135,9 +145,11 @@ public static class TrainConfigLoader
             : int.TryParse(interval, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out var n) ? n
             : throw new ConfigException($"{s.Where("interval")}: '{interval}' is not auto, 0 (no checkpoints) or a number of steps");
         var dir = s.String("dir", "");
+        var initFrom = s.String("init_from", "");
         var c = new CheckpointOptions(Dir: dir.Length > 0 ? Path.GetFullPath(dir) : "",
             Interval: steps, Keep: s.Int("keep", 3), Resume: s.String("resume", ""),
-            Fallback: s.Bool("fallback", false), OnFailure: s.String("on_failure", "stop"));
+            Fallback: s.Bool("fallback", false), OnFailure: s.String("on_failure", "stop"),
+            InitFrom: initFrom.Length > 0 ? Path.GetFullPath(initFrom) : "");
         s.EnsureConsumed();
         if (c.OnFailure is not ("stop" or "continue")) throw new ConfigException($"{s.Where("on_failure")}: '{c.OnFailure}' is not a policy; use stop (a failed save ends the run) or continue (train on, the next save retries)");
         if (c.Interval < 0) throw new ConfigException($"{s.Where("interval")}: must be auto, 0 (no checkpoints) or a number of steps");
