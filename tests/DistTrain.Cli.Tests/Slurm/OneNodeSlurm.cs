@@ -127,6 +127,11 @@ public sealed partial class OneNodeSlurm : IDisposable
         var key = Path.Combine(Folder, "munge", "munge.key");
         File.WriteAllBytes(key, RandomNumberGenerator.GetBytes(1024));
         File.SetUnixFileMode(key, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        // two GPUs in name only (slurmd logs that the files are no devices, and counts them): sbatch --gpus-per-node=2 is
+        // granted as on a GPU node, without a GPU
+        File.WriteAllText(Path.Combine(Folder, "nvidia0"), "");
+        File.WriteAllText(Path.Combine(Folder, "nvidia1"), "");
+        File.WriteAllText(Path.Combine(Folder, "gres.conf"), $"Name=gpu File={Path.Combine(Folder, "nvidia")}[0-1]\n");
         // no cgroups anywhere (proctrack/linuxproc, task/none): a container has no cgroup it may write to
         File.WriteAllText(Path.Combine(Folder, "slurm.conf"), $"""
             ClusterName=disttraintest
@@ -154,7 +159,8 @@ public sealed partial class OneNodeSlurm : IDisposable
             ReturnToService=2
             KillWait=60
             MinJobAge=3600
-            {node} NodeAddr=127.0.0.1 State=UNKNOWN
+            GresTypes=gpu
+            {node} NodeAddr=127.0.0.1 Gres=gpu:2 State=UNKNOWN
             PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP
             """);
     }
@@ -214,9 +220,10 @@ public sealed partial class OneNodeSlurm : IDisposable
             int[] submitted;
             lock (jobs) submitted = [.. jobs];
             foreach (var job in submitted)
-                try { Run(Find("scancel")!, ["--signal=KILL", "--full", $"{job}"], TimeSpan.FromSeconds(30), environment, check: false); } catch (TimeoutException) { }
+                try { Run(Find("scancel")!, ["--signal=KILL", "--full", $"{job}"], TimeSpan.FromSeconds(30), environment, check: false); } catch (TimeoutException) { }   // a finished job: scancel says so, nothing to do
             var clock = Stopwatch.StartNew();
-            while (clock.Elapsed < TimeSpan.FromSeconds(30) && submitted.Any(j => State(j).State is "RUNNING" or "COMPLETING" or "PENDING")) Thread.Sleep(500);
+            bool Active(int j) { try { return State(j).State is "RUNNING" or "COMPLETING" or "PENDING"; } catch (InvalidOperationException) { return false; } }
+            while (clock.Elapsed < TimeSpan.FromSeconds(30) && submitted.Any(Active)) Thread.Sleep(500);
         }
         foreach (var (_, process, _) in Enumerable.Reverse(daemons))
         {
@@ -277,5 +284,12 @@ public sealed class SlurmFactAttribute : FactAttribute
     public SlurmFactAttribute()
     {
         if (OneNodeSlurm.WhyNot() is { } why) Skip = $"no real Slurm here: {why}";
+    }
+
+    /// <summary>Only on a host without NVIDIA GPUs (a case that relies on launch finding none).</summary>
+    public bool WithoutGpus
+    {
+        get => false;
+        init { if (value && Skip is null && Directory.Exists("/proc/driver/nvidia/gpus")) Skip = "this host has NVIDIA GPUs: the job would train the 405M model on them"; }
     }
 }

@@ -79,6 +79,28 @@ public sealed partial class SlurmSbatchTests(OneNodeSlurm slurm, ITestOutputHelp
         log.WriteLine($"job {resumed}: resumed to step {step + 5}; both cases {clock.Elapsed.TotalSeconds:F1} s");
     }
 
+    [SlurmFact(WithoutGpus = true)]
+    public void AGpuJobAsShippedGetsOneNcclWorkerPerAllocatedGpu()
+    {
+        // the GPU path with no variable set: sbatch --gpus-per-node=2, the default config (configs/405m-muddformer.yaml,
+        // relative to the working directory); the node's two GPUs exist for Slurm only, so launch stops at its GPU check
+        var work = Directory.CreateDirectory(Path.Combine(slurm.Folder, "gpu")).FullName;
+        Directory.CreateSymbolicLink(Path.Combine(work, "configs"), Path.Combine(Disttrain.RepoRoot, "configs"));
+        int job = slurm.Submit(work, ["--gpus-per-node=2"], Script, ["--set", "train.steps=1"], new Dictionary<string, string>
+        {
+            ["DISTTRAIN_BIN"] = Disttrain.Executable, ["TORCH_LIB"] = "none", ["DOTNET_ROOT"] = Disttrain.DotnetRoot, ["NO_COLOR"] = "1",
+        });
+        var (state, exit) = slurm.WaitForEnd(job, Limit);
+        var output = Output(work, job);
+        Assert.True((state, exit) == ("FAILED", "2:0"), $"job {job}: {state}, exit {exit}\n{output}\n{slurm.Diagnostics()}");
+        Assert.Contains($"slurm.sbatch: 1 node(s) x 2 worker(s), nccl, coordinator port {20000 + job % 10000}", output);
+        Assert.Contains("--config configs/405m-muddformer.yaml --set train.steps=1 --node-rank N", output);
+        var manifest = Path.Combine(work, $"slurm-{job}.disttrain.yaml");
+        Assert.Contains("backend: nccl", File.ReadAllText(manifest));
+        Assert.Contains("  - {host: 127.0.0.1, gpus: [0, 1]}", File.ReadAllText(manifest));
+        Assert.Contains($"error: {manifest}: nodes[0].gpus: [0, 1] listed, this host has 0 GPU(s)", output);
+    }
+
     /// <summary>Two CPUs when the node has them: the sbatch hands the task all of the node's CPUs (srun --cpus-per-task).</summary>
     string[] CpuOptions() => [$"--cpus-per-task={Math.Min(2, slurm.Cpus)}"];
 
