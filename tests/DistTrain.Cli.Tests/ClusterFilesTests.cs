@@ -182,6 +182,9 @@ public partial class ClusterFilesTests
         Assert.Contains("-o artifacts/bundle/disttrain", makefile);
         Assert.Contains("cp -r configs artifacts/bundle/disttrain/configs", makefile);   // so /opt/disttrain/configs exists
         Assert.Matches(@"(?m)^ARG BASE=pytorch/pytorch:[\w.-]*cuda[\w.-]*$", dockerfile);
+        // BuildKit's context filter next to the Dockerfile: everything out but the bundle
+        var ignore = File.ReadAllLines(Path.Combine(Cluster, "Dockerfile.dockerignore")).Where(l => l.Length > 0 && !l.StartsWith('#')).ToList();
+        Assert.Equal(["*", "!" + bundle], ignore);
         // the libraries DistTrain looks for: libtorch (TORCH_LIB), NCCL and NVRTC on the loader's path
         Assert.Matches(@"TORCH_LIB=/opt/torch/lib", dockerfile);
         Assert.Matches(@"LD_LIBRARY_PATH=/opt/torch/lib:/opt/torch/nccl:/opt/torch/cu13:/opt/torch/cuda_nvrtc(\s|$)", dockerfile);
