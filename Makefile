@@ -3,7 +3,7 @@
 #   make train                train the tiny MUDDFormer on the embedded corpus (CPU, a few minutes)
 #   make bench                tiny-model CPU steps/s and Parquet reader tokens/s
 #   make launch               the same job on two CPU workers (coordinator + ring all-reduce, cluster/local-cpu.yaml)
-#   make bundle               self-contained linux-x64 disttrain (no libtorch) as a tar.xz for GPU hosts
+#   make bundle               self-contained linux-x64 disttrain (no libtorch) with configs/ as a tar.xz for GPU hosts (cluster/Dockerfile)
 #   make build TORCH_LIB=/path/to/site-packages/torch/lib    GPU build: use that libtorch (CUDA) instead of the CPU one
 #   make test-cuda-emulation  the CUDA kernel sources run on the CPU against plain loops (g++, ~1.5 min; no GPU, no NVRTC)
 #   make test-gpu             on a GPU host only, never in CI: the bundle's `disttrain kernel-test` (fused kernels against the reference)
@@ -59,6 +59,7 @@ bundle:
 	rm -rf artifacts/bundle
 	$(DOTNET) publish src/DistTrain.Cli/DistTrain.Cli.csproj -c Release -r linux-x64 --self-contained \
 	  -p:TorchBackend=external -o artifacts/bundle/disttrain -v minimal
+	cp -r configs artifacts/bundle/disttrain/configs   # the shipped configs and corpus: disttrain/configs/405m-muddformer.yaml runs as is
 	tar -C artifacts/bundle -cf - disttrain | xz -T0 -6 > $(BUNDLE)
 	@size=$$(stat -c %s $(BUNDLE)); echo "$(BUNDLE): $$((size / 1048576)) MiB"; \
 	  test $$size -lt 62914560 || { echo "bundle is over 60 MB"; exit 1; }

@@ -8,6 +8,15 @@ static class Disttrain
 {
     public static string RepoRoot { get; } = FindRoot();
 
+    /// <summary>The built disttrain.dll: tests/DistTrain.Cli.Tests/bin/&lt;Configuration&gt;/net10.0/ -> src/DistTrain.Cli/bin/&lt;Configuration&gt;/net10.0/disttrain.dll.</summary>
+    public static string Dll { get; } = Path.Combine(RepoRoot, "src", "DistTrain.Cli", "bin", new DirectoryInfo(AppContext.BaseDirectory).Parent!.Name, "net10.0", "disttrain.dll");
+
+    /// <summary>The build's apphost next to the dll (an executable, for scripts that take a binary: DISTTRAIN_BIN); it needs <see cref="DotnetRoot"/>.</summary>
+    public static string Executable { get; } = Path.ChangeExtension(Dll, null);
+
+    /// <summary>The folder of the .NET install running the tests (DOTNET_ROOT for the apphost).</summary>
+    public static string DotnetRoot { get; } = Path.GetFullPath(Path.Combine(Path.GetDirectoryName(typeof(object).Assembly.Location)!, "..", "..", ".."));
+
     public static (int ExitCode, string Output) Run(TimeSpan timeout, params string[] args) => Run(timeout, args, []);
 
     public static (int ExitCode, string Output) Run(TimeSpan timeout, string[] args, params (string Name, string Value)[] environment)
@@ -28,11 +37,8 @@ static class Disttrain
 
     public static (Process Process, StringBuilder Output) Start(string[] args, params (string Name, string Value)[] environment)
     {
-        // tests/DistTrain.Cli.Tests/bin/<Configuration>/net10.0/ -> src/DistTrain.Cli/bin/<Configuration>/net10.0/disttrain.dll
-        var configuration = new DirectoryInfo(AppContext.BaseDirectory).Parent!.Name;
-        var dll = Path.Combine(RepoRoot, "src", "DistTrain.Cli", "bin", configuration, "net10.0", "disttrain.dll");
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = RepoRoot };
-        start.ArgumentList.Add(dll);
+        start.ArgumentList.Add(Dll);
         foreach (var a in args) start.ArgumentList.Add(a);
         start.Environment["NO_COLOR"] = "1";
         foreach (var (name, value) in environment) start.Environment[name] = value;
