@@ -150,9 +150,11 @@ public class TelemetryTests
         Assert.True(double.Parse(coordinator.EventAttributes[straggler]["disttrain.ratio"], CultureInfo.InvariantCulture) >= 2);
         await receiver.WaitFor(r => r.MetricPoints.Any(p => p.Name == "disttrain.worker.stragglers"), Arrival, "the straggler counter");
         Assert.Equal(["1"], receiver.MetricPoints.Where(p => p.Name == "disttrain.worker.stragglers").Select(p => p.Attributes["disttrain.rank"]).Distinct());
-        var lateness = receiver.MetricPoints.Where(p => p.Name == "disttrain.worker.lateness").GroupBy(p => p.Attributes["disttrain.rank"]).ToDictionary(g => g.Key, g => g.MaxBy(p => p.Time)!.Value);
-        Assert.True(lateness["1"] > 0.2, $"rank 1 lateness {lateness["1"]}");
-        Assert.True(lateness["0"] < 0, $"rank 0 lateness {lateness["0"]}");
+        var points = receiver.MetricPoints.Where(p => p.Name == "disttrain.worker.lateness").GroupBy(p => p.Attributes["disttrain.rank"]).ToDictionary(g => g.Key, g => g.ToList());
+        // the largest over the run: on a loaded machine the last export can fall on a step where rank 0 was slow as well (0.18 once)
+        double late1 = points["1"].Max(p => p.Value), last0 = points["0"].MaxBy(p => p.Time)!.Value;
+        Assert.True(late1 > 0.2, $"rank 1 lateness at most {late1} (0.3 s injected per step)");
+        Assert.True(last0 < 0, $"rank 0 lateness {last0}");
     }
 
     static string FirstCell(string tableRow) => tableRow.Split(['│', '|'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)[0];

@@ -20,7 +20,11 @@ public class ImportedWeightsTests
         manual_seed(5);
         var model = new LanguageModel(config);
         using (no_grad())
-            foreach (var (_, p) in model.named_parameters()) p.add_(randn_like(p) * 0.05);
+            foreach (var (_, p) in model.named_parameters())
+            {
+                using var noise = randn_like(p).mul_(Scalars.Of(0.05));   // rooted scalar, disposed noise: nothing left for a later test's finalizers
+                p.add_(noise);
+            }
         var llama = Path.Combine(dir.Path, "llama");
         LlamaFormat.Write(model, llama, ScalarType.Float32, eosTokenId: 256);
         var checkpoint = Path.Combine(dir.Path, "imported");

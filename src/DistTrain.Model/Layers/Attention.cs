@@ -15,11 +15,11 @@ public sealed class Attention : nn.Module, IUsesKernels
 {
     readonly int _nHead, _headDim;
     readonly double _normEps;
-    [ComponentName(Name = "wqkv")] readonly Projection? _wqkv;
-    [ComponentName(Name = "wq")] readonly Projection? _wq;
-    [ComponentName(Name = "wk")] readonly Projection? _wk;
-    [ComponentName(Name = "wv")] readonly Projection? _wv;
-    [ComponentName(Name = "wo")] readonly Projection _wo;
+    [ComponentName(Name = "wqkv")] readonly Linear? _wqkv;
+    [ComponentName(Name = "wq")] readonly Linear? _wq;
+    [ComponentName(Name = "wk")] readonly Linear? _wk;
+    [ComponentName(Name = "wv")] readonly Linear? _wv;
+    [ComponentName(Name = "wo")] readonly Linear _wo;
     [ComponentName(Name = "q_norm")] readonly RmsNorm? _qNorm;
     [ComponentName(Name = "k_norm")] readonly RmsNorm? _kNorm;
 
@@ -31,15 +31,15 @@ public sealed class Attention : nn.Module, IUsesKernels
         long inner = (long)config.NHead * config.HeadDim;
         if (separateStreams)
         {
-            _wq = new Projection(config.Dim, inner);
-            _wk = new Projection(config.Dim, inner);
-            _wv = new Projection(config.Dim, inner);
+            _wq = nn.Linear(config.Dim, inner, hasBias: false);
+            _wk = nn.Linear(config.Dim, inner, hasBias: false);
+            _wv = nn.Linear(config.Dim, inner, hasBias: false);
         }
         else
         {
-            _wqkv = new Projection(config.Dim, 3 * inner);
+            _wqkv = nn.Linear(config.Dim, 3 * inner, hasBias: false);
         }
-        _wo = new Projection(inner, config.Dim);
+        _wo = nn.Linear(inner, config.Dim, hasBias: false);
         if (config.UseQkNorm)
         {
             _qNorm = new RmsNorm(config.HeadDim, config.NormEps);

@@ -14,13 +14,13 @@ namespace DistTrain.Model.Layers;
 /// </remarks>
 public sealed class FeedForward : nn.Module<Tensor, Tensor>, IUsesKernels
 {
-    readonly Projection w1, w2, w3;
+    readonly Linear w1, w2, w3;
 
     public FeedForward(long dim, long hidden) : base(nameof(FeedForward))
     {
-        w1 = new Projection(dim, hidden);
-        w3 = new Projection(dim, hidden);
-        w2 = new Projection(hidden, dim);
+        w1 = nn.Linear(dim, hidden, hasBias: false);
+        w3 = nn.Linear(dim, hidden, hasBias: false);
+        w2 = nn.Linear(hidden, dim, hasBias: false);
         RegisterComponents();
     }
 

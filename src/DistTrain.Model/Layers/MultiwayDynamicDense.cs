@@ -15,15 +15,15 @@ public sealed class MultiwayDynamicDense : nn.Module<Tensor, Tensor>, IUsesKerne
 {
     readonly int _streams, _inputs;
     readonly double _eps;
-    readonly Projection w1, w2;
+    readonly Linear w1, w2;
 
     public MultiwayDynamicDense(ModelConfig config, int layer) : base(nameof(MultiwayDynamicDense))
     {
         _streams = config.Streams(layer);
         _inputs = layer + 2;
         _eps = config.NormEps;
-        w1 = new Projection(config.Dim, config.DynamicDenseHidden(layer));
-        w2 = new Projection(config.DynamicDenseHidden(layer), (long)_streams * _inputs);
+        w1 = nn.Linear(config.Dim, config.DynamicDenseHidden(layer), hasBias: false);
+        w2 = nn.Linear(config.DynamicDenseHidden(layer), (long)_streams * _inputs, hasBias: false);
         RegisterComponents();
     }
 

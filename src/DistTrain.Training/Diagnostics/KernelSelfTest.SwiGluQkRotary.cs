@@ -1,4 +1,5 @@
 using DistTrain.Cuda;
+using DistTrain.Model;
 using DistTrain.Model.Kernels;
 using DistTrain.Model.Layers;
 using TorchSharp;
@@ -100,7 +101,7 @@ public static partial class KernelSelfTest
             return wi.grad!.detach();
         }
         var g0 = randn([s.D], ScalarType.Float32, device).to(dtype);
-        var truthSum = g0.to(ScalarType.Float64) + truth[2];
+        var truthSum = g0.to(ScalarType.Float64).Plus(truth[2]);
         checks.AddRange(Compare("qknorm_rotary", dtype, shape, ["dw+="], [AccumulatedDw(kernels, g0)], [AccumulatedDw(ReferenceKernels.Instance, g0)], [truthSum]));
         return checks;
     }

@@ -1,6 +1,7 @@
 using System.Globalization;
 using DistTrain.Cuda;
 using DistTrain.Cuda.Ops.AdamW;
+using DistTrain.Model;
 using DistTrain.Model.Kernels;
 using DistTrain.Training.Config;
 using DistTrain.Training.Optim;
@@ -106,7 +107,7 @@ public static partial class KernelSelfTest
         {
             // dw added into a preset .grad (the trainer's flat buffer view) by the fused reduce, by autograd's add in the reference
             var g0 = randn([d], ScalarType.Float32, device).to(dtype);
-            var truthSum = g0.to(ScalarType.Float64) + truth[2];
+            var truthSum = g0.to(ScalarType.Float64).Plus(truth[2]);
             var (abs, rel) = Error(AccumulatedDw(kernels, x, w!, dy, g0), truthSum);
             result.Add(new KernelCheck(op, name, shape, "dw+=", abs, rel, Error(AccumulatedDw(ReferenceKernels.Instance, x, w!, dy, g0), truthSum).Rel, tol));
         }
