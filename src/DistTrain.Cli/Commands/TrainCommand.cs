@@ -34,10 +34,8 @@ static class TrainCommand
                 Console.WriteLine(ResumeCommand.StoppedLine(stopped.Step, stopped.Checkpoint));
                 return Task.FromResult(signals.Stop.ExitCode);
             }
-            var first = result.Reports[0];
-            var final = result.Reports[^1];
-            AnsiConsole.MarkupLineInterpolated($"training loss {first.Loss:F4} (first {options.Train.LogInterval} steps) -> {final.Loss:F4}");
-            if (result.InitialValLoss is { } before && final.ValLoss is { } after)
+            AnsiConsole.MarkupLineInterpolated($"training loss {LossSummary.Line(result)}");
+            if (result.InitialValLoss is { } before && result.Reports[^1].ValLoss is { } after)
                 AnsiConsole.MarkupLineInterpolated($"validation loss {before:F4} before training -> {after:F4}");
             AnsiConsole.MarkupLineInterpolated($"run directory: [bold]{result.RunDirectory}[/]");
             return Task.FromResult(0);
