@@ -18,7 +18,7 @@ public partial class StopTests
     ];
 
     [GeneratedRegex(@"^(\[[a-z0-9 ]+\] )?stopped at step (\d+); checkpoint (\S+); resume with: (.+)$", RegexOptions.Multiline)]
-    private static partial Regex StoppedLine();
+    internal static partial Regex StoppedLine();
 
     [Fact]
     public void SigintStopsTrainAfterTheStepWithACheckpointThatResumeLatestContinues()
@@ -143,16 +143,16 @@ public partial class StopTests
     static int ManifestStep(string checkpoint) =>
         JsonDocument.Parse(File.ReadAllText(Path.Combine(checkpoint, "manifest.json"))).RootElement.GetProperty("step").GetInt32();
 
-    static void Signal(int pid, string signal)
+    internal static void Signal(int pid, string signal)
     {
         using var kill = Process.Start("kill", [$"-{signal}", $"{pid}"]);
         kill.WaitForExit();
         Assert.Equal(0, kill.ExitCode);
     }
 
-    static string Text(StringBuilder output) { lock (output) return output.ToString(); }
+    internal static string Text(StringBuilder output) { lock (output) return output.ToString(); }
 
-    static void WaitFor(Process process, StringBuilder output, string marker)
+    internal static void WaitFor(Process process, StringBuilder output, string marker)
     {
         var clock = Stopwatch.StartNew();
         while (!Text(output).Contains(marker))
@@ -166,7 +166,7 @@ public partial class StopTests
         }
     }
 
-    static void Finish(Process process, StringBuilder output)
+    internal static void Finish(Process process, StringBuilder output)
     {
         if (process.WaitForExit(Limit)) { process.WaitForExit(); return; }
         process.Kill(entireProcessTree: true);

@@ -16,11 +16,13 @@ static class TrainCommand
         var config = CommonOptions.Config();
         var set = CommonOptions.Set();
         var resume = CommonOptions.Resume();
-        var command = new Command("train", "train a model on one process (world size 1)") { config, set };
+        var dryRun = new Option<bool>("--dry-run") { Description = "check the config, print the resolved config, parameters, tokens per step, the data and a memory estimate per activation-checkpointing policy; train nothing" };
+        var command = new Command("train", "train a model on one process (world size 1)") { config, set, dryRun };
         resume.AddTo(command);
         command.SetAction((parse, ct) =>
         {
             var options = TrainConfigLoader.Load(parse.GetValue(config)!, CommonOptions.Overrides(parse, set, resume));
+            if (parse.GetValue(dryRun)) return Task.FromResult(DryRun.Print(options));
             using var telemetry = CliTelemetry.Start("train", new() { ["disttrain.job"] = options.Train.Name });
             using var span = CliTelemetry.JobSpan(options.Train.Name, 1);
             var gate = new StopGate();
