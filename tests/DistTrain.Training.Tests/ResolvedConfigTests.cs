@@ -19,7 +19,7 @@ public class ResolvedConfigTests
         Assert.Equal(ResolvedConfig.Yaml(original), ResolvedConfig.Yaml(again));   // a fixed point
         Assert.Equal(original.Data with { }, again.Data);
         Assert.Equal(original.Optim, again.Optim);
-        Assert.Equal(original.Train, again.Train);
+        Assert.Equal(original.Train with { RunDir = Path.GetFullPath(original.Train.RunDir) }, again.Train);   // relative to the folder it ran from
         Assert.Equal(original.Checkpoint, again.Checkpoint);
         Assert.Equal(original.Telemetry, again.Telemetry);
         var (m, n) = (original.Model, again.Model);
