@@ -63,9 +63,8 @@ static class DryRun
             var name = ActivationCheckpointing.Names.First(n => n.Value == e.Policy).Key;
             Console.WriteLine($"  {name,-8} {Gib(e.StateBytes),20} {Gib(e.ActivationBytes),12} {Gib(e.TotalBytes),10}{(e.Policy == t.ActivationCheckpointing.Kind ? "  <- train.activation_checkpointing" : "")}");
         }
-        Console.WriteLine("  state: fp32 master + compute copy (bf16 only) + gradients + 2 fp32 AdamW moments per parameter; activations: values saved for backward " +
-            "per layer (~10·dim + 3·ffn width per token, plus the dense connection's streams), what each policy keeps, one layer recomputed, one loss chunk of logits; " +
-            "allocator cache, workspaces and the CUDA context come on top");
+        Console.WriteLine("  state: fp32 master + compute copy (bf16 only) + gradients + 2 fp32 AdamW moments per parameter; activations: per layer what the policy keeps " +
+            "(coefficients fitted to the 405M measurements in docs/benchmarks.md), one layer recomputed, one loss chunk of logits; allocator cache, workspaces and the CUDA context come on top");
         return 0;
     }
 

@@ -4,17 +4,16 @@ using DistTrain.Training.Config;
 namespace DistTrain.Training.Diagnostics;
 
 /// <summary>
-/// A rough device-memory estimate for one rank, per activation-checkpointing policy, from tensor shapes alone (for
+/// A rough device-memory estimate for one rank, per activation-checkpointing policy, from the config's shapes (for
 /// --dry-run; `disttrain bench` measures). State: fp32 master weights, the compute-dtype copy (bf16 only), the gradients
 /// in the compute dtype, two fp32 AdamW moments. Activations of one micro-batch of N = micro_batch x seq_len tokens, in
-/// the compute dtype: per layer about 10·dim + 3·ffn_width values per token saved for backward (norm inputs and outputs,
-/// q, k, v, attention output, residuals; SwiGLU's two projections and product), plus the dense connection's own (MUDD:
-/// four mixed streams, the dynamic-dense MLP hidden and its C·(i+2) weights; DenseFormer: the averaged stream). block
-/// keeps each layer's inputs (MUDD: four streams and the layer output, five hidden-sized tensors; DenseFormer: two; else
-/// one) plus one layer's full set while it is recomputed; mudd keeps the layer output and the C·(i+2) mixing weights
-/// (MUDDFormer only; elsewhere the same as block). The loss adds one chunk of logits (loss_chunk rows x vocab, compute
-/// dtype plus an fp32 gradient), or all of them with loss_chunk 0. Not counted: the allocator's cache and fragmentation,
-/// attention and matmul workspaces, communication buckets, the CUDA context (about 0.5 GiB).
+/// values of the compute dtype per token and layer, with coefficients fitted to the H100 measurements in
+/// docs/benchmarks.md (405M, seq 2048, micro-batch 8, bf16, chunked loss; each within about 10%): none keeps
+/// 6.4·(dim + ffn_width) per layer, plus 20·dim for MUDDFormer's mixing and 1·dim for DenseFormer's average; block keeps
+/// each layer's inputs, 6·dim (MUDDFormer 9·dim, DenseFormer 7·dim), plus one layer's full set while it is recomputed;
+/// mudd keeps 6.5·dim per layer (MUDDFormer; elsewhere the same as block). The loss adds one chunk of logits
+/// (loss_chunk rows x vocab, compute dtype plus an fp32 gradient; all of them with loss_chunk 0) and the embedding output.
+/// Not counted: the allocator's cache and fragmentation, workspaces, communication buckets, the CUDA context (about 0.5 GiB).
 /// </summary>
 public sealed record MemoryEstimate(CheckpointKind Policy, long StateBytes, long ActivationBytes)
 {
@@ -27,30 +26,20 @@ public sealed record MemoryEstimate(CheckpointKind Policy, long StateBytes, long
         long master = t.Precision == "fp64" ? 8 : 4;
         long state = parameters * (master + (e == master ? 0 : e) + e + 2 * master);
         long n = (long)microBatch * t.SeqLen;
-        int streams = m.Arch == Architecture.MUDDFormer ? m.DenseType.Length : 1;
 
-        long Full(int i) => n * e * (10L * m.Dim + 3L * m.FfnWidth(i) + m.Arch switch
-        {
-            Architecture.MUDDFormer => (long)m.Streams(i) * m.Dim + m.DynamicDenseHidden(i) + (long)m.Streams(i) * (i + 2),
-            Architecture.DenseFormer => m.Dim,
-            _ => 0,
-        }) + n * m.NHead * 4L;   // SDPA's fp32 log-sum-exp
-        long Kept(int i) => n * e * (m.Arch switch
-        {
-            Architecture.MUDDFormer => (i == 0 ? 1L : streams) * m.Dim + m.Dim,
-            Architecture.DenseFormer => 2L * m.Dim,
-            _ => m.Dim,
-        });
-        long MuddKept(int i) => m.Arch == Architecture.MUDDFormer ? n * e * (m.Dim + (long)m.Streams(i) * (i + 2)) : Kept(i);
+        double Full(int i) => 6.4 * (m.Dim + m.FfnWidth(i)) + m.Arch switch { Architecture.MUDDFormer => 20.0 * m.Dim, Architecture.DenseFormer => m.Dim, _ => 0 };
+        double Kept(int i) => m.Dim * m.Arch switch { Architecture.MUDDFormer => 9.0, Architecture.DenseFormer => 7.0, _ => 6.0 };
+        double MuddKept(int i) => m.Arch == Architecture.MUDDFormer ? 6.5 * m.Dim : Kept(i);
+        long Bytes(double valuesPerToken) => (long)(valuesPerToken * n * e);
 
         var layers = Enumerable.Range(0, m.NLayer).ToList();
         long loss = (t.LossChunk > 0 ? Math.Min(t.LossChunk, n) : n) * m.VocabSize * (e + 4) + n * m.Dim * e;   // logits (+ fp32 grad), embedding output
-        long recompute = layers.Max(Full);
+        long recompute = Bytes(layers.Max(Full));
         return
         [
-            new(CheckpointKind.None, state, layers.Sum(Full) + loss),
-            new(CheckpointKind.Block, state, layers.Sum(Kept) + recompute + loss),
-            new(CheckpointKind.Mudd, state, layers.Sum(MuddKept) + recompute + loss),
+            new(CheckpointKind.None, state, Bytes(layers.Sum(Full)) + loss),
+            new(CheckpointKind.Block, state, Bytes(layers.Sum(Kept)) + recompute + loss),
+            new(CheckpointKind.Mudd, state, Bytes(layers.Sum(MuddKept)) + recompute + loss),
         ];
     }
 }
