@@ -100,6 +100,8 @@ public sealed class Trainer : IDisposable
         using var train = new BatchLoader(_data.Shards.Select(s => (s.Shard, OpenReader(_config.Data.Train, loop: true, s.Range, resumeCursors.GetValueOrDefault(s.Shard)))).ToList(),
             plan.WindowsPerShard, t.SeqLen, _device);
         _loader = train;
+        // an explicit checkpoint.dir that cannot be written stops the run before its run directory exists (nothing empty left behind)
+        if (c.Dir.Length > 0 && c.Interval > 0) WritableFolder.Ensure(c.Dir, "checkpoint.dir", _config, _comm.Rank);
         // a resume continues the run directory that wrote its checkpoint (one metrics curve), when that is under train.run_dir
         using var run = RunDirectory.Continued(_config, resumedFrom) is { } continued
             ? Continue(continued, startStep, observer)

@@ -41,6 +41,8 @@ static class DryRun
             parameters = ModelInfo.Of(model).Total;
         long tokensPerStep = (long)plan.GlobalBatch * t.SeqLen;
         Console.WriteLine($"model: {m.Arch}, {parameters:N0} parameters");
+        if (t.Device.StartsWith("cuda") && !cuda.is_available())
+            Console.WriteLine($"note: train.device is {t.Device} and this host's libtorch has no CUDA device: the run would stop here (run it on the GPU host)");
         Console.WriteLine($"batch: {plan.GlobalBatch} sequences x {t.SeqLen} tokens = {tokensPerStep:N0} tokens per step (micro_batch {plan.MicroBatch} x grad_accum {plan.GradAccum} x {world} rank(s)); " +
             $"{t.Steps} steps = {tokensPerStep * t.Steps:N0} tokens");
 
