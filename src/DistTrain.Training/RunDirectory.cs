@@ -1,3 +1,4 @@
+using DistTrain.Checkpoint;
 using System.Globalization;
 using System.Text.Json;
 using DistTrain.Training.Config;
@@ -68,6 +69,25 @@ public sealed class RunDirectory : IDisposable
         writtenFrom is not null && Directory.Exists(writtenFrom)
         && System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(writtenFrom).TrimEnd('/')) == System.IO.Path.GetFullPath(config.Train.RunDir).TrimEnd('/')
             ? System.IO.Path.GetFullPath(writtenFrom) : null;
+
+    /// <summary>
+    /// The name of the run directory a resume (checkpoint.resume) will continue, read from the checkpoint's manifest without
+    /// verifying it (the ranks do that and report what is wrong); null when there is no resume or it opens a new directory.
+    /// </summary>
+    public static string? ResumedRunName(TrainConfig config)
+    {
+        var c = config.Checkpoint;
+        if (c.Resume.Length == 0) return null;
+        try
+        {
+            var root = c.Dir.Length > 0 ? c.Dir : LatestCheckpoints(config);
+            var checkpoint = c.Resume != "latest" ? System.IO.Path.GetFullPath(c.Resume) : root is null ? null : CheckpointDirectory.ResolveLatest(root);
+            if (checkpoint is null) return null;
+            var written = CheckpointManifest.Read(checkpoint).Extra.GetValueOrDefault(Checkpointing.TrainingCheckpoint.RunDirectoryKey);
+            return Continued(config, written) is { } run ? System.IO.Path.GetFileName(run) : null;
+        }
+        catch (Exception e) when (e is CheckpointException or IOException or UnauthorizedAccessException) { return null; }
+    }
 
     /// <summary>Where a resume at step S keeps what it replaced: the run's config.yaml of before, and logged lines past step S.</summary>
     public static string ResumeFolder(string runDirectory, int step) => System.IO.Path.Combine(runDirectory, "resumes", $"step-{step:D8}");

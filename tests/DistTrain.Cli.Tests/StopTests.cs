@@ -101,6 +101,12 @@ public partial class StopTests
             var (code, resumed) = Disttrain.Run(Limit, ["launch", "--manifest", manifest, .. Tiny(runs, step + 2), "--set", "train.micro_batch=2", "--resume", checkpoint]);
             Assert.True(code == 0, resumed);
             Assert.Contains($"resuming from {checkpoint} at step {step}", resumed);
+            // the job continues its run directory: the coordinator names it, both ranks write into it, one metrics curve
+            var run = Directory.GetDirectories(runs).Single();
+            Assert.Contains($"waiting for 2 workers; run {Path.GetFileName(run)}", resumed);
+            var logged = File.ReadLines(Path.Combine(run, "metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("step").GetInt32()).ToList();
+            Assert.Equal(logged.Distinct().Order(), logged);
+            Assert.Equal(step + 2, logged[^1]);
         }
     }
 
