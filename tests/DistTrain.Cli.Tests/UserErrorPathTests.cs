@@ -34,6 +34,12 @@ public class UserErrorPathTests
         Assert.False(Directory.Exists(runs));
         Fails($"{file}: cannot open as Parquet (not a parquet file, head: 6E6F7420, tail: 6C646572); is it a file written by `disttrain prepare`?", [.. tiny, "--set", $"data.train={file}", "--set", "data.end_of_text=256"]);
         Fails($"{file}: is a file, not a checkpoint; give a checkpoint folder", "ckpt", "inspect", file);
+        // launch checks the folders its ranks write before it starts any: one line, not one failure per process
+        var (code, output) = Disttrain.Run(Limit, "launch", "--manifest", Disttrain.LocalManifest(dir.Path, 2), "--config", "configs/tiny-transformerpp.yaml",
+            "--set", $"train.run_dir={file}");
+        UserErrorTests.AssertOneLineError(code, output, $"train.run_dir: cannot create {file}: {file} is a file, not a folder; set train.run_dir to a folder");
+        Assert.DoesNotContain("[rank", output);
+        Assert.DoesNotContain("[coordinator]", output);
         Assert.Equal("not a folder", File.ReadAllText(file));
     }
 
