@@ -98,9 +98,9 @@ static class ClusterCommands
                 throw new ConfigException($"{m.Source}: --node-rank {nodeRank} is not one of the {m.Nodes.Count} nodes (0-based)");
             TlsFiles.Check(m, coordinator: nodeRank == m.CoordinatorNode, worker: true);
             if (parse.GetValue(dryRun)) return DryRun.Print(c, m);
-            // the folders this node's ranks write: one line here instead of every child failing the same way
+            // the run directories of this node's ranks go under train.run_dir: one line here instead of every child failing the same way
+            // (checkpoint.dir, possibly shared by the nodes, is each rank's own check: the coordinator names the first that fails)
             WritableFolder.Ensure(Path.GetFullPath(c.Train.RunDir), "train.run_dir", c, m.RankOf(nodeRank, 0));
-            if (c.Checkpoint.Dir.Length > 0 && c.Checkpoint.Interval > 0) WritableFolder.Ensure(c.Checkpoint.Dir, "checkpoint.dir", c, m.RankOf(nodeRank, 0));
             int? picked = null;
             if (m.PortIsAuto)
             {
