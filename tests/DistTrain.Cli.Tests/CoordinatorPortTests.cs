@@ -69,6 +69,8 @@ public class CoordinatorPortTests
                 Assert.Contains($"error: the coordinator at 127.0.0.1:{port} refused this worker (wrong job token", refused);
                 Assert.Contains($"it may belong to another job using port {port}: stop that job or give this one another coordinator.port in {mine} " +
                     "(on one node, coordinator.port: auto picks a free one)", refused);
+                Assert.Contains("if it is this job's coordinator, every process needs the same token (the manifest's value:)", refused);
+                Assert.DoesNotContain("my-secret", refused);   // a literal token is never printed
                 Assert.DoesNotContain("   at ", refused);
             }
             finally { other.Kill(entireProcessTree: true); }
