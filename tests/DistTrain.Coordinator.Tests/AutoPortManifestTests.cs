@@ -41,6 +41,6 @@ public class AutoPortManifestTests
         Assert.EndsWith("m.yaml: coordinator.port: auto picks a free port on one host, and this manifest lists 2 nodes whose workers must know the port in advance; " +
             "set coordinator.port to a number (in Slurm, derive it from the job id)", e.Message);
         e = Assert.Throws<ConfigException>(() => Load(Manifest("automatic", 1)));
-        Assert.EndsWith("m.yaml: coordinator.port: 'automatic' is not a whole number", e.Message);
+        Assert.EndsWith("m.yaml: coordinator.port: 'automatic' is not a TCP port; give a number in 1..65535, or auto (one node: a free port)", e.Message);
     }
 }

@@ -12,8 +12,10 @@ public static class ManifestLoader
         var backend = root.String("backend", "ring");
         var coordinator = root.Section("coordinator");
         var host = coordinator.String("host", "127.0.0.1");
-        bool autoPort = coordinator.String("port", "") == "auto";
-        var port = autoPort ? 0 : coordinator.Int("port", 29400);
+        var portText = coordinator.String("port", "29400");
+        bool autoPort = portText == "auto";
+        var port = autoPort ? 0 : int.TryParse(portText, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out var p) ? p
+            : throw new ConfigException($"{coordinator.Where("port")}: '{portText}' is not a TCP port; give a number in 1..65535, or auto (one node: a free port)");
         var bind = coordinator.String("bind", "127.0.0.1");
         var coordinatorNode = coordinator.Int("node", 0);
         coordinator.EnsureConsumed();
