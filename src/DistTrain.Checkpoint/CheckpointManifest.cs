@@ -63,6 +63,10 @@ public sealed record CheckpointManifest
     public static CheckpointManifest Read(string dir)
     {
         string path = Path.Combine(dir, CheckpointDirectory.ManifestFileName);
+        if (!Directory.Exists(dir))
+            throw new CheckpointException(File.Exists(dir)
+                ? $"{dir}: is a file, not a checkpoint; give a checkpoint folder (RUN/checkpoints/step-NNNNNNNN)"
+                : $"{dir}: no such folder; give a checkpoint folder (RUN/checkpoints/step-NNNNNNNN)");
         if (!File.Exists(path))
         {
             string latest = Path.Combine(dir, CheckpointDirectory.LatestFileName);

@@ -27,4 +27,15 @@ var root = new RootCommand("DistTrain: data-parallel training of Transformer++, 
 };
 // signals are the commands' own (StopSignals: a graceful stop with a checkpoint), not a cancelled token;
 // errors reach ErrorReporter: a user mistake is one line and exit code 2, not a stack trace
-return ErrorReporter.Run(() => root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null }));
+var parse = root.Parse(args);
+if (parse.Errors.Count > 0 && !args.Any(a => a is "-h" or "--help" or "-?"))
+{
+    // an unknown option, a missing value, a value of the wrong type: one line each, exit 2 like every user mistake
+    foreach (var error in parse.Errors) Console.Error.WriteLine($"error: {error.Message}");
+    var path = new List<string>();
+    for (var c = parse.CommandResult; c is not null; c = c.Parent as System.CommandLine.Parsing.CommandResult) path.Insert(0, c.Command.Name);
+    path[0] = "disttrain";
+    Console.Error.WriteLine($"see `{string.Join(' ', path)} --help` for the options");
+    return 2;
+}
+return ErrorReporter.Run(() => parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null }));

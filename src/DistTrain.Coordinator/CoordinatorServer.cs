@@ -32,7 +32,8 @@ public static class CoordinatorServer
         StopRequest? stop = null)
     {
         var plan = DataParallelPlan.For(config, manifest.WorldSize);
-        var runId = $"{config.Train.Name}-{DateTime.UtcNow.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture)}";
+        // a resume continues the run directory of its checkpoint (every rank finds it in the manifest): name that one
+        var runId = RunDirectory.ResumedRunName(config) ?? $"{config.Train.Name}-{DateTime.UtcNow.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture)}";
         // under `disttrain launch` the job's span is the launcher's (TRACEPARENT); started alone, the coordinator's span is the job's
         var launched = TelemetrySession.ParseTraceParent(Environment.GetEnvironmentVariable("TRACEPARENT"));
         using var span = CoordinatorDiagnostics.Source.StartActivity(launched == default ? "job" : "coordinator", ActivityKind.Internal, launched);

@@ -17,4 +17,7 @@ public static class DatasetWindows
         ArgumentException.ThrowIfNullOrEmpty(column);
         return EpochLayout.Read(files, column).Total / (seqLen + 1);
     }
+
+    /// <summary>Tokens in one pass over files, end-of-text markers included, from the Parquet footers (as <see cref="Count"/>).</summary>
+    public static long Tokens(IReadOnlyList<string> files, string column) => EpochLayout.Read(files, column).Total;
 }

@@ -9,6 +9,7 @@ public sealed class Observers(params ITrainingObserver?[] observers) : ITraining
 
     public void OnKernels(string description) { foreach (var o in _all) o.OnKernels(description); }
     public void OnStart(int totalSteps, string runDirectory) { foreach (var o in _all) o.OnStart(totalSteps, runDirectory); }
+    public void OnContinued(string runDirectory, int step, int superseded, string kept) { foreach (var o in _all) o.OnContinued(runDirectory, step, superseded, kept); }
     public void OnResume(ResumeReport resume) { foreach (var o in _all) o.OnResume(resume); }
     public void OnStep(int step) { foreach (var o in _all) o.OnStep(step); }
     public void OnPhase(int step, StepPhase phase) { foreach (var o in _all) o.OnPhase(step, phase); }

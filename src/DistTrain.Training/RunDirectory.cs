@@ -1,3 +1,4 @@
+using DistTrain.Checkpoint;
 using System.Globalization;
 using System.Text.Json;
 using DistTrain.Training.Config;
@@ -5,9 +6,9 @@ using DistTrain.Training.Config;
 namespace DistTrain.Training;
 
 /// <summary>
-/// A run's folder: runs/NAME-yyyyMMdd-HHmmss/ with config.yaml (the resolved config) and
+/// A run's folder: runs/NAME-yyyyMMdd-HHmmss/ with config.yaml (the fully resolved config: <see cref="ResolvedConfig"/>) and
 /// metrics.jsonl (one JSON object per logged step), and the same steps as TensorBoard scalars in
-/// tensorboard/. A new folder per run; nothing is overwritten.
+/// tensorboard/. A new folder per run; a resumed run continues its own folder (<see cref="Continue"/>); nothing is overwritten.
 /// </summary>
 public sealed class RunDirectory : IDisposable
 {
@@ -20,13 +21,15 @@ public sealed class RunDirectory : IDisposable
         // rank 0 writes the job's metrics; every rank writes its own ledger
         if (rank == 0)
         {
-            _metrics = new StreamWriter(System.IO.Path.Combine(path, MetricsFileName)) { AutoFlush = true };
+            _metrics = new StreamWriter(System.IO.Path.Combine(path, MetricsFileName), append: true) { AutoFlush = true };
             _tensorboard = new TensorBoardLog(System.IO.Path.Combine(path, "tensorboard"));
         }
-        if (ledger) _ledger = new StreamWriter(System.IO.Path.Combine(path, $"ledger-rank{rank}.jsonl")) { AutoFlush = true };
+        if (ledger) _ledger = new StreamWriter(System.IO.Path.Combine(path, LedgerFileName(rank)), append: true) { AutoFlush = true };
     }
 
     public const string MetricsFileName = "metrics.jsonl";
+
+    static string LedgerFileName(int rank) => $"ledger-rank{rank}.jsonl";
 
     public string Path { get; }
 
@@ -49,13 +52,110 @@ public sealed class RunDirectory : IDisposable
             Directory.CreateDirectory(path);
             // rank 0's config.yaml is the first write: a full disk or a folder that cannot be written stops the run here
             if (rank == 0)
-                File.WriteAllText(System.IO.Path.Combine(path, "config.yaml"), $"# resolved from {config.Source}\n" + YamlTree.Write(config.Tree));
+                WriteConfig(path, config);
             return new RunDirectory(path, rank, config.Train.Ledger);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw WritableFolder.Unwritable(path, "train.run_dir", config, e);
         }
+    }
+
+    static void WriteConfig(string path, TrainConfig config) =>
+        File.WriteAllText(System.IO.Path.Combine(path, "config.yaml"), $"# resolved from {System.IO.Path.GetFullPath(config.Source)}\n" + ResolvedConfig.Yaml(config));
+
+    /// <summary>The run directory a resume continues: the one that wrote the checkpoint, when it is still there and directly under this run's train.run_dir (null: open a new one).</summary>
+    public static string? Continued(TrainConfig config, string? writtenFrom) =>
+        writtenFrom is not null && Directory.Exists(writtenFrom)
+        && System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(writtenFrom).TrimEnd('/')) == System.IO.Path.GetFullPath(config.Train.RunDir).TrimEnd('/')
+            ? System.IO.Path.GetFullPath(writtenFrom) : null;
+
+    /// <summary>
+    /// The name of the run directory a resume (checkpoint.resume) will continue, read from the checkpoint's manifest without
+    /// verifying it (the ranks do that and report what is wrong); null when there is no resume or it opens a new directory.
+    /// </summary>
+    public static string? ResumedRunName(TrainConfig config)
+    {
+        var c = config.Checkpoint;
+        if (c.Resume.Length == 0) return null;
+        try
+        {
+            var root = c.Dir.Length > 0 ? c.Dir : LatestCheckpoints(config);
+            var checkpoint = c.Resume != "latest" ? System.IO.Path.GetFullPath(c.Resume) : root is null ? null : CheckpointDirectory.ResolveLatest(root);
+            if (checkpoint is null) return null;
+            var written = CheckpointManifest.Read(checkpoint).Extra.GetValueOrDefault(Checkpointing.TrainingCheckpoint.RunDirectoryKey);
+            return Continued(config, written) is { } run ? System.IO.Path.GetFileName(run) : null;
+        }
+        catch (Exception e) when (e is CheckpointException or IOException or UnauthorizedAccessException) { return null; }
+    }
+
+    /// <summary>Where a resume at step S keeps what it replaced: the run's config.yaml of before, and logged lines past step S.</summary>
+    public static string ResumeFolder(string runDirectory, int step) => System.IO.Path.Combine(runDirectory, "resumes", $"step-{step:D8}");
+
+    /// <summary>
+    /// A resumed run continues its own folder: metrics.jsonl (and each ledger) keeps its lines up to the resumed step and goes on
+    /// after them, one curve. Lines past that step (logged after the checkpoint, before the run died) are superseded: they move to
+    /// resumes/step-S/ (<see cref="ResumeFolder"/>), as does the config.yaml the run had; config.yaml is then this run's.
+    /// Rank 0 does the metrics, the config and the ledgers of ranks the job no longer has; every rank its own ledger.
+    /// </summary>
+    /// <returns>the folder and the number of metrics lines superseded</returns>
+    public static (RunDirectory Run, int Superseded) Continue(TrainConfig config, string path, int step, int rank, int world)
+    {
+        var kept = ResumeFolder(path, step);
+        try
+        {
+            int superseded = 0;
+            if (rank == 0)
+            {
+                superseded = Supersede(System.IO.Path.Combine(path, MetricsFileName), kept, step);
+                foreach (var ledger in Directory.EnumerateFiles(path, "ledger-rank*.jsonl"))
+                    if (int.TryParse(System.IO.Path.GetFileName(ledger)["ledger-rank".Length..^".jsonl".Length], out var r) && r >= world)
+                        Supersede(ledger, kept, step);
+                var old = System.IO.Path.Combine(path, "config.yaml");
+                if (File.Exists(old))
+                {
+                    Directory.CreateDirectory(kept);
+                    var target = System.IO.Path.Combine(kept, "config.yaml");
+                    for (int n = 2; File.Exists(target); n++) target = System.IO.Path.Combine(kept, $"config-{n}.yaml");
+                    File.Move(old, target);
+                }
+                WriteConfig(path, config);
+            }
+            Supersede(System.IO.Path.Combine(path, LedgerFileName(rank)), kept, step);
+            return (new RunDirectory(path, rank, config.Train.Ledger), superseded);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw WritableFolder.Unwritable(path, "train.run_dir", config, e);
+        }
+    }
+
+    /// <summary>
+    /// Keeps the lines of a JSONL log whose "step" is at most <paramref name="step"/>; appends the others (and any line that is
+    /// not a step's, such as half a line from a crash) to the same file name in <paramref name="kept"/>. The tail is written
+    /// first, then the shortened file replaces the old one by a rename: a crash in between loses nothing.
+    /// </summary>
+    static int Supersede(string file, string kept, int step)
+    {
+        if (!File.Exists(file)) return 0;
+        var lines = File.ReadAllLines(file);
+        bool Keep(string line)
+        {
+            try
+            {
+                using var json = JsonDocument.Parse(line);
+                return json.RootElement.GetProperty("step").GetInt32() <= step;
+            }
+            catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException) { return false; }
+        }
+        var tail = lines.Where(l => l.Length > 0 && !Keep(l)).ToList();
+        if (tail.Count == 0) return 0;
+        Directory.CreateDirectory(kept);
+        File.AppendAllLines(System.IO.Path.Combine(kept, System.IO.Path.GetFileName(file)), tail);
+        var shorter = file + ".resume-tmp";
+        File.WriteAllLines(shorter, lines.Where(l => l.Length > 0 && Keep(l)));
+        File.Move(shorter, file, overwrite: true);
+        return tail.Count;
     }
 
     /// <summary>Where a run keeps its checkpoints unless checkpoint.dir says otherwise.</summary>

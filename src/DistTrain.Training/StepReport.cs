@@ -34,6 +34,8 @@ public interface ITrainingObserver
     /// <summary>Which kernels run and why (train.kernels): the run's first line after the header.</summary>
     void OnKernels(string description) { }
     void OnStart(int totalSteps, string runDirectory) { }
+    /// <summary>A resumed run continues its own run directory at <paramref name="step"/>; <paramref name="superseded"/> logged steps past it moved to <paramref name="kept"/>.</summary>
+    void OnContinued(string runDirectory, int step, int superseded, string kept) { }
     /// <summary>Training continues from a checkpoint (which, and what was passed over).</summary>
     void OnResume(ResumeReport resume) { }
     void OnStep(int step) { }
@@ -49,7 +51,11 @@ public interface ITrainingObserver
 /// interrupted saves that were ignored (and what becomes of each), and (with checkpoint.fallback) the
 /// newer checkpoints refused and why.
 /// </summary>
-public sealed record ResumeReport(string Checkpoint, int Step, IReadOnlyDictionary<int, DataCursor> Cursors, IReadOnlyList<IgnoredSave> IgnoredPartial, IReadOnlyList<string> Refused);
+public sealed record ResumeReport(string Checkpoint, int Step, IReadOnlyDictionary<int, DataCursor> Cursors, IReadOnlyList<IgnoredSave> IgnoredPartial, IReadOnlyList<string> Refused)
+{
+    /// <summary>The run directory that wrote the checkpoint (its manifest's run_dir; null for a checkpoint that names none).</summary>
+    public string? RunDirectory { get; init; }
+}
 
 /// <summary>A .tmp-* folder passed over on resume, and its fate: removed by this job's next commit, or left to its owner.</summary>
 public sealed record IgnoredSave(string Path, string Fate);

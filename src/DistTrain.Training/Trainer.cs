@@ -83,6 +83,7 @@ public sealed class Trainer : IDisposable
         var schedule = new LrSchedule(o.Lr, o.WarmupSteps, t.Steps, o.MinLrRatio);
         int startStep = 0;
         IReadOnlyDictionary<int, DataCursor> resumeCursors = new Dictionary<int, DataCursor>();
+        string? resumedFrom = null;
         var c = _config.Checkpoint;
         if (c.Resume.Length > 0)
         {
@@ -91,7 +92,7 @@ public sealed class Trainer : IDisposable
                 ?? throw new CheckpointException($"{Path.GetFullPath(t.RunDir)}: no run named {t.Name} has a checkpoint (checkpoints/latest) to resume from; " +
                     "pass --resume with a checkpoint folder, or set checkpoint.dir to where the checkpoints are") } : c;
             var resumed = TrainingCheckpoint.Load(c.Resume, from, Flat, Optimizer, plan, _job);
-            (startStep, resumeCursors) = (resumed.Step, resumed.Cursors);
+            (startStep, resumeCursors, resumedFrom) = (resumed.Step, resumed.Cursors, resumed.RunDirectory ?? RunOf(resumed.Checkpoint));
             if (startStep >= t.Steps)
                 throw new TrainingException(
                     $"{resumed.Checkpoint}: the run already finished: it is at step {startStep} and train.steps is {t.Steps}; " +
@@ -102,10 +103,15 @@ public sealed class Trainer : IDisposable
         using var train = new BatchLoader(_data.Shards.Select(s => (s.Shard, OpenReader(_config.Data.Train, loop: true, s.Range, resumeCursors.GetValueOrDefault(s.Shard)))).ToList(),
             plan.WindowsPerShard, t.SeqLen, _device);
         _loader = train;
-        using var run = RunDirectory.Create(_config, _runId, _comm.Rank);
+        // an explicit checkpoint.dir that cannot be written stops the run before its run directory exists (nothing empty left behind)
+        if (c.Dir.Length > 0 && c.Interval > 0) WritableFolder.Ensure(c.Dir, "checkpoint.dir", _config, _comm.Rank);
+        // a resume continues the run directory that wrote its checkpoint (one metrics curve), when that is under train.run_dir
+        using var run = RunDirectory.Continued(_config, resumedFrom) is { } continued
+            ? Continue(continued, startStep, observer)
+            : RunDirectory.Create(_config, _runId, _comm.Rank);
         if (c.Dir.Length == 0) c = c with { Dir = RunDirectory.CheckpointsOf(run.Path) };
         _checkpointDir = c.Dir;
-        using var saver = c.Interval > 0 ? new CheckpointSaver(c, _config, _comm.Rank, _comm.WorldSize, _commit, new SaveOwner(_job, Path.GetFileName(run.Path)), Flat) : null;
+        using var saver = c.Interval > 0 ? new CheckpointSaver(c, _config, _comm.Rank, _comm.WorldSize, _commit, new SaveOwner(_job, Path.GetFileName(run.Path)), Flat, run.Path) : null;
         observer?.OnStart(t.Steps, run.Path);
         _stop.Begin(startStep);
         double? initialValLoss = Evaluate();
@@ -189,7 +195,22 @@ public sealed class Trainer : IDisposable
         if (stopped is not null) stopped = stopped with { Checkpoint = _lastCheckpoint };
         lossSum.Dispose();
         _loader = null;
-        return new TrainResult(run.Path, reports, train.Cursors, initialValLoss) { Stopped = stopped };
+        return new TrainResult(run.Path, reports, train.Cursors, initialValLoss) { Stopped = stopped, StartStep = startStep };
+    }
+
+    RunDirectory Continue(string path, int step, ITrainingObserver? observer)
+    {
+        var (run, superseded) = RunDirectory.Continue(_config, path, step, _comm.Rank, _comm.WorldSize);
+        observer?.OnContinued(path, step, superseded, RunDirectory.ResumeFolder(path, step));
+        return run;
+    }
+
+    /// <summary>A checkpoint whose manifest names no run directory (an older one): RUN when it lies in RUN/checkpoints/ beside RUN/config.yaml.</summary>
+    static string? RunOf(string checkpoint)
+    {
+        var root = Path.GetDirectoryName(Path.GetFullPath(checkpoint));
+        var run = root is null || Path.GetFileName(root) != "checkpoints" ? null : Path.GetDirectoryName(root);
+        return run is not null && File.Exists(Path.Combine(run, "config.yaml")) ? run : null;
     }
 
     /// <summary>
@@ -281,6 +302,9 @@ public sealed class Trainer : IDisposable
 /// <summary>What a finished run leaves: its folder, every logged report, where the data stands, and the validation loss before step 1.</summary>
 public sealed record TrainResult(string RunDirectory, IReadOnlyList<StepReport> Reports, IReadOnlyList<DataCursor> Cursors, double? InitialValLoss)
 {
+    /// <summary>The step the run started from: 0, or the resumed checkpoint's.</summary>
+    public int StartStep { get; init; }
+
     /// <summary>Where a graceful stop ended the run before train.steps (null: it trained to the end).</summary>
     public StopOutcome? Stopped { get; init; }
 }

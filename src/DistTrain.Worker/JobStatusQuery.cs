@@ -19,6 +19,11 @@ public sealed record JobProgress(string Job, string State, int WorldSize, int Re
         JobStatus s;
         try { s = await client.GetStatusAsync(new(), deadline: DateTime.UtcNow.AddSeconds(10), cancellationToken: ct); }
         catch (RpcException e) when (ClientTls.Refusal(e) is { } refused) { throw new WorkerException(refused.Message, e); }
+        catch (RpcException e) when (e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded)
+        {
+            throw new WorkerException($"no coordinator answers at {address ?? manifest.CoordinatorAddress} ({e.StatusCode}: {e.Status.Detail}); is the job running? " +
+                $"the address comes from coordinator.host and coordinator.port in {manifest.Source}, or pass --coordinator", e);
+        }
         return new JobProgress(s.Job, s.State.ToString().ToLowerInvariant(), s.WorldSize, s.Registered, s.Reason,
             s.Ranks.Select(r => new RankProgress(r.Rank, r.Host, r.Step, r.Tokens, r.Loss, r.SecondsSinceHeartbeat, r.Finished,
                 r.ComputeSeconds, r.LatenessSeconds, r.Straggler)).ToList(),

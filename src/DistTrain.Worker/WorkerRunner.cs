@@ -208,6 +208,10 @@ public static class WorkerRunner
     static WorkerException Explain(RpcException e, ClusterManifest m) => ClientTls.Refusal(e) is { } refused ? new(refused.Message, e) : e.StatusCode switch
     {
         StatusCode.Unavailable => Unreachable(m, e),
+        StatusCode.PermissionDenied => new WorkerException(
+            $"the coordinator at {m.CoordinatorHost}:{m.CoordinatorPort} refused this worker ({e.Status.Detail}); it may belong to another job using port {m.CoordinatorPort}: " +
+            $"stop that job or give this one another coordinator.port in {m.Source} (on one node, coordinator.port: auto picks a free one); if it is this job's coordinator, " +
+            $"every process needs the same token ({(m.TokenSource.StartsWith("value:") ? "the manifest's value:" : m.TokenSource)})", e),   // never print a literal secret
         StatusCode.DeadlineExceeded => new WorkerException($"not every worker registered within heartbeat.rendezvous_timeout_s ({m.RendezvousTimeoutSeconds} s); the job needs {m.WorldSize} workers", e),
         _ => new WorkerException($"the coordinator refused this worker: {e.Status.Detail}", e),
     };

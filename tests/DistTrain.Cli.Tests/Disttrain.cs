@@ -19,9 +19,13 @@ static class Disttrain
 
     public static (int ExitCode, string Output) Run(TimeSpan timeout, params string[] args) => Run(timeout, args, []);
 
-    public static (int ExitCode, string Output) Run(TimeSpan timeout, string[] args, params (string Name, string Value)[] environment)
+    public static (int ExitCode, string Output) Run(TimeSpan timeout, string[] args, params (string Name, string Value)[] environment) =>
+        RunIn(RepoRoot, timeout, args, environment);
+
+    /// <summary>Runs disttrain with <paramref name="workingDirectory"/> as its current folder (relative paths in args are relative to it).</summary>
+    public static (int ExitCode, string Output) RunIn(string workingDirectory, TimeSpan timeout, string[] args, params (string Name, string Value)[] environment)
     {
-        var (process, output) = Start(args, environment);
+        var (process, output) = Start(args, environment, workingDirectory);
         using var _ = process;
         if (!process.WaitForExit(timeout))
         {
@@ -35,9 +39,11 @@ static class Disttrain
     /// <summary>Starts disttrain and collects its output (stdout and stderr) as it comes.</summary>
     public static (Process Process, StringBuilder Output) Start(params string[] args) => Start(args, []);
 
-    public static (Process Process, StringBuilder Output) Start(string[] args, params (string Name, string Value)[] environment)
+    public static (Process Process, StringBuilder Output) Start(string[] args, params (string Name, string Value)[] environment) => Start(args, environment, RepoRoot);
+
+    static (Process Process, StringBuilder Output) Start(string[] args, (string Name, string Value)[] environment, string workingDirectory)
     {
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = RepoRoot };
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = workingDirectory };
         start.ArgumentList.Add(Dll);
         foreach (var a in args) start.ArgumentList.Add(a);
         start.Environment["NO_COLOR"] = "1";

@@ -18,7 +18,7 @@ public partial class StopTests
     ];
 
     [GeneratedRegex(@"^(\[[a-z0-9 ]+\] )?stopped at step (\d+); checkpoint (\S+); resume with: (.+)$", RegexOptions.Multiline)]
-    private static partial Regex StoppedLine();
+    internal static partial Regex StoppedLine();
 
     [Fact]
     public void SigintStopsTrainAfterTheStepWithACheckpointThatResumeLatestContinues()
@@ -101,6 +101,12 @@ public partial class StopTests
             var (code, resumed) = Disttrain.Run(Limit, ["launch", "--manifest", manifest, .. Tiny(runs, step + 2), "--set", "train.micro_batch=2", "--resume", checkpoint]);
             Assert.True(code == 0, resumed);
             Assert.Contains($"resuming from {checkpoint} at step {step}", resumed);
+            // the job continues its run directory: the coordinator names it, both ranks write into it, one metrics curve
+            var run = Directory.GetDirectories(runs).Single();
+            Assert.Contains($"waiting for 2 workers; run {Path.GetFileName(run)}", resumed);
+            var logged = File.ReadLines(Path.Combine(run, "metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("step").GetInt32()).ToList();
+            Assert.Equal(logged.Distinct().Order(), logged);
+            Assert.Equal(step + 2, logged[^1]);
         }
     }
 
@@ -143,16 +149,16 @@ public partial class StopTests
     static int ManifestStep(string checkpoint) =>
         JsonDocument.Parse(File.ReadAllText(Path.Combine(checkpoint, "manifest.json"))).RootElement.GetProperty("step").GetInt32();
 
-    static void Signal(int pid, string signal)
+    internal static void Signal(int pid, string signal)
     {
         using var kill = Process.Start("kill", [$"-{signal}", $"{pid}"]);
         kill.WaitForExit();
         Assert.Equal(0, kill.ExitCode);
     }
 
-    static string Text(StringBuilder output) { lock (output) return output.ToString(); }
+    internal static string Text(StringBuilder output) { lock (output) return output.ToString(); }
 
-    static void WaitFor(Process process, StringBuilder output, string marker)
+    internal static void WaitFor(Process process, StringBuilder output, string marker)
     {
         var clock = Stopwatch.StartNew();
         while (!Text(output).Contains(marker))
@@ -166,7 +172,7 @@ public partial class StopTests
         }
     }
 
-    static void Finish(Process process, StringBuilder output)
+    internal static void Finish(Process process, StringBuilder output)
     {
         if (process.WaitForExit(Limit)) { process.WaitForExit(); return; }
         process.Kill(entireProcessTree: true);

@@ -11,7 +11,7 @@ public class UserErrorTests
 {
     static readonly TimeSpan Limit = CheckpointTests.Limit;
 
-    static void AssertOneLineError(int code, string output, string expected)
+    internal static void AssertOneLineError(int code, string output, string expected)
     {
         Assert.True(code == 2, $"exit {code}: {output}");
         Assert.Contains(expected, output);
@@ -63,6 +63,9 @@ public class UserErrorTests
         (code, output) = Disttrain.Run(Limit, "score", "--checkpoint", step10, "-i", good, "-o", scored);
         AssertOneLineError(code, output, $"{scored}: exists; choose a new --out");
         Assert.Equal("keep me", File.ReadAllText(scored));
+        var nowhere = Path.Combine(dir.Path, "no-folder", "scored.jsonl");
+        (code, output) = Disttrain.Run(Limit, "score", "--checkpoint", step10, "-i", good, "-o", nowhere);
+        AssertOneLineError(code, output, $"--out {nowhere}: the folder {Path.GetDirectoryName(nowhere)} does not exist; create it or write elsewhere");
 
         // resuming a run that already finished says so and how to go on
         (code, output) = CheckpointTests.Train(dir.Path, "again", 1, "--set", "train.steps=10", "--resume", "latest", "--set", $"checkpoint.dir={root}");

@@ -15,15 +15,30 @@ namespace DistTrain.Cli.Commands;
 static class ClusterCommands
 {
     static Option<string> Manifest() => new("--manifest", "-m") { Description = "cluster manifest (YAML), for example cluster/local-cpu.yaml", Required = true };
+    static Option<int?> Port() => new("--port") { Description = "the coordinator's port, instead of the manifest's coordinator.port (launch passes the one it picked for port: auto)" };
+    static Option<bool> DryRunOption() => new("--dry-run") { Description = "check the manifest and config, print the resolved config, parameters, tokens per step, the data and a memory estimate; start nothing" };
+
+    /// <summary>The manifest, with --port applied; coordinator.port: auto needs --port here (only launch picks one).</summary>
+    static ClusterManifest LoadManifest(ParseResult parse, Option<string> manifest, Option<int?> port)
+    {
+        var m = ManifestLoader.Load(parse.GetValue(manifest)!);
+        if (parse.GetValue(port) is { } p)
+            return p is > 0 and < 65536 ? m.WithPort(p) : throw new ConfigException($"--port {p}: not a TCP port; give a number in 1..65535");
+        if (m.PortIsAuto)
+            throw new ConfigException($"{m.Source}: coordinator.port: auto is picked by `disttrain launch`, which passes it to the processes it starts; " +
+                "a coordinator or worker started on its own needs the number: pass the same --port N to each, or set coordinator.port");
+        return m;
+    }
+
     static Option<int> NodeRank() => new("--node-rank") { Description = "this node's index in the manifest's nodes", DefaultValueFactory = _ => 0 };
 
     public static Command Coordinator()
     {
-        var (manifest, config, set) = (Manifest(), CommonOptions.Config(), CommonOptions.Set());
-        var command = new Command("coordinator", "run a job's control plane: rendezvous, ranks, data shards, heartbeats") { manifest, config, set };
+        var (manifest, config, set, port) = (Manifest(), CommonOptions.Config(), CommonOptions.Set(), Port());
+        var command = new Command("coordinator", "run a job's control plane: rendezvous, ranks, data shards, heartbeats") { manifest, config, set, port };
         command.SetAction(async (parse, ct) =>
         {
-            var m = ManifestLoader.Load(parse.GetValue(manifest)!);
+            var m = LoadManifest(parse, manifest, port);
             var c = TrainConfigLoader.Load(parse.GetValue(config)!, parse.GetValue(set));
             using var telemetry = CliTelemetry.Start("coordinator", new() { ["disttrain.job"] = m.Job });
             using var signals = new StopSignals(new StopRequest(), "stopping the job: every rank finishes its step and saves a checkpoint");
@@ -36,11 +51,12 @@ static class ClusterCommands
     {
         var (manifest, config, set, node, resume) = (Manifest(), CommonOptions.Config(), CommonOptions.Set(), NodeRank(), CommonOptions.Resume());
         var slot = new Option<int>("--local-slot") { Description = "which of the node's GPUs / CPU slots this worker uses", DefaultValueFactory = _ => 0 };
-        var command = new Command("worker", "join a job as one worker (for schedulers that start processes themselves)") { manifest, config, set, node, slot };
+        var port = Port();
+        var command = new Command("worker", "join a job as one worker (for schedulers that start processes themselves)") { manifest, config, set, node, slot, port };
         resume.AddTo(command);
         command.SetAction(async (parse, ct) =>
         {
-            var m = ManifestLoader.Load(parse.GetValue(manifest)!);
+            var m = LoadManifest(parse, manifest, port);
             TrainConfig c;
             try { c = TrainConfigLoader.Load(parse.GetValue(config)!, CommonOptions.Overrides(parse, set, resume)); }
             catch (Exception e)
@@ -66,7 +82,8 @@ static class ClusterCommands
     public static Command Launch()
     {
         var (manifest, config, set, node, resume) = (Manifest(), CommonOptions.Config(), CommonOptions.Set(), NodeRank(), CommonOptions.Resume());
-        var command = new Command("launch", "start what this node runs: the coordinator (on its node) and one worker per GPU / CPU slot") { manifest, config, set, node };
+        var dryRun = DryRunOption();
+        var command = new Command("launch", "start what this node runs: the coordinator (on its node) and one worker per GPU / CPU slot") { manifest, config, set, node, dryRun };
         resume.AddTo(command);
         command.SetAction(async (parse, ct) =>
         {
@@ -77,11 +94,24 @@ static class ClusterCommands
             DataParallelPlan.For(c, m.WorldSize);                                // the world size must split the batch
             ManifestLoader.ReadToken(m);
             int nodeRank = parse.GetValue(node);
-            if (nodeRank >= 0 && nodeRank < m.Nodes.Count) TlsFiles.Check(m, coordinator: nodeRank == m.CoordinatorNode, worker: true);
+            if (nodeRank < 0 || nodeRank >= m.Nodes.Count)
+                throw new ConfigException($"{m.Source}: --node-rank {nodeRank} is not one of the {m.Nodes.Count} nodes (0-based)");
+            TlsFiles.Check(m, coordinator: nodeRank == m.CoordinatorNode, worker: true);
+            if (parse.GetValue(dryRun)) return DryRun.Print(c, m);
+            // the run directories of this node's ranks go under train.run_dir: one line here instead of every child failing the same way
+            // (checkpoint.dir, possibly shared by the nodes, is each rank's own check: the coordinator names the first that fails)
+            WritableFolder.Ensure(Path.GetFullPath(c.Train.RunDir), "train.run_dir", c, m.RankOf(nodeRank, 0));
+            int? picked = null;
+            if (m.PortIsAuto)
+            {
+                picked = m.FreePort();
+                m = m.WithPort(picked.Value);
+                Console.WriteLine($"[launch] coordinator.port auto: port {picked}");
+            }
             using var telemetry = CliTelemetry.Start("launch", new() { ["disttrain.job"] = m.Job, ["disttrain.node_rank"] = parse.GetValue(node) });
             // one job, one trace: the coordinator's node holds the job's span, and every process it starts joins it
             using var span = parse.GetValue(node) == m.CoordinatorNode ? CliTelemetry.JobSpan(m.Job, m.WorldSize) : null;
-            int exit = await Launcher.RunAsync(m, path, parse.GetValue(config)!, overrides, parse.GetValue(node), TelemetrySession.TraceParent(span?.Context ?? default), ct);
+            int exit = await Launcher.RunAsync(m, path, parse.GetValue(config)!, overrides, parse.GetValue(node), TelemetrySession.TraceParent(span?.Context ?? default), ct, picked);
             if (exit != 0) span?.SetStatus(System.Diagnostics.ActivityStatusCode.Error, "a process of the job failed");
             return exit;
         });
@@ -96,6 +126,8 @@ static class ClusterCommands
         command.SetAction(async (parse, ct) =>
         {
             var m = ManifestLoader.Load(parse.GetValue(manifest)!);
+            if (m.PortIsAuto && parse.GetValue(address) is null)
+                throw new ConfigException($"{m.Source}: coordinator.port: auto, so the port is the one launch picked: pass --coordinator http://{m.CoordinatorHost}:PORT (launch prints '[launch] coordinator.port auto: port PORT')");
             var status = await JobProgress.QueryAsync(m, parse.GetValue(address), ct);
             AnsiConsole.MarkupLineInterpolated($"job [bold]{status.Job}[/]: {status.State} ({status.Registered}/{status.WorldSize} registered) {status.Reason}");
             var table = new Table().AddColumns("rank", "host", "step", "tokens", "loss", "last heartbeat", "compute/step", "lateness", "finished");

@@ -18,7 +18,9 @@ static class Launcher
     static readonly TimeSpan FailureGrace = TimeSpan.FromSeconds(10);
 
     /// <param name="traceParent">the job span's W3C traceparent, passed on to every child (empty: none)</param>
-    public static async Task<int> RunAsync(ClusterManifest m, string manifestPath, string configPath, string[] overrides, int nodeRank, string traceParent, CancellationToken ct)
+    /// <param name="port">the port launch picked for coordinator.port: auto, passed to every child (--port); null: the manifest's</param>
+    public static async Task<int> RunAsync(ClusterManifest m, string manifestPath, string configPath, string[] overrides, int nodeRank, string traceParent, CancellationToken ct,
+        int? port = null)
     {
         if (nodeRank < 0 || nodeRank >= m.Nodes.Count)
             throw new ConfigException($"{m.Source}: --node-rank {nodeRank} is not one of the {m.Nodes.Count} nodes (0-based)");
@@ -27,7 +29,7 @@ static class Launcher
         if (node.Gpus.Count > 0 && node.Gpus.Max() >= present)
             throw new ConfigException($"{m.Source}: nodes[{nodeRank}].gpus: [{string.Join(", ", node.Gpus)}] listed, this host has {present} GPU(s)");
 
-        string[] common = ["--manifest", manifestPath, "--config", configPath, .. overrides.SelectMany(o => new[] { "--set", o })];
+        string[] common = ["--manifest", manifestPath, "--config", configPath, .. overrides.SelectMany(o => new[] { "--set", o }), .. port is { } p ? new[] { "--port", $"{p}" } : []];
         var children = new List<LaunchedChild>();
         using var signals = new StopSignals(new StopRequest(), "stopping the job: every rank finishes its step and saves a checkpoint",
             atOnce: () => { lock (children) foreach (var c in children) TryKill(c.Process); });

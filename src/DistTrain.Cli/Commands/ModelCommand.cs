@@ -27,7 +27,7 @@ static class ModelCommand
         return new Command("model", "inspect model configs") { info };
     }
 
-    static T WithDefaultDevice<T>(Device d, Func<T> build)
+    internal static T WithDefaultDevice<T>(Device d, Func<T> build)
     {
         var previous = get_default_device();
         set_default_device(d);

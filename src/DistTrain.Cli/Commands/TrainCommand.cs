@@ -16,11 +16,13 @@ static class TrainCommand
         var config = CommonOptions.Config();
         var set = CommonOptions.Set();
         var resume = CommonOptions.Resume();
-        var command = new Command("train", "train a model on one process (world size 1)") { config, set };
+        var dryRun = new Option<bool>("--dry-run") { Description = "check the config, print the resolved config, parameters, tokens per step, the data and a memory estimate per activation-checkpointing policy; train nothing" };
+        var command = new Command("train", "train a model on one process (world size 1)") { config, set, dryRun };
         resume.AddTo(command);
         command.SetAction((parse, ct) =>
         {
             var options = TrainConfigLoader.Load(parse.GetValue(config)!, CommonOptions.Overrides(parse, set, resume));
+            if (parse.GetValue(dryRun)) return Task.FromResult(DryRun.Print(options));
             using var telemetry = CliTelemetry.Start("train", new() { ["disttrain.job"] = options.Train.Name });
             using var span = CliTelemetry.JobSpan(options.Train.Name, 1);
             var gate = new StopGate();
@@ -34,10 +36,8 @@ static class TrainCommand
                 Console.WriteLine(ResumeCommand.StoppedLine(stopped.Step, stopped.Checkpoint));
                 return Task.FromResult(signals.Stop.ExitCode);
             }
-            var first = result.Reports[0];
-            var final = result.Reports[^1];
-            AnsiConsole.MarkupLineInterpolated($"training loss {first.Loss:F4} (first {options.Train.LogInterval} steps) -> {final.Loss:F4}");
-            if (result.InitialValLoss is { } before && final.ValLoss is { } after)
+            AnsiConsole.MarkupLineInterpolated($"training loss {LossSummary.Line(result)}");
+            if (result.InitialValLoss is { } before && result.Reports[^1].ValLoss is { } after)
                 AnsiConsole.MarkupLineInterpolated($"validation loss {before:F4} before training -> {after:F4}");
             AnsiConsole.MarkupLineInterpolated($"run directory: [bold]{result.RunDirectory}[/]");
             return Task.FromResult(0);

@@ -24,7 +24,8 @@ static class ErrorReporter
             or (ArgumentException and not ArgumentOutOfRangeException and not ArgumentNullException))   // those two are our bugs: keep the stack
         {
             var inner = Unwrap(e);
-            Print(inner.Message);
+            // an ArgumentException's message ends in " (Parameter 'name')": the C# parameter, not the user's option
+            Print(inner is ArgumentException { ParamName: { } name } a ? a.Message.Replace($" (Parameter '{name}')", "") : inner.Message);
             return 2;
         }
     }

@@ -41,6 +41,10 @@ static class TrainingProgress
         foreach (var p in r.IgnoredPartial) Console.WriteLine($"ignoring {p.Path}: {p.Fate}");
     }
 
+    static void DescribeContinued(string runDirectory, int step, int superseded, string kept) =>
+        Console.WriteLine($"continuing run directory {runDirectory} after step {step}: metrics.jsonl goes on from there" +
+            (superseded > 0 ? $"; {superseded} logged step(s) past step {step} (trained after the checkpoint, before the run ended) moved to {kept}" : ""));
+
     static void DescribeCheckpoint(CheckpointReport r)
     {
         if (r.Error is { } error)
@@ -53,6 +57,7 @@ static class TrainingProgress
     {
         public void OnCheckpoint(CheckpointReport report) => DescribeCheckpoint(report);
         public void OnResume(ResumeReport resume) => DescribeResume(resume);
+        public void OnContinued(string runDirectory, int step, int superseded, string kept) => DescribeContinued(runDirectory, step, superseded, kept);
         public void OnKernels(string description) => Console.WriteLine(description);
         public void OnStart(int totalSteps, string runDirectory) => Console.WriteLine($"run directory: {runDirectory}");
         public void OnReport(StepReport report) => Console.WriteLine(Describe(report));
@@ -65,6 +70,7 @@ static class TrainingProgress
 
         public void OnCheckpoint(CheckpointReport report) => DescribeCheckpoint(report);
         public void OnResume(ResumeReport resume) => DescribeResume(resume);
+        public void OnContinued(string runDirectory, int step, int superseded, string kept) => DescribeContinued(runDirectory, step, superseded, kept);
         public void OnKernels(string description) => AnsiConsole.WriteLine(description);
         public void OnStep(int step)
         {

@@ -43,20 +43,23 @@ public sealed class CheckpointSaver : IDisposable
     readonly Tensor[] _host = new Tensor[Buffers.Length];   // this rank's slices in host memory (pinned for a GPU), reused by every save
     readonly HostTensor[] _hostBytes;                        // the same memory as the background write sees it: no TorchSharp object
     readonly string _configYaml, _modelConfigJson, _layoutJson;
+    readonly string? _runDirectory;   // the run's folder: a resume from these checkpoints continues it
     readonly string? _tokenizer;   // what `generate` decodes with (RunTokenizer); null when no dataset.json names it
     readonly long _flatCount;
     Task<CheckpointReport>? _pending;
 
     /// <param name="owner">the job and the run id, shared by every rank: name the temporary folder of each save</param>
-    public CheckpointSaver(CheckpointOptions options, TrainConfig config, int rank, int world, ICheckpointCommit commit, SaveOwner owner, FlatParameters flat)
+    /// <param name="runDirectory">the run's folder (absolute), recorded in every manifest so that a resume continues it; null: none recorded</param>
+    public CheckpointSaver(CheckpointOptions options, TrainConfig config, int rank, int world, ICheckpointCommit commit, SaveOwner owner, FlatParameters flat,
+        string? runDirectory = null)
     {
-        (_options, _rank, _world, _commit, _owner) = (options, rank, world, commit, owner);
+        (_options, _rank, _world, _commit, _owner, _runDirectory) = (options, rank, world, commit, owner, runDirectory);
         // allocated once, up front: pinning gigabytes takes seconds, which would otherwise stall the first save
         var (_, count) = TrainingCheckpoint.Slice(flat.Count, rank, world);
         for (int i = 0; i < _host.Length; i++) _host[i] = HostBuffer(count, flat.Master.device);
         _hostBytes = Buffers.Select((name, i) => new HostTensor(name, "F32", [count], TensorMemory.Address(_host[i]))).ToArray();
         // what every manifest repeats, computed here: the background write touches only strings and the host buffers above
-        (_configYaml, _modelConfigJson) = (YamlTree.Write(config.Tree), HfExport.ConfigJson(config.Model, ScalarType.Float32).ToJsonString());
+        (_configYaml, _modelConfigJson) = (ResolvedConfig.Yaml(config), HfExport.ConfigJson(config.Model, ScalarType.Float32).ToJsonString());
         (_layoutJson, _flatCount) = (TrainingCheckpoint.LayoutJson(flat), flat.Count);
         _tokenizer = RunTokenizer.NameFor(config.Data);
         WritableFolder.Ensure(Path.GetFullPath(options.Dir), "checkpoint.dir", config, rank);   // a full disk shows now, not at the first save
@@ -179,11 +182,19 @@ public sealed class CheckpointSaver : IDisposable
             Config = _configYaml, ModelConfig = JsonNode.Parse(_modelConfigJson)!.AsObject(),
             DataCursors = JsonSerializer.Serialize(new { shards = job.Shards, cursors = allCursors }),
             Scalars = new() { ["adam_steps"] = job.Counters.Steps, ["first_non_finite"] = job.Counters.FirstNonFinite, ["flat_count"] = _flatCount },
-            Extra = _tokenizer is null ? new() { ["layout"] = _layoutJson } : new() { ["layout"] = _layoutJson, [RunTokenizer.ManifestKey] = _tokenizer },
+            Extra = Extra(),
             Files = sorted,
             Tensors = sorted.Where(f => f.Name.EndsWith(".safetensors")).SelectMany(f => ManifestTensor.Of(f.Name, Safetensors.Open(Path.Combine(temp, f.Name)))).ToList(),
         };
         manifest.Write(temp);
+    }
+
+    Dictionary<string, string> Extra()
+    {
+        var extra = new Dictionary<string, string> { ["layout"] = _layoutJson };
+        if (_tokenizer is not null) extra[RunTokenizer.ManifestKey] = _tokenizer;
+        if (_runDirectory is not null) extra[TrainingCheckpoint.RunDirectoryKey] = _runDirectory;
+        return extra;
     }
 
     static Tensor HostBuffer(long count, Device device)

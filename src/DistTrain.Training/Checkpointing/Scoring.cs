@@ -19,6 +19,8 @@ public static class Scoring
     public static int Score(LanguageModel model, string input, string output)
     {
         if (File.Exists(output) || Directory.Exists(output)) throw new CheckpointException($"{output}: exists; choose a new --out (nothing is overwritten)");
+        if (Path.GetDirectoryName(Path.GetFullPath(output)) is { } folder && !Directory.Exists(folder))
+            throw new CheckpointException($"--out {output}: the folder {folder} does not exist; create it or write elsewhere");
         if (!File.Exists(input)) throw new FileNotFoundException($"{input}: not found; --input takes a JSONL file with one {{\"tokens\": [...]}} per line");
         try { return ScoreLines(model, input, output); }
         catch

@@ -42,7 +42,10 @@ public static class TrainingCheckpoint
         optimizer.Counters = (manifest.Scalars["adam_steps"], (long)manifest.Scalars["first_non_finite"]);
         var cursors = cursorsJson.RootElement.GetProperty("cursors").EnumerateObject()
             .ToDictionary(p => int.Parse(p.Name), p => DataCursor.FromJson(p.Value.GetString()!));
-        return new ResumeReport(dir, (int)manifest.Step, cursors, CheckpointDirectory.PartialSaves(options.Dir).Select(p => Ignored(p, options, job)).ToList(), refused);
+        return new ResumeReport(dir, (int)manifest.Step, cursors, CheckpointDirectory.PartialSaves(options.Dir).Select(p => Ignored(p, options, job)).ToList(), refused)
+        {
+            RunDirectory = manifest.Extra.GetValueOrDefault(RunDirectoryKey),
+        };
     }
 
     static IgnoredSave Ignored(PartialSave partial, CheckpointOptions options, string job) => new(partial.Path, partial.Owner switch
@@ -111,6 +114,9 @@ public static class TrainingCheckpoint
 
     static CheckpointException NoLatest(CheckpointOptions options) =>
         new($"{options.Dir}: no latest checkpoint to resume from (checkpoint.dir); train without checkpoint.resume first");
+
+    /// <summary>The manifest's extra key naming the run directory that wrote the checkpoint (a resume continues it).</summary>
+    public const string RunDirectoryKey = "run_dir";
 
     internal static string LayoutJson(FlatParameters flat) => JsonSerializer.Serialize(flat.Layout.Select(l => new { l.Name, l.Offset, l.Shape }));
 

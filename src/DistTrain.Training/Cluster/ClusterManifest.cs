@@ -33,6 +33,22 @@ public sealed record ClusterManifest(
 
     public int WorldSize => Nodes.Sum(n => n.Slots);
 
+    /// <summary>coordinator.port: auto (one node only): `launch` picks a free port and passes it to its children (--port); CoordinatorPort is 0 until then.</summary>
+    public bool PortIsAuto { get; init; }
+
+    /// <summary>The manifest with the port a launch picked (or --port gave).</summary>
+    public ClusterManifest WithPort(int port) => this with { CoordinatorPort = port, PortIsAuto = false };
+
+    /// <summary>A free TCP port on the coordinator's bind address, for coordinator.port: auto (the listener is closed again: a small window in which another program could take it).</summary>
+    public int FreePort()
+    {
+        var address = System.Net.IPAddress.TryParse(BindAddress, out var ip) ? ip : System.Net.IPAddress.Loopback;
+        var listener = new System.Net.Sockets.TcpListener(address, 0);
+        listener.Start();
+        try { return ((System.Net.IPEndPoint)listener.LocalEndpoint).Port; }
+        finally { listener.Stop(); }
+    }
+
     /// <summary>The global rank of a node's local slot: all slots of earlier nodes come first.</summary>
     public int RankOf(int nodeRank, int localSlot) => Nodes.Take(nodeRank).Sum(n => n.Slots) + localSlot;
 

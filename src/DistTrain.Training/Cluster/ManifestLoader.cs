@@ -12,7 +12,10 @@ public static class ManifestLoader
         var backend = root.String("backend", "ring");
         var coordinator = root.Section("coordinator");
         var host = coordinator.String("host", "127.0.0.1");
-        var port = coordinator.Int("port", 29400);
+        var portText = coordinator.String("port", "29400");
+        bool autoPort = portText == "auto";
+        var port = autoPort ? 0 : int.TryParse(portText, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out var p) ? p
+            : throw new ConfigException($"{coordinator.Where("port")}: '{portText}' is not a TCP port; give a number in 1..65535, or auto (one node: a free port)");
         var bind = coordinator.String("bind", "127.0.0.1");
         var coordinatorNode = coordinator.Int("node", 0);
         coordinator.EnsureConsumed();
@@ -30,7 +33,9 @@ public static class ManifestLoader
         void Require(bool ok, string field, string message) { if (!ok) throw new ConfigException($"{path}: {field}: {message}"); }
         Require(job.Length > 0, "job", "missing; name the job (it keeps workers of other jobs out)");
         Require(backend is "ring" or "nccl", "backend", $"'{backend}' is not ring (CPU) or nccl (GPU)");
-        Require(port is > 0 and < 65536, "coordinator.port", $"{port} is not a TCP port");
+        Require(autoPort || port is > 0 and < 65536, "coordinator.port", $"{port} is not a TCP port; give a number in 1..65535, or auto (one node: a free port)");
+        Require(!autoPort || nodes.Count == 1, "coordinator.port",
+            $"auto picks a free port on one host, and this manifest lists {nodes.Count} nodes whose workers must know the port in advance; set coordinator.port to a number (in Slurm, derive it from the job id)");
         Require(coordinatorNode >= 0 && coordinatorNode < nodes.Count, "coordinator.node", $"{coordinatorNode} is not one of the {nodes.Count} nodes (0-based)");
         Require(interval > 0 && timeout > interval, "heartbeat.timeout_s", $"must exceed heartbeat.interval_s ({interval})");
         Require(token.StartsWith("env:") || token.StartsWith("file:") || token.StartsWith("value:"), "token", $"'{token}' must be env:VARIABLE, file:PATH or value:SECRET");
@@ -41,7 +46,7 @@ public static class ManifestLoader
             Require(backend != "ring" || n.Gpus.Count == 0, $"nodes[{i}].gpus", "backend ring runs on CPU slots; use cpus: N, or backend: nccl");
         }
         Require(connect > 0, "heartbeat.connect_timeout_s", "must be positive (how long a worker waits for the coordinator to come up)");
-        return new ClusterManifest(path, job, backend, host, port, bind, coordinatorNode, token, interval, timeout, rendezvous, connect, tls, nodes);
+        return new ClusterManifest(path, job, backend, host, port, bind, coordinatorNode, token, interval, timeout, rendezvous, connect, tls, nodes) { PortIsAuto = autoPort };
     }
 
     static TlsSpec ReadTls(string path, ConfigSection t)

@@ -12,8 +12,13 @@ public static class YamlTree
     /// <param name="what">what the file is and how to pass another: the option and an example</param>
     public static Dictionary<string, object?> Load(string path, string what = "config file not found; pass --config with a path such as configs/tiny-muddformer.yaml")
     {
+        if (Directory.Exists(path)) throw new ConfigException($"{path}: is a folder, not a YAML file; {what[(what.IndexOf(';') + 1)..].Trim()}");
         if (!File.Exists(path)) throw new ConfigException($"{path}: {what}");
-        return Parse(File.ReadAllText(path), path);
+        try { return Parse(File.ReadAllText(path), path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ConfigException($"{path}: cannot be read ({e.Message}); check its permissions");
+        }
     }
 
     public static Dictionary<string, object?> Parse(string text, string source)
