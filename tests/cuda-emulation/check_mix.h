@@ -12,8 +12,10 @@ static void mix_layout(int d, int v, unsigned& tpt, unsigned& tpb) {
 }
 
 // T: float or unsigned short (bf16). Values are drawn, stored in T, and the reference uses the stored values.
+// writemask: the hiddens whose gradient backward writes; nc2 > 0: a deferred mix over l2 hiddens (nc2 streams) is added too.
 template <typename T>
-static void check_mix(long long tokens, int d, int nc, int l, unsigned grid, bool vec, unsigned long long addmask) {
+static void check_mix(long long tokens, int d, int nc, int l, unsigned grid, bool vec, unsigned long long addmask,
+                      unsigned long long writemask = ~0ull, int nc2 = 0, int l2 = 0) {
   const bool bf16 = sizeof(T) == 2;
   const int v = vec ? (bf16 ? 8 : 4) : 1;
   std::mt19937 rng(tokens * 7919 + d * 31 + nc * 7 + l);
@@ -23,14 +25,20 @@ static void check_mix(long long tokens, int d, int nc, int l, unsigned grid, boo
   const size_t n = (size_t)tokens * d;
   std::vector<std::vector<T>> h(l, std::vector<T>(n)), gh(l, std::vector<T>(n)), out(nc, std::vector<T>(n)), g(nc, std::vector<T>(n));
   std::vector<T> w((size_t)nc * tokens * l), gw((size_t)nc * tokens * l);
+  std::vector<std::vector<T>> g2(nc2, std::vector<T>(n));
+  std::vector<T> w2((size_t)nc2 * tokens * l2);
   for (auto& x : h) draw(x);
   for (auto& x : g) draw(x);
+  for (auto& x : g2) draw(x);
+  draw(w2);
   for (auto& x : gh) draw(x);   // the old buffer contents: added to where addmask says, overwritten elsewhere
   draw(w);
   std::vector<std::vector<T>> old = gh;
   mixk::MixTable<T> tab{};
   for (int j = 0; j < l; ++j) { tab.h[j] = h[j].data(); tab.gh[j] = gh[j].data(); }
   for (int c = 0; c < nc; ++c) { tab.g[c] = g[c].data(); tab.out[c] = out[c].data(); }
+  for (int c = 0; c < nc2; ++c) tab.g2[c] = g2[c].data();
+  const T* pw2 = nc2 ? w2.data() : nullptr;
   unsigned tpt, tpb; mix_layout(d, v, tpt, tpb);
   dynamic_shared.assign((size_t)tpb * nc * l, -1.f);
   launch({grid}, {tpt, tpb}, [&] {
@@ -39,12 +47,24 @@ static void check_mix(long long tokens, int d, int nc, int l, unsigned grid, boo
     else { if (vec) mixk::mix_forward_f32_v((const mixk::MixTable<float>&)tab, (const float*)w.data(), tokens, nc, l, d);
            else mixk::mix_forward_f32((const mixk::MixTable<float>&)tab, (const float*)w.data(), tokens, nc, l, d); }
   });
-  dynamic_shared.assign((size_t)(tpb + tpb * (tpt / 32)) * nc * l, -1.f);
+  dynamic_shared.assign((size_t)(tpb + tpb * (tpt / 32)) * nc * l + (size_t)tpb * nc2 * l2, -1.f);
+  using U = unsigned short;
+  const auto& tabu = (const mixk::MixTable<U>&)tab;
+  const auto& tabf = (const mixk::MixTable<float>&)tab;
   launch({grid}, {tpt, tpb}, [&] {
-    if (bf16) { if (vec) mixk::mix_backward_bf16_v((const mixk::MixTable<unsigned short>&)tab, (const unsigned short*)w.data(), (unsigned short*)gw.data(), tokens, nc, l, d, addmask);
-                else mixk::mix_backward_bf16((const mixk::MixTable<unsigned short>&)tab, (const unsigned short*)w.data(), (unsigned short*)gw.data(), tokens, nc, l, d, addmask); }
-    else { if (vec) mixk::mix_backward_f32_v((const mixk::MixTable<float>&)tab, (const float*)w.data(), (float*)gw.data(), tokens, nc, l, d, addmask);
-           else mixk::mix_backward_f32((const mixk::MixTable<float>&)tab, (const float*)w.data(), (float*)gw.data(), tokens, nc, l, d, addmask); }
+    if (bf16) {
+      auto wu = (const U*)w.data(); auto gwu = (U*)gw.data(); auto w2u = (const U*)pw2;
+      if (nc2) { if (vec) mixk::mix_backward_p_bf16_v(tabu, wu, gwu, tokens, nc, l, d, addmask, writemask, w2u, nc2, l2);
+                 else mixk::mix_backward_p_bf16(tabu, wu, gwu, tokens, nc, l, d, addmask, writemask, w2u, nc2, l2); }
+      else { if (vec) mixk::mix_backward_bf16_v(tabu, wu, gwu, tokens, nc, l, d, addmask, writemask, nullptr, 0, 0);
+             else mixk::mix_backward_bf16(tabu, wu, gwu, tokens, nc, l, d, addmask, writemask, nullptr, 0, 0); }
+    } else {
+      auto wf = (const float*)w.data(); auto gwf = (float*)gw.data(); auto w2f = (const float*)pw2;
+      if (nc2) { if (vec) mixk::mix_backward_p_f32_v(tabf, wf, gwf, tokens, nc, l, d, addmask, writemask, w2f, nc2, l2);
+                 else mixk::mix_backward_p_f32(tabf, wf, gwf, tokens, nc, l, d, addmask, writemask, w2f, nc2, l2); }
+      else { if (vec) mixk::mix_backward_f32_v(tabf, wf, gwf, tokens, nc, l, d, addmask, writemask, nullptr, 0, 0);
+             else mixk::mix_backward_f32(tabf, wf, gwf, tokens, nc, l, d, addmask, writemask, nullptr, 0, 0); }
+    }
   });
   // error relative to the largest reference magnitude of each output
   double eo = 0, mo = 0, eh = 0, mh = 0, ew = 0, mw = 0;
@@ -57,8 +77,14 @@ static void check_mix(long long tokens, int d, int nc, int l, unsigned grid, boo
         eo = std::max(eo, std::abs(val(out[c][i]) - r)); mo = std::max(mo, std::abs(r));
       }
       for (int j = 0; j < l; ++j) {
+        if (!((writemask >> j) & 1)) {   // not written: exactly as it was
+          if (std::memcmp(&gh[j][i], &old[j][i], sizeof(T)) != 0) eh = std::max(eh, 1e30);
+          continue;
+        }
         double r = (addmask >> j) & 1 ? (double)val(old[j][i]) : 0.0;
         for (int c = 0; c < nc; ++c) r += W(c, t, j) * val(g[c][i]);
+        if (j < l2)
+          for (int c = 0; c < nc2; ++c) r += (double)val(w2[((size_t)c * tokens + t) * l2 + j]) * val(g2[c][i]);
         eh = std::max(eh, std::abs(val(gh[j][i]) - r)); mh = std::max(mh, std::abs(r));
       }
     }
@@ -72,8 +98,8 @@ static void check_mix(long long tokens, int d, int nc, int l, unsigned grid, boo
   const double rel = std::max({eo / mo, eh / mh, ew / mw});
   const double tol = bf16 ? 1.0 / 128 : 1e-5;   // bf16: one rounding of the output (2^-8 relative) plus fp32 sums
   char what[160];
-  std::snprintf(what, sizeof what, "mix %s%s %lldx%d C=%d L=%d grid %u (tpt %u, tpb %u) add 0x%llx out/gh/gw",
-                bf16 ? "bf16" : "fp32", vec ? " vec" : "", tokens, d, nc, l, grid, tpt, tpb, addmask);
+  std::snprintf(what, sizeof what, "mix %s%s %lldx%d C=%d L=%d grid %u (tpt %u, tpb %u) add 0x%llx write 0x%llx deferred C=%d L=%d out/gh/gw",
+                bf16 ? "bf16" : "fp32", vec ? " vec" : "", tokens, d, nc, l, grid, tpt, tpb, addmask, writemask, nc2, l2);
   expect(rel < tol, what, rel);
 }
 
@@ -87,4 +113,12 @@ static void check_mix_all() {
   check_mix<unsigned short>(9, 16, 1, 2, 1, true, 0x1);      // two vectors a token, 8 tokens a block
   check_mix<unsigned short>(4, 1024, 4, 64, 1, true, 0x8000000000000001ull);   // the most inputs, the top mask bit
   check_mix<float>(3, 24, 2, 5, 3, true, 0x10);          // more blocks than token groups
+  // deferral: a mix that writes only its last hidden, and the next one adding a deferred mix's parts
+  check_mix<float>(5, 7, 4, 6, 2, false, 0x25, 0x20);                               // writes h_5 only (the rest untouched)
+  check_mix<unsigned short>(5, 1000, 4, 26, 2, true, 0x2aaaaaa, 1ull << 25);
+  check_mix<float>(17, 7, 4, 5, 2, false, 0x5, 0x1f, 4, 6);                         // + a deferred mix over 6 hiddens
+  check_mix<float>(5, 1000, 3, 25, 2, true, 0x1ffffff, 0x1ffffff, 1, 26);           // vectors of 4, a one-stream deferred mix
+  check_mix<unsigned short>(5, 1000, 4, 25, 2, true, 0x0aaaaaa, 0x1ffffff, 4, 26);  // vectors of 8
+  check_mix<unsigned short>(3, 1001, 4, 3, 2, false, 0x7, 0x7, 4, 4);               // scalar, 1024 threads a token
+  check_mix<unsigned short>(4, 1024, 4, 63, 1, true, ~0ull >> 1, ~0ull >> 1, 1, 64);   // the most inputs
 }

@@ -105,7 +105,19 @@ int main() {
     std::snprintf(name, sizeof name, "mix fwd L %d unroll %d", l, MIX_UNROLL);
     bench(name, (double)(l + c) * mb, [&] { mixk::mix_forward_bf16_v<<<grid, dim3(tpt, tpb), fshared>>>(tab, wts, tokens, c, l, (int)d); });
     std::snprintf(name, sizeof name, "mix bwd L %d unroll %d (gh read-modify-write)", l, MIX_BWD_UNROLL);
-    bench(name, (double)(3 * l + c) * mb, [&] { mixk::mix_backward_bf16_v<<<grid, dim3(tpt, tpb), bshared>>>(tab, wts, gw, tokens, c, l, (int)d, ~0ull); });
+    bench(name, (double)(3 * l + c) * mb, [&] { mixk::mix_backward_bf16_v<<<grid, dim3(tpt, tpb), bshared>>>(tab, wts, gw, tokens, c, l, (int)d, ~0ull, ~0ull, nullptr, 0, 0); });
+    // deferral: the mix over l + 1 hiddens writes only its last hidden's gradient; the mix over l adds its parts and the deferred ones
+    if (l > 2) {
+      const unsigned dshared = bshared + tpb * c * (l + 1) * 4;
+      auto wts2 = bf16((long long)c * tokens * (l + 1), 9);
+      for (int i = 0; i < c; ++i) tab.g2[i] = bf16(n, 99 + i);
+      std::snprintf(name, sizeof name, "mix bwd L %d deferring (writes one gh)", l);
+      bench(name, (double)(l + c + 2) * mb, [&] { mixk::mix_backward_bf16_v<<<grid, dim3(tpt, tpb), bshared>>>(tab, wts, gw, tokens, c, l, (int)d, ~0ull, 1ull << (l - 1), nullptr, 0, 0); });
+      std::snprintf(name, sizeof name, "mix bwd L %d + a deferred mix over %d", l, l + 1);
+      bench(name, (double)(3 * l + 2 * c) * mb, [&] { mixk::mix_backward_p_bf16_v<<<grid, dim3(tpt, tpb), dshared>>>(tab, wts, gw, tokens, c, l, (int)d, ~0ull, ~0ull, wts2, c, l + 1); });
+      for (int i = 0; i < c; ++i) { cudaFree((void*)tab.g2[i]); tab.g2[i] = nullptr; }
+      cudaFree(wts2);
+    }
     for (int j = 0; j < l; ++j) { cudaFree(hs[j]); cudaFree(tab.gh[j]); }
     for (int i = 0; i < c; ++i) { cudaFree(tab.out[i]); cudaFree((void*)tab.g[i]); }
     cudaFree(wts); cudaFree(gw);

@@ -15,6 +15,9 @@ namespace DistTrain.Model.Kernels;
 /// With the mudd checkpointing policy the mixes run again inside Recompute's backward on detached copies
 /// of the hiddens: the order is the same, and buffers are keyed by the hidden's index, not its tensor,
 /// so the recomputed mixes must use this same object (ForwardMudd's closures capture it).
+/// A mix may also defer its parts for h_0..h_{count-2} (<see cref="Defer"/>): the next mix in backward
+/// (over count − 1 hiddens) adds them with its own in the same pass, so each buffer is read and written
+/// once for two mixes (the fused kernels do; the reference never defers).
 /// A new object per forward pass (micro-batches of gradient accumulation each have their own); after a
 /// whole backward it holds nothing.
 /// </summary>
@@ -22,14 +25,50 @@ public sealed class HiddenGradients
 {
     readonly Dictionary<int, Tensor> _buffers = [];
     readonly HashSet<int> _handedOver = [];
+    DeferredMix? _deferred;
 
     /// <summary>Whether the mix over <paramref name="count"/> hiddens (h_0..h_{count-1}; count ≥ 2) is the last in backward to read h_<paramref name="j"/>.</summary>
     public static bool HandsOver(int j, int count) => Math.Max(j + 1, 2) == count;
 
-    /// <summary>Buffers held now: 0 after a whole backward (tests).</summary>
+    /// <summary>Buffers and deferred mixes held now: 0 after a whole backward (tests).</summary>
     public int Held
     {
-        get { lock (_buffers) return _buffers.Count; }
+        get { lock (_buffers) return _buffers.Count + (_deferred is null ? 0 : 1); }
+    }
+
+    /// <summary>
+    /// Keeps a mix's stream gradients and weights (the caller's handles, detached from any dispose scope here)
+    /// for the next mix in backward to add its parts for h_0..h_{count-2}. One at a time.
+    /// </summary>
+    public void Defer(DeferredMix mix)
+    {
+        lock (_buffers)
+        {
+            if (_deferred is not null)
+                throw new InvalidOperationException($"a mix over {mix.Count} hiddens deferred its gradients while the one over {_deferred.Count} still waits");
+            foreach (var g in mix.StreamGrads) g.DetachFromDisposeScope();
+            mix.Weights.DetachFromDisposeScope();
+            _deferred = mix;
+        }
+    }
+
+    /// <summary>
+    /// The deferred mix the mix over <paramref name="count"/> hiddens must add (the one over count + 1), or
+    /// null; the caller owns it. A deferred mix of another count means the backward order broke: that throws.
+    /// </summary>
+    public DeferredMix? TakeDeferred(int count)
+    {
+        lock (_buffers)
+        {
+            if (_deferred is null) return null;
+            if (_deferred.Count != count + 1)
+                throw new InvalidOperationException(
+                    $"the mix over {count} hiddens ran backward while the one over {_deferred.Count} waits for the mix over {_deferred.Count - 1}; " +
+                    "the mixes of one forward pass must run backward once each, from the last layer down");
+            var taken = _deferred;
+            _deferred = null;
+            return taken;
+        }
     }
 
     /// <summary>Removes and returns h_j's buffer (null: no mix has added to it yet); the caller owns it.</summary>
@@ -72,9 +111,25 @@ public sealed class HiddenGradients
     /// </summary>
     public Tensor? Route(int j, int count, Tensor own)
     {
+        lock (_buffers)
+            if (_deferred is not null)
+                throw new InvalidOperationException($"the mix over {_deferred.Count} hiddens deferred its gradients to a fused mix, but the mix over {count} ran the reference");
         var buffer = Take(j);
         if (buffer is null) buffer = own.contiguous();
         else buffer.PlusInPlace(own);
         return Settle(j, count, buffer);
+    }
+}
+
+/// <summary>
+/// A mix over <paramref name="Count"/> hiddens whose gradients for h_0..h_{Count-2} are not yet added:
+/// its C stream gradients (B, T, D) and weights (C, B, T, Count) as its kernels use them.
+/// </summary>
+public sealed record DeferredMix(int Count, Tensor[] StreamGrads, Tensor Weights) : IDisposable
+{
+    public void Dispose()
+    {
+        foreach (var g in StreamGrads) g.Dispose();
+        Weights.Dispose();
     }
 }

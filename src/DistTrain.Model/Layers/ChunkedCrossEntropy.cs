@@ -21,13 +21,14 @@ namespace DistTrain.Model.Layers;
 /// </summary>
 public sealed class ChunkedCrossEntropy : MultiTensorFunction<ChunkedCrossEntropy>
 {
-    const long ChunkBytes = 256L << 20;
+    const long ChunkBytes = 512L << 20;
 
     public override string Name => nameof(ChunkedCrossEntropy);
 
     /// <summary>
-    /// Rows per chunk such that one chunk's logits in the compute dtype take about 256 MiB (at vocabulary
-    /// 50432: 1280 rows in fp32, 2560 in bf16, whose fused loss keeps no fp32 copy), a multiple of 64 where that is at least 64.
+    /// Rows per chunk such that one chunk's logits in the compute dtype take about 512 MiB (at vocabulary
+    /// 50432: 2560 rows in fp32, 5120 in bf16, whose fused loss keeps no fp32 copy), a multiple of 64 where that is at least 64.
+    /// Each chunk adds its part of grad_W into the fp32 sum (a pass over V·D fp32): fewer, larger chunks cost less.
     /// </summary>
     public static int DefaultChunkRows(long vocabSize, int bytesPerLogit = 4)
     {
@@ -70,7 +71,8 @@ public sealed class ChunkedCrossEntropy : MultiTensorFunction<ChunkedCrossEntrop
         var lossDtype = h.dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
         var lossSum = zeros([], lossDtype, h.device);
         var gradH = needH ? empty([n, d], h.dtype, h.device) : null;
-        var gradW = needW ? zeros([v, d], lossDtype, h.device) : null;   // the fp32 sum over chunks (fp64 for fp64)
+        Tensor? gradW = null;   // the fp32 sum over chunks (fp64 for fp64), from the first chunk's product
+        if (n > 0) chunk = (n + (n + chunk - 1) / chunk - 1) / ((n + chunk - 1) / chunk);   // as many chunks, of equal rows (a 5120-row budget over 16384 rows: 4 of 4096)
         for (long start = 0; start < n; start += chunk)
         {
             using var chunkScope = NewDisposeScope();
@@ -86,8 +88,13 @@ public sealed class ChunkedCrossEntropy : MultiTensorFunction<ChunkedCrossEntrop
             if (needH) gradH!.narrow(0, start, rows).copy_(g.mm(w));          // (c, V) @ (V, D)
             if (needW)
             {
-                if (g.dtype == gradW!.dtype) gradW.addmm_(g.t(), hc);          // (V, c) @ (c, D)
-                else gradW.PlusInPlace(g.t().mm(hc));                                 // the GEMM accumulates the chunk's rows in fp32
+                if (gradW is null)
+                {
+                    var part = g.t().mm(hc);                                      // (V, c) @ (c, D): the GEMM accumulates the chunk's rows in fp32
+                    gradW = (part.dtype == lossDtype ? part : part.to(lossDtype)).MoveToOuterDisposeScope();
+                }
+                else if (g.dtype == gradW.dtype) gradW.addmm_(g.t(), hc);
+                else gradW.PlusInPlace(g.t().mm(hc));
             }
         }
         if (gradW is not null && gradW.dtype != w.dtype)

@@ -187,7 +187,7 @@ public static class TrainConfigLoader
         if (t.ActivationCheckpointing.Every < 1) throw new ConfigException($"{s.Where("activation_checkpointing_every")}: must be 1 (every layer) or more");
         if (t.LossChunk < 0)
             throw new ConfigException($"{s.Where("loss_chunk")}: {t.LossChunk} must be 0 (the full logits, then the loss) or a number of tokens per chunk " +
-                                      $"(the default, {defaultChunk} at vocab_size {vocabSize} in {precision}, keeps one chunk's logits near 256 MiB)");
+                                      $"(the default, {defaultChunk} at vocab_size {vocabSize} in {precision}, keeps one chunk's logits near 512 MiB)");
         return t;
     }
 

@@ -1,4 +1,5 @@
 using DistTrain.Cuda;
+using DistTrain.Model;
 using DistTrain.Model.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -43,6 +44,54 @@ public static partial class KernelSelfTest
         {
             var (abs, rel) = Error(fused[i], truth[i]);
             result.Add(new KernelCheck("mix", name, shape, outputs[i], abs, rel, Error(reference[i], truth[i]).Rel, tol));
+        }
+        return result;
+    }
+
+    /// <summary>
+    /// Chains of mixes as in MUDDFormer's forward pass (mix k reads h_0..h_{k+1}; h_{k+2} is the sum of its
+    /// streams; the last mix has one stream), backward through one <see cref="HiddenGradients"/>: the
+    /// buffers, hand-overs and every other mix deferring its parts to the next. B, T, D, mixes.
+    /// </summary>
+    static readonly (long B, long T, long D, int Mixes)[] ChainShapes = [(1, 3, 7, 2), (2, 5, 1000, 5), (1, 3, 1001, 6), (8, 2048, 1024, 5)];
+
+    internal static List<KernelCheck> MixChain(IKernels kernels, Device device, ScalarType dtype, (long B, long T, long D, int Mixes) s)
+    {
+        using var scope = NewDisposeScope();
+        var hiddens = Enumerable.Range(0, 2).Select(_ => randn([s.B, s.T, s.D], ScalarType.Float32, device).to(dtype)).ToArray();
+        // weights about 1/L so that the sums stay near 1 in magnitude along the chain
+        var dws = Enumerable.Range(0, s.Mixes).Select(k => randn([k == s.Mixes - 1 ? 1 : 4, s.B, s.T, k + 2], ScalarType.Float32, device)
+            .div_(Scalars.Of(4.0 * (k + 2))).to(dtype)).ToArray();
+        var dy = randn([s.B, s.T, s.D], ScalarType.Float32, device).to(dtype);
+        Tensor[] Run(IKernels k, Tensor[] hs, Tensor[] ws, Tensor g, HiddenGradients? gradients)
+        {
+            var hi = hs.Select(h => h.detach().requires_grad_(true)).ToArray();
+            var wi = ws.Select(w => w.detach().requires_grad_(true)).ToArray();
+            var all = new List<Tensor>(hi);
+            foreach (var w in wi)
+            {
+                var streams = k.Mix(all, w, gradients);
+                var next = streams[0];
+                for (int c = 1; c < streams.Length; c++) next = next.Plus(streams[c]);
+                all.Add(next);
+            }
+            var grads = autograd.grad([all[^1]], [.. hi, .. wi], [g]);
+            if (gradients is { Held: > 0 })
+                throw new InvalidOperationException($"mix chain: {gradients.Held} gradient buffers left after backward");
+            return [all[^1].detach(), stack(grads.Take(2)), cat(grads.Skip(2).Select(t => t.flatten()).ToArray())];
+        }
+        var truth = Run(ReferenceKernels.Instance, [.. hiddens.Select(h => h.to(ScalarType.Float64))], [.. dws.Select(w => w.to(ScalarType.Float64))], dy.to(ScalarType.Float64), null);
+        var reference = Run(ReferenceKernels.Instance, hiddens, dws, dy, new HiddenGradients());
+        var fused = Run(kernels, hiddens, dws, dy, new HiddenGradients());
+        Synchronize(device);
+        double tol = dtype == ScalarType.Float32 ? 1e-5 : 1e-2;
+        string shape = $"{s.B}x{s.T}x{s.D} {s.Mixes} mixes", name = DtypeName(dtype);
+        string[] outputs = ["out", "dh", "ddw"];
+        var result = new List<KernelCheck>();
+        for (int i = 0; i < outputs.Length; i++)
+        {
+            var (abs, rel) = Error(fused[i], truth[i]);
+            result.Add(new KernelCheck("mix_chain", name, shape, outputs[i], abs, rel, Error(reference[i], truth[i]).Rel, tol));
         }
         return result;
     }

@@ -76,6 +76,9 @@ public static partial class KernelSelfTest
             foreach (var shape in MixShapes)
                 Add(Mix(kernels, device, dtype, shape));
         foreach (var dtype in new[] { ScalarType.Float32, ScalarType.BFloat16 })
+            foreach (var shape in ChainShapes)
+                Add(MixChain(kernels, device, dtype, shape));
+        foreach (var dtype in new[] { ScalarType.Float32, ScalarType.BFloat16 })
             foreach (var shape in AverageShapes)
                 Add(Average(kernels, device, dtype, shape));
         Add(WholeModel(kernels, device, modelConfig, line));

@@ -17,11 +17,13 @@ internal sealed class FusedMix
     public const int MaxStreams = 4;    // MIX_MAX_STREAMS
     public const int MaxThreadsPerToken = 1024;          // scalar columns: __launch_bounds__(1024)
     public const int MaxVectorThreadsPerToken = 256;     // the _v kernels: __launch_bounds__(256)
-    // MixTable<T>: h[MaxInputs], gh[MaxInputs], g[MaxStreams], out[MaxStreams], 8 bytes each
-    const int TableSlots = 2 * MaxInputs + 2 * MaxStreams, GhSlot = MaxInputs, GSlot = 2 * MaxInputs, OutSlot = 2 * MaxInputs + MaxStreams;
+    // MixTable<T>: h[MaxInputs], gh[MaxInputs], g[MaxStreams], out[MaxStreams], g2[MaxStreams], 8 bytes each
+    const int TableSlots = 2 * MaxInputs + 3 * MaxStreams, GhSlot = MaxInputs, GSlot = 2 * MaxInputs, OutSlot = 2 * MaxInputs + MaxStreams,
+              G2Slot = 2 * MaxInputs + 2 * MaxStreams;
 
     readonly CudaDevice _device;
     readonly CudaFunction _forward32, _forward32V, _forward16, _forward16V, _backward32, _backward32V, _backward16, _backward16V;
+    readonly CudaFunction _pending32, _pending32V, _pending16, _pending16V;
 
     public FusedMix(CudaDevice device)
     {
@@ -31,6 +33,8 @@ internal sealed class FusedMix
         (_forward16, _forward16V) = (module.Function("mix_forward_bf16"), module.Function("mix_forward_bf16_v"));
         (_backward32, _backward32V) = (module.Function("mix_backward_f32"), module.Function("mix_backward_f32_v"));
         (_backward16, _backward16V) = (module.Function("mix_backward_bf16"), module.Function("mix_backward_bf16_v"));
+        (_pending32, _pending32V) = (module.Function("mix_backward_p_f32"), module.Function("mix_backward_p_f32_v"));
+        (_pending16, _pending16V) = (module.Function("mix_backward_p_bf16"), module.Function("mix_backward_p_bf16_v"));
     }
 
     /// <summary>Columns in one 16-byte vector of <paramref name="dtype"/>.</summary>
@@ -111,35 +115,49 @@ internal sealed class FusedMix
 
     /// <summary>
     /// grads: the C streams' gradients (B, T, D); targets: one (B, T, D) tensor per hidden that receives
-    /// its gradient, added to where bit j of <paramref name="addMask"/> is set, else overwritten.
-    /// Returns the weights' gradient (C, B, T, L) in the hiddens' dtype.
+    /// its gradient, added to where bit j of <paramref name="addMask"/> is set, else overwritten; only the
+    /// hiddens of <paramref name="writeMask"/> are written (their targets; the others may be null).
+    /// <paramref name="deferred"/>: a later mix's stream gradients and weights (C2, B, T, L2) whose parts
+    /// for h_j (j &lt; L2) are added in the same pass. Returns the weights' gradient (C, B, T, L) in the hiddens' dtype.
     /// </summary>
-    public Tensor Backward(IReadOnlyList<Tensor> hiddens, Tensor w, IReadOnlyList<Tensor> grads, IReadOnlyList<Tensor> targets, ulong addMask)
+    public Tensor Backward(IReadOnlyList<Tensor> hiddens, Tensor w, IReadOnlyList<Tensor> grads, IReadOnlyList<Tensor?> targets, ulong addMask,
+                           ulong writeMask, (IReadOnlyList<Tensor> Grads, Tensor W)? deferred = null)
     {
         const string op = "mix backward";
         var h0 = hiddens[0];
         var dtype = h0.dtype;
         long d = h0.shape[2], tokens = h0.shape[0] * h0.shape[1];
         int c = (int)w.shape[0], l = hiddens.Count;
+        int c2 = deferred is { } p ? (int)p.W.shape[0] : 0, l2 = deferred is { } q ? (int)q.W.shape[3] : 0;
         var gw = empty_like(w);
         Span<ulong> table = stackalloc ulong[TableSlots];
         table.Clear();
+        var rows = new List<nint>();
         for (int j = 0; j < l; j++)
         {
             table[j] = Arg.Ptr(TensorArgs.Pointer(hiddens[j], _device, op, $"h_{j}", dtype));
-            table[GhSlot + j] = Arg.Ptr(TensorArgs.Pointer(targets[j], _device, op, $"gradient of h_{j}", dtype));
+            rows.Add((nint)table[j]);
+            if ((writeMask >> j & 1) == 0) continue;
+            table[GhSlot + j] = Arg.Ptr(TensorArgs.Pointer(targets[j] ?? throw new ArgumentException($"{op}: h_{j} is to be written but has no target"), _device, op, $"gradient of h_{j}", dtype));
+            rows.Add((nint)table[GhSlot + j]);
         }
-        for (int i = 0; i < c; i++) table[GSlot + i] = Arg.Ptr(TensorArgs.Pointer(grads[i], _device, op, $"gradient of stream {i}", dtype));
-        var rows = table[..l].ToArray().Concat(table.Slice(GhSlot, l).ToArray()).Concat(table.Slice(GSlot, c).ToArray());
-        bool vec = Vectorizable(d, dtype, rows.Select(p => (nint)p));
+        for (int i = 0; i < c; i++) rows.Add((nint)(table[GSlot + i] = Arg.Ptr(TensorArgs.Pointer(grads[i], _device, op, $"gradient of stream {i}", dtype))));
+        for (int i = 0; i < c2; i++) rows.Add((nint)(table[G2Slot + i] = Arg.Ptr(TensorArgs.Pointer(deferred!.Value.Grads[i], _device, op, $"deferred gradient of stream {i}", dtype))));
+        bool vec = Vectorizable(d, dtype, rows);
         int v = vec ? VectorWidth(dtype) : 1;
         var (tpt, tpb) = Checked(d, v, op);
-        uint shared = (tpb + tpb * (tpt / 32)) * (uint)(c * l) * sizeof(float);   // weights, then per-warp partials of gw
-        var f = dtype == ScalarType.BFloat16 ? (vec ? _backward16V : _backward16) : (vec ? _backward32V : _backward32);
+        uint shared = ((tpb + tpb * (tpt / 32)) * (uint)(c * l) + tpb * (uint)(c2 * l2)) * sizeof(float);   // weights, per-warp partials of gw, deferred weights
+        var f = (dtype == ScalarType.BFloat16, vec, c2 > 0) switch
+        {
+            (true, true, false) => _backward16V, (true, false, false) => _backward16, (false, true, false) => _backward32V, (false, false, false) => _backward32,
+            (true, true, true) => _pending16V, (true, false, true) => _pending16, (false, true, true) => _pending32V, (false, false, true) => _pending32,
+        };
         KernelLaunch.LaunchWithTable(f, (Blocks(tokens, tpb), 1), (tpt, tpb), shared,
-            () => $"{l} hiddens {TensorArgs.Describe(h0)}, w {TensorArgs.Describe(w)}, add mask 0x{addMask:x}", table,
+            () => $"{l} hiddens {TensorArgs.Describe(h0)}, w {TensorArgs.Describe(w)}, add mask 0x{addMask:x}, write mask 0x{writeMask:x}" +
+                  (deferred is { } e ? $", deferred w {TensorArgs.Describe(e.W)}" : ""), table,
             Arg.Ptr(TensorArgs.Pointer(w, _device, op, "w", dtype)), Arg.Ptr(TensorArgs.Pointer(gw, _device, op, "gw", dtype)),
-            Arg.I64(tokens), Arg.I32(c), Arg.I32(l), Arg.I32((int)d), addMask);
+            Arg.I64(tokens), Arg.I32(c), Arg.I32(l), Arg.I32((int)d), addMask, writeMask,
+            Arg.Ptr(deferred is { } f2 ? TensorArgs.Pointer(f2.W, _device, op, "deferred w", dtype) : 0), Arg.I32(c2), Arg.I32(l2));
         return gw;
     }
 }

@@ -10,8 +10,9 @@ namespace DistTrain.Cuda.Ops.Mix;
 /// The fused mixing as a custom autograd function: forward keeps the weights (converted to the
 /// hiddens' dtype, as the reference multiplies) and the hiddens (alive anyway); backward writes each
 /// hidden's gradient straight into its <see cref="HiddenGradients"/> buffer (added in place where the
-/// buffer exists) and hands autograd only the buffers this mix is the last reader of. Without a graph
-/// it is one forward launch and no autograd node.
+/// buffer exists) and hands autograd only the buffers this mix is the last reader of. Every other mix
+/// defers its parts for the earlier hiddens to the next one (<see cref="HiddenGradients.Defer"/>): the
+/// buffers are read and written once per two mixes. Without a graph it is one forward launch and no autograd node.
 /// </summary>
 internal sealed class FusedMixFunction : MultiTensorFunction<FusedMixFunction>
 {
@@ -62,19 +63,27 @@ internal sealed class FusedMixFunction : MultiTensorFunction<FusedMixFunction>
             // the kernel reads whole rows: a missing, strided or misaligned stream gradient becomes a fresh tensor
             var streamGrads = gradOutputs.Select(g => g is null ? zeros_like(hiddens[0])
                 : g.is_contiguous() && TensorArgs.Aligned16(g) ? g : g.is_contiguous() ? g.clone() : g.contiguous()).ToList();
-            var targets = new Tensor[l];
+            // Every other mix defers its parts for h_0..h_{l-2} to the next mix in backward (over l − 1 hiddens),
+            // which adds both mixes' parts in one pass over those buffers: writes only h_{l-1}, which it hands over.
+            using var deferred = gradients?.TakeDeferred(l);
+            bool defer = gradients is not null && deferred is null && l > 2;
+            ulong writeMask = defer ? 1UL << (l - 1) : l == 64 ? ulong.MaxValue : (1UL << l) - 1;
+            var targets = new Tensor?[l];
             ulong addMask = 0;
             for (int j = 0; j < l; j++)
             {
+                if ((writeMask >> j & 1) == 0) continue;
                 var buffer = gradients?.Take(j);
                 if (buffer is not null) addMask |= 1UL << j;
                 targets[j] = buffer ?? empty_like(hiddens[j]);
             }
-            var gw = kernels.Backward(hiddens, w, streamGrads, targets, addMask);
+            var gw = kernels.Backward(hiddens, w, streamGrads, targets, addMask, writeMask, deferred is null ? null : (deferred.StreamGrads, deferred.Weights));
+            if (defer)   // new handles: the ones here are disposed below and by this scope
+                gradients!.Defer(new DeferredMix(l, [.. streamGrads.Select(g => g.detach())], w.detach()));
             grads.Add(gw.dtype == dwType ? gw : gw.to(dwType));
-            // null: kept in the buffer; autograd gets h_j's gradient from the mix that hands it over
+            // null: kept in the buffer, or not yet added (deferred); autograd gets h_j's gradient from the mix that hands it over
             for (int j = 0; j < l; j++)
-                grads.Add(gradients is null ? targets[j] : gradients.Settle(j, l, targets[j]));
+                grads.Add(targets[j] is not { } t ? null : gradients is null ? t : gradients.Settle(j, l, t));
             foreach (var g in grads) g?.MoveToOuterDisposeScope();
         }
         foreach (var s in saved) s.Dispose();

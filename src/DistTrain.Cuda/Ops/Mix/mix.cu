@@ -4,7 +4,12 @@
 //
 //   forward:  out_c[t, :] = Σ_j w[c, t, j] · h_j[t, :]                     c < C, j < L
 //   backward: gh_j[t, :] (+)= Σ_c w[c, t, j] · g_c[t, :]                    (+= where bit j of addmask)
-//             gw[c, t, j]   = Σ_d g_c[t, d] · h_j[t, d]
+//                           [+ Σ_c w2[c, t, j] · g2_c[t, :]]                (the _p kernels: a deferred mix)
+//                           only where bit j of writemask is set (the rest is left as it is)
+//             gw[c, t, j]   = Σ_d g_c[t, d] · h_j[t, d]                     every j
+// A mix whose gradients for its first hiddens are deferred (writemask without those bits) hands its
+// stream gradients g2 and weights w2 (C2, tokens, L2) to the next mix in backward, which adds them with
+// its own in the same pass over gh_j: each gh_j is read and written once for two mixes.
 // t runs over the tokens (B·T); h_j, out_c, g_c, gh_j are separate (tokens, D) tensors whose
 // addresses come by value in a MixTable (no stack of the hiddens); w and gw are (C, tokens, L).
 //
@@ -15,7 +20,8 @@
 // gradients a thread holds in backward; D <= 2048 in bf16); else V = 1 with TPR <= 1024 (D <= 1024).
 // Blocks walk the tokens grid-stride; indices are 64-bit.
 // Dynamic shared memory: the token's C·L weights as fp32 (RPB · C · L floats), and in backward one
-// partial of each gw[c, t, j] per warp (RPB · TPR/32 · C · L floats); static: the MixTable (1088 bytes).
+// partial of each gw[c, t, j] per warp (RPB · TPR/32 · C · L floats), then for the _p kernels the deferred
+// weights (RPB · C2 · L2 floats); static: the MixTable (1120 bytes).
 
 #define MIX_MAX_INPUTS 64
 #ifndef MIX_UNROLL   // hiddens in flight per thread (docs/benchmarks/kernel-bench times other values)
@@ -31,7 +37,7 @@ constexpr int kMixUnroll = MIX_UNROLL, kMixBwdUnroll = MIX_BWD_UNROLL;   // #pra
 #define MIX_DYNAMIC_SHARED(name) extern __shared__ float name[]
 #endif
 
-// Kernel parameter, by value (1 KB of the 4 KB CUDA allows): unused slots are null. Staged into
+// Kernel parameter, by value (1.1 KB of the 4 KB CUDA allows): unused slots are null. Staged into
 // shared memory (stage_table) before use.
 template <typename T>
 struct MixTable {
@@ -39,6 +45,7 @@ struct MixTable {
   T* gh[MIX_MAX_INPUTS];         // backward: the hiddens' gradients
   const T* g[MIX_MAX_STREAMS];   // backward: the streams' gradients
   T* out[MIX_MAX_STREAMS];       // forward: the streams
+  const T* g2[MIX_MAX_STREAMS];  // backward (_p kernels): the deferred mix's streams' gradients
 };
 
 // The kernels index the table with a run-time j. A dynamically indexed kernel parameter is copied
@@ -50,7 +57,7 @@ __device__ __forceinline__ void stage_table(const MixTable<T>& tab, MixTable<T>&
 #pragma unroll
     for (int i = 0; i < MIX_MAX_INPUTS; ++i) { st.h[i] = tab.h[i]; st.gh[i] = tab.gh[i]; }
 #pragma unroll
-    for (int i = 0; i < MIX_MAX_STREAMS; ++i) { st.g[i] = tab.g[i]; st.out[i] = tab.out[i]; }
+    for (int i = 0; i < MIX_MAX_STREAMS; ++i) { st.g[i] = tab.g[i]; st.out[i] = tab.out[i]; st.g2[i] = tab.g2[i]; }
   }
   __syncthreads();
 }
@@ -171,13 +178,16 @@ __device__ void mix_forward(const MixTable<T>& tab, const T* w, long long tokens
   }
 }
 
-template <typename T, int V>
-__device__ void mix_backward(const MixTable<T>& tab, const T* w, T* gw, long long tokens, int nc, int l, int d, unsigned long long addmask) {
+// Pending: a deferred mix's gradients g2 (nc2 streams) and weights w2 (nc2, tokens, l2) are added too.
+template <typename T, int V, bool Pending>
+__device__ void mix_backward(const MixTable<T>& tab, const T* w, T* gw, long long tokens, int nc, int l, int d, unsigned long long addmask,
+                             unsigned long long writemask, const T* w2, int nc2, int l2) {
   MIX_DYNAMIC_SHARED(smem);
-  const int cl = nc * l;
+  const int cl = nc * l, cl2 = Pending ? nc2 * l2 : 0;
   const int warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   float* sw = smem + threadIdx.y * cl;
   float* red = smem + blockDim.y * cl + threadIdx.y * warps * cl;   // red[warp * cl + c * l + j]
+  float* sw2 = smem + blockDim.y * (cl + warps * cl) + threadIdx.y * cl2;
   const int col = threadIdx.x * V;
   for (long long base = (long long)blockIdx.x * blockDim.y; base < tokens; base += (long long)gridDim.x * blockDim.y) {
     const long long row = base + threadIdx.y;
@@ -185,6 +195,7 @@ __device__ void mix_backward(const MixTable<T>& tab, const T* w, T* gw, long lon
     const bool mine = valid && col < d;   // this thread has columns (the others add zeros to the sums)
     const long long offset = (valid ? row : 0) * d + col;
     if (valid) load_weights(w, sw, row, tokens, nc, l);
+    if (Pending && valid) load_weights(w2, sw2, row, tokens, nc2, l2);   // Pending: (nc2, tokens, l2)
     __syncthreads();
     float g[MIX_MAX_STREAMS][V];
 #pragma unroll
@@ -195,29 +206,54 @@ __device__ void mix_backward(const MixTable<T>& tab, const T* w, T* gw, long lon
         for (int k = 0; k < V; ++k) g[c][k] = 0.f;
       }
     }
+    float g2[Pending ? MIX_MAX_STREAMS : 1][V];
+    if constexpr (Pending) {
+#pragma unroll
+      for (int c = 0; c < MIX_MAX_STREAMS; ++c) {
+        if (mine && c < nc2) load_chunk<V>(tab.g2[c] + offset, g2[c]);
+        else {
+#pragma unroll
+          for (int k = 0; k < V; ++k) g2[c][k] = 0.f;
+        }
+      }
+    }
 #pragma unroll kMixBwdUnroll
     for (int j = 0; j < l; ++j) {
       float h[V];
       if (mine) {
         load_chunk<V>(tab.h[j] + offset, h);
-        float gh[V];
+        if ((writemask >> j) & 1ull) {
+          float gh[V];
 #pragma unroll
-        for (int k = 0; k < V; ++k) gh[k] = 0.f;
+          for (int k = 0; k < V; ++k) gh[k] = 0.f;
 #pragma unroll
-        for (int c = 0; c < MIX_MAX_STREAMS; ++c) {
-          if (c < nc) {
-            const float wcj = sw[c * l + j];
+          for (int c = 0; c < MIX_MAX_STREAMS; ++c) {
+            if (c < nc) {
+              const float wcj = sw[c * l + j];
 #pragma unroll
-            for (int k = 0; k < V; ++k) gh[k] += wcj * g[c][k];
+              for (int k = 0; k < V; ++k) gh[k] += wcj * g[c][k];
+            }
           }
-        }
-        if ((addmask >> j) & 1ull) {
-          float old[V];
-          load_chunk<V>(tab.gh[j] + offset, old);
+          if constexpr (Pending) {
+            if (j < l2) {
 #pragma unroll
-          for (int k = 0; k < V; ++k) gh[k] += old[k];
+              for (int c = 0; c < MIX_MAX_STREAMS; ++c) {
+                if (c < nc2) {
+                  const float wcj = sw2[c * l2 + j];
+#pragma unroll
+                  for (int k = 0; k < V; ++k) gh[k] += wcj * g2[c][k];
+                }
+              }
+            }
+          }
+          if ((addmask >> j) & 1ull) {
+            float old[V];
+            load_chunk<V>(tab.gh[j] + offset, old);
+#pragma unroll
+            for (int k = 0; k < V; ++k) gh[k] += old[k];
+          }
+          store_chunk<V>(tab.gh[j] + offset, gh);
         }
-        store_chunk<V>(tab.gh[j] + offset, gh);
       } else {
 #pragma unroll
         for (int k = 0; k < V; ++k) h[k] = 0.f;
@@ -266,23 +302,51 @@ extern "C" __global__ void __launch_bounds__(256) mix_forward_bf16_v(const MixTa
   stage_table(tab, st);
   mix_forward<unsigned short, 8>(st, w, tokens, nc, l, d);
 }
-extern "C" __global__ void __launch_bounds__(1024) mix_backward_f32(const MixTable<float> tab, const float* w, float* gw, long long tokens, int nc, int l, int d, unsigned long long addmask) {
+extern "C" __global__ void __launch_bounds__(1024) mix_backward_f32(const MixTable<float> tab, const float* w, float* gw, long long tokens, int nc, int l, int d,
+    unsigned long long addmask, unsigned long long writemask, const float* w2, int nc2, int l2) {
   __shared__ MixTable<float> st;
   stage_table(tab, st);
-  mix_backward<float, 1>(st, w, gw, tokens, nc, l, d, addmask);
+  mix_backward<float, 1, false>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2);
 }
-extern "C" __global__ void __launch_bounds__(256) mix_backward_f32_v(const MixTable<float> tab, const float* w, float* gw, long long tokens, int nc, int l, int d, unsigned long long addmask) {
+extern "C" __global__ void __launch_bounds__(1024) mix_backward_p_f32(const MixTable<float> tab, const float* w, float* gw, long long tokens, int nc, int l, int d,
+    unsigned long long addmask, unsigned long long writemask, const float* w2, int nc2, int l2) {
   __shared__ MixTable<float> st;
   stage_table(tab, st);
-  mix_backward<float, 4>(st, w, gw, tokens, nc, l, d, addmask);
+  mix_backward<float, 1, true>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2);
 }
-extern "C" __global__ void __launch_bounds__(1024) mix_backward_bf16(const MixTable<unsigned short> tab, const unsigned short* w, unsigned short* gw, long long tokens, int nc, int l, int d, unsigned long long addmask) {
+extern "C" __global__ void __launch_bounds__(256) mix_backward_f32_v(const MixTable<float> tab, const float* w, float* gw, long long tokens, int nc, int l, int d,
+    unsigned long long addmask, unsigned long long writemask, const float* w2, int nc2, int l2) {
+  __shared__ MixTable<float> st;
+  stage_table(tab, st);
+  mix_backward<float, 4, false>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2);
+}
+extern "C" __global__ void __launch_bounds__(256) mix_backward_p_f32_v(const MixTable<float> tab, const float* w, float* gw, long long tokens, int nc, int l, int d,
+    unsigned long long addmask, unsigned long long writemask, const float* w2, int nc2, int l2) {
+  __shared__ MixTable<float> st;
+  stage_table(tab, st);
+  mix_backward<float, 4, true>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2);
+}
+extern "C" __global__ void __launch_bounds__(1024) mix_backward_bf16(const MixTable<unsigned short> tab, const unsigned short* w, unsigned short* gw, long long tokens, int nc, int l, int d,
+    unsigned long long addmask, unsigned long long writemask, const unsigned short* w2, int nc2, int l2) {
   __shared__ MixTable<unsigned short> st;
   stage_table(tab, st);
-  mix_backward<unsigned short, 1>(st, w, gw, tokens, nc, l, d, addmask);
+  mix_backward<unsigned short, 1, false>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2);
 }
-extern "C" __global__ void __launch_bounds__(256) mix_backward_bf16_v(const MixTable<unsigned short> tab, const unsigned short* w, unsigned short* gw, long long tokens, int nc, int l, int d, unsigned long long addmask) {
+extern "C" __global__ void __launch_bounds__(1024) mix_backward_p_bf16(const MixTable<unsigned short> tab, const unsigned short* w, unsigned short* gw, long long tokens, int nc, int l, int d,
+    unsigned long long addmask, unsigned long long writemask, const unsigned short* w2, int nc2, int l2) {
   __shared__ MixTable<unsigned short> st;
   stage_table(tab, st);
-  mix_backward<unsigned short, 8>(st, w, gw, tokens, nc, l, d, addmask);
+  mix_backward<unsigned short, 1, true>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2);
+}
+extern "C" __global__ void __launch_bounds__(256) mix_backward_bf16_v(const MixTable<unsigned short> tab, const unsigned short* w, unsigned short* gw, long long tokens, int nc, int l, int d,
+    unsigned long long addmask, unsigned long long writemask, const unsigned short* w2, int nc2, int l2) {
+  __shared__ MixTable<unsigned short> st;
+  stage_table(tab, st);
+  mix_backward<unsigned short, 8, false>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2);
+}
+extern "C" __global__ void __launch_bounds__(256) mix_backward_p_bf16_v(const MixTable<unsigned short> tab, const unsigned short* w, unsigned short* gw, long long tokens, int nc, int l, int d,
+    unsigned long long addmask, unsigned long long writemask, const unsigned short* w2, int nc2, int l2) {
+  __shared__ MixTable<unsigned short> st;
+  stage_table(tab, st);
+  mix_backward<unsigned short, 8, true>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2);
 }
