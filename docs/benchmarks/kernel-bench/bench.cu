@@ -104,7 +104,7 @@ int main() {
     const unsigned fshared = tpb * c * l * 4, bshared = (tpb + tpb * (tpt / 32)) * c * l * 4;
     std::snprintf(name, sizeof name, "mix fwd L %d unroll %d", l, MIX_UNROLL);
     bench(name, (double)(l + c) * mb, [&] { mixk::mix_forward_bf16_v<<<grid, dim3(tpt, tpb), fshared>>>(tab, wts, tokens, c, l, (int)d); });
-    std::snprintf(name, sizeof name, "mix bwd L %d unroll %d (gh read-modify-write)", l, MIX_BWD_UNROLL);
+    std::snprintf(name, sizeof name, "mix bwd L %d (gh read-modify-write)", l);
     bench(name, (double)(3 * l + c) * mb, [&] { mixk::mix_backward_bf16_v<<<grid, dim3(tpt, tpb), bshared>>>(tab, wts, gw, tokens, c, l, (int)d, ~0ull, ~0ull, nullptr, 0, 0); });
     // deferral: the mix over l + 1 hiddens writes only its last hidden's gradient; the mix over l adds its parts and the deferred ones
     if (l > 2) {

@@ -27,10 +27,7 @@
 #ifndef MIX_UNROLL   // hiddens in flight per thread (docs/benchmarks/kernel-bench times other values)
 #define MIX_UNROLL 2
 #endif
-#ifndef MIX_BWD_UNROLL
-#define MIX_BWD_UNROLL 1
-#endif
-constexpr int kMixUnroll = MIX_UNROLL, kMixBwdUnroll = MIX_BWD_UNROLL;   // #pragma unroll takes a constant, not a macro
+constexpr int kMixUnroll = MIX_UNROLL;   // #pragma unroll takes a constant, not a macro
 #define MIX_MAX_STREAMS 4
 
 #ifndef MIX_DYNAMIC_SHARED
@@ -130,6 +127,20 @@ __device__ __forceinline__ float mix_warp_sum(float v) {
   return v;
 }
 
+// V elements of T as stored (16 bytes: one vector load in the _v kernels), unpacked to fp32 where used
+template <typename T, int V> struct alignas(V * sizeof(T) == 16 ? 16 : sizeof(T)) RawChunk { T v[V]; };
+template <typename T, int V> __device__ __forceinline__ void load_raw(const T* p, RawChunk<T, V>& r) {
+  if constexpr (V * sizeof(T) == 16) *reinterpret_cast<Raw16*>(r.v) = *reinterpret_cast<const Raw16*>(p);
+  else {
+#pragma unroll
+    for (int k = 0; k < V; ++k) r.v[k] = p[k];
+  }
+}
+template <typename T, int V> __device__ __forceinline__ void unpack(const RawChunk<T, V>& r, float (&f)[V]) {
+#pragma unroll
+  for (int k = 0; k < V; ++k) f[k] = mix_to_float(r.v[k]);
+}
+
 // The token's weights w[c, row, j] into sw[c * l + j] as fp32 (the token's TPR threads share the copy).
 template <typename T>
 __device__ __forceinline__ void load_weights(const T* w, float* sw, long long row, long long tokens, int nc, int l) {
@@ -197,73 +208,74 @@ __device__ void mix_backward(const MixTable<T>& tab, const T* w, T* gw, long lon
     if (valid) load_weights(w, sw, row, tokens, nc, l);
     if (Pending && valid) load_weights(w2, sw2, row, tokens, nc2, l2);   // Pending: (nc2, tokens, l2)
     __syncthreads();
-    float g[MIX_MAX_STREAMS][V];
+    // The stream gradients stay as stored (bf16: half the registers of fp32) for the whole token: the
+    // registers they leave free keep more warps resident, and each use unpacks them.
+    RawChunk<T, V> g[MIX_MAX_STREAMS], g2[Pending ? MIX_MAX_STREAMS : 1];
 #pragma unroll
     for (int c = 0; c < MIX_MAX_STREAMS; ++c) {
-      if (mine && c < nc) load_chunk<V>(tab.g[c] + offset, g[c]);
-      else {
-#pragma unroll
-        for (int k = 0; k < V; ++k) g[c][k] = 0.f;
+      if (mine && c < nc) load_raw(tab.g[c] + offset, g[c]);
+      else g[c] = RawChunk<T, V>{};
+      if constexpr (Pending) {
+        if (mine && c < nc2) load_raw(tab.g2[c] + offset, g2[c]);
+        else g2[c] = RawChunk<T, V>{};
       }
     }
-    float g2[Pending ? MIX_MAX_STREAMS : 1][V];
-    if constexpr (Pending) {
-#pragma unroll
-      for (int c = 0; c < MIX_MAX_STREAMS; ++c) {
-        if (mine && c < nc2) load_chunk<V>(tab.g2[c] + offset, g2[c]);
+    // h_{j+1} and the old gh_{j+1} are loaded before gh_j is stored: the compiler cannot know that gh_j
+    // aliases neither (separate tensors), so only this order keeps two hiddens' loads in flight.
+    RawChunk<T, V> hn{}, on{};
+    if (mine && l > 0) {
+      load_raw(tab.h[0] + offset, hn);
+      if ((writemask & addmask) & 1ull) load_raw(tab.gh[0] + offset, on);
+    }
+    for (int j = 0; j < l; ++j) {
+      const RawChunk<T, V> hr = hn, orr = on;
+      if (mine && j + 1 < l) {
+        load_raw(tab.h[j + 1] + offset, hn);
+        if (((writemask & addmask) >> (j + 1)) & 1ull) load_raw(tab.gh[j + 1] + offset, on);
+      }
+      float h[V];
+      unpack(hr, h);
+      if (mine && ((writemask >> j) & 1ull)) {
+        float gh[V];
+        if ((addmask >> j) & 1ull) unpack(orr, gh);
         else {
 #pragma unroll
-          for (int k = 0; k < V; ++k) g2[c][k] = 0.f;
-        }
-      }
-    }
-#pragma unroll kMixBwdUnroll
-    for (int j = 0; j < l; ++j) {
-      float h[V];
-      if (mine) {
-        load_chunk<V>(tab.h[j] + offset, h);
-        if ((writemask >> j) & 1ull) {
-          float gh[V];
-#pragma unroll
           for (int k = 0; k < V; ++k) gh[k] = 0.f;
+        }
 #pragma unroll
-          for (int c = 0; c < MIX_MAX_STREAMS; ++c) {
-            if (c < nc) {
-              const float wcj = sw[c * l + j];
+        for (int c = 0; c < MIX_MAX_STREAMS; ++c) {
+          if (c < nc) {
+            const float wcj = sw[c * l + j];
+            float gc[V];
+            unpack(g[c], gc);
 #pragma unroll
-              for (int k = 0; k < V; ++k) gh[k] += wcj * g[c][k];
-            }
+            for (int k = 0; k < V; ++k) gh[k] += wcj * gc[k];
           }
-          if constexpr (Pending) {
-            if (j < l2) {
+        }
+        if constexpr (Pending) {
+          if (j < l2) {
 #pragma unroll
-              for (int c = 0; c < MIX_MAX_STREAMS; ++c) {
-                if (c < nc2) {
-                  const float wcj = sw2[c * l2 + j];
+            for (int c = 0; c < MIX_MAX_STREAMS; ++c) {
+              if (c < nc2) {
+                const float wcj = sw2[c * l2 + j];
+                float gc[V];
+                unpack(g2[c], gc);
 #pragma unroll
-                  for (int k = 0; k < V; ++k) gh[k] += wcj * g2[c][k];
-                }
+                for (int k = 0; k < V; ++k) gh[k] += wcj * gc[k];
               }
             }
           }
-          if ((addmask >> j) & 1ull) {
-            float old[V];
-            load_chunk<V>(tab.gh[j] + offset, old);
-#pragma unroll
-            for (int k = 0; k < V; ++k) gh[k] += old[k];
-          }
-          store_chunk<V>(tab.gh[j] + offset, gh);
         }
-      } else {
-#pragma unroll
-        for (int k = 0; k < V; ++k) h[k] = 0.f;
+        store_chunk<V>(tab.gh[j] + offset, gh);
       }
 #pragma unroll
       for (int c = 0; c < MIX_MAX_STREAMS; ++c) {
-        if (c < nc) {   // uniform: every lane of the warp sums
+        if (c < nc) {   // uniform: every lane of the warp sums (h and g are zero where a thread has no columns)
+          float gc[V];
+          unpack(g[c], gc);
           float dot = 0.f;
 #pragma unroll
-          for (int k = 0; k < V; ++k) dot += g[c][k] * h[k];
+          for (int k = 0; k < V; ++k) dot += gc[k] * h[k];
           dot = mix_warp_sum(dot);
           if (lane == 0) red[warp * cl + c * l + j] = dot;
         }
