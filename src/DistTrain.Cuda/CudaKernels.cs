@@ -71,7 +71,8 @@ public sealed class CudaKernels : IKernels
         if (h0.dim() != 3 || weights.dim() != 1 || weights.shape[0] != hiddens.Count)
             return ReferenceKernels.Instance.DepthWeightedAverage(hiddens, weights);
         using var scope = NewDisposeScope();
-        var dw = weights.view(1, 1, 1, weights.shape[0]).expand(1, h0.shape[0], h0.shape[1], weights.shape[0]);
+        // α in fp32 (n values): its gradient, per token from the kernel, is summed over the tokens in fp32 and rounded once
+        var dw = weights.to(ScalarType.Float32).view(1, 1, 1, weights.shape[0]).expand(1, h0.shape[0], h0.shape[1], weights.shape[0]);
         var average = _mix.Supports(hiddens, dw) ? FusedMixFunction.Apply(_mix, hiddens, dw, gradients: null)[0] : ReferenceKernels.Instance.DepthWeightedAverage(hiddens, weights);
         return average.MoveToOuterDisposeScope();
     }

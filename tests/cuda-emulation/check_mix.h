@@ -24,7 +24,8 @@ static void check_mix(long long tokens, int d, int nc, int l, unsigned grid, boo
   auto val = [](T e) { return mixk::mix_to_float(e); };
   const size_t n = (size_t)tokens * d;
   std::vector<std::vector<T>> h(l, std::vector<T>(n)), gh(l, std::vector<T>(n)), out(nc, std::vector<T>(n)), g(nc, std::vector<T>(n));
-  std::vector<T> w((size_t)nc * tokens * l), gw((size_t)nc * tokens * l);
+  std::vector<T> w((size_t)nc * tokens * l);
+  std::vector<float> gw((size_t)nc * tokens * l);   // fp32 whatever T
   std::vector<std::vector<T>> g2(nc2, std::vector<T>(n));
   std::vector<T> w2((size_t)nc2 * tokens * l2);
   for (auto& x : h) draw(x);
@@ -53,13 +54,13 @@ static void check_mix(long long tokens, int d, int nc, int l, unsigned grid, boo
   const auto& tabf = (const mixk::MixTable<float>&)tab;
   launch({grid}, {tpt, tpb}, [&] {
     if (bf16) {
-      auto wu = (const U*)w.data(); auto gwu = (U*)gw.data(); auto w2u = (const U*)pw2;
+      auto wu = (const U*)w.data(); auto gwu = gw.data(); auto w2u = (const U*)pw2;
       if (nc2) { if (vec) mixk::mix_backward_p_bf16_v(tabu, wu, gwu, tokens, nc, l, d, addmask, writemask, w2u, nc2, l2);
                  else mixk::mix_backward_p_bf16(tabu, wu, gwu, tokens, nc, l, d, addmask, writemask, w2u, nc2, l2); }
       else { if (vec) mixk::mix_backward_bf16_v(tabu, wu, gwu, tokens, nc, l, d, addmask, writemask, nullptr, 0, 0);
              else mixk::mix_backward_bf16(tabu, wu, gwu, tokens, nc, l, d, addmask, writemask, nullptr, 0, 0); }
     } else {
-      auto wf = (const float*)w.data(); auto gwf = (float*)gw.data(); auto w2f = (const float*)pw2;
+      auto wf = (const float*)w.data(); auto gwf = gw.data(); auto w2f = (const float*)pw2;
       if (nc2) { if (vec) mixk::mix_backward_p_f32_v(tabf, wf, gwf, tokens, nc, l, d, addmask, writemask, w2f, nc2, l2);
                  else mixk::mix_backward_p_f32(tabf, wf, gwf, tokens, nc, l, d, addmask, writemask, w2f, nc2, l2); }
       else { if (vec) mixk::mix_backward_f32_v(tabf, wf, gwf, tokens, nc, l, d, addmask, writemask, nullptr, 0, 0);

@@ -99,7 +99,9 @@ int main() {
     std::vector<unsigned short*> hs;
     for (int j = 0; j < l; ++j) { hs.push_back(bf16(n, 10 + j)); tab.h[j] = hs.back(); tab.gh[j] = bf16(n, 50 + j); }
     for (int i = 0; i < c; ++i) { tab.out[i] = bf16(n, 90 + i); tab.g[i] = bf16(n, 95 + i); }
-    auto wts = bf16((long long)c * tokens * l, 7), gw = bf16((long long)c * tokens * l, 8);
+    auto wts = bf16((long long)c * tokens * l, 7);
+    float* gw;
+    CHECK(cudaMalloc(&gw, (long long)c * tokens * l * 4));
     const unsigned tpt = 128, tpb = 2, grid = (unsigned)std::min<long long>(tokens / tpb, (long long)sms * 16);
     const unsigned fshared = tpb * c * l * 4, bshared = (tpb + tpb * (tpt / 32)) * c * l * 4;
     std::snprintf(name, sizeof name, "mix fwd L %d unroll %d", l, MIX_UNROLL);

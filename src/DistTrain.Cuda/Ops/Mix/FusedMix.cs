@@ -118,7 +118,7 @@ internal sealed class FusedMix
     /// its gradient, added to where bit j of <paramref name="addMask"/> is set, else overwritten; only the
     /// hiddens of <paramref name="writeMask"/> are written (their targets; the others may be null).
     /// <paramref name="deferred"/>: a later mix's stream gradients and weights (C2, B, T, L2) whose parts
-    /// for h_j (j &lt; L2) are added in the same pass. Returns the weights' gradient (C, B, T, L) in the hiddens' dtype.
+    /// for h_j (j &lt; L2) are added in the same pass. Returns the weights' gradient (C, B, T, L) in fp32.
     /// </summary>
     public Tensor Backward(IReadOnlyList<Tensor> hiddens, Tensor w, IReadOnlyList<Tensor> grads, IReadOnlyList<Tensor?> targets, ulong addMask,
                            ulong writeMask, (IReadOnlyList<Tensor> Grads, Tensor W)? deferred = null)
@@ -129,7 +129,7 @@ internal sealed class FusedMix
         long d = h0.shape[2], tokens = h0.shape[0] * h0.shape[1];
         int c = (int)w.shape[0], l = hiddens.Count;
         int c2 = deferred is { } p ? (int)p.W.shape[0] : 0, l2 = deferred is { } q ? (int)q.W.shape[3] : 0;
-        var gw = empty_like(w);
+        var gw = empty(w.shape, ScalarType.Float32, w.device);
         Span<ulong> table = stackalloc ulong[TableSlots];
         table.Clear();
         var rows = new List<nint>();
@@ -155,7 +155,7 @@ internal sealed class FusedMix
         KernelLaunch.LaunchWithTable(f, (Blocks(tokens, tpb), 1), (tpt, tpb), shared,
             () => $"{l} hiddens {TensorArgs.Describe(h0)}, w {TensorArgs.Describe(w)}, add mask 0x{addMask:x}, write mask 0x{writeMask:x}" +
                   (deferred is { } e ? $", deferred w {TensorArgs.Describe(e.W)}" : ""), table,
-            Arg.Ptr(TensorArgs.Pointer(w, _device, op, "w", dtype)), Arg.Ptr(TensorArgs.Pointer(gw, _device, op, "gw", dtype)),
+            Arg.Ptr(TensorArgs.Pointer(w, _device, op, "w", dtype)), Arg.Ptr(TensorArgs.Pointer(gw, _device, op, "gw", ScalarType.Float32)),
             Arg.I64(tokens), Arg.I32(c), Arg.I32(l), Arg.I32((int)d), addMask, writeMask,
             Arg.Ptr(deferred is { } f2 ? TensorArgs.Pointer(f2.W, _device, op, "deferred w", dtype) : 0), Arg.I32(c2), Arg.I32(l2));
         return gw;

@@ -11,7 +11,9 @@
 // stream gradients g2 and weights w2 (C2, tokens, L2) to the next mix in backward, which adds them with
 // its own in the same pass over gh_j: each gh_j is read and written once for two mixes.
 // t runs over the tokens (B·T); h_j, out_c, g_c, gh_j are separate (tokens, D) tensors whose
-// addresses come by value in a MixTable (no stack of the hiddens); w and gw are (C, tokens, L).
+// addresses come by value in a MixTable (no stack of the hiddens); w and gw are (C, tokens, L), gw in fp32
+// (a per-token sum over D: DenseFormer's weights sum it again over the tokens, and one rounding to bf16 per
+// token before that sum cost up to 1% of dalpha where the tokens cancel).
 //
 // Layout: block (TPR, RPB): TPR threads per token (a multiple of 32), RPB tokens per block. A thread
 // owns one chunk of V consecutive columns, col = threadIdx.x * V, so D <= TPR * V (the host checks).
@@ -191,7 +193,7 @@ __device__ void mix_forward(const MixTable<T>& tab, const T* w, long long tokens
 
 // Pending: a deferred mix's gradients g2 (nc2 streams) and weights w2 (nc2, tokens, l2) are added too.
 template <typename T, int V, bool Pending>
-__device__ void mix_backward(const MixTable<T>& tab, const T* w, T* gw, long long tokens, int nc, int l, int d, unsigned long long addmask,
+__device__ void mix_backward(const MixTable<T>& tab, const T* w, float* gw, long long tokens, int nc, int l, int d, unsigned long long addmask,
                              unsigned long long writemask, const T* w2, int nc2, int l2) {
   MIX_DYNAMIC_SHARED(smem);
   const int cl = nc * l, cl2 = Pending ? nc2 * l2 : 0;
@@ -338,25 +340,25 @@ extern "C" __global__ void __launch_bounds__(256) mix_backward_p_f32_v(const Mix
   stage_table(tab, st);
   mix_backward<float, 4, true>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2);
 }
-extern "C" __global__ void __launch_bounds__(1024) mix_backward_bf16(const MixTable<unsigned short> tab, const unsigned short* w, unsigned short* gw, long long tokens, int nc, int l, int d,
+extern "C" __global__ void __launch_bounds__(1024) mix_backward_bf16(const MixTable<unsigned short> tab, const unsigned short* w, float* gw, long long tokens, int nc, int l, int d,
     unsigned long long addmask, unsigned long long writemask, const unsigned short* w2, int nc2, int l2) {
   __shared__ MixTable<unsigned short> st;
   stage_table(tab, st);
   mix_backward<unsigned short, 1, false>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2);
 }
-extern "C" __global__ void __launch_bounds__(1024) mix_backward_p_bf16(const MixTable<unsigned short> tab, const unsigned short* w, unsigned short* gw, long long tokens, int nc, int l, int d,
+extern "C" __global__ void __launch_bounds__(1024) mix_backward_p_bf16(const MixTable<unsigned short> tab, const unsigned short* w, float* gw, long long tokens, int nc, int l, int d,
     unsigned long long addmask, unsigned long long writemask, const unsigned short* w2, int nc2, int l2) {
   __shared__ MixTable<unsigned short> st;
   stage_table(tab, st);
   mix_backward<unsigned short, 1, true>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2);
 }
-extern "C" __global__ void __launch_bounds__(256) mix_backward_bf16_v(const MixTable<unsigned short> tab, const unsigned short* w, unsigned short* gw, long long tokens, int nc, int l, int d,
+extern "C" __global__ void __launch_bounds__(256) mix_backward_bf16_v(const MixTable<unsigned short> tab, const unsigned short* w, float* gw, long long tokens, int nc, int l, int d,
     unsigned long long addmask, unsigned long long writemask, const unsigned short* w2, int nc2, int l2) {
   __shared__ MixTable<unsigned short> st;
   stage_table(tab, st);
   mix_backward<unsigned short, 8, false>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2);
 }
-extern "C" __global__ void __launch_bounds__(256) mix_backward_p_bf16_v(const MixTable<unsigned short> tab, const unsigned short* w, unsigned short* gw, long long tokens, int nc, int l, int d,
+extern "C" __global__ void __launch_bounds__(256) mix_backward_p_bf16_v(const MixTable<unsigned short> tab, const unsigned short* w, float* gw, long long tokens, int nc, int l, int d,
     unsigned long long addmask, unsigned long long writemask, const unsigned short* w2, int nc2, int l2) {
   __shared__ MixTable<unsigned short> st;
   stage_table(tab, st);
