@@ -52,6 +52,12 @@ public sealed class CudaKernels : IKernels
     public Tensor RmsNorm(Tensor x, Tensor? weight, double eps) =>
         _rmsNorm.Supports(x, weight) ? RmsNormFunction.Apply(_rmsNorm, x, weight, eps) : ReferenceKernels.Instance.RmsNorm(x, weight, eps);
 
+    /// <summary>Whether <see cref="AddRmsNorm"/> runs the fused kernels for these tensors (kernel-test checks it ran them).</summary>
+    public bool FusesAddRmsNorm(Tensor a, Tensor b, Tensor? weight) => _rmsNorm.SupportsAdd(a, b, weight);
+
+    public (Tensor Sum, Tensor Normed) AddRmsNorm(Tensor a, Tensor b, Tensor? weight, double eps) =>
+        _rmsNorm.SupportsAdd(a, b, weight) ? AddRmsNormFunction.Apply(_rmsNorm, a, b, weight, eps) : ReferenceKernels.Instance.AddRmsNorm(a, b, weight, eps);
+
     public Tensor SwiGlu(Tensor a, Tensor b) =>
         _swiGlu.Supports(a, b) ? SwiGluFunction.Apply(_swiGlu, a, b) : ReferenceKernels.Instance.SwiGlu(a, b);
 

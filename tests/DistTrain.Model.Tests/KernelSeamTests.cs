@@ -9,12 +9,18 @@ public class KernelSeamTests
     /// <summary>Counts calls and runs the reference: what any IKernels set from outside sees.</summary>
     sealed class Counting : IKernels
     {
-        public int Scaled, NoScale, SwiGlus, QkNormed, QkRotaryOnly;
+        public int Scaled, NoScale, AddNorms, SwiGlus, QkNormed, QkRotaryOnly;
         public string Name => "counting";
         public Tensor RmsNorm(Tensor x, Tensor? weight, double eps)
         {
             if (weight is null) NoScale++; else Scaled++;
             return ReferenceKernels.Instance.RmsNorm(x, weight, eps);
+        }
+        public (Tensor Sum, Tensor Normed) AddRmsNorm(Tensor a, Tensor b, Tensor? weight, double eps)
+        {
+            Assert.NotNull(weight);
+            AddNorms++;
+            return ReferenceKernels.Instance.AddRmsNorm(a, b, weight, eps);
         }
         public Tensor SwiGlu(Tensor a, Tensor b)
         {
@@ -52,8 +58,9 @@ public class KernelSeamTests
         model.Kernels = counting;
         using var after = model.forward(tokens);
         Assert.True(before.eq(after).all().item<bool>());
-        // per layer: attention_norm(s) (3 with sepln after layer 0, else 1, called 1 or 3 times), ffn_norm; then the final norm
-        Assert.True(counting.Scaled >= 2 * config.NLayer + 1, $"{counting.Scaled} scaled norms");
+        // per layer: attention_norm(s) (3 with sepln after layer 0, else 1, called 1 or 3 times); then the final norm
+        Assert.True(counting.Scaled >= config.NLayer + 1, $"{counting.Scaled} scaled norms");
+        Assert.Equal(config.NLayer, counting.AddNorms);  // per layer: h = r + attn with ffn_norm(h)
         Assert.Equal(config.NLayer, counting.NoScale);   // one dynamic-dense input per layer
         Assert.Equal(config.NLayer, counting.SwiGlus);
         // q and k per layer: QK-norm with rotary, or rotary alone
@@ -75,6 +82,55 @@ public class KernelSeamTests
         using var actual = norm.forward(x);
         Assert.True(expected.eq(actual).all().item<bool>());
         Assert.Same(ReferenceKernels.Instance, norm.Kernels);
+    }
+
+    [Theory]
+    [InlineData(true, true)]
+    [InlineData(true, false)]
+    [InlineData(false, true)]
+    public void TheAddNormReferenceIsThePlainAddThenTheNormInValuesAndGradients(bool scaled, bool sumUsed)
+    {
+        using var scope = NewDisposeScope();
+        var (a, b, w) = (randn(2, 3, 8), randn(2, 3, 8), scaled ? randn(8) : null);
+        var (gSum, gNormed) = (randn(2, 3, 8), randn(2, 3, 8));
+        // the sum's gradient: from its own use (the block's final residual add) or none
+        Tensor[] Run(Func<Tensor, Tensor, Tensor?, (Tensor Sum, Tensor Normed)> op)
+        {
+            var (ai, bi, wi) = (a.detach().requires_grad_(true), b.detach().requires_grad_(true), w?.detach().requires_grad_(true));
+            var (sum, normed) = op(ai, bi, wi);
+            var loss = normed.mul(gNormed).sum();
+            if (sumUsed) loss = loss.Plus(sum.mul(gSum).sum());
+            loss.backward();
+            return [sum.detach(), normed.detach(), ai.grad!, bi.grad!, .. wi is null ? Array.Empty<Tensor>() : [wi.grad!]];
+        }
+        var separate = Run((x, y, g) =>
+        {
+            var sum = x.Plus(y);
+            return (sum, ReferenceKernels.Instance.RmsNorm(sum, g, 1e-5));
+        });
+        var fusedOp = Run((x, y, g) => ReferenceKernels.Instance.AddRmsNorm(x, y, g, 1e-5));
+        Assert.Equal(separate.Length, fusedOp.Length);
+        for (int i = 0; i < separate.Length; i++)
+            Assert.True(separate[i].eq(fusedOp[i]).all().item<bool>(), $"output {i} differs");
+        Assert.True(fusedOp[2].eq(fusedOp[3]).all().item<bool>(), "a and b get the same gradient");
+        // that gradient is dSum + the norm's gradient
+        var xi = a.Plus(b).requires_grad_(true);
+        ReferenceKernels.Instance.RmsNorm(xi, w, 1e-5).backward([gNormed]);
+        var expected = sumUsed ? xi.grad!.Plus(gSum) : xi.grad!;
+        Assert.True(fusedOp[2].allclose(expected, rtol: 1e-6, atol: 1e-6));
+    }
+
+    [Fact]
+    public void TheAddNormReferenceKeepsTheDtypeAndRoundsTheSumOnce()
+    {
+        using var scope = NewDisposeScope();
+        var (a, b, w) = (randn(4, 16).to(ScalarType.BFloat16), randn(4, 16).to(ScalarType.BFloat16), randn(16).to(ScalarType.BFloat16));
+        var (sum, normed) = ReferenceKernels.Instance.AddRmsNorm(a, b, w, 1e-5);
+        Assert.Equal(ScalarType.BFloat16, sum.dtype);
+        Assert.Equal(ScalarType.BFloat16, normed.dtype);
+        // fp32 math rounded once to bf16: what the fused kernel writes
+        Assert.True(sum.eq(a.to(ScalarType.Float32).Plus(b.to(ScalarType.Float32)).to(ScalarType.BFloat16)).all().item<bool>());
+        Assert.True(normed.eq(ReferenceKernels.Instance.RmsNorm(a.Plus(b), w, 1e-5)).all().item<bool>());
     }
 
     [Theory]

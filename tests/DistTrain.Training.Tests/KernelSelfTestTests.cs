@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace DistTrain.Training.Tests;
 
 /// <summary>
-/// kernel-test's mix, average and whole-model checks run on the CPU with the reference in place of the
+/// kernel-test's mix, average, add-norm and whole-model checks run on the CPU with the reference in place of the
 /// fused kernels: the code the lead runs on the GPU works (shapes, autograd, flat buffers, config), and
 /// a reference compared with itself passes every row. The kernels themselves: tests/cuda-emulation, make test-gpu.
 /// </summary>
@@ -22,6 +22,21 @@ public class KernelSelfTestTests
         var rows = KernelSelfTest.Mix(ReferenceKernels.Instance, Cpu, dtype, (2, 3, 7, 4, 3))
             .Concat(KernelSelfTest.Average(ReferenceKernels.Instance, Cpu, dtype, (1, 3, 16, 5))).ToList();
         Assert.Equal(["streams", "dh", "ddw", "average", "dh", "dalpha"], rows.Select(r => r.Output));
+        Assert.All(rows, r => Assert.True(r.Pass && r.Rel == r.ReferenceRel, r.Row()));
+    }
+
+    [Theory]
+    [InlineData(ScalarType.Float32)]
+    [InlineData(ScalarType.BFloat16)]
+    public void TheAddNormChecksRunAndPassForTheReferenceInEveryCase(ScalarType dtype)
+    {
+        var rows = new List<KernelCheck>();
+        foreach (var c in Enum.GetValues<KernelSelfTest.AddNormCase>())
+            rows.AddRange(KernelSelfTest.AddRmsNorm(ReferenceKernels.Instance, Cpu, dtype, [2, 3, 12], scaled: true, c));
+        rows.AddRange(KernelSelfTest.AddRmsNorm(ReferenceKernels.Instance, Cpu, dtype, [5, 7], scaled: false, KernelSelfTest.AddNormCase.Plain));
+        string[] scaled = ["sum", "y", "da", "db", "dw", "dw+="];
+        Assert.Equal([.. scaled, .. scaled, .. scaled, .. scaled, "sum", "y", "da", "db"], rows.Select(r => r.Output));
+        Assert.Equal(["2x3x12", "2x3x12+1", "2x3x12t", "2x3x12n", "5x7"], rows.Select(r => r.Shape).Distinct());
         Assert.All(rows, r => Assert.True(r.Pass && r.Rel == r.ReferenceRel, r.Row()));
     }
 

@@ -1,4 +1,4 @@
-// g++ -std=c++20 -O1 -pthread check.cpp: the RMSNorm, AdamW, SwiGLU, QK-norm-rotary, MUDD mixing and cross-entropy kernels against plain loops in double.
+// g++ -std=c++20 -O1 -pthread check.cpp: the RMSNorm (alone and fused with the residual add before it), AdamW, SwiGLU, QK-norm-rotary, MUDD mixing and cross-entropy kernels against plain loops in double.
 #include "emulate.h"
 #include <cstdio>
 #include <random>
@@ -29,10 +29,10 @@ static void check_rmsnorm(long long rows, int d, unsigned grid, bool scaled, int
   unsigned tpr, rpb; layout(d, tpr, rpb);
   const float eps = 1e-5f;
   const float* wp = scaled ? w.data() : nullptr;
-  launch({grid}, {tpr, rpb}, [&] { rms::rmsnorm_forward_f32(x.data(), wp, y.data(), rstd.data(), rows, d, eps, vec); });
+  launch({grid}, {tpr, rpb}, [&] { rms::rmsnorm_forward_f32(x.data(), nullptr, nullptr, wp, y.data(), rstd.data(), rows, d, eps, vec); });
   long long parts = (long long)grid * rpb;
   std::vector<float> partial(parts * d, -1.f);
-  launch({grid}, {tpr, rpb}, [&] { rms::rmsnorm_backward_f32(x.data(), wp, dy.data(), rstd.data(), dx.data(), scaled ? partial.data() : nullptr, rows, d, vec); });
+  launch({grid}, {tpr, rpb}, [&] { rms::rmsnorm_backward_f32(x.data(), wp, dy.data(), nullptr, rstd.data(), dx.data(), scaled ? partial.data() : nullptr, rows, d, vec); });
   if (scaled) launch({(unsigned)(d + 31) / 32}, {32, 32}, [&] { rms::rmsnorm_dw_reduce_f32(partial.data(), dw.data(), parts, d, 0); });
   double ey = 0, edx = 0, edw = 0, my = 0, mdx = 0, mdw = 0;
   std::vector<double> dwr(d, 0.0);
@@ -61,6 +61,7 @@ static void check_rmsnorm(long long rows, int d, unsigned grid, bool scaled, int
 }
 
 #include "check_ops.h"
+#include "check_addnorm.h"
 
 // bf16 rows read and written 16 bytes at a time (vec) and one element at a time give the same result
 // within one bf16 rounding of each other (their row sums add the same terms in another order)
@@ -76,8 +77,8 @@ static void check_rmsnorm_bf16(long long rows, int d, unsigned grid, bool scaled
     y[vec].resize(rows * d); dx[vec].resize(rows * d); dw[vec].resize(d);
     std::vector<float> rstd(rows), partial((long long)grid * rpb * d);
     const unsigned short* wp = scaled ? w.data() : nullptr;
-    launch({grid}, {tpr, rpb}, [&] { rms::rmsnorm_forward_bf16(x.data(), wp, y[vec].data(), rstd.data(), rows, d, 1e-5f, vec); });
-    launch({grid}, {tpr, rpb}, [&] { rms::rmsnorm_backward_bf16(x.data(), wp, dy.data(), rstd.data(), dx[vec].data(), scaled ? partial.data() : nullptr, rows, d, vec); });
+    launch({grid}, {tpr, rpb}, [&] { rms::rmsnorm_forward_bf16(x.data(), nullptr, nullptr, wp, y[vec].data(), rstd.data(), rows, d, 1e-5f, vec); });
+    launch({grid}, {tpr, rpb}, [&] { rms::rmsnorm_backward_bf16(x.data(), wp, dy.data(), nullptr, rstd.data(), dx[vec].data(), scaled ? partial.data() : nullptr, rows, d, vec); });
     if (scaled) launch({(unsigned)(d + 31) / 32}, {32, 32}, [&] { rms::rmsnorm_dw_reduce_bf16(partial.data(), dw[vec].data(), (long long)grid * rpb, d, 0); });
   }
   auto f = [](unsigned short h) { return (double)__uint_as_float((unsigned)h << 16); };
@@ -169,6 +170,7 @@ int main() {
     check_rmsnorm(2, 4096, 1, scaled);     // 512 threads, one row a block, rows walked grid-stride
   }
   check_ops();
+  check_add_rmsnorm_all();
   for (int vec : {1, 0}) {   // 1007 = 4·251 + 3: vectors then a tail; decay ends inside a vector at 642
     check_adamw(1, 0, 1, false, vec);
     check_adamw(1007, 642, 3, false, vec);

@@ -76,9 +76,14 @@ int main() {
     unsigned fgrid = (unsigned)std::min<long long>((tokens + rpb - 1) / rpb, (long long)sms * 16);
     unsigned bgrid = (unsigned)std::min<long long>((tokens + rpb - 1) / rpb, (long long)sms * RMS_BWD_BLOCKS_PER_SM);
     std::snprintf(name, sizeof name, "rmsnorm fwd MAXC %d (%u x %u) grid %u", MAXC, tpr, rpb, fgrid);
-    bench(name, 2.0 * mb, [&] { rms::rmsnorm_forward_bf16<<<fgrid, dim3(tpr, rpb)>>>(x, w, y, rstd, tokens, (int)d, 1e-5f, 1); });
+    bench(name, 2.0 * mb, [&] { rms::rmsnorm_forward_bf16<<<fgrid, dim3(tpr, rpb)>>>(x, nullptr, nullptr, w, y, rstd, tokens, (int)d, 1e-5f, 1); });
     std::snprintf(name, sizeof name, "rmsnorm bwd MAXC %d (%u x %u) grid %u", MAXC, tpr, rpb, bgrid);
-    bench(name, 3.0 * mb, [&] { rms::rmsnorm_backward_bf16<<<bgrid, dim3(tpr, rpb)>>>(x, w, dy, rstd, dx, partial, tokens, (int)d, 1); });
+    bench(name, 3.0 * mb, [&] { rms::rmsnorm_backward_bf16<<<bgrid, dim3(tpr, rpb)>>>(x, w, dy, nullptr, rstd, dx, partial, tokens, (int)d, 1); });
+    // fused with the residual add before it: forward reads a, b and writes the sum and y; backward adds the sum's own gradient
+    std::snprintf(name, sizeof name, "add_rmsnorm fwd MAXC %d (%u x %u) grid %u", MAXC, tpr, rpb, fgrid);
+    bench(name, 4.0 * mb, [&] { rms::rmsnorm_forward_bf16<<<fgrid, dim3(tpr, rpb)>>>(x, dy, dx, w, y, rstd, tokens, (int)d, 1e-5f, 1); });
+    std::snprintf(name, sizeof name, "add_rmsnorm bwd MAXC %d (%u x %u) grid %u", MAXC, tpr, rpb, bgrid);
+    bench(name, 4.0 * mb, [&] { rms::rmsnorm_backward_bf16<<<bgrid, dim3(tpr, rpb)>>>(x, w, dy, y, rstd, dx, partial, tokens, (int)d, 1); });
   }
   // QK-norm rotary on q (B, T, H, d) = (8, 2048, 16, 64) contiguous, dy transposed as SDPA returns it
   {

@@ -19,6 +19,13 @@ public interface IKernels
     /// </summary>
     Tensor RmsNorm(Tensor x, Tensor? weight, double eps);
 
+    /// <summary>
+    /// The residual add before a norm, with the norm: a, b (..., D) of one shape and dtype -> Sum = a + b
+    /// (in a's dtype, rounded once, as a plain add) and Normed = <see cref="RmsNorm"/>(Sum, weight, eps).
+    /// Backward: a and b both get dSum + the norm's gradient.
+    /// </summary>
+    (Tensor Sum, Tensor Normed) AddRmsNorm(Tensor a, Tensor b, Tensor? weight, double eps);
+
     /// <summary>SwiGLU's gate: a = w1(x), b = w3(x), both (..., H) -> silu(a) · b in a's dtype.</summary>
     Tensor SwiGlu(Tensor a, Tensor b);
 

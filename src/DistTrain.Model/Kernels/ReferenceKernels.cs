@@ -15,6 +15,12 @@ public sealed class ReferenceKernels : IKernels
     public Tensor RmsNorm(Tensor x, Tensor? weight, double eps) =>
         weight is null ? Layers.RmsNorm.Normalize(x, eps) : Layers.RmsNorm.Normalize(x, eps) * weight;
 
+    public (Tensor Sum, Tensor Normed) AddRmsNorm(Tensor a, Tensor b, Tensor? weight, double eps)
+    {
+        var sum = a.Plus(b);
+        return (sum, RmsNorm(sum, weight, eps));
+    }
+
     public Tensor SwiGlu(Tensor a, Tensor b)
     {
         using var scope = NewDisposeScope();

@@ -23,6 +23,9 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>, IUsesKernels
 
     public override Tensor forward(Tensor x) => Kernels.RmsNorm(x, weight, _eps);
 
+    /// <summary>The residual add before this norm, fused with it where the kernels can: (a + b, forward(a + b)).</summary>
+    public (Tensor Sum, Tensor Normed) AddForward(Tensor a, Tensor b) => Kernels.AddRmsNorm(a, b, weight, _eps);
+
     /// <summary>x · rsqrt(mean(x²) + eps) in fp32, cast back to x's dtype (also RMSnormNoscale): the reference implementation (<see cref="ReferenceKernels"/>).</summary>
     public static Tensor Normalize(Tensor x, double eps)
     {

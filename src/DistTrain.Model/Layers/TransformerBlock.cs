@@ -9,7 +9,8 @@ namespace DistTrain.Model.Layers;
 /// <summary>
 /// Pre-norm block: h = r + attn(norm(q), norm(k), norm(v)); out = h + ffn(ffn_norm(h)).
 /// Without dense streams q = k = v = r = x. With MUDD streams (layers after the first) the four
-/// inputs differ, and sepln gives each of Q, K, V its own norm (attention_norms.{0..2}).
+/// inputs differ, and sepln gives each of Q, K, V its own norm (attention_norms.{0..2}). h's add
+/// and ffn_norm(h) are one kernel op (<see cref="Kernels.IKernels.AddRmsNorm"/>).
 /// </summary>
 public sealed class TransformerBlock : nn.Module
 {
@@ -37,8 +38,8 @@ public sealed class TransformerBlock : nn.Module
     {
         using var scope = NewDisposeScope();
         var normed = _attentionNorm!.forward(x);
-        var h = x.Plus(_attention.Forward(normed, normed, normed, cos, sin, kv));
-        return h.Plus(_feedForward.forward(_ffnNorm.forward(h))).MoveToOuterDisposeScope();
+        var (h, hNormed) = _ffnNorm.AddForward(x, _attention.Forward(normed, normed, normed, cos, sin, kv));   // h = x + attn, ffn_norm(h)
+        return h.Plus(_feedForward.forward(hNormed)).MoveToOuterDisposeScope();
     }
 
     /// <summary>MUDD streams q, k, v, r: each (B, T, D) -> (B, T, D).</summary>
@@ -50,7 +51,7 @@ public sealed class TransformerBlock : nn.Module
             (nq, nk, nv) = (_attentionNorms[0].forward(q), _attentionNorms[1].forward(k), _attentionNorms[2].forward(v));
         else
             (nq, nk, nv) = (_attentionNorm!.forward(q), _attentionNorm.forward(k), _attentionNorm.forward(v));
-        var h = r.Plus(_attention.Forward(nq, nk, nv, cos, sin, kv));
-        return h.Plus(_feedForward.forward(_ffnNorm.forward(h))).MoveToOuterDisposeScope();
+        var (h, hNormed) = _ffnNorm.AddForward(r, _attention.Forward(nq, nk, nv, cos, sin, kv));   // h = r + attn, ffn_norm(h)
+        return h.Plus(_feedForward.forward(hNormed)).MoveToOuterDisposeScope();
     }
 }

@@ -28,7 +28,7 @@ public sealed record KernelCheck(string Op, string Dtype, string Shape, string O
 /// measured against the reference in fp64; rel = max |out − fp64| / max |fp64|; tolerance 1e-5
 /// (fp32) and 1e-2 (bf16: 2^-8 is one bf16 step at 1.0). AdamW: fused against the reference
 /// FlatAdamW after four steps (one with a NaN gradient, which must change nothing), tolerance 1e-5
-/// on the fp32 state and 1e-2 on the bf16 parameters. SwiGLU and QK-rotary, the loss's cross-entropy,
+/// on the fp32 state and 1e-2 on the bf16 parameters. The residual add fused with RMSNorm, SwiGLU and QK-rotary, the loss's cross-entropy,
 /// the MUDD mixing and the whole-model check: KernelSelfTest.*.cs.
 /// </summary>
 public static partial class KernelSelfTest
@@ -65,6 +65,7 @@ public static partial class KernelSelfTest
             foreach (var (rows, d) in NormShapes)
                 foreach (bool scaled in new[] { true, false })
                     Add(RmsNorm(kernels, device, dtype, rows, d, scaled));
+        Add(AddRmsNorms(kernels, device));         // KernelSelfTest.AddRmsNorm.cs
         Add(SwiGluAndQkRotary(kernels, device));   // KernelSelfTest.SwiGluQkRotary.cs
         Add(CrossEntropy(kernels, device));        // KernelSelfTest.CrossEntropy.cs
         using var adamW = new FusedAdamW(kernels.Device);

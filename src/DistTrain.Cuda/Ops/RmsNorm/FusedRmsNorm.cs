@@ -7,7 +7,9 @@ namespace DistTrain.Cuda.Ops.RmsNorm;
 /// RMSNorm as CUDA kernels (rmsnorm.cu beside this file): forward writes y and the per-row
 /// rsqrt(mean(x²) + eps) that backward reuses; backward writes dx and, with a scale, per-block
 /// fp32 partial sums of dy·x̂ that a second kernel reduces to dw. One read of x per pass, fp32
-/// inside, bf16 or fp32 in and out. The reference is <see cref="Model.Kernels.ReferenceKernels.RmsNorm"/>.
+/// inside, bf16 or fp32 in and out. The same kernels fuse the residual add before a norm
+/// (<see cref="AddForward"/>, and the sum's own gradient added to dx in <see cref="Backward"/>). The
+/// references are <see cref="Model.Kernels.ReferenceKernels.RmsNorm"/> and <see cref="Model.Kernels.ReferenceKernels.AddRmsNorm"/>.
 /// </summary>
 internal sealed class FusedRmsNorm
 {
@@ -35,6 +37,10 @@ internal sealed class FusedRmsNorm
         x.dtype is ScalarType.Float32 or ScalarType.BFloat16 && x.dim() >= 1 && x.shape[^1] is > 0 and <= MaxDim &&
         (weight is null || (weight.dtype == x.dtype && weight.dim() == 1 && weight.shape[0] == x.shape[^1] && weight.device_index == x.device_index && weight.device_type == DeviceType.CUDA));
 
+    /// <summary>What <see cref="AddForward"/> takes: a as <see cref="Supports"/>, b of a's shape, dtype and device (no broadcasting).</summary>
+    public bool SupportsAdd(Tensor a, Tensor b, Tensor? weight) =>
+        Supports(a, weight) && b.dtype == a.dtype && b.shape.SequenceEqual(a.shape) && b.device_type == a.device_type && b.device_index == a.device_index;
+
     /// <summary>Threads per row (a power of two, 32..1024, covering D with ≤ 8 columns each) and rows per block (≥ 256 threads a block).</summary>
     internal static (uint ThreadsPerRow, uint RowsPerBlock) Layout(long d)
     {
@@ -46,28 +52,50 @@ internal sealed class FusedRmsNorm
     /// <summary>x (rows·D contiguous), weight (D) or null -> y like x, rstd (rows) fp32 when <paramref name="keepRstd"/>.</summary>
     public (Tensor Y, Tensor? Rstd) Forward(Tensor x, Tensor? weight, double eps, bool keepRstd)
     {
-        const string op = "rmsnorm forward";
-        long d = x.shape[^1], rows = x.numel() / d;
-        var dtype = x.dtype;
-        var y = empty_like(x);
-        var rstd = keepRstd ? empty([rows], ScalarType.Float32, x.device) : null;
-        var (tpr, rpb) = Layout(d);
-        uint blocks = (uint)Math.Min((rows + rpb - 1) / rpb, (long)_device.Multiprocessors * 16);
-        nint px = TensorArgs.Pointer(x, _device, op, "x", dtype), pw = weight is null ? 0 : TensorArgs.Pointer(weight, _device, op, "weight", dtype),
-             py = TensorArgs.Pointer(y, _device, op, "y", dtype);
-        KernelLaunch.Launch(dtype == ScalarType.BFloat16 ? _forward16 : _forward32, (blocks, 1), (tpr, rpb),
-            () => $"x {TensorArgs.Describe(x)}, weight {(weight is null ? "none" : TensorArgs.Describe(weight))}",
-            Arg.Ptr(px), Arg.Ptr(pw), Arg.Ptr(py),
-            Arg.Ptr(rstd is null ? 0 : TensorArgs.Pointer(rstd, _device, op, "rstd", ScalarType.Float32)),
-            Arg.I64(rows), Arg.I32((int)d), Arg.F32((float)eps), Arg.I32(Vectors(d, dtype, px, pw, py)));
+        var (y, rstd, _) = Launch(x, null, weight, eps, keepRstd);
         return (y, rstd);
     }
 
     /// <summary>
-    /// dy like x -> dx like x, and dw (D, weight's dtype) when there is a weight; with <paramref name="dwInto"/>
-    /// (the weight's .grad, contiguous, of its dtype) dw is added into it instead and Dw is null.
+    /// a, b (rows·D contiguous, one dtype) -> Sum = a + b like a (fp32 math, rounded once to a's dtype, as
+    /// a plain add), Y = RMSNorm(Sum) and its rstd: one launch, reading a and b once.
     /// </summary>
-    public (Tensor Dx, Tensor? Dw) Backward(Tensor x, Tensor? weight, Tensor rstd, Tensor dy, Tensor? dwInto = null)
+    public (Tensor Sum, Tensor Y, Tensor? Rstd) AddForward(Tensor a, Tensor b, Tensor? weight, double eps, bool keepRstd)
+    {
+        var (y, rstd, sum) = Launch(a, b, weight, eps, keepRstd);
+        return (sum!, y, rstd);
+    }
+
+    /// <summary>The forward kernel; with <paramref name="residual"/> it norms x + residual and returns that sum too.</summary>
+    (Tensor Y, Tensor? Rstd, Tensor? Sum) Launch(Tensor x, Tensor? residual, Tensor? weight, double eps, bool keepRstd)
+    {
+        const string op = "rmsnorm forward";
+        long d = x.shape[^1], rows = x.numel() / d;
+        var dtype = x.dtype;
+        var y = empty_like(x);
+        var sum = residual is null ? null : empty_like(x);
+        var rstd = keepRstd ? empty([rows], ScalarType.Float32, x.device) : null;
+        var (tpr, rpb) = Layout(d);
+        uint blocks = (uint)Math.Min((rows + rpb - 1) / rpb, (long)_device.Multiprocessors * 16);
+        nint px = TensorArgs.Pointer(x, _device, op, "x", dtype), pw = weight is null ? 0 : TensorArgs.Pointer(weight, _device, op, "weight", dtype),
+             py = TensorArgs.Pointer(y, _device, op, "y", dtype),
+             pres = residual is null ? 0 : TensorArgs.Pointer(residual, _device, op, "residual", dtype),
+             psum = sum is null ? 0 : TensorArgs.Pointer(sum, _device, op, "sum", dtype);
+        KernelLaunch.Launch(dtype == ScalarType.BFloat16 ? _forward16 : _forward32, (blocks, 1), (tpr, rpb),
+            () => $"x {TensorArgs.Describe(x)}, residual {(residual is null ? "none" : TensorArgs.Describe(residual))}, weight {(weight is null ? "none" : TensorArgs.Describe(weight))}",
+            Arg.Ptr(px), Arg.Ptr(pres), Arg.Ptr(psum), Arg.Ptr(pw), Arg.Ptr(py),
+            Arg.Ptr(rstd is null ? 0 : TensorArgs.Pointer(rstd, _device, op, "rstd", ScalarType.Float32)),
+            Arg.I64(rows), Arg.I32((int)d), Arg.F32((float)eps), Arg.I32(Vectors(d, dtype, px, pres, psum, pw, py)));
+        return (y, rstd, sum);
+    }
+
+    /// <summary>
+    /// dy like x -> dx like x, and dw (D, weight's dtype) when there is a weight; with <paramref name="dwInto"/>
+    /// (the weight's .grad, contiguous, of its dtype) dw is added into it instead and Dw is null. With
+    /// <paramref name="dSum"/> (like x, contiguous: the gradient that the fused add's sum x receives directly)
+    /// dx = dSum + the norm's gradient, in the same pass.
+    /// </summary>
+    public (Tensor Dx, Tensor? Dw) Backward(Tensor x, Tensor? weight, Tensor rstd, Tensor dy, Tensor? dwInto = null, Tensor? dSum = null)
     {
         const string op = "rmsnorm backward";
         long d = x.shape[^1], rows = x.numel() / d;
@@ -78,15 +106,16 @@ internal sealed class FusedRmsNorm
         uint blocks = (uint)Math.Min((rows + rpb - 1) / rpb, (long)_device.Multiprocessors * 4);
         long parts = (long)blocks * rpb;
         using var partial = weight is null ? null : empty([parts, d], ScalarType.Float32, x.device);
-        string Shapes() => $"x {TensorArgs.Describe(x)}, dy {TensorArgs.Describe(dy)}, weight {(weight is null ? "none" : TensorArgs.Describe(weight))}";
+        string Shapes() => $"x {TensorArgs.Describe(x)}, dy {TensorArgs.Describe(dy)}, dsum {(dSum is null ? "none" : TensorArgs.Describe(dSum))}, weight {(weight is null ? "none" : TensorArgs.Describe(weight))}";
         nint px = TensorArgs.Pointer(x, _device, op, "x", dtype), pw = weight is null ? 0 : TensorArgs.Pointer(weight, _device, op, "weight", dtype),
-             pdy = TensorArgs.Pointer(dy, _device, op, "dy", dtype), pdx = TensorArgs.Pointer(dx, _device, op, "dx", dtype);
+             pdy = TensorArgs.Pointer(dy, _device, op, "dy", dtype), pdx = TensorArgs.Pointer(dx, _device, op, "dx", dtype),
+             pdres = dSum is null ? 0 : TensorArgs.Pointer(dSum, _device, op, "dsum", dtype);
         KernelLaunch.Launch(dtype == ScalarType.BFloat16 ? _backward16 : _backward32, (blocks, 1), (tpr, rpb), Shapes,
-            Arg.Ptr(px), Arg.Ptr(pw), Arg.Ptr(pdy),
+            Arg.Ptr(px), Arg.Ptr(pw), Arg.Ptr(pdy), Arg.Ptr(pdres),
             Arg.Ptr(TensorArgs.Pointer(rstd, _device, op, "rstd", ScalarType.Float32)),
             Arg.Ptr(pdx),
             Arg.Ptr(partial is null ? 0 : TensorArgs.Pointer(partial, _device, op, "dw partial", ScalarType.Float32)),
-            Arg.I64(rows), Arg.I32((int)d), Arg.I32(Vectors(d, dtype, px, pw, pdy, pdx)));
+            Arg.I64(rows), Arg.I32((int)d), Arg.I32(Vectors(d, dtype, px, pw, pdy, pdres, pdx)));
         if (weight is null || (parts == 0 && dwInto is not null))
             return (dx, null);   // no rows: nothing to add
         var dw = dwInto ?? empty_like(weight);

@@ -1,4 +1,6 @@
-// RMSNorm over rows of D elements, forward and backward, fp32 inside.
+// RMSNorm over rows of D elements, forward and backward, fp32 inside; optionally fused with the
+// residual add before it (AddRmsNorm): forward reads x and res, writes their sum (rounded once to T,
+// as a plain add rounds it) and the norm of that sum; backward adds dres (the sum's own gradient) to dx.
 // Compiled by NVRTC with no headers: bf16 is an unsigned short (the high half of an fp32), and
 // every kernel is extern "C" so the host finds it by its plain name.
 //
@@ -28,6 +30,10 @@ __device__ __forceinline__ unsigned short to_bf16(float f) {
   u += 0x7fffu + ((u >> 16) & 1u);
   return (unsigned short)(u >> 16);
 }
+
+// v as T holds it: a sum rounded once, as torch's add rounds it (fp32 math, one rounding to T)
+__device__ __forceinline__ float rounded(float v, float*) { return v; }
+__device__ __forceinline__ float rounded(float v, unsigned short*) { return to_float(to_bf16(v)); }
 
 __device__ __forceinline__ void store(float* p, long long i, float v) { p[i] = v; }
 __device__ __forceinline__ void store(unsigned short* p, long long i, float v) { p[i] = to_bf16(v); }
@@ -117,9 +123,10 @@ __device__ __forceinline__ float row_sum(float v, float* red) {
   return s;
 }
 
-// y = x * rsqrt(mean(x^2) + eps) [* w], rstd[row] = rsqrt(mean(x^2) + eps) (null: not kept)
+// y = x * rsqrt(mean(x^2) + eps) [* w], rstd[row] = rsqrt(mean(x^2) + eps) (null: not kept).
+// With res (null: none) the row normed is x + res rounded to T, and it is written to sum.
 template <typename T>
-__device__ void forward(const T* x, const T* w, T* y, float* rstd, long long rows, int d, float eps, int vec) {
+__device__ void forward(const T* x, const T* res, T* sum, const T* w, T* y, float* rstd, long long rows, int d, float eps, int vec) {
   __shared__ float red[32];
   const int tpr = blockDim.x;
   float wv[MAXC];
@@ -127,8 +134,16 @@ __device__ void forward(const T* x, const T* w, T* y, float* rstd, long long row
   for (long long base = (long long)blockIdx.x * blockDim.y; base < rows; base += (long long)gridDim.x * blockDim.y) {
     const long long row = base + threadIdx.y;
     const bool valid = row < rows;
+    const long long offset = (valid ? row : 0) * d;
     float v[MAXC];
-    gather(x + (valid ? row : 0) * d, v, d, tpr, vec, valid);
+    gather(x + offset, v, d, tpr, vec, valid);
+    if (res != 0) {
+      float u[MAXC];
+      gather(res + offset, u, d, tpr, vec, valid);
+#pragma unroll
+      for (int k = 0; k < MAXC; ++k) v[k] = rounded(v[k] + u[k], (T*)0);
+      if (valid) scatter(sum + offset, v, d, tpr, vec);
+    }
     float ss = 0.f;
 #pragma unroll
     for (int k = 0; k < MAXC; ++k) ss += v[k] * v[k];
@@ -141,7 +156,7 @@ __device__ void forward(const T* x, const T* w, T* y, float* rstd, long long row
         v[k] *= r;
         if (w != 0) v[k] *= wv[k];
       }
-      scatter(y + row * d, v, d, tpr, vec);
+      scatter(y + offset, v, d, tpr, vec);
     }
   }
 }
@@ -149,8 +164,9 @@ __device__ void forward(const T* x, const T* w, T* y, float* rstd, long long row
 // With xhat = x * r and g = dy * w (dy without a scale):
 //   dx = r * (g - xhat * mean(g * xhat))
 //   dw partial (one row of D floats per (block, threadIdx.y)) = sum over its rows of dy * xhat
+// With dres (null: none), the gradient that x (the fused add's sum) receives directly, dx = dres + that.
 template <typename T>
-__device__ void backward(const T* x, const T* w, const T* dy, const float* rstd, T* dx, float* dw_partial, long long rows, int d, int vec) {
+__device__ void backward(const T* x, const T* w, const T* dy, const T* dres, const float* rstd, T* dx, float* dw_partial, long long rows, int d, int vec) {
   __shared__ float red[32];
   const int tpr = blockDim.x;
   float acc[MAXC], wv[MAXC];
@@ -177,6 +193,11 @@ __device__ void backward(const T* x, const T* w, const T* dy, const float* rstd,
     if (valid) {
 #pragma unroll
       for (int k = 0; k < MAXC; ++k) g[k] = r * (g[k] - xh[k] * mean_dot);
+      if (dres != 0) {
+        gather(dres + offset, xh, d, tpr, vec, true);   // into xh, spent by now: no more registers
+#pragma unroll
+        for (int k = 0; k < MAXC; ++k) g[k] += xh[k];
+      }
       scatter(dx + offset, g, d, tpr, vec);
     }
   }
@@ -208,17 +229,17 @@ __device__ void dw_reduce(const float* partial, T* dw, long long parts, int d, i
   }
 }
 
-extern "C" __global__ void __launch_bounds__(RMS_BOUNDS) rmsnorm_forward_f32(const float* x, const float* w, float* y, float* rstd, long long rows, int d, float eps, int vec) {
-  forward<float>(x, w, y, rstd, rows, d, eps, vec);
+extern "C" __global__ void __launch_bounds__(RMS_BOUNDS) rmsnorm_forward_f32(const float* x, const float* res, float* sum, const float* w, float* y, float* rstd, long long rows, int d, float eps, int vec) {
+  forward<float>(x, res, sum, w, y, rstd, rows, d, eps, vec);
 }
-extern "C" __global__ void __launch_bounds__(RMS_BOUNDS) rmsnorm_forward_bf16(const unsigned short* x, const unsigned short* w, unsigned short* y, float* rstd, long long rows, int d, float eps, int vec) {
-  forward<unsigned short>(x, w, y, rstd, rows, d, eps, vec);
+extern "C" __global__ void __launch_bounds__(RMS_BOUNDS) rmsnorm_forward_bf16(const unsigned short* x, const unsigned short* res, unsigned short* sum, const unsigned short* w, unsigned short* y, float* rstd, long long rows, int d, float eps, int vec) {
+  forward<unsigned short>(x, res, sum, w, y, rstd, rows, d, eps, vec);
 }
-extern "C" __global__ void __launch_bounds__(RMS_BOUNDS) rmsnorm_backward_f32(const float* x, const float* w, const float* dy, const float* rstd, float* dx, float* dw_partial, long long rows, int d, int vec) {
-  backward<float>(x, w, dy, rstd, dx, dw_partial, rows, d, vec);
+extern "C" __global__ void __launch_bounds__(RMS_BOUNDS) rmsnorm_backward_f32(const float* x, const float* w, const float* dy, const float* dres, const float* rstd, float* dx, float* dw_partial, long long rows, int d, int vec) {
+  backward<float>(x, w, dy, dres, rstd, dx, dw_partial, rows, d, vec);
 }
-extern "C" __global__ void __launch_bounds__(RMS_BOUNDS) rmsnorm_backward_bf16(const unsigned short* x, const unsigned short* w, const unsigned short* dy, const float* rstd, unsigned short* dx, float* dw_partial, long long rows, int d, int vec) {
-  backward<unsigned short>(x, w, dy, rstd, dx, dw_partial, rows, d, vec);
+extern "C" __global__ void __launch_bounds__(RMS_BOUNDS) rmsnorm_backward_bf16(const unsigned short* x, const unsigned short* w, const unsigned short* dy, const unsigned short* dres, const float* rstd, unsigned short* dx, float* dw_partial, long long rows, int d, int vec) {
+  backward<unsigned short>(x, w, dy, dres, rstd, dx, dw_partial, rows, d, vec);
 }
 extern "C" __global__ void __launch_bounds__(RMS_BOUNDS) rmsnorm_dw_reduce_f32(const float* partial, float* dw, long long parts, int d, int accumulate) {
   dw_reduce<float>(partial, dw, parts, d, accumulate);
