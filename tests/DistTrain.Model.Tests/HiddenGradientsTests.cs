@@ -107,4 +107,21 @@ public class HiddenGradientsTests
         Assert.True(HiddenGradients.HandsOver(0, 2) && HiddenGradients.HandsOver(1, 2));
         Assert.True(HiddenGradients.HandsOver(4, 5) && !HiddenGradients.HandsOver(3, 5) && !HiddenGradients.HandsOver(0, 5));
     }
+
+    [Fact]
+    public void ADeferredMixWaitsForTheNextMixDownAndNoOtherReader()
+    {
+        var gradients = new HiddenGradients();
+        using var own = ones(2, 3);
+        gradients.Defer(new DeferredMix(5, [zeros(2, 3), zeros(2, 3)], zeros(2, 2, 3, 5)));
+        Assert.Equal(1, gradients.Held);
+        using var second = new DeferredMix(3, [zeros(2, 3)], zeros(1, 2, 3, 3));
+        Assert.Throws<InvalidOperationException>(() => gradients.Defer(second));   // one at a time
+        Assert.Throws<InvalidOperationException>(() => gradients.TakeDeferred(3));   // the mix over 5 waits for the one over 4
+        Assert.Throws<InvalidOperationException>(() => gradients.Route(0, 4, own));  // a reference mix would drop the deferred parts
+        using (var taken = gradients.TakeDeferred(4))
+            Assert.Equal(5, taken!.Count);
+        Assert.Equal(0, gradients.Held);
+        Assert.Null(gradients.TakeDeferred(3));
+    }
 }
