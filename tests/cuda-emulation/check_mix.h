@@ -92,7 +92,7 @@ static void check_mix(long long tokens, int d, int nc, int l, unsigned grid, boo
     for (int c = 0; c < nc; ++c)
       for (int j = 0; j < l; ++j) {
         double r = 0; for (int col = 0; col < d; ++col) r += (double)val(g[c][(size_t)t * d + col]) * val(h[j][(size_t)t * d + col]);
-        const double got = val(gw[((size_t)c * tokens + t) * l + j]);
+        const double got = gw[((size_t)c * tokens + t) * l + j];   // fp32 whatever T
         ew = std::max(ew, std::abs(got - r)); mw = std::max(mw, std::abs(r));
       }
   }
