@@ -89,9 +89,9 @@ public class ConfigTests
     }
 
     [Fact]
-    public void TheLossChunkDefaultsToAboutAQuarterGibibyteOfLogitsAndRefusesNegatives()
+    public void TheLossChunkDefaultsToAboutHalfAGibibyteOfLogitsAndRefusesNegatives()
     {
-        Assert.Equal(2560, Load(Valid, "model.vocab_size=50432").Train.LossChunk);   // 2560 x 50432 x 4 bytes = 492 MiB
+        Assert.Equal(2624, Load(Valid, "model.vocab_size=50432").Train.LossChunk);   // 2624 x 50432 x 4 bytes = 505 MiB
         Assert.Equal(0, Load(Valid, "train.loss_chunk=0").Train.LossChunk);
         Assert.Contains("train.loss_chunk: -1 must be 0 (the full logits, then the loss) or a number of tokens per chunk", Error(Valid, "train.loss_chunk=-1"));
     }

@@ -17,11 +17,12 @@ public class KernelSelfTestTests
     [Theory]
     [InlineData(ScalarType.Float32)]
     [InlineData(ScalarType.BFloat16)]
-    public void TheMixAndAverageChecksRunAndPassForTheReference(ScalarType dtype)
+    public void TheMixAverageAndChainChecksRunAndPassForTheReference(ScalarType dtype)
     {
         var rows = KernelSelfTest.Mix(ReferenceKernels.Instance, Cpu, dtype, (2, 3, 7, 4, 3))
-            .Concat(KernelSelfTest.Average(ReferenceKernels.Instance, Cpu, dtype, (1, 3, 16, 5))).ToList();
-        Assert.Equal(["streams", "dh", "ddw", "average", "dh", "dalpha"], rows.Select(r => r.Output));
+            .Concat(KernelSelfTest.Average(ReferenceKernels.Instance, Cpu, dtype, (1, 3, 16, 5)))
+            .Concat(KernelSelfTest.MixChain(ReferenceKernels.Instance, Cpu, dtype, (1, 3, 7, 4))).ToList();
+        Assert.Equal(["streams", "dh", "ddw", "average", "dh", "dalpha", "out", "dh", "ddw"], rows.Select(r => r.Output));
         Assert.All(rows, r => Assert.True(r.Pass && r.Rel == r.ReferenceRel, r.Row()));
     }
 

@@ -27,7 +27,7 @@ public sealed class ChunkedCrossEntropy : MultiTensorFunction<ChunkedCrossEntrop
 
     /// <summary>
     /// Rows per chunk such that one chunk's logits in the compute dtype take about 512 MiB (at vocabulary
-    /// 50432: 2560 rows in fp32, 5120 in bf16, whose fused loss keeps no fp32 copy), a multiple of 64 where that is at least 64.
+    /// 50432: 2624 rows in fp32, 5312 in bf16, whose fused loss keeps no fp32 copy), a multiple of 64 where that is at least 64.
     /// Each chunk adds its part of grad_W into the fp32 sum (a pass over V·D fp32): fewer, larger chunks cost less.
     /// </summary>
     public static int DefaultChunkRows(long vocabSize, int bytesPerLogit = 4)
@@ -72,7 +72,7 @@ public sealed class ChunkedCrossEntropy : MultiTensorFunction<ChunkedCrossEntrop
         var lossSum = zeros([], lossDtype, h.device);
         var gradH = needH ? empty([n, d], h.dtype, h.device) : null;
         Tensor? gradW = null;   // the fp32 sum over chunks (fp64 for fp64), from the first chunk's product
-        if (n > 0) chunk = (n + (n + chunk - 1) / chunk - 1) / ((n + chunk - 1) / chunk);   // as many chunks, of equal rows (a 5120-row budget over 16384 rows: 4 of 4096)
+        if (n > 0) chunk = (n + (n + chunk - 1) / chunk - 1) / ((n + chunk - 1) / chunk);   // as many chunks, of equal rows (a 5312-row budget over 16384 rows: 4 of 4096)
         for (long start = 0; start < n; start += chunk)
         {
             using var chunkScope = NewDisposeScope();
