@@ -179,7 +179,7 @@ public sealed class Trainer : IDisposable
                 reports.Add(report);
                 run.Append(report);
                 observer?.OnReport(report);
-                lossSum.zero_();
+                lossSum.fill_(Scalars.Of(0.0));   // TorchSharp's zero_() returns a second handle, left to a finalizer outside the step's scope
                 stepsInWindow = 0;
                 waitAtWindow = train.WaitSeconds;
                 window.Restart();

@@ -77,7 +77,11 @@ public sealed class CheckpointSaver : IDisposable
         double wait = Stopwatch.GetElapsedTime(started).TotalSeconds;
         var (start, count) = TrainingCheckpoint.Slice(flat.Count, _rank, _world);
         var sources = new[] { flat.Master, optimizer.ExpAvg, optimizer.ExpAvgSq };
+        // Begin runs between steps, outside the step's dispose scope; this scope keeps each narrow view reachable while copy_ reads it.
+        // Without it the view is garbage once copy_ has its handle, and a GC started by another thread (the save's writer, the data
+        // reader) let its finalizer free the view mid-copy: SIGSEGV in libtorch's copy_ (SaveWhileTrainingTests, 5 of 12 runs).
         using (no_grad())
+        using (NewDisposeScope())
             for (int i = 0; i < Buffers.Length; i++)
                 _host[i].copy_(sources[i].narrow(0, start, count));   // device-to-host: the stall
         var counters = optimizer.Counters;

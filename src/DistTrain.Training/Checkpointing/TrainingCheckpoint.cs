@@ -153,6 +153,7 @@ public static class TrainingCheckpoint
     {
         long count = (long)manifest.Scalars["flat_count"];
         using var noGrad = no_grad();
+        using var views = NewDisposeScope();   // keeps each narrow view reachable while copy_ reads it (see CheckpointSaver.Begin)
         for (int r = 0; r < manifest.WorldSize; r++)
         {
             var file = Safetensors.Open(Path.Combine(dir, ShardName(r, manifest.WorldSize)));

@@ -43,7 +43,9 @@ public sealed class FlatParameters : IDisposable
 
         var masterDtype = computeDtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
         Master = zeros(Count, masterDtype, device);
+        // the views in both loops are temporaries handed to libtorch: a scope keeps each reachable until libtorch has read it (see CheckpointSaver.Begin)
         using (no_grad())
+        using (NewDisposeScope())
             foreach (var (name, off, shape) in layout)
                 Master.narrow(0, off, shape.Aggregate(1L, (a, b) => a * b)).copy_(ordered.First(p => p.name == name).parameter.view(-1));
 
@@ -52,6 +54,7 @@ public sealed class FlatParameters : IDisposable
         Grads = zeros(Count, computeDtype, device);
         var converted = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);
         using (no_grad())
+        using (NewDisposeScope())
         {
             foreach (var (name, off, shape) in layout)
             {
