@@ -197,7 +197,8 @@ public static class LlamaFormat
                 if (entry.Dtype is not ("F32" or "BF16" or "F16"))
                     throw new CheckpointException($"{file.Path}: tensor '{source}' is {entry.Dtype}; import reads F32, BF16 or F16 weights");
                 using var read = file.Read(source);
-                target.copy_(read.to(ScalarType.Float32));   // target is a view into our parameter (wqkv's row blocks)
+                using var f32 = read.to(ScalarType.Float32);   // held until copy_ returns: a collection could otherwise free it mid-call
+                target.copy_(f32);                              // target is a view into our parameter (wqkv's row blocks)
             }
         }
         catch

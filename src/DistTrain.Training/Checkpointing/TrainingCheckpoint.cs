@@ -136,12 +136,12 @@ public static class TrainingCheckpoint
         if (count != flat.Count) throw new CheckpointException($"{dir}: {count:N0} flat parameters, its own config builds {flat.Count:N0}; the checkpoint is inconsistent");
         ReadSlices(dir, manifest, [("master", flat.Master)]);
         // the parameters now live in flat's buffer; detach them from it so the model outlives it
+        // the scope keeps each clone's handle alive through set_ (a collection could otherwise free it mid-call)
+        var parameters = model.parameters().ToList();
         using (no_grad())
-            foreach (var (_, p) in model.named_parameters())
-            {
-                var own = p.detach().clone();
-                p.set_(own);
-            }
+        using (NewDisposeScope())
+            foreach (var p in parameters)
+                p.set_(p.detach().clone());
         return (model, tree, manifest);
     }
 
