@@ -36,6 +36,14 @@ public sealed class ChunkedCrossEntropy : MultiTensorFunction<ChunkedCrossEntrop
         return (int)Math.Min(rows >= 64 ? rows / 64 * 64 : rows, 1 << 30);
     }
 
+    /// <summary>The rows each chunk takes: as many chunks as <paramref name="chunkRows"/> allows, of equal rows (a 5312-row budget over 16384 rows: 4 of 4096).</summary>
+    public static long RowsPerChunk(long rows, long chunkRows)
+    {
+        if (rows <= 0) return chunkRows;
+        long chunks = (rows + chunkRows - 1) / chunkRows;
+        return (rows + chunks - 1) / chunks;
+    }
+
     /// <summary>
     /// Mean cross-entropy of <paramref name="hidden"/> (..., D) projected by <paramref name="weight"/>
     /// (V, D) against <paramref name="targets"/> (...), computed <paramref name="chunkRows"/> rows at a
@@ -72,7 +80,7 @@ public sealed class ChunkedCrossEntropy : MultiTensorFunction<ChunkedCrossEntrop
         var lossSum = zeros([], lossDtype, h.device);
         var gradH = needH ? empty([n, d], h.dtype, h.device) : null;
         Tensor? gradW = null;   // the fp32 sum over chunks (fp64 for fp64), from the first chunk's product
-        if (n > 0) chunk = (n + (n + chunk - 1) / chunk - 1) / ((n + chunk - 1) / chunk);   // as many chunks, of equal rows (a 5312-row budget over 16384 rows: 4 of 4096)
+        chunk = RowsPerChunk(n, chunk);
         for (long start = 0; start < n; start += chunk)
         {
             using var chunkScope = NewDisposeScope();
