@@ -16,6 +16,9 @@ static class CoordinatorDiagnostics
     internal static readonly Counter<long> StragglerEvents =
         Meter.CreateCounter<long>("disttrain.worker.stragglers", "{event}", "times a rank was found to be a straggler");
 
+    internal static readonly Counter<long> Restarts =
+        Meter.CreateCounter<long>("disttrain.job.restarts", "{generation}", "recoveries from a lost, hung or failed worker (each opens a generation)");
+
     static CoordinatorDiagnostics()
     {
         Meter.CreateObservableGauge("disttrain.worker.heartbeat.age", () => PerRank(r => r.SecondsSinceHeartbeat), "s",

@@ -40,4 +40,16 @@ static partial class CoordinatorLog
 
     [LoggerMessage(12, LogLevel.Warning, "job {Job} stopped gracefully after step {Step}; checkpoint {Checkpoint}")]
     public static partial void StoppedGracefully(ILogger logger, string job, int step, string checkpoint);
+
+    [LoggerMessage(13, LogLevel.Warning, "job {Job}: recovering (generation {Generation}, restart {Restart} of {MaxRestarts}): {Cause}; the survivors keep their processes and register again")]
+    public static partial void Recovering(ILogger logger, string job, int generation, int restart, int maxRestarts, string cause);
+
+    [LoggerMessage(14, LogLevel.Warning, "job {Job}: generation {Generation} starts with {WorldSize} of {Listed} workers, {Restored}, {Seconds:F1} s after the failure")]
+    public static partial void GenerationStarted(ILogger logger, string job, int generation, int worldSize, int listed, string restored, double seconds);
+
+    [LoggerMessage(15, LogLevel.Warning, "job {Job}: recovered: generation {Generation} finished step {Step}, {Seconds:F1} s after the failure; {Lost} steps trained again")]
+    public static partial void RecoveredFromFailure(ILogger logger, string job, int generation, int step, double seconds, int lost);
+
+    [LoggerMessage(16, LogLevel.Information, "job {Job}: node {NodeRank} slot {LocalSlot} ({Host}) is back; it joins at the next committed checkpoint")]
+    public static partial void Rejoining(ILogger logger, string job, int nodeRank, int localSlot, string host);
 }

@@ -32,6 +32,7 @@ public static class CoordinatorServer
         StopRequest? stop = null)
     {
         var plan = DataParallelPlan.For(config, manifest.WorldSize);
+        ElasticSizes.For(config, manifest.WorldSize);   // every world size a recovery may leave must split the batch: refused now, not after a loss
         // a resume continues the run directory of its checkpoint (every rank finds it in the manifest): name that one
         var runId = RunDirectory.ResumedRunName(config) ?? $"{config.Train.Name}-{DateTime.UtcNow.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture)}";
         // under `disttrain launch` the job's span is the launcher's (TRACEPARENT); started alone, the coordinator's span is the job's
@@ -39,8 +40,8 @@ public static class CoordinatorServer
         using var span = CoordinatorDiagnostics.Source.StartActivity(launched == default ? "job" : "coordinator", ActivityKind.Internal, launched);
         span?.SetTag("disttrain.job", manifest.Job).SetTag("disttrain.world_size", manifest.WorldSize).SetTag("disttrain.run", runId);
         var traceParent = TelemetrySession.TraceParent(launched != default ? launched : span?.Context ?? default);
-        var job = new JobState(manifest, rank => Assignment(manifest, config, plan, rank, runId, traceParent), config.Telemetry,
-            logs?.CreateLogger(CoordinatorDiagnostics.Name), span);
+        var job = new JobState(manifest, (rank, world, worker) => Assignment(manifest, config, world, rank, worker, runId, traceParent), config.Telemetry,
+            logs?.CreateLogger(CoordinatorDiagnostics.Name), span, config.Elastic);
         var token = new JobToken(ManifestLoader.ReadToken(manifest));
 
         var https = manifest.Tls is null ? null : ServerTls.Options(manifest, log);   // a bad file fails here, before the port opens
@@ -97,28 +98,20 @@ public static class CoordinatorServer
         return 0;
     }
 
-    static RegisterReply Assignment(ClusterManifest manifest, TrainConfig config, DataParallelPlan plan, int rank, string runId, string traceParent)
+    /// <summary>Rank <paramref name="rank"/> of a generation of <paramref name="worldSize"/> workers, run by <paramref name="worker"/> (its node and slot give the GPU).</summary>
+    static RegisterReply Assignment(ClusterManifest manifest, TrainConfig config, int worldSize, int rank, RegisterRequest worker, string runId, string traceParent)
     {
+        var plan = DataParallelPlan.For(config, worldSize);
         var data = DataAssignment.For(config, plan, rank);
-        var (node, slot) = Locate(manifest, rank);
+        var node = manifest.Nodes[worker.NodeRank];
         var reply = new RegisterReply
         {
-            Rank = rank, WorldSize = manifest.WorldSize, Backend = manifest.Backend,
-            CudaDevice = node.Gpus.Count > 0 ? node.Gpus[slot] : -1,
+            Rank = rank, WorldSize = worldSize, Backend = manifest.Backend,
+            CudaDevice = node.Gpus.Count > 0 ? node.Gpus[worker.LocalSlot] : -1,
             DataShards = plan.Shards, WindowsPerShard = data.Shards[0].Range.Count, RunId = runId, TraceParent = traceParent,
         };
         reply.Shards.AddRange(data.Shards.Select(s => new DataShard { Index = s.Shard, FirstWindow = s.Range.First, Windows = s.Range.Count }));
         return reply;
-    }
-
-    static (NodeSpec Node, int Slot) Locate(ClusterManifest manifest, int rank)
-    {
-        foreach (var node in manifest.Nodes)
-        {
-            if (rank < node.Slots) return (node, rank);
-            rank -= node.Slots;
-        }
-        throw new ArgumentOutOfRangeException(nameof(rank));
     }
 
     /// <summary>A port the system has free now (a suggestion: another program may take it before the job does).</summary>

@@ -15,17 +15,17 @@ sealed class CoordinatorService(JobState job) : Protocol.V1.Coordinator.Coordina
 
     public override async Task Heartbeat(IAsyncStreamReader<HeartbeatRequest> requests, IServerStreamWriter<HeartbeatReply> replies, ServerCallContext context)
     {
-        int rank = -1;
+        int rank = -1, generation = 0;
         using var writing = new SemaphoreSlim(1);   // one write at a time on the reply stream
         var reading = Task.Run(async () =>
         {
             await foreach (var beat in requests.ReadAllAsync(context.CancellationToken))
             {
-                rank = beat.Rank;
+                (rank, generation) = (beat.Rank, beat.Generation);
                 job.Heartbeat(beat);
                 // every beat is answered (carry on, or a graceful stop's next move): a worker that hears nothing for heartbeat.timeout_s knows the coordinator froze
                 await writing.WaitAsync(context.CancellationToken);
-                try { await replies.WriteAsync(job.ReplyTo(beat.Rank), context.CancellationToken); }
+                try { await replies.WriteAsync(job.ReplyTo(beat.Rank, beat.Generation), context.CancellationToken); }
                 finally { writing.Release(); }
             }
         });
@@ -42,7 +42,7 @@ sealed class CoordinatorService(JobState job) : Protocol.V1.Coordinator.Coordina
         }
         // the stream ended: cleanly after Finish, or because the worker vanished
         string how = reading.IsFaulted ? $"its heartbeat stream broke ({reading.Exception!.InnerException?.GetType().Name})" : "its heartbeat stream ended before it finished";
-        if (rank >= 0) job.Lost(rank, how);
+        if (rank >= 0) job.Lost(rank, how, generation);
     }
 
     public override Task<FinishReply> Finish(FinishRequest request, ServerCallContext context)

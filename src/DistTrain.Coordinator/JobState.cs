@@ -9,9 +9,13 @@ using Microsoft.Extensions.Logging.Abstractions;
 namespace DistTrain.Coordinator;
 
 /// <summary>
-/// The job as the coordinator knows it: waiting for workers, running, stopping, failed or
+/// The job as the coordinator knows it: waiting for workers, running, stopping, recovering, failed or
 /// finished; who registered, each rank's progress and last heartbeat. All transitions happen
 /// under one lock; waiters (Register, Rendezvous, Heartbeat) wait on tasks completed here.
+/// An elastic job (elastic.max_restarts) answers a lost, hung or broken rank with a new generation instead of failing:
+/// the survivors are told to register again (RESTART), the lost worker's replacement registers like a new one, and once
+/// every slot is back, or elastic.replace_wait_s passed with at least elastic.min_workers, ranks are handed out again on
+/// the workers present, restoring the last committed checkpoint.
 /// </summary>
 sealed class JobState
 {
@@ -28,12 +32,16 @@ sealed class JobState
         public readonly RankTiming Timing = new();
     }
 
+    /// <summary>The ranks a new generation starts on: each reply's rank, world size, rendezvous and data shards.</summary>
+    public delegate RegisterReply Assign(int rank, int worldSize, RegisterRequest worker);
+
     readonly object _lock = new();
     readonly ClusterManifest _manifest;
-    readonly Func<int, RegisterReply> _assignment;
+    readonly Assign _assignment;
+    readonly ElasticOptions _elastic;
     readonly List<(RegisterRequest Request, TaskCompletionSource<RegisterReply> Reply)> _waiting = [];
     readonly Dictionary<int, Rank> _ranks = [];
-    readonly TaskCompletionSource<byte[]> _ncclId = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    TaskCompletionSource<byte[]> _ncclId = new(TaskCreationOptions.RunContinuationsAsynchronously);   // this generation's
     readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
     readonly Dictionary<int, (Dictionary<int, CheckpointVoteRequest> Votes, TaskCompletionSource<CheckpointVoteReply> Reply)> _saves = [];   // by step
     readonly Stragglers _stragglers;
@@ -48,14 +56,22 @@ sealed class JobState
     int _stopExitCode, _stopStep;
     bool _stoppedEarly;
     readonly Dictionary<int, int> _stopAcks = [];
+    // generations: the current one, its world size, the failures recovered from, and since when the current recovery waits
+    int _generation, _worldSize;
+    readonly List<Recovery> _recoveries = [];
+    readonly Stopwatch _recovering = new(), _waitingSince = Stopwatch.StartNew();
 
-    /// <param name="assignment">rank -> the reply it gets (rank, rendezvous, data shards)</param>
+    /// <param name="assignment">rank, world size -> the reply it gets (rank, rendezvous, data shards)</param>
     /// <param name="telemetry">the straggler rule (factor, duration)</param>
-    /// <param name="span">the job's span: straggler events are added to it</param>
-    public JobState(ClusterManifest manifest, Func<int, RegisterReply> assignment, TelemetryOptions? telemetry = null, ILogger? log = null, Activity? span = null)
+    /// <param name="span">the job's span: straggler and recovery events are added to it</param>
+    /// <param name="elastic">how the job recovers from a lost worker; null: it does not (the first failure ends it)</param>
+    public JobState(ClusterManifest manifest, Assign assignment, TelemetryOptions? telemetry = null, ILogger? log = null, Activity? span = null,
+        ElasticOptions? elastic = null)
     {
         _manifest = manifest;
         _assignment = assignment;
+        _elastic = elastic ?? new ElasticOptions();
+        _worldSize = manifest.WorldSize;
         telemetry ??= new TelemetryOptions();
         _stragglers = new Stragglers(telemetry.StragglerFactor, TimeSpan.FromSeconds(telemetry.StragglerAfterSeconds));
         _log = log ?? NullLogger.Instance;
@@ -91,6 +107,14 @@ sealed class JobState
                 Fail($"stopped by {request.From} before every worker registered; nothing was trained or saved");
                 return new StopJobReply { State = JobStatus.Types.State.Waiting };
             }
+            if (_state == JobStatus.Types.State.Recovering)
+            {
+                _stopExitCode = request.ExitCode;
+                CoordinatorLog.StopRequested(_log, _manifest.Job, request.From, request.ExitCode);
+                Fail($"stopped by {request.From} while recovering from a failure; " +
+                     (_checkpointPath.Length > 0 ? $"the last checkpoint is {_checkpointPath} (step {_checkpointStep})" : "no checkpoint was committed"));
+                return new StopJobReply { State = JobStatus.Types.State.Recovering };
+            }
             if (_state == JobStatus.Types.State.Running)
             {
                 (_state, _stopExitCode) = (JobStatus.Types.State.Stopping, request.ExitCode);
@@ -100,11 +124,13 @@ sealed class JobState
         }
     }
 
-    /// <summary>The answer to a rank's heartbeat: carry on, or the stop in progress (acknowledge, or the agreed step).</summary>
-    public HeartbeatReply ReplyTo(int rank)
+    /// <summary>The answer to a rank's heartbeat: carry on, register again for a new generation, or the stop in progress (acknowledge, or the agreed step).</summary>
+    public HeartbeatReply ReplyTo(int rank, int generation = 0)
     {
         lock (_lock)
         {
+            if (generation < _generation)
+                return new HeartbeatReply { Command = HeartbeatReply.Types.Command.Restart, Generation = _generation, Reason = _recoveries.LastOrDefault()?.Cause ?? "" };
             if (_state != JobStatus.Types.State.Stopping) return new HeartbeatReply { Command = HeartbeatReply.Types.Command.Continue };
             return _stopStep == 0
                 ? new HeartbeatReply { Command = HeartbeatReply.Types.Command.StopRequested, ExitCode = _stopExitCode }
@@ -116,6 +142,8 @@ sealed class JobState
     /// Holds the slot until the whole world registered, then answers with the rank. The registration is a lease
     /// on the slot for as long as its call is open: <paramref name="abandoned"/> (the call's cancellation: the
     /// worker died or gave up) frees the slot again while the job waits, so a restarted worker can take it.
+    /// While an elastic job recovers, the survivors and replacements register here for the next generation; a
+    /// replacement that comes after a generation started without it is held until the next committed checkpoint.
     /// </summary>
     public Task<RegisterReply> Register(RegisterRequest request, CancellationToken abandoned = default)
     {
@@ -125,8 +153,11 @@ sealed class JobState
                 throw new RpcException(new Status(StatusCode.FailedPrecondition, $"job: this coordinator runs '{_manifest.Job}', not '{request.Job}'; check the worker's --manifest"));
             if (_state == JobStatus.Types.State.Failed)
                 throw new RpcException(new Status(StatusCode.Aborted, _reason));
-            if (_state != JobStatus.Types.State.Waiting)
-                throw new RpcException(new Status(StatusCode.FailedPrecondition, $"job '{_manifest.Job}' is already {_state.ToString().ToLowerInvariant()} with world size {_manifest.WorldSize}; a worker cannot join a started job"));
+            if (_state == JobStatus.Types.State.Finished)
+                throw new RpcException(new Status(StatusCode.OutOfRange, $"job '{_manifest.Job}' already finished"));
+            bool rejoin = _state is JobStatus.Types.State.Running && _elastic.Enabled && _worldSize < _manifest.WorldSize;
+            if (_state is not (JobStatus.Types.State.Waiting or JobStatus.Types.State.Recovering) && !rejoin)
+                throw new RpcException(new Status(StatusCode.FailedPrecondition, $"job '{_manifest.Job}' is already {_state.ToString().ToLowerInvariant()} with world size {_worldSize}; a worker cannot join a started job"));
             if (request.NodeRank < 0 || request.NodeRank >= _manifest.Nodes.Count)
                 throw new RpcException(new Status(StatusCode.InvalidArgument, $"node_rank: {request.NodeRank} is not one of the manifest's {_manifest.Nodes.Count} nodes"));
             var node = _manifest.Nodes[request.NodeRank];
@@ -134,10 +165,13 @@ sealed class JobState
                 throw new RpcException(new Status(StatusCode.InvalidArgument, $"local_slot: {request.LocalSlot} is not one of node {request.NodeRank} ({node.Host})'s {node.Slots} slots"));
             if (_waiting.Any(w => w.Request.NodeRank == request.NodeRank && w.Request.LocalSlot == request.LocalSlot))
                 throw new RpcException(new Status(StatusCode.AlreadyExists, $"node {request.NodeRank} slot {request.LocalSlot} registered twice; each slot runs one worker"));
+            if (rejoin && _ranks.Values.Any(r => r.Request.NodeRank == request.NodeRank && r.Request.LocalSlot == request.LocalSlot))
+                throw new RpcException(new Status(StatusCode.AlreadyExists, $"node {request.NodeRank} slot {request.LocalSlot} is training in generation {_generation}; each slot runs one worker"));
 
             var reply = new TaskCompletionSource<RegisterReply>(TaskCreationOptions.RunContinuationsAsynchronously);
             _waiting.Add((request, reply));
-            if (_waiting.Count == _manifest.WorldSize) Start();
+            if (rejoin) CoordinatorLog.Rejoining(_log, _manifest.Job, request.NodeRank, request.LocalSlot, request.Host);
+            if (!rejoin && _waiting.Count == _manifest.WorldSize) Start();
             else abandoned.Register(() => Abandon(request, reply));
             return reply.Task;
         }
@@ -147,44 +181,133 @@ sealed class JobState
     {
         lock (_lock)
         {
-            // once the job started the rank is assigned: a dead worker is then found by its heartbeat
-            if (_state != JobStatus.Types.State.Waiting || _waiting.RemoveAll(w => w.Reply == reply) == 0) return;
+            // once a generation started with the worker the rank is assigned: a dead worker is then found by its heartbeat
+            if (_waiting.RemoveAll(w => w.Reply == reply) == 0) return;
             reply.TrySetCanceled();
             CoordinatorLog.Abandoned(_log, _manifest.Job, request.NodeRank, request.LocalSlot, request.Host, request.Pid);
         }
     }
 
+    /// <summary>A generation starts on the workers registered: ranks in manifest order (node, then slot), 0..n-1.</summary>
     void Start()
     {
-        var endpoints = _waiting.OrderBy(w => _manifest.RankOf(w.Request.NodeRank, w.Request.LocalSlot)).Select(w => w.Request.RingEndpoint).ToList();
-        foreach (var (request, reply) in _waiting)
+        var members = _waiting.OrderBy(w => _manifest.RankOf(w.Request.NodeRank, w.Request.LocalSlot)).ToList();
+        _waiting.Clear();
+        _worldSize = members.Count;
+        _ranks.Clear();
+        _stopAcks.Clear();
+        var endpoints = members.Select(w => w.Request.RingEndpoint).ToList();
+        string restore = _generation > 0 ? _checkpointPath : "";
+        for (int rank = 0; rank < members.Count; rank++)
         {
-            int rank = _manifest.RankOf(request.NodeRank, request.LocalSlot);
+            var (request, reply) = members[rank];
             _ranks[rank] = new Rank(rank, request);
             CoordinatorLog.Registered(_log, _manifest.Job, rank, request.Host, request.Pid);
-            var r = _assignment(rank);
+            var r = _assignment(rank, _worldSize, request);
             r.RingEndpoints.AddRange(endpoints);
+            (r.Generation, r.RestoreFrom) = (_generation, restore);
             reply.SetResult(r);
         }
         _state = JobStatus.Types.State.Running;
-        CoordinatorLog.Started(_log, _manifest.Job, _manifest.WorldSize);
+        if (_generation == 0)
+        {
+            CoordinatorLog.Started(_log, _manifest.Job, _worldSize);
+            return;
+        }
+        var recovery = _recoveries[^1];
+        (recovery.RestoredStep, recovery.WorldSize, recovery.SecondsToRestart) = (restore.Length > 0 ? _checkpointStep : 0, _worldSize, _recovering.Elapsed.TotalSeconds);
+        string restored = restore.Length > 0 ? $"restoring the checkpoint of step {_checkpointStep}" : "from the start (no checkpoint was committed)";
+        CoordinatorLog.GenerationStarted(_log, _manifest.Job, _generation, _worldSize, _manifest.WorldSize, restored, recovery.SecondsToRestart);
+        _span?.AddEvent(new ActivityEvent("generation.started", tags: new()
+        {
+            ["disttrain.generation"] = _generation, ["disttrain.world_size"] = _worldSize, ["disttrain.restored_step"] = recovery.RestoredStep,
+            ["disttrain.seconds_to_restart"] = recovery.SecondsToRestart,
+        }));
     }
+
+    /// <summary>
+    /// A rank was lost, hung or broke its collective. An elastic job with restarts left opens the next generation: every
+    /// rank is told to register again (the lost one's replacement comes from `launch` on its node); otherwise the job fails.
+    /// </summary>
+    void Failure(string reason, Rank? failed)
+    {
+        // a graceful stop in progress ends with the failure: its checkpoint cannot be completed
+        if (!_elastic.Enabled || _state != JobStatus.Types.State.Running || Restarts >= _elastic.MaxRestarts)
+        {
+            Fail(_recoveries.Count == 0 ? reason : $"{reason}; {Summary()}");
+            return;
+        }
+        OpenGeneration(reason, failed);
+    }
+
+    const string RejoinCause = "rejoin: ";
+    static bool IsRejoin(Recovery r) => r.Cause.StartsWith(RejoinCause, StringComparison.Ordinal);
+
+    /// <summary>Recoveries from failures (a late worker rejoining is not one).</summary>
+    int Restarts => _recoveries.Count(r => !IsRejoin(r));
+
+    void OpenGeneration(string cause, Rank? failed)
+    {
+        _generation++;
+        _recovering.Restart();
+        var recovery = new Recovery
+        {
+            Generation = _generation, Cause = cause, Rank = failed?.Index ?? -1, Host = failed?.Request.Host ?? "", Pid = failed?.Request.Pid ?? 0,
+            FailedAtStep = _ranks.Count == 0 ? 0 : _ranks.Values.Max(r => r.Step), RestoredStep = -1,
+        };
+        _recoveries.Add(recovery);
+        _state = JobStatus.Types.State.Recovering;
+        _ranks.Clear();
+        _ncclId.TrySetException(new RpcException(new Status(StatusCode.Aborted, $"generation {_generation} opened: {cause}")));
+        _ncclId = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        foreach (var (_, save) in _saves) save.Reply.TrySetException(new RpcException(new Status(StatusCode.Aborted, $"checkpoint abandoned: generation {_generation} opened: {cause}")));
+        _saves.Clear();
+        if (!IsRejoin(recovery)) CoordinatorDiagnostics.Restarts.Add(1, new KeyValuePair<string, object?>("disttrain.job", _manifest.Job));
+        CoordinatorLog.Recovering(_log, _manifest.Job, _generation, Restarts, _elastic.MaxRestarts, cause);
+        _span?.AddEvent(new ActivityEvent("generation.opened", tags: new()
+        {
+            ["disttrain.generation"] = _generation, ["disttrain.cause"] = cause, ["disttrain.rank"] = recovery.Rank, ["host.name"] = recovery.Host,
+            ["disttrain.failed_at_step"] = recovery.FailedAtStep,
+        }));
+        // workers held since the last generation started (a late replacement) are part of this one
+        if (_waiting.Count == _manifest.WorldSize) Start();
+    }
+
+    /// <summary>Every failure the job recovered from, for the reason it finally fails with.</summary>
+    string Summary() =>
+        $"no restart left after {Restarts} (elastic.max_restarts {_elastic.MaxRestarts}); earlier failures: " +
+        string.Join("; ", _recoveries.Select(r => $"generation {r.Generation} after {r.Cause}"));
 
     public Task<byte[]> Rendezvous(RendezvousRequest request)
     {
-        if (request.Rank == 0 && request.NcclUniqueId.Length > 0) _ncclId.TrySetResult(request.NcclUniqueId.ToByteArray());
-        return _ncclId.Task;
+        lock (_lock)
+        {
+            if (request.Generation != _generation)
+                throw new RpcException(new Status(StatusCode.Aborted, $"generation {request.Generation} is over; the job is in generation {_generation}"));
+            if (request.Rank == 0 && request.NcclUniqueId.Length > 0) _ncclId.TrySetResult(request.NcclUniqueId.ToByteArray());
+            return _ncclId.Task;
+        }
     }
 
     public void Heartbeat(HeartbeatRequest beat)
     {
         lock (_lock)
         {
-            if (!_ranks.TryGetValue(beat.Rank, out var r)) return;
+            if (beat.Generation != _generation || _state == JobStatus.Types.State.Recovering || !_ranks.TryGetValue(beat.Rank, out var r)) return;
             (r.Step, r.Tokens, r.Loss, r.LastHeartbeat) = (beat.Step, beat.Tokens, beat.Loss, DateTime.UtcNow);
+            if (_generation > 0 && _recoveries[^1] is { SecondsToFirstStep: 0, RestoredStep: >= 0 } recovery && beat.Step > recovery.RestoredStep)
+            {
+                recovery.SecondsToFirstStep = _recovering.Elapsed.TotalSeconds;
+                CoordinatorLog.RecoveredFromFailure(_log, _manifest.Job, _generation, beat.Step, recovery.SecondsToFirstStep, Math.Max(0, recovery.FailedAtStep - recovery.RestoredStep));
+                _span?.AddEvent(new ActivityEvent("generation.recovered", tags: new()
+                {
+                    ["disttrain.generation"] = _generation, ["disttrain.seconds_to_first_step"] = recovery.SecondsToFirstStep,
+                    ["disttrain.steps_lost"] = Math.Max(0, recovery.FailedAtStep - recovery.RestoredStep),
+                }));
+            }
             if (beat.ComputeSeconds > 0) r.Timing.ComputeSeconds = beat.ComputeSeconds;
             if (beat.StopAcknowledged && _state == JobStatus.Types.State.Stopping && _stopStep == 0 && _stopAcks.TryAdd(beat.Rank, beat.StopFinishedSteps)
-                && _stopAcks.Count == _manifest.WorldSize)
+                && _stopAcks.Count == _worldSize)
             {
                 // no rank finishes more than one step past its acknowledgement: the largest + 1 is ahead of every rank
                 _stopStep = _stopAcks.Values.Max() + 1;
@@ -200,13 +323,15 @@ sealed class JobState
         {
             if (_state is not (JobStatus.Types.State.Running or JobStatus.Types.State.Stopping))
                 throw new RpcException(new Status(StatusCode.Aborted, $"job '{_manifest.Job}' is {_state.ToString().ToLowerInvariant()}; no checkpoint commits {_reason}"));
+            if (vote.Generation != _generation)
+                throw new RpcException(new Status(StatusCode.Aborted, $"checkpoint abandoned: generation {vote.Generation} is over; the job is in generation {_generation}"));
             if (!_ranks.ContainsKey(vote.Rank))
-                throw new RpcException(new Status(StatusCode.InvalidArgument, $"rank: {vote.Rank} is not a rank of this job (world size {_manifest.WorldSize})"));
+                throw new RpcException(new Status(StatusCode.InvalidArgument, $"rank: {vote.Rank} is not a rank of this job (world size {_worldSize})"));
             if (!_saves.TryGetValue(vote.Step, out var save))
                 _saves[vote.Step] = save = ([], new TaskCompletionSource<CheckpointVoteReply>(TaskCreationOptions.RunContinuationsAsynchronously));
             if (!save.Votes.TryAdd(vote.Rank, vote))
                 throw new RpcException(new Status(StatusCode.AlreadyExists, $"rank {vote.Rank} voted twice for the checkpoint of step {vote.Step}"));
-            if (save.Votes.Count == _manifest.WorldSize)
+            if (save.Votes.Count == _worldSize)
             {
                 var failed = save.Votes.Values.Where(v => v.Error.Length > 0).OrderBy(v => v.Rank).ToList();
                 var reply = new CheckpointVoteReply { Commit = failed.Count == 0 };
@@ -228,6 +353,10 @@ sealed class JobState
             {
                 (_checkpointStep, _checkpointPath) = (done.Step, done.Path);
                 CoordinatorLog.CheckpointCommitted(_log, _manifest.Job, done.Step, done.Path);
+                // a replacement that came back after its generation started joins now (the steps since this checkpoint are trained again)
+                if (_state == JobStatus.Types.State.Running && _waiting.Count > 0)
+                    OpenGeneration(RejoinCause + string.Join(", ", _waiting.Select(w => $"node {w.Request.NodeRank} slot {w.Request.LocalSlot} ({w.Request.Host})")) +
+                        $" came back; the job grows from {_worldSize} workers at the checkpoint of step {done.Step}", null);
             }
             else
             {
@@ -247,7 +376,7 @@ sealed class JobState
                 Fail($"rank {request.Rank} ({HostOf(request.Rank)}) failed before registering: {request.Message}");
                 return;
             }
-            if (!_ranks.TryGetValue(request.Rank, out var r)) return;
+            if (request.Generation != _generation || !_ranks.TryGetValue(request.Rank, out var r)) return;   // an older generation's: being recovered from
             r.Step = request.Step;
             if (request.Failed)
             {
@@ -260,7 +389,11 @@ sealed class JobState
                 }
                 // a killed or failing rank breaks its peers' collectives at once, and they often report before its
                 // own heartbeat stream is seen to break or its own error arrives: wait a moment so that the cause is named
-                _ = Task.Delay(PeerReportDelay).ContinueWith(_ => Fail(reason), TaskScheduler.Default);
+                int generation = _generation;
+                _ = Task.Delay(PeerReportDelay).ContinueWith(_ =>
+                {
+                    lock (_lock) if (_generation == generation) Failure(reason, r);
+                }, TaskScheduler.Default);
                 return;
             }
             r.Finished = true;
@@ -270,13 +403,16 @@ sealed class JobState
                 _state = JobStatus.Types.State.Finished;
                 if (_stoppedEarly) CoordinatorLog.StoppedGracefully(_log, _manifest.Job, _stopStep, _checkpointPath);
                 else CoordinatorLog.Finished(_log, _manifest.Job);
+                // a replacement still waiting to rejoin has nothing left to do
+                foreach (var (_, reply) in _waiting) reply.TrySetException(new RpcException(new Status(StatusCode.OutOfRange, $"job '{_manifest.Job}' already finished")));
+                _waiting.Clear();
                 _stopped.TrySetResult();
             }
         }
     }
 
-    /// <summary>A rank's heartbeat stream broke before it finished: the worker is gone.</summary>
-    public void Lost(int rank, string how)
+    /// <summary>A rank's heartbeat stream (of <paramref name="generation"/>) broke before it finished: the worker is gone.</summary>
+    public void Lost(int rank, string how, int generation = 0)
     {
         // a finishing worker sends Finish before it ends the stream, but the two travel separately: give its
         // Finish a moment to land before calling the rank lost (a peer's collective failure waits longer, 750 ms,
@@ -285,8 +421,9 @@ sealed class JobState
         {
             lock (_lock)
             {
-                if (!_ranks.TryGetValue(rank, out var r) || r.Finished || r.ReportedFailure) return;
-                Fail($"rank {rank} (host {r.Request.Host}, pid {r.Request.Pid}) lost at step {r.Step}: {how}");
+                // a stream of an older generation ends when its rank registers again: no loss
+                if (generation != _generation || _state == JobStatus.Types.State.Recovering || !_ranks.TryGetValue(rank, out var r) || r.Finished || r.ReportedFailure) return;
+                Failure($"rank {rank} (host {r.Request.Host}, pid {r.Request.Pid}) lost at step {r.Step}: {how}", r);
             }
         }, TaskScheduler.Default);
     }
@@ -304,11 +441,36 @@ sealed class JobState
     static readonly TimeSpan LostGrace = TimeSpan.FromMilliseconds(250);
     static readonly TimeSpan PeerReportDelay = TimeSpan.FromMilliseconds(750);
 
-    /// <summary>Called periodically: a running rank silent for longer than the timeout fails the job; stragglers are reported.</summary>
+    /// <summary>
+    /// Called periodically: a running rank silent for longer than the timeout is a failure; stragglers are reported; a
+    /// recovery that waited elastic.replace_wait_s goes on with the workers it has, or fails without enough of them.
+    /// </summary>
     public void CheckHeartbeats(DateTime now)
     {
         lock (_lock)
         {
+            // an elastic job's workers wait for registration without a deadline of their own: the coordinator ends the wait
+            if (_state == JobStatus.Types.State.Waiting && _elastic.Enabled && _waitingSince.Elapsed.TotalSeconds > _manifest.RendezvousTimeoutSeconds)
+            {
+                Fail($"not every worker registered within heartbeat.rendezvous_timeout_s ({_manifest.RendezvousTimeoutSeconds} s): {_waiting.Count} of {_manifest.WorldSize}");
+                return;
+            }
+            // an elastic job's workers wait for registration without a deadline of their own: the coordinator ends the wait
+            if (_state == JobStatus.Types.State.Waiting && _elastic.Enabled && _waitingSince.Elapsed.TotalSeconds > _manifest.RendezvousTimeoutSeconds)
+            {
+                Fail($"not every worker registered within heartbeat.rendezvous_timeout_s ({_manifest.RendezvousTimeoutSeconds} s): {_waiting.Count} of {_manifest.WorldSize}");
+                return;
+            }
+            if (_state == JobStatus.Types.State.Recovering)
+            {
+                double waited = _recovering.Elapsed.TotalSeconds;
+                int min = _elastic.MinimumOf(_manifest.WorldSize);
+                if (waited >= _elastic.ReplaceWaitSeconds && _waiting.Count >= min) Start();
+                else if (waited >= _elastic.ReplaceWaitSeconds + _manifest.RendezvousTimeoutSeconds)
+                    Fail($"only {_waiting.Count} of the at least {min} workers (elastic.min_workers) registered for generation {_generation} within " +
+                         $"{_elastic.ReplaceWaitSeconds + _manifest.RendezvousTimeoutSeconds:F0} s (elastic.replace_wait_s + heartbeat.rendezvous_timeout_s); {Summary()}");
+                return;
+            }
             if (_state is not (JobStatus.Types.State.Running or JobStatus.Types.State.Stopping)) return;
             ReportStragglers(now);
             foreach (var r in _ranks.Values.Where(r => !r.Finished))
@@ -316,7 +478,7 @@ sealed class JobState
                 var silent = (now - r.LastHeartbeat).TotalSeconds;
                 if (silent > _manifest.HeartbeatTimeoutSeconds)
                 {
-                    Fail($"rank {r.Index} (host {r.Request.Host}, pid {r.Request.Pid}) sent no heartbeat for {silent:F0} s (heartbeat.timeout_s {_manifest.HeartbeatTimeoutSeconds}); last step {r.Step}");
+                    Failure($"rank {r.Index} (host {r.Request.Host}, pid {r.Request.Pid}) sent no heartbeat for {silent:F0} s (heartbeat.timeout_s {_manifest.HeartbeatTimeoutSeconds}); last step {r.Step}", r);
                     return;
                 }
             }
@@ -367,8 +529,10 @@ sealed class JobState
         lock (_lock)
         {
             var now = DateTime.UtcNow;
-            var status = new JobStatus { Job = _manifest.Job, State = _state, WorldSize = _manifest.WorldSize, Registered = _waiting.Count, Reason = _reason,
-                CheckpointStep = _checkpointStep, CheckpointPath = _checkpointPath, CheckpointError = _checkpointError };
+            var status = new JobStatus { Job = _manifest.Job, State = _state, WorldSize = _worldSize, Registered = _waiting.Count, Reason = _reason,
+                CheckpointStep = _checkpointStep, CheckpointPath = _checkpointPath, CheckpointError = _checkpointError,
+                Generation = _generation, MaxRestarts = _elastic.MaxRestarts };
+            status.Recoveries.AddRange(_recoveries.Select(r => r.Clone()));
             status.Ranks.AddRange(_ranks.Values.OrderBy(r => r.Index).Select(r => new RankStatus
             {
                 Rank = r.Index, Host = r.Request.Host, Step = r.Step, Tokens = r.Tokens, Loss = r.Loss,

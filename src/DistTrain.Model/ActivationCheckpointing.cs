@@ -19,7 +19,12 @@ public sealed record ActivationCheckpointing(CheckpointKind Kind, int Every = 1)
 {
     public static readonly ActivationCheckpointing Off = new(CheckpointKind.None);
 
-    public bool Covers(int layer) => Kind != CheckpointKind.None && layer % Every == 0;
+    /// <summary>
+    /// Whether layer <paramref name="layer"/> of <paramref name="layers"/> is recomputed. Never the last: its backward
+    /// comes right after the loss, so its activations would be rebuilt at once, for the price of its forward and no
+    /// memory saved at the peak (the loss's chunk before backward, the layer's set during it).
+    /// </summary>
+    public bool Covers(int layer, int layers) => Kind != CheckpointKind.None && layer % Every == 0 && layer < layers - 1;
 
     public static readonly IReadOnlyDictionary<string, CheckpointKind> Names = new Dictionary<string, CheckpointKind>
     {

@@ -117,7 +117,7 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
         for (int i = 0; i < _layers.Count; i++)
         {
             var layer = _layers[i];
-            x = policy.Covers(i) ? Recomputed((h, c, s) => layer.Forward(h[0], c, s), [x], cos, sin) : layer.Forward(x, cos, sin, cache?[i]);
+            x = policy.Covers(i, _layers.Count) ? Recomputed((h, c, s) => layer.Forward(h[0], c, s), [x], cos, sin) : layer.Forward(x, cos, sin, cache?[i]);
         }
         return x;
     }
@@ -135,7 +135,7 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
             var layer = _layers[i];
             Tensor Average(IReadOnlyList<Tensor> h) => h.Count == 1 ? h[0] : _dwa!.TryGet(h.Count - 2, out var dwa) ? dwa.Forward(h) : h[^1];
             Tensor output;
-            if (!policy.Covers(i)) output = layer.Forward(Average(hiddens), cos, sin, cache?[i]);
+            if (!policy.Covers(i, _layers.Count)) output = layer.Forward(Average(hiddens), cos, sin, cache?[i]);
             else if (policy.Kind == CheckpointKind.Block) output = Recomputed((h, c, s) => layer.Forward(h[0], c, s), [Average(hiddens)], cos, sin);
             else output = Recomputed((h, c, s) => layer.Forward(Average(h), c, s), [.. hiddens], cos, sin);
             hiddens.Add(output);
@@ -162,12 +162,12 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
             var kv = cache?[layer];
             Tensor Block(Tensor[] s, Tensor c, Tensor n) => s.Length == 1 ? _layers[layer].Forward(s[0], c, n, kv) : _layers[layer].Forward(s[0], s[1], s[2], s[3], c, n, kv);
             Tensor output;
-            if (policy.Covers(i) && policy.Kind == CheckpointKind.Mudd)
+            if (policy.Covers(i, _layers.Count) && policy.Kind == CheckpointKind.Mudd)
                 output = Recomputed((h, c, n) => Block(layer == 0 ? h : Mix(layer - 1, h), c, n), [.. hiddens], cos, sin);
             else
             {
                 var streams = i == 0 ? [x] : Mix(i - 1, hiddens);
-                output = policy.Covers(i) ? Recomputed(Block, streams, cos, sin) : Block(streams, cos, sin);
+                output = policy.Covers(i, _layers.Count) ? Recomputed(Block, streams, cos, sin) : Block(streams, cos, sin);
             }
             hiddens.Add(output);
         }

@@ -13,11 +13,13 @@ namespace DistTrain.Training;
 public sealed class RunDirectory : IDisposable
 {
     readonly StreamWriter? _metrics, _ledger;
+    readonly int _generation;
     readonly TensorBoardLog? _tensorboard;
 
-    RunDirectory(string path, int rank, bool ledger)
+    RunDirectory(string path, int rank, bool ledger, int generation = 0)
     {
         Path = path;
+        _generation = generation;
         // rank 0 writes the job's metrics; every rank writes its own ledger
         if (rank == 0)
         {
@@ -64,6 +66,13 @@ public sealed class RunDirectory : IDisposable
     static void WriteConfig(string path, TrainConfig config) =>
         File.WriteAllText(System.IO.Path.Combine(path, "config.yaml"), $"# resolved from {System.IO.Path.GetFullPath(config.Source)}\n" + ResolvedConfig.Yaml(config));
 
+    /// <summary>The job's run directory <paramref name="runId"/> under train.run_dir when it exists (an elastic job's later generation); null otherwise.</summary>
+    public static string? Existing(TrainConfig config, string runId)
+    {
+        var path = System.IO.Path.Combine(System.IO.Path.GetFullPath(config.Train.RunDir), runId);
+        return Directory.Exists(path) ? path : null;
+    }
+
     /// <summary>The run directory a resume continues: the one that wrote the checkpoint, when it is still there and directly under this run's train.run_dir (null: open a new one).</summary>
     public static string? Continued(TrainConfig config, string? writtenFrom) =>
         writtenFrom is not null && Directory.Exists(writtenFrom)
@@ -99,7 +108,9 @@ public sealed class RunDirectory : IDisposable
     /// Rank 0 does the metrics, the config and the ledgers of ranks the job no longer has; every rank its own ledger.
     /// </summary>
     /// <returns>the folder and the number of metrics lines superseded</returns>
-    public static (RunDirectory Run, int Superseded) Continue(TrainConfig config, string path, int step, int rank, int world)
+    /// <param name="generation">an elastic job's generation: after the first, the ledgers are not cut (the steps trained again
+    /// after a recovery are told apart by the generation on each line)</param>
+    public static (RunDirectory Run, int Superseded) Continue(TrainConfig config, string path, int step, int rank, int world, int generation = 0)
     {
         var kept = ResumeFolder(path, step);
         try
@@ -108,9 +119,10 @@ public sealed class RunDirectory : IDisposable
             if (rank == 0)
             {
                 superseded = Supersede(System.IO.Path.Combine(path, MetricsFileName), kept, step);
-                foreach (var ledger in Directory.EnumerateFiles(path, "ledger-rank*.jsonl"))
-                    if (int.TryParse(System.IO.Path.GetFileName(ledger)["ledger-rank".Length..^".jsonl".Length], out var r) && r >= world)
-                        Supersede(ledger, kept, step);
+                if (generation == 0)
+                    foreach (var ledger in Directory.EnumerateFiles(path, "ledger-rank*.jsonl"))
+                        if (int.TryParse(System.IO.Path.GetFileName(ledger)["ledger-rank".Length..^".jsonl".Length], out var r) && r >= world)
+                            Supersede(ledger, kept, step);
                 var old = System.IO.Path.Combine(path, "config.yaml");
                 if (File.Exists(old))
                 {
@@ -121,8 +133,8 @@ public sealed class RunDirectory : IDisposable
                 }
                 WriteConfig(path, config);
             }
-            Supersede(System.IO.Path.Combine(path, LedgerFileName(rank)), kept, step);
-            return (new RunDirectory(path, rank, config.Train.Ledger), superseded);
+            if (generation == 0) Supersede(System.IO.Path.Combine(path, LedgerFileName(rank)), kept, step);
+            return (new RunDirectory(path, rank, config.Train.Ledger, generation), superseded);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -216,10 +228,10 @@ public sealed class RunDirectory : IDisposable
         return reports;
     }
 
-    /// <summary>One ledger line: {"step": S, "windows": [[shard, epoch, index], ...]}.</summary>
+    /// <summary>One ledger line: {"step": S, "generation": G, "windows": [[shard, epoch, index], ...]} (G: the elastic generation that trained it).</summary>
     public void AppendLedger(int step, IEnumerable<(int Shard, int Epoch, long Index)> windows)
     {
-        try { _ledger?.WriteLine($"{{\"step\":{step},\"windows\":[{string.Join(",", windows.Select(w => $"[{w.Shard},{w.Epoch},{w.Index}]"))}]}}"); }
+        try { _ledger?.WriteLine($"{{\"step\":{step},\"generation\":{_generation},\"windows\":[{string.Join(",", windows.Select(w => $"[{w.Shard},{w.Epoch},{w.Index}]"))}]}}"); }
         catch (IOException e) { throw Failed(e); }
     }
 

@@ -31,6 +31,7 @@ public sealed class Trainer : IDisposable
     readonly ScalarType _dtype;
     readonly StopGate _stop;
     string? _lastCheckpoint;
+    readonly int _generation;
     string _checkpointDir = "";
 
     /// <param name="comm">the ranks' communicator; null: one process (world size 1)</param>
@@ -39,9 +40,12 @@ public sealed class Trainer : IDisposable
     /// <param name="commit">the two-phase commit of checkpoints across ranks (the coordinator's); null: one process commits alone</param>
     /// <param name="job">the job the run belongs to (a cluster manifest's job); null: train.name. Its saves' temporary folders carry it</param>
     /// <param name="stop">where a graceful stop (a signal) ends the loop; null: the run always trains to train.steps</param>
+    /// <param name="generation">an elastic job's generation (0 until its first recovery): a later one continues the run
+    /// directory <paramref name="runId"/>, and the ledger keeps every generation's lines, each marked with it</param>
     public Trainer(TrainConfig config, ICommunicator? comm = null, DataAssignment? data = null, string? runId = null, ICheckpointCommit? commit = null,
-        string? job = null, StopGate? stop = null)
+        string? job = null, StopGate? stop = null, int generation = 0)
     {
+        _generation = generation;
         _stop = stop ?? new StopGate();
         _config = config;
         _comm = comm ?? new LocalCommunicator();
@@ -106,8 +110,9 @@ public sealed class Trainer : IDisposable
         // an explicit checkpoint.dir that cannot be written stops the run before its run directory exists (nothing empty left behind)
         if (c.Dir.Length > 0 && c.Interval > 0) WritableFolder.Ensure(c.Dir, "checkpoint.dir", _config, _comm.Rank);
         // a resume continues the run directory that wrote its checkpoint (one metrics curve), when that is under train.run_dir
-        using var run = RunDirectory.Continued(_config, resumedFrom) is { } continued
-            ? Continue(continued, startStep, observer)
+        // a later generation without a checkpoint to restore starts again from step 0 in the job's folder
+        using var run = RunDirectory.Continued(_config, resumedFrom) is { } continued ? Continue(continued, startStep, observer)
+            : _generation > 0 && _runId is not null && RunDirectory.Existing(_config, _runId) is { } restarted ? Continue(restarted, startStep, observer)
             : RunDirectory.Create(_config, _runId, _comm.Rank);
         if (c.Dir.Length == 0) c = c with { Dir = RunDirectory.CheckpointsOf(run.Path) };
         _checkpointDir = c.Dir;
@@ -200,7 +205,7 @@ public sealed class Trainer : IDisposable
 
     RunDirectory Continue(string path, int step, ITrainingObserver? observer)
     {
-        var (run, superseded) = RunDirectory.Continue(_config, path, step, _comm.Rank, _comm.WorldSize);
+        var (run, superseded) = RunDirectory.Continue(_config, path, step, _comm.Rank, _comm.WorldSize, _generation);
         observer?.OnContinued(path, step, superseded, RunDirectory.ResumeFolder(path, step));
         return run;
     }

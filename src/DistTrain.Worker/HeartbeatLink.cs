@@ -9,14 +9,16 @@ namespace DistTrain.Worker;
 /// <summary>
 /// A rank's heartbeat stream: a beat up every heartbeat.interval_s, the coordinator's answer to every beat down.
 /// A STOP, a broken stream or a coordinator silent for heartbeat.timeout_s sets <see cref="StopReason"/>, cancels
-/// <see cref="Stopping"/> and aborts the communicator, so nothing waits on a lost peer. Opened right after
-/// registration, so a rank that fails while it connects to its peers still hears why the job stopped.
+/// <see cref="Stopping"/> and aborts the communicator, so nothing waits on a lost peer. A RESTART (an elastic job opened a
+/// new generation) does the same with <see cref="Restart"/> set: the worker keeps its process and registers again.
+/// Opened right after registration, so a rank that fails while it connects to its peers still hears why the job stopped.
 /// </summary>
 sealed class HeartbeatLink : IAsyncDisposable
 {
     readonly AsyncDuplexStreamingCall<HeartbeatRequest, HeartbeatReply> _call;
     readonly CancellationTokenSource _stopping, _beatsDone;
     readonly TaskCompletionSource<string> _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    volatile HeartbeatReply? _restart;
     readonly Task _listening, _beating;
     ICommunicator? _comm;
     readonly Action<HeartbeatReply>? _onStop;
@@ -37,8 +39,11 @@ sealed class HeartbeatLink : IAsyncDisposable
     /// <summary>Cancelled when the job stops (or the process is interrupted): training and every call end.</summary>
     public CancellationToken Stopping => _stopping.Token;
 
-    /// <summary>Why the coordinator stopped this rank, or why it is deemed gone; null while the job runs.</summary>
-    public string? StopReason => _stopped.Task.IsCompletedSuccessfully ? _stopped.Task.Result : null;
+    /// <summary>Why the coordinator stopped this rank, or why it is deemed gone; null while the job runs or when it restarts.</summary>
+    public string? StopReason => _restart is null && _stopped.Task.IsCompletedSuccessfully ? _stopped.Task.Result : null;
+
+    /// <summary>The coordinator opened a new generation (its number and cause): register again; null otherwise.</summary>
+    public (int Generation, string Cause)? Restart => _restart is { } r ? (r.Generation, r.Reason) : null;
 
     /// <summary>The communicator a stop aborts, once connected.</summary>
     public void Guard(ICommunicator comm)
@@ -47,7 +52,7 @@ sealed class HeartbeatLink : IAsyncDisposable
         if (StopReason is not null) comm.Abort();   // the stop came while it connected
     }
 
-    /// <summary>The stop reason when it comes within <paramref name="timeout"/>; null otherwise.</summary>
+    /// <summary>The stop reason (or the restart's cause, with <see cref="Restart"/> set) when it comes within <paramref name="timeout"/>; null otherwise.</summary>
     public async Task<string?> WaitForStopAsync(TimeSpan timeout)
     {
         try { return await _stopped.Task.WaitAsync(timeout); }
@@ -79,6 +84,12 @@ sealed class HeartbeatLink : IAsyncDisposable
                 if (command.Command == HeartbeatReply.Types.Command.Stop)
                 {
                     Stop($"stopped by the coordinator: {command.Reason}");
+                    return;
+                }
+                if (command.Command == HeartbeatReply.Types.Command.Restart)
+                {
+                    _restart = command;
+                    Stop($"generation {command.Generation} opened: {command.Reason}");
                     return;
                 }
             }

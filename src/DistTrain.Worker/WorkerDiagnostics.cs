@@ -20,4 +20,10 @@ static partial class WorkerDiagnostics
 
     [LoggerMessage(4, LogLevel.Error, "job {Job}: rank {Rank} got a stop signal but could not ask the coordinator to stop the job ({Detail}); a second signal ends this worker at once")]
     public static partial void StopNotDelivered(ILogger logger, string job, int rank, string detail);
+
+    [LoggerMessage(5, LogLevel.Warning, "job {Job}: rank {Rank} leaves generation {Old} at step {Step} and registers for generation {Generation}: {Cause}")]
+    public static partial void Regenerating(ILogger logger, string job, int rank, int old, int step, int generation, string cause);
+
+    [LoggerMessage(6, LogLevel.Information, "job {Job}: finished without this worker (node {NodeRank} slot {LocalSlot}); nothing left to do")]
+    public static partial void FinishedWithout(ILogger logger, string job, int nodeRank, int localSlot);
 }

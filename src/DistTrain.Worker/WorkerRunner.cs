@@ -54,32 +54,76 @@ public static class WorkerRunner
 
         var token = ManifestLoader.ReadToken(manifest);
         var client = CoordinatorClient.Create(manifest, token);
+        // an elastic job's generations: after a lost peer the coordinator tells this worker to register again; the process,
+        // and with it the CUDA context and the compiled kernels, stays
+        for (int generation = -1; ;)
+        {
+            var (reply, listener) = await RegisterAsync(client, manifest, node, nodeRank, localSlot, generation, config.Elastic.Enabled, ct);
+            if (reply is null)
+            {
+                WorkerDiagnostics.FinishedWithout(log, manifest.Job, nodeRank, localSlot);
+                return 0;
+            }
+            var (exitCode, next) = await TrainAsync(client, manifest, token, config, reply, listener, nodeRank, observerForRank, log, span, stop, ct);
+            if (next is null) return exitCode;
+            generation = reply.Generation;
+        }
+    }
+
+    /// <summary>Registers for the next generation (or the first); null when the job already finished without this worker.</summary>
+    /// <returns>the reply, and the ring port reserved for it (released once the communicator is built)</returns>
+    static async Task<(RegisterReply?, TcpListener)> RegisterAsync(Protocol.V1.Coordinator.CoordinatorClient client, ClusterManifest manifest, NodeSpec node,
+        int nodeRank, int localSlot, int generation, bool elastic, CancellationToken ct)
+    {
         var (listener, endpoint) = ReserveRingPort(node.Host);
-        RegisterReply reply;
         try
         {
             // a coordinator that starts after its workers is normal: wait for it to come up (wait-for-ready), bounded
             try { await client.GetStatusAsync(new StatusRequest(), new CallOptions(deadline: DateTime.UtcNow.AddSeconds(manifest.ConnectTimeoutSeconds), cancellationToken: ct).WithWaitForReady()); }
             catch (RpcException e) when (e.StatusCode is not StatusCode.PermissionDenied) { throw FirstContactFailed(manifest, e); }
-            reply = await client.RegisterAsync(new RegisterRequest
+            var reply = await client.RegisterAsync(new RegisterRequest
             {
                 Job = manifest.Job, NodeRank = nodeRank, LocalSlot = localSlot, Host = node.Host,
-                RingEndpoint = endpoint, Pid = Environment.ProcessId,
-            }, deadline: DateTime.UtcNow.AddSeconds(manifest.RendezvousTimeoutSeconds), cancellationToken: ct);
+                RingEndpoint = endpoint, Pid = Environment.ProcessId, Generation = generation,
+            // in an elastic job a registration may wait through a recovery (elastic.replace_wait_s), or, for a replacement that came
+            // after its generation started, until the next checkpoint: the coordinator ends such waits itself when the job ends
+            }, deadline: elastic ? null : DateTime.UtcNow.AddSeconds(manifest.RendezvousTimeoutSeconds), cancellationToken: ct);
+            return (reply, listener);
+        }
+        catch (RpcException e) when (e.StatusCode == StatusCode.OutOfRange)   // a replacement that came after the last step
+        {
+            listener.Stop();
+            return (null, listener);
         }
         catch (RpcException e) when (e.StatusCode == StatusCode.Aborted)   // the job failed while this worker waited (a peer's error)
         {
+            listener.Stop();
             throw new WorkerException($"stopped by the coordinator before the job started: {e.Status.Detail}", e);
         }
-        catch (RpcException e) { throw Explain(e, manifest); }
-        finally { listener.Stop(); }
+        catch (RpcException e)
+        {
+            listener.Stop();
+            throw Explain(e, manifest);
+        }
+        catch
+        {
+            listener.Stop();
+            throw;
+        }
+    }
 
+    /// <summary>Trains one generation: (exit code, null) when the job ended for this worker; (_, generation) when a new one opened.</summary>
+    static async Task<(int ExitCode, int? Next)> TrainAsync(Protocol.V1.Coordinator.CoordinatorClient client, ClusterManifest manifest, string token, TrainConfig config,
+        RegisterReply reply, TcpListener listener, int nodeRank, Func<int, ITrainingObserver?> observerForRank, ILogger log, Activity? span, StopRequest stop, CancellationToken ct)
+    {
+        listener.Stop();
+        var node = manifest.Nodes[nodeRank];
         int rank = reply.Rank;
         using var joined = span is null ? WorkerDiagnostics.Source.StartActivity("worker", ActivityKind.Internal, TelemetrySession.ParseTraceParent(reply.TraceParent)) : null;
         span ??= joined;
         span?.SetTag("disttrain.job", manifest.Job).SetTag("disttrain.rank", rank).SetTag("disttrain.world_size", reply.WorldSize)
-            .SetTag("disttrain.node_rank", nodeRank).SetTag("host.name", node.Host);
-        var progress = new Progress(rank);
+            .SetTag("disttrain.node_rank", nodeRank).SetTag("host.name", node.Host).SetTag("disttrain.generation", reply.Generation);
+        var progress = new Progress(rank, reply.Generation);
         var gate = new StopGate();
         int stopExitCode = 0;
         // a graceful stop's moves come with the heartbeat answers: acknowledge (the next beat carries it), then the agreed step
@@ -97,7 +141,7 @@ public static class WorkerRunner
         {
             try { await client.RequestStopAsync(new StopJobRequest { Rank = rank, ExitCode = code.Result, From = $"rank {rank}'s signal" }, deadline: DateTime.UtcNow.AddSeconds(10)); }
             catch (RpcException e) { WorkerDiagnostics.StopNotDelivered(log, manifest.Job, rank, e.Status.Detail); }
-        }, TaskScheduler.Default);
+        }, link.Stopping, TaskContinuationOptions.None, TaskScheduler.Default);
         ICommunicator? comm = null;
         Trainer? trainer = null;
         try
@@ -106,11 +150,13 @@ public static class WorkerRunner
             var data = CheckedAssignment(config, plan, rank, reply);
             if (reply.CudaDevice >= 0) config = config with { Train = config.Train with { Device = $"cuda:{reply.CudaDevice}" } };
             else TorchSharp.torch.set_num_threads(Math.Max(1, Environment.ProcessorCount / node.Slots));   // CPU slots share the cores; oversubscribed libtorch threads spin
+            // a later generation restores the job's last committed checkpoint (none yet: the config's own start)
+            if (reply.RestoreFrom.Length > 0) config = config with { Checkpoint = config.Checkpoint with { Resume = reply.RestoreFrom } };
 
             WorkerDiagnostics.Joined(log, manifest.Job, rank, reply.WorldSize, reply.Backend, config.Train.Device, reply.RunId);
             comm = await ConnectAsync(client, manifest, token, reply, link.Stopping);
             link.Guard(comm);
-            trainer = new Trainer(config, comm, data, reply.RunId, new CoordinatorCommit(client, rank), manifest.Job, gate);
+            trainer = new Trainer(config, comm, data, reply.RunId, new CoordinatorCommit(client, rank, reply.Generation), manifest.Job, gate, reply.Generation);
             progress.Cursors = () => trainer.DataCursors;
             var telemetry = TrainingTelemetry.For(trainer, config, rank, reply.WorldSize, span?.Context ?? default);
             progress.Compute = telemetry.TakeCompute;
@@ -118,12 +164,17 @@ public static class WorkerRunner
             var result = await Task.Run(() => trainer.Run(observer, link.Stopping), CancellationToken.None);
             // finish first, then end the stream: a stream that ends before Finish means a lost worker
             await link.EndBeatsAsync();
-            await client.FinishAsync(new FinishRequest { Rank = rank, Step = progress.Step, Stopped = result.Stopped is not null }, cancellationToken: ct);
+            await client.FinishAsync(new FinishRequest { Rank = rank, Step = progress.Step, Stopped = result.Stopped is not null, Generation = reply.Generation }, cancellationToken: ct);
             await link.CompleteAsync();
             WorkerDiagnostics.Finished(log, manifest.Job, rank, progress.Step);
-            if (result.Stopped is null) return 0;
+            if (result.Stopped is null) return (0, null);
             stop.Outcome = result.Stopped;
-            return stopExitCode;
+            return (stopExitCode, null);
+        }
+        catch (Exception) when (link.Restart is { } restart)
+        {
+            WorkerDiagnostics.Regenerating(log, manifest.Job, rank, reply.Generation, progress.Step, restart.Generation, restart.Cause);
+            return (0, restart.Generation);
         }
         catch (Exception e) when (link.StopReason is { } reason)
         {
@@ -134,13 +185,21 @@ public static class WorkerRunner
             // reported before the communicator closes: the coordinator hears this rank's own error before its
             // peers' broken collectives, and names it as the cause
             var report = FailureReport.For(rank, progress.Step, e, interrupted: ct.IsCancellationRequested);
-            WorkerDiagnostics.Stopped(log, manifest.Job, rank, progress.Step, report.Message);
-            span?.SetStatus(ActivityStatusCode.Error, report.Message);
+            report.Generation = reply.Generation;
             try { await client.FinishAsync(report, deadline: DateTime.UtcNow.AddSeconds(5)); }
             catch (RpcException) { }
-            // a broken collective is most likely a peer's failure: the coordinator names the cause in its STOP
+            // a broken collective is most likely a peer's failure: the coordinator names the cause in its STOP, or opens a new generation
             if (report.Failure == FinishRequest.Types.Failure.Collective && await link.WaitForStopAsync(CauseWait) is { } reason)
+            {
+                if (link.Restart is { } restart)
+                {
+                    WorkerDiagnostics.Regenerating(log, manifest.Job, rank, reply.Generation, progress.Step, restart.Generation, restart.Cause);
+                    return (0, restart.Generation);
+                }
                 throw Stopped(log, span, manifest.Job, rank, progress.Step, reason, e);
+            }
+            WorkerDiagnostics.Stopped(log, manifest.Job, rank, progress.Step, report.Message);
+            span?.SetStatus(ActivityStatusCode.Error, report.Message);
             throw;
         }
         finally
@@ -180,7 +239,7 @@ public static class WorkerRunner
         if (reply.Backend == "nccl")
         {
             var id = reply.Rank == 0 ? NcclCommunicator.CreateUniqueId() : [];
-            var rendezvous = await client.RendezvousAsync(new RendezvousRequest { Rank = reply.Rank, NcclUniqueId = ByteString.CopyFrom(id) },
+            var rendezvous = await client.RendezvousAsync(new RendezvousRequest { Rank = reply.Rank, NcclUniqueId = ByteString.CopyFrom(id), Generation = reply.Generation },
                 deadline: DateTime.UtcNow.AddSeconds(manifest.RendezvousTimeoutSeconds), cancellationToken: ct);
             return new NcclCommunicator(reply.Rank, reply.WorldSize, rendezvous.NcclUniqueId.ToByteArray(), reply.CudaDevice);
         }
@@ -235,7 +294,7 @@ public static class WorkerRunner
         : new($"the coordinator at {m.CoordinatorAddress} is unreachable after waiting {m.ConnectTimeoutSeconds} s (heartbeat.connect_timeout_s; {e.Status.Detail}); is it running? `disttrain launch` starts it on node {m.CoordinatorNode} ({m.Nodes[m.CoordinatorNode].Host})", e);
 
     /// <summary>What the heartbeat reports: the latest step, tokens, loss and compute time per step.</summary>
-    sealed class Progress(int rank) : ITrainingObserver
+    sealed class Progress(int rank, int generation) : ITrainingObserver
     {
         volatile StepReport? _last;
         public int Step;
@@ -252,7 +311,7 @@ public static class WorkerRunner
                 Rank = rank, Step = Step, Tokens = _last?.Tokens ?? 0, Loss = _last?.Loss ?? double.NaN,
                 DataCursor = "[" + string.Join(",", Cursors().Select(c => c.ToJson())) + "]",
                 ComputeSeconds = compute?.ComputeSeconds ?? 0, StepSeconds = compute?.StepSeconds ?? 0,
-                StopAcknowledged = StopFinishedSteps >= 0, StopFinishedSteps = Math.Max(0, StopFinishedSteps),
+                StopAcknowledged = StopFinishedSteps >= 0, StopFinishedSteps = Math.Max(0, StopFinishedSteps), Generation = generation,
             };
         }
     }

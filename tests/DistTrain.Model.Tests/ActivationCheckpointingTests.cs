@@ -17,6 +17,17 @@ public class ActivationCheckpointingTests
     }
 
     [Theory]
+    [InlineData(CheckpointKind.Mudd, 1, new[] { 0, 1, 2 })]
+    [InlineData(CheckpointKind.Block, 2, new[] { 0, 2 })]
+    [InlineData(CheckpointKind.Mudd, 3, new[] { 0 })]   // layer 3 is the last
+    [InlineData(CheckpointKind.None, 1, new int[0])]
+    public void EveryKthLayerButTheLastIsRecomputed(CheckpointKind kind, int every, int[] covered)
+    {
+        var policy = new ActivationCheckpointing(kind, every);
+        Assert.Equal(covered, Enumerable.Range(0, 4).Where(i => policy.Covers(i, 4)).ToArray());
+    }
+
+    [Theory]
     [MemberData(nameof(Cases))]
     public void GradientsEqualThoseWithoutCheckpointing(Architecture arch, CheckpointKind kind, int every)
     {

@@ -92,6 +92,7 @@ static class ClusterCommands
             var overrides = CommonOptions.Overrides(parse, set, resume);
             var c = TrainConfigLoader.Load(parse.GetValue(config)!, overrides);   // fail here, not in every child
             DataParallelPlan.For(c, m.WorldSize);                                // the world size must split the batch
+            ElasticSizes.For(c, m.WorldSize);                                    // and every smaller one a recovery may leave
             ManifestLoader.ReadToken(m);
             int nodeRank = parse.GetValue(node);
             if (nodeRank < 0 || nodeRank >= m.Nodes.Count)
@@ -111,7 +112,7 @@ static class ClusterCommands
             using var telemetry = CliTelemetry.Start("launch", new() { ["disttrain.job"] = m.Job, ["disttrain.node_rank"] = parse.GetValue(node) });
             // one job, one trace: the coordinator's node holds the job's span, and every process it starts joins it
             using var span = parse.GetValue(node) == m.CoordinatorNode ? CliTelemetry.JobSpan(m.Job, m.WorldSize) : null;
-            int exit = await Launcher.RunAsync(m, path, parse.GetValue(config)!, overrides, parse.GetValue(node), TelemetrySession.TraceParent(span?.Context ?? default), ct, picked);
+            int exit = await Launcher.RunAsync(m, path, parse.GetValue(config)!, overrides, parse.GetValue(node), TelemetrySession.TraceParent(span?.Context ?? default), ct, picked, c.Elastic);
             if (exit != 0) span?.SetStatus(System.Diagnostics.ActivityStatusCode.Error, "a process of the job failed");
             return exit;
         });

@@ -9,8 +9,17 @@ namespace DistTrain.Cli.Commands;
 /// its output says about a failure — the coordinator's "job 'J' failed: REASON", a worker's "error: ..." line —
 /// so that launch's own last line can name the cause.
 /// </summary>
-sealed partial class LaunchedChild(string name, Process process, string job)
+sealed partial class LaunchedChild(string name, Process process, string job, int slot, int incarnation)
 {
+    /// <summary>The worker's slot on its node; -1: the coordinator.</summary>
+    public int Slot { get; } = slot;
+
+    /// <summary>0: the slot's first process; n: its n-th restart (elastic jobs).</summary>
+    public int Incarnation { get; } = incarnation;
+
+    /// <summary>A restarted worker the job finished without: stopped by launch, not a failure.</summary>
+    public bool Superfluous { get; set; }
+
     readonly string _jobFailed = $"job '{job}' failed: ";
     volatile string? _failure, _error;
 
@@ -29,10 +38,10 @@ sealed partial class LaunchedChild(string name, Process process, string job)
     /// <summary>Why it says the job failed: the coordinator's reason, else the child's last error line; null when it said neither.</summary>
     public string? Cause => _failure ?? _error;
 
-    public static LaunchedChild Start(string name, ProcessStartInfo start, string job)
+    public static LaunchedChild Start(string name, ProcessStartInfo start, string job, int slot = -1, int incarnation = 0)
     {
         var process = Process.Start(start) ?? throw new InvalidOperationException($"could not start {name}");
-        var child = new LaunchedChild(name, process, job);
+        var child = new LaunchedChild(name, process, job, slot, incarnation);
         process.OutputDataReceived += (_, e) => child.Forward(e.Data, Console.Out);
         process.ErrorDataReceived += (_, e) => child.Forward(e.Data, Console.Error);
         process.BeginOutputReadLine();
@@ -41,7 +50,10 @@ sealed partial class LaunchedChild(string name, Process process, string job)
     }
 
     /// <summary>Completes when the process exited and its output was forwarded.</summary>
-    public async Task WaitAsync()
+    public Task WaitAsync() => _exit ??= WaitForExitAsync();
+    Task? _exit;
+
+    async Task WaitForExitAsync()
     {
         await Process.WaitForExitAsync(CancellationToken.None);
         ExitedAt = DateTime.UtcNow;

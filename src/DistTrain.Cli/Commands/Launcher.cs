@@ -19,18 +19,22 @@ static class Launcher
 
     /// <param name="traceParent">the job span's W3C traceparent, passed on to every child (empty: none)</param>
     /// <param name="port">the port launch picked for coordinator.port: auto, passed to every child (--port); null: the manifest's</param>
+    /// <param name="elastic">the job's recovery policy: launch starts a failed worker again (elastic.max_restarts times per slot)</param>
     public static async Task<int> RunAsync(ClusterManifest m, string manifestPath, string configPath, string[] overrides, int nodeRank, string traceParent, CancellationToken ct,
-        int? port = null)
+        int? port = null, ElasticOptions? elastic = null)
     {
         if (nodeRank < 0 || nodeRank >= m.Nodes.Count)
             throw new ConfigException($"{m.Source}: --node-rank {nodeRank} is not one of the {m.Nodes.Count} nodes (0-based)");
         var node = m.Nodes[nodeRank];
+        elastic ??= new ElasticOptions();
         int present = LocalGpuCount();
         if (node.Gpus.Count > 0 && node.Gpus.Max() >= present)
             throw new ConfigException($"{m.Source}: nodes[{nodeRank}].gpus: [{string.Join(", ", node.Gpus)}] listed, this host has {present} GPU(s)");
 
         string[] common = ["--manifest", manifestPath, "--config", configPath, .. overrides.SelectMany(o => new[] { "--set", o }), .. port is { } p ? new[] { "--port", $"{p}" } : []];
         var children = new List<LaunchedChild>();
+        // the coordinator, and each slot's newest process
+        static List<LaunchedChild> Current(List<LaunchedChild> all) => all.GroupBy(c => c.Slot).Select(g => g.Last()).ToList();
         using var signals = new StopSignals(new StopRequest(), "stopping the job: every rank finishes its step and saves a checkpoint",
             atOnce: () => { lock (children) foreach (var c in children) TryKill(c.Process); });
         _ = signals.Stop.Requested.ContinueWith(async code =>
@@ -38,34 +42,53 @@ static class Launcher
             if (await JobStop.RequestAsync(m, code.Result, $"launch on node {nodeRank}") is { } refused)
                 Console.Error.WriteLine($"[launch] cannot stop the job gracefully: {refused}; send the signal again to end every process at once");
         }, TaskScheduler.Default);
+        // an elastic job: a worker that fails is started again on its slot (at most elastic.max_restarts times) while the job
+        // goes on; the coordinator opens the next generation around it
+        var restarts = new int[node.Slots];
+        string[] WorkerArgs(int slot) => ["worker", .. common, "--node-rank", $"{nodeRank}", "--local-slot", $"{slot}"];
+        string NameOf(int slot) => $"rank {m.RankOf(nodeRank, slot)}";   // the slot's first rank: ranks are fixed by the manifest until a recovery
         lock (children)
         {
             if (nodeRank == m.CoordinatorNode) children.Add(Start("coordinator", ["coordinator", .. common], traceParent, m.Job));
-            for (int slot = 0; slot < node.Slots; slot++)
-            {
-                var name = $"rank {m.RankOf(nodeRank, slot)}";   // ranks are fixed by the manifest: node order, then slot
-                children.Add(Start(name, ["worker", .. common, "--node-rank", $"{nodeRank}", "--local-slot", $"{slot}"], traceParent, m.Job));
-            }
+            for (int slot = 0; slot < node.Slots; slot++) children.Add(Start(NameOf(slot), WorkerArgs(slot), traceParent, m.Job, slot));
         }
+        using var watch = elastic.Enabled ? new RecoveryWatch(m, node.Host, () => { lock (children) return children.Where(c => c.Slot >= 0).Select(c => c.Process).ToList(); }) : null;
 
-        using var stop = ct.Register(() => { foreach (var c in children) TryKill(c.Process); });
-        var exits = children.Select(c => c.WaitAsync()).ToList();
-        // once one child has failed, the rest get a grace period to stop on their own (the coordinator
+        using var stop = ct.Register(() => { lock (children) foreach (var c in children) TryKill(c.Process); });
+        // once one child has failed for good, the rest get a grace period to stop on their own (the coordinator
         // tells them why); a frozen or stuck one is killed after it, so launch never hangs
-        while (exits.Any(e => !e.IsCompleted))
+        while (true)
         {
+            List<LaunchedChild> current;
+            lock (children) current = Current(children);
+            var exits = current.Select(c => c.WaitAsync()).ToList();
+            if (exits.All(e => e.IsCompleted)) break;
             await Task.WhenAny(exits.Where(e => !e.IsCompleted));
-            if (children.Any(c => c.Failed))
+            var coordinator = current.FirstOrDefault(c => c.Slot < 0);
+            bool jobOver = coordinator is { Process.HasExited: true } || watch?.JobOver == true;
+            foreach (var c in current.Where(c => c.Slot >= 0 && c.Failed && !jobOver && elastic.Enabled && restarts[c.Slot] < elastic.MaxRestarts))
             {
-                await Task.WhenAny(Task.WhenAll(exits), Task.Delay(FailureGrace));
-                foreach (var c in children.Where(c => !c.Process.HasExited))
+                restarts[c.Slot]++;
+                Console.Error.WriteLine($"[launch] {c.Name} (node {nodeRank} slot {c.Slot}) exited with code {c.Process.ExitCode}; starting it again (restart {restarts[c.Slot]} of {elastic.MaxRestarts} on this slot)");
+                lock (children) children.Add(Start(c.Name, WorkerArgs(c.Slot), traceParent, m.Job, c.Slot, restarts[c.Slot]));
+            }
+            lock (children) current = Current(children);
+            if (current.Any(c => c.Failed) || (elastic.Enabled && coordinator is { Process.HasExited: true } && current.Any(c => !c.Process.HasExited)))
+            {
+                await Task.WhenAny(Task.WhenAll(current.Select(c => c.WaitAsync())), Task.Delay(FailureGrace));
+                foreach (var c in current.Where(c => !c.Process.HasExited))
                 {
-                    Console.Error.WriteLine($"[launch] {c.Name} still running {FailureGrace.TotalSeconds:F0} s after the job failed; killing it");
+                    Console.Error.WriteLine(c.Incarnation > 0 && coordinator is { Failed: false }
+                        ? $"[launch] {c.Name} was started again but the job ended without it; stopping it"
+                        : $"[launch] {c.Name} still running {FailureGrace.TotalSeconds:F0} s after the job failed; killing it");
+                    if (c.Incarnation > 0 && coordinator is { Failed: false }) c.Superfluous = true;
                     TryKill(c.Process);
                 }
-                await Task.WhenAll(exits);
+                await Task.WhenAll(current.Select(c => c.WaitAsync()));
             }
         }
+        // a slot's outcome is its last process's; the ones before it were replaced
+        children = Current(children).Where(c => !c.Superfluous).ToList();
         var failed = children.Where(c => c.Process.ExitCode != 0 && !StopRequest.IsStopExitCode(c.Process.ExitCode)).ToList();
         if (failed.Count == 0)
         {
@@ -86,7 +109,9 @@ static class Launcher
         return 1;
     }
 
-    static LaunchedChild Start(string name, string[] args, string traceParent, string job)
+    /// <param name="slot">the worker's slot on this node; -1: the coordinator</param>
+    /// <param name="incarnation">0 for the first process of a slot, then each restart's number</param>
+    static LaunchedChild Start(string name, string[] args, string traceParent, string job, int slot = -1, int incarnation = 0)
     {
         // the same program: `dotnet disttrain.dll ...` or the published `disttrain ...`
         var self = Environment.ProcessPath!;
@@ -95,7 +120,7 @@ static class Launcher
         foreach (var a in args) start.ArgumentList.Add(a);
         start.Environment["NO_COLOR"] = "1";
         if (traceParent.Length > 0) start.Environment["TRACEPARENT"] = traceParent;
-        return LaunchedChild.Start(name, start, job);
+        return LaunchedChild.Start(name, start, job, slot, incarnation);
     }
 
     static void TryKill(Process p)

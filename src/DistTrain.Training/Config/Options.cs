@@ -54,6 +54,20 @@ public sealed record CheckpointOptions(string Dir, int Interval, int Keep, strin
 /// </summary>
 public sealed record TelemetryOptions(int TraceEvery = 10, double StragglerFactor = 1.5, double StragglerAfterSeconds = 30, double PeakTflops = 0);
 
+/// <summary>
+/// Recovery from a lost or hung worker (the elastic section). MaxRestarts: how many times the job opens a new generation
+/// after a failure before it gives up (0: the first failure ends the job, as without the section); MinWorkers: the fewest
+/// workers a generation may train with (0: every worker the manifest lists); ReplaceWaitSeconds: how long a new generation
+/// waits for a replacement of the lost worker before it goes on with the workers it has (at least MinWorkers).
+/// </summary>
+public sealed record ElasticOptions(int MaxRestarts = 0, int MinWorkers = 0, double ReplaceWaitSeconds = 60)
+{
+    public bool Enabled => MaxRestarts > 0;
+
+    /// <summary>The fewest workers of a generation in a job of <paramref name="worldSize"/> workers.</summary>
+    public int MinimumOf(int worldSize) => MinWorkers > 0 ? MinWorkers : worldSize;
+}
+
 /// <summary>The one options tree: read from YAML once, checked against itself once.</summary>
 public sealed record TrainConfig(string Source, ModelConfig Model, DataOptions Data, OptimOptions Optim, TrainOptions Train, CheckpointOptions Checkpoint)
 {
@@ -61,4 +75,6 @@ public sealed record TrainConfig(string Source, ModelConfig Model, DataOptions D
     public Dictionary<string, object?> Tree { get; init; } = [];
 
     public TelemetryOptions Telemetry { get; init; } = new();
+
+    public ElasticOptions Elastic { get; init; } = new();
 }

@@ -64,8 +64,9 @@ public static class TrainConfigLoader
         var optim = ReadOptim(root.Section("optim"), train.Steps);
         var checkpoint = ReadCheckpoint(root.Section("checkpoint"), train);
         var telemetry = ReadTelemetry(root.Section("telemetry"));
+        var elastic = ReadElastic(root.Section("elastic"));
         root.EnsureConsumed();
-        var config = new TrainConfig(source, model, data, optim, train, checkpoint) { Tree = tree, Telemetry = telemetry };
+        var config = new TrainConfig(source, model, data, optim, train, checkpoint) { Tree = tree, Telemetry = telemetry, Elastic = elastic };
         Validate(config);
         return config;
     }
@@ -167,6 +168,16 @@ public static class TrainConfigLoader
         if (t.StragglerAfterSeconds < 0) throw new ConfigException($"{s.Where("straggler_after_s")}: must be 0 or more seconds");
         if (t.PeakTflops < 0) throw new ConfigException($"{s.Where("peak_tflops")}: must be 0 (the GPU's known peak) or the device's peak TFLOP/s");
         return t;
+    }
+
+    static ElasticOptions ReadElastic(ConfigSection s)
+    {
+        var e = new ElasticOptions(MaxRestarts: s.Int("max_restarts", 0), MinWorkers: s.Int("min_workers", 0), ReplaceWaitSeconds: s.Double("replace_wait_s", 60));
+        s.EnsureConsumed();
+        if (e.MaxRestarts < 0) throw new ConfigException($"{s.Where("max_restarts")}: must be 0 (a lost worker ends the job) or the number of recoveries the job may make");
+        if (e.MinWorkers < 0) throw new ConfigException($"{s.Where("min_workers")}: must be 0 (every worker of the manifest) or the fewest workers to train with");
+        if (e.ReplaceWaitSeconds < 0) throw new ConfigException($"{s.Where("replace_wait_s")}: must be 0 or more seconds to wait for a replacement worker");
+        return e;
     }
 
     static TrainOptions ReadTrain(ConfigSection s, string defaultName, int vocabSize)
