@@ -5,6 +5,7 @@
 #   make launch               the same job on two CPU workers (coordinator + ring all-reduce, cluster/local-cpu.yaml)
 #   make bundle               self-contained linux-x64 disttrain (no libtorch) with configs/ as a tar.xz for GPU hosts (cluster/Dockerfile)
 #   make build TORCH_LIB=/path/to/site-packages/torch/lib    GPU build: use that libtorch (CUDA) instead of the CPU one
+#   make test-elastic-trials  20 elastic jobs with a worker killed at random (recovery times, steps lost; not in CI: ~30 min)
 #   make test-cuda-emulation  the CUDA kernel sources run on the CPU against plain loops (g++, ~1.5 min; no GPU, no NVRTC)
 #   make test-gpu             on a GPU host only, never in CI: the bundle's `disttrain kernel-test` (fused kernels against the reference)
 #                             BUNDLE_BIN=path/to/disttrain (default: make bundle's output), TORCH_LIB (default: python3's torch/lib)
@@ -27,14 +28,19 @@ export DOTNET_SKIP_FIRST_TIME_EXPERIENCE := 1
 MANIFEST      ?= cluster/local-cpu.yaml
 BUNDLE_BIN    ?= artifacts/bundle/disttrain/disttrain
 
-.PHONY: build test test-cuda-emulation test-gpu train launch bench bundle corpus fonts clean
+.PHONY: build test test-elastic-trials test-cuda-emulation test-gpu train launch bench bundle corpus fonts clean
 
 build:
 	$(DOTNET) build DistTrain.sln -c $(CONFIGURATION) $(BACKEND) -v minimal
 
 test: build fonts
 	$(DOTNET) test DistTrain.sln -c $(CONFIGURATION) --no-build --blame-hang-timeout 10m -m:1 \
-	  --logger "console;verbosity=normal"
+	  --filter "Category!=Trials" --logger "console;verbosity=normal"
+
+# issue 15's trials: ELASTIC_TRIALS (default 20) elastic jobs, each with a worker killed at random; figures in artifacts/elastic-trials.txt
+test-elastic-trials: build
+	mkdir -p artifacts
+	$(DOTNET) test tests/DistTrain.Cli.Tests -c $(CONFIGURATION) --no-build --filter "Category=Trials" --logger "console;verbosity=normal"
 
 test-cuda-emulation:
 	tests/cuda-emulation/run.sh

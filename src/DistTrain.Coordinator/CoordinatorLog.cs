@@ -52,4 +52,7 @@ static partial class CoordinatorLog
 
     [LoggerMessage(16, LogLevel.Information, "job {Job}: node {NodeRank} slot {LocalSlot} ({Host}) is back; it joins at the next committed checkpoint")]
     public static partial void Rejoining(ILogger logger, string job, int nodeRank, int localSlot, string host);
+
+    [LoggerMessage(17, LogLevel.Warning, "job {Job}: coordinator restarted; carrying on with generation {Generation} ({State}, {WorldSize} ranks, last checkpoint step {CheckpointStep}): the workers reconnect")]
+    public static partial void Restored(ILogger logger, string job, int generation, string state, int worldSize, int checkpointStep);
 }

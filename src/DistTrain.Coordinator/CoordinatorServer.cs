@@ -28,13 +28,18 @@ public static class CoordinatorServer
     /// </summary>
     /// <param name="logs">where the job's log lines go (stragglers, commits, failure); null: nowhere</param>
     /// <param name="stop">a signal to this process: the job stops gracefully (every rank saves the same step); null: none</param>
+    /// <param name="carryOn">an elastic job: carry on from the state the job's previous coordinator persisted (<see cref="JobStateFile"/>)</param>
     public static async Task<int> RunAsync(ClusterManifest manifest, TrainConfig config, Action<string> log, ILoggerFactory? logs, CancellationToken ct,
-        StopRequest? stop = null)
+        StopRequest? stop = null, bool carryOn = false)
     {
-        var plan = DataParallelPlan.For(config, manifest.WorldSize);
+        DataParallelPlan.For(config, manifest.WorldSize);
         ElasticSizes.For(config, manifest.WorldSize);   // every world size a recovery may leave must split the batch: refused now, not after a loss
+        var stateFile = JobStateFile.PathFor(config.Train.RunDir, manifest.Job);
+        var persisted = carryOn && config.Elastic.Enabled ? JobStateFile.ReadUnfinished(stateFile) : null;
+        if (carryOn && persisted is null)
+            throw new ConfigException($"--carry-on: {stateFile} holds no running elastic job '{manifest.Job}' to carry on (elastic.max_restarts {config.Elastic.MaxRestarts}); start the job without it");
         // a resume continues the run directory of its checkpoint (every rank finds it in the manifest): name that one
-        var runId = RunDirectory.ResumedRunName(config) ?? $"{config.Train.Name}-{DateTime.UtcNow.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture)}";
+        var runId = persisted?.RunId ?? RunDirectory.ResumedRunName(config) ?? $"{config.Train.Name}-{DateTime.UtcNow.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture)}";
         // under `disttrain launch` the job's span is the launcher's (TRACEPARENT); started alone, the coordinator's span is the job's
         var launched = TelemetrySession.ParseTraceParent(Environment.GetEnvironmentVariable("TRACEPARENT"));
         using var span = CoordinatorDiagnostics.Source.StartActivity(launched == default ? "job" : "coordinator", ActivityKind.Internal, launched);
@@ -42,6 +47,8 @@ public static class CoordinatorServer
         var traceParent = TelemetrySession.TraceParent(launched != default ? launched : span?.Context ?? default);
         var job = new JobState(manifest, (rank, world, worker) => Assignment(manifest, config, world, rank, worker, runId, traceParent), config.Telemetry,
             logs?.CreateLogger(CoordinatorDiagnostics.Name), span, config.Elastic);
+        if (persisted is not null) job.Restore(persisted);
+        if (config.Elastic.Enabled) job.PersistTo(runId, state => JobStateFile.Write(stateFile, state));
         var token = new JobToken(ManifestLoader.ReadToken(manifest));
 
         var https = manifest.Tls is null ? null : ServerTls.Options(manifest, log);   // a bad file fails here, before the port opens

@@ -60,6 +60,9 @@ sealed class JobState
     int _generation, _worldSize;
     readonly List<Recovery> _recoveries = [];
     readonly Stopwatch _recovering = new(), _waitingSince = Stopwatch.StartNew();
+    // an elastic job's state on disk, for a restarted coordinator (JobStateFile): the run and where to write it
+    string _runId = "";
+    Action<PersistedJob>? _persist;
 
     /// <param name="assignment">rank, world size -> the reply it gets (rank, rendezvous, data shards)</param>
     /// <param name="telemetry">the straggler rule (factor, duration)</param>
@@ -84,6 +87,46 @@ sealed class JobState
     public Task Stopped => _stopped.Task;
     public bool Failed { get { lock (_lock) return _state == JobStatus.Types.State.Failed; } }
     public string Reason { get { lock (_lock) return _reason; } }
+
+    /// <summary>Every change of the job from now on is handed to <paramref name="write"/> (an elastic job's <see cref="JobStateFile"/>).</summary>
+    public void PersistTo(string runId, Action<PersistedJob> write)
+    {
+        lock (_lock) (_runId, _persist) = (runId, write);
+    }
+
+    void Persist() => _persist?.Invoke(new PersistedJob(_manifest.Job, _runId, _state.ToString(), _generation, _worldSize,
+        _ranks.Values.OrderBy(r => r.Index).Select(r => new PersistedRank(r.Index, r.Request.NodeRank, r.Request.LocalSlot, r.Request.Host, r.Request.Pid, r.Request.RingEndpoint)).ToList(),
+        _checkpointStep, _checkpointPath,
+        _recoveries.Select(r => new PersistedRecovery(r.Generation, r.Cause, r.Rank, r.Host, r.Pid, r.FailedAtStep, r.RestoredStep, r.WorldSize, r.SecondsToRestart, r.SecondsToFirstStep)).ToList()));
+
+    /// <summary>
+    /// A restarted coordinator carries on from what its predecessor persisted: a running generation goes on with the same
+    /// ranks (their heartbeats reconnect; nothing is trained again), a recovery in progress waits for its workers again.
+    /// </summary>
+    public void Restore(PersistedJob job)
+    {
+        lock (_lock)
+        {
+            (_generation, _worldSize, _checkpointStep, _checkpointPath) = (job.Generation, job.WorldSize, job.CheckpointStep, job.CheckpointPath);
+            _recoveries.AddRange(job.Recoveries.Select(r => new Recovery
+            {
+                Generation = r.Generation, Cause = r.Cause, Rank = r.Rank, Host = r.Host, Pid = r.Pid, FailedAtStep = r.FailedAtStep,
+                RestoredStep = r.RestoredStep, WorldSize = r.WorldSize, SecondsToRestart = r.SecondsToRestart, SecondsToFirstStep = r.SecondsToFirstStep,
+            }));
+            if (job.State == nameof(JobStatus.Types.State.Recovering))
+            {
+                _state = JobStatus.Types.State.Recovering;
+                _recovering.Restart();
+            }
+            else
+            {
+                foreach (var r in job.Ranks)
+                    _ranks[r.Rank] = new Rank(r.Rank, new RegisterRequest { Job = job.Job, NodeRank = r.NodeRank, LocalSlot = r.LocalSlot, Host = r.Host, Pid = r.Pid, RingEndpoint = r.RingEndpoint });
+                _state = JobStatus.Types.State.Running;
+            }
+            CoordinatorLog.Restored(_log, _manifest.Job, _generation, _state.ToString().ToLowerInvariant(), _worldSize, _checkpointStep);
+        }
+    }
 
     /// <summary>The exit code of a graceful stop (130 SIGINT, 143 SIGTERM; 0: none asked for).</summary>
     public int StopExitCode { get { lock (_lock) return _stopExitCode; } }
@@ -209,6 +252,7 @@ sealed class JobState
             reply.SetResult(r);
         }
         _state = JobStatus.Types.State.Running;
+        Persist();
         if (_generation == 0)
         {
             CoordinatorLog.Started(_log, _manifest.Job, _worldSize);
@@ -264,6 +308,7 @@ sealed class JobState
         _saves.Clear();
         if (!IsRejoin(recovery)) CoordinatorDiagnostics.Restarts.Add(1, new KeyValuePair<string, object?>("disttrain.job", _manifest.Job));
         CoordinatorLog.Recovering(_log, _manifest.Job, _generation, Restarts, _elastic.MaxRestarts, cause);
+        Persist();
         _span?.AddEvent(new ActivityEvent("generation.opened", tags: new()
         {
             ["disttrain.generation"] = _generation, ["disttrain.cause"] = cause, ["disttrain.rank"] = recovery.Rank, ["host.name"] = recovery.Host,
@@ -353,6 +398,7 @@ sealed class JobState
             {
                 (_checkpointStep, _checkpointPath) = (done.Step, done.Path);
                 CoordinatorLog.CheckpointCommitted(_log, _manifest.Job, done.Step, done.Path);
+                Persist();
                 // a replacement that came back after its generation started joins now (the steps since this checkpoint are trained again)
                 if (_state == JobStatus.Types.State.Running && _waiting.Count > 0)
                     OpenGeneration(RejoinCause + string.Join(", ", _waiting.Select(w => $"node {w.Request.NodeRank} slot {w.Request.LocalSlot} ({w.Request.Host})")) +
@@ -387,6 +433,11 @@ sealed class JobState
                     Fail(reason);   // the rank's own error is the cause: every other rank gets it in its STOP
                     return;
                 }
+                if (request.Failure == FinishRequest.Types.Failure.Process)
+                {
+                    Failure($"{reason} (the process exits: a new one can go on)", r);   // recoverable like a crash
+                    return;
+                }
                 // a killed or failing rank breaks its peers' collectives at once, and they often report before its
                 // own heartbeat stream is seen to break or its own error arrives: wait a moment so that the cause is named
                 int generation = _generation;
@@ -401,6 +452,7 @@ sealed class JobState
             if (_state is (JobStatus.Types.State.Running or JobStatus.Types.State.Stopping) && _ranks.Values.All(x => x.Finished))
             {
                 _state = JobStatus.Types.State.Finished;
+                Persist();
                 if (_stoppedEarly) CoordinatorLog.StoppedGracefully(_log, _manifest.Job, _stopStep, _checkpointPath);
                 else CoordinatorLog.Finished(_log, _manifest.Job);
                 // a replacement still waiting to rejoin has nothing left to do
@@ -515,6 +567,7 @@ sealed class JobState
             if (_state is JobStatus.Types.State.Failed or JobStatus.Types.State.Finished) return;
             _state = JobStatus.Types.State.Failed;
             _reason = reason;
+            Persist();
             CoordinatorLog.Failed(_log, _manifest.Job, reason);
             foreach (var (_, reply) in _waiting) reply.TrySetException(new RpcException(new Status(StatusCode.Aborted, reason)));
             _ncclId.TrySetException(new RpcException(new Status(StatusCode.Aborted, reason)));

@@ -31,7 +31,7 @@ public static class ElasticSizes
             catch (ConfigException refused)
             {
                 throw new ConfigException($"{c.Source}: elastic.min_workers: {min} lets the job go on with {n} workers, but with {n}: {refused.Message[(c.Source.Length + 2)..]} " +
-                    $"(data.shards {Lcm(min, worldSize)} and a global batch that is a multiple of it split over every size from {min} to {worldSize}; or raise min_workers)");
+                    $"(every size from {min} to {worldSize} must split them: data.shards {Lcm(min, worldSize)} and a global batch that is a multiple of it, with a micro_batch that divides each rank's share; or raise elastic.min_workers)");
             }
             sizes.Add(n);
         }

@@ -36,7 +36,8 @@ public sealed class RunDirectory : IDisposable
     public string Path { get; }
 
     /// <param name="runId">the folder name all ranks of a job share (from the coordinator); null: NAME-TIMESTAMP, made unique</param>
-    public static RunDirectory Create(TrainConfig config, string? runId, int rank)
+    /// <param name="generation">an elastic job's generation, on each ledger line (a later one creates the folder when no rank of an earlier one got to)</param>
+    public static RunDirectory Create(TrainConfig config, string? runId, int rank, int generation = 0)
     {
         var root = System.IO.Path.GetFullPath(config.Train.RunDir);
         string path;
@@ -55,7 +56,7 @@ public sealed class RunDirectory : IDisposable
             // rank 0's config.yaml is the first write: a full disk or a folder that cannot be written stops the run here
             if (rank == 0)
                 WriteConfig(path, config);
-            return new RunDirectory(path, rank, config.Train.Ledger);
+            return new RunDirectory(path, rank, config.Train.Ledger, generation);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

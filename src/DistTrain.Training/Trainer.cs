@@ -113,7 +113,7 @@ public sealed class Trainer : IDisposable
         // a later generation without a checkpoint to restore starts again from step 0 in the job's folder
         using var run = RunDirectory.Continued(_config, resumedFrom) is { } continued ? Continue(continued, startStep, observer)
             : _generation > 0 && _runId is not null && RunDirectory.Existing(_config, _runId) is { } restarted ? Continue(restarted, startStep, observer)
-            : RunDirectory.Create(_config, _runId, _comm.Rank);
+            : RunDirectory.Create(_config, _runId, _comm.Rank, _generation);
         if (c.Dir.Length == 0) c = c with { Dir = RunDirectory.CheckpointsOf(run.Path) };
         _checkpointDir = c.Dir;
         using var saver = c.Interval > 0 ? new CheckpointSaver(c, _config, _comm.Rank, _comm.WorldSize, _commit, new SaveOwner(_job, Path.GetFileName(run.Path)), Flat, run.Path) : null;

@@ -23,9 +23,19 @@ static class FailureReport
         {
             Rank = rank, Step = step, Failed = true,
             Message = interrupted ? "the worker was interrupted (SIGINT or SIGTERM)" : Describe(e),
-            Failure = collective ? FinishRequest.Types.Failure.Collective : FinishRequest.Types.Failure.Own,
+            Failure = collective ? FinishRequest.Types.Failure.Collective : !interrupted && ContextLost(e) ? FinishRequest.Types.Failure.Process : FinishRequest.Types.Failure.Own,
         };
     }
+
+    /// <summary>
+    /// A sticky CUDA error: from our own kernels (<see cref="Cuda.CudaException.ContextLost"/>) or from a libtorch op, whose
+    /// message carries CUDA's text. The process must end; a new one can go on.
+    /// </summary>
+    static bool ContextLost(Exception e) => e is Cuda.CudaException { ContextLost: true }
+        || e.Message.Contains("illegal memory access", StringComparison.OrdinalIgnoreCase)
+        || e.Message.Contains("illegal instruction", StringComparison.OrdinalIgnoreCase)
+        || e.Message.Contains("unspecified launch failure", StringComparison.OrdinalIgnoreCase)
+        || e.Message.Contains("misaligned address", StringComparison.OrdinalIgnoreCase);
 
     /// <summary>A user's error as its message says it; anything else (a bug) with its type, which the message alone rarely names.</summary>
     static string Describe(Exception e) => e is ConfigException or DataException or InvalidDataException or TrainingException or WorkerException

@@ -81,13 +81,15 @@ public static class WorkerRunner
             // a coordinator that starts after its workers is normal: wait for it to come up (wait-for-ready), bounded
             try { await client.GetStatusAsync(new StatusRequest(), new CallOptions(deadline: DateTime.UtcNow.AddSeconds(manifest.ConnectTimeoutSeconds), cancellationToken: ct).WithWaitForReady()); }
             catch (RpcException e) when (e.StatusCode is not StatusCode.PermissionDenied) { throw FirstContactFailed(manifest, e); }
+            // in an elastic job a registration may wait through a recovery (elastic.replace_wait_s), or, for a replacement that came
+            // after its generation started, until the next checkpoint: the coordinator ends such waits itself when the job ends;
+            // and it waits for a coordinator that `launch` is starting again
+            var options = new CallOptions(deadline: elastic ? null : DateTime.UtcNow.AddSeconds(manifest.RendezvousTimeoutSeconds), cancellationToken: ct);
             var reply = await client.RegisterAsync(new RegisterRequest
             {
                 Job = manifest.Job, NodeRank = nodeRank, LocalSlot = localSlot, Host = node.Host,
                 RingEndpoint = endpoint, Pid = Environment.ProcessId, Generation = generation,
-            // in an elastic job a registration may wait through a recovery (elastic.replace_wait_s), or, for a replacement that came
-            // after its generation started, until the next checkpoint: the coordinator ends such waits itself when the job ends
-            }, deadline: elastic ? null : DateTime.UtcNow.AddSeconds(manifest.RendezvousTimeoutSeconds), cancellationToken: ct);
+            }, elastic ? options.WithWaitForReady() : options);
             return (reply, listener);
         }
         catch (RpcException e) when (e.StatusCode == StatusCode.OutOfRange)   // a replacement that came after the last step
@@ -135,7 +137,9 @@ public static class WorkerRunner
             gate.StopAt(command.StopStep);
         }
         // from here on the rank is known: whatever fails is reported to the coordinator before this process exits
-        await using var link = new HeartbeatLink(client, manifest, progress.Beat, ct, OnStopCommand);
+        // an elastic job waits for a coordinator that died: launch starts it again, and it carries on from its persisted state
+        double? coordinatorGrace = config.Elastic.Enabled ? manifest.ConnectTimeoutSeconds : null;
+        await using var link = new HeartbeatLink(client, manifest, progress.Beat, ct, OnStopCommand, coordinatorGrace);
         // a signal to this worker stops the whole job: the coordinator agrees the step with every rank
         _ = stop.Requested.ContinueWith(async code =>
         {
@@ -156,7 +160,7 @@ public static class WorkerRunner
             WorkerDiagnostics.Joined(log, manifest.Job, rank, reply.WorldSize, reply.Backend, config.Train.Device, reply.RunId);
             comm = await ConnectAsync(client, manifest, token, reply, link.Stopping);
             link.Guard(comm);
-            trainer = new Trainer(config, comm, data, reply.RunId, new CoordinatorCommit(client, rank, reply.Generation), manifest.Job, gate, reply.Generation);
+            trainer = new Trainer(config, comm, data, reply.RunId, new CoordinatorCommit(client, rank, reply.Generation, coordinatorGrace), manifest.Job, gate, reply.Generation);
             progress.Cursors = () => trainer.DataCursors;
             var telemetry = TrainingTelemetry.For(trainer, config, rank, reply.WorldSize, span?.Context ?? default);
             progress.Compute = telemetry.TakeCompute;
@@ -164,7 +168,8 @@ public static class WorkerRunner
             var result = await Task.Run(() => trainer.Run(observer, link.Stopping), CancellationToken.None);
             // finish first, then end the stream: a stream that ends before Finish means a lost worker
             await link.EndBeatsAsync();
-            await client.FinishAsync(new FinishRequest { Rank = rank, Step = progress.Step, Stopped = result.Stopped is not null, Generation = reply.Generation }, cancellationToken: ct);
+            await client.FinishAsync(new FinishRequest { Rank = rank, Step = progress.Step, Stopped = result.Stopped is not null, Generation = reply.Generation },
+                CoordinatorCommit.Options(coordinatorGrace, ct));
             await link.CompleteAsync();
             WorkerDiagnostics.Finished(log, manifest.Job, rank, progress.Step);
             if (result.Stopped is null) return (0, null);

@@ -35,14 +35,19 @@ static class ClusterCommands
     public static Command Coordinator()
     {
         var (manifest, config, set, port) = (Manifest(), CommonOptions.Config(), CommonOptions.Set(), Port());
-        var command = new Command("coordinator", "run a job's control plane: rendezvous, ranks, data shards, heartbeats") { manifest, config, set, port };
+        var carryOn = new Option<bool>("--carry-on")
+        {
+            Description = "an elastic job: carry on from the state the job's previous coordinator left in train.run_dir (coordinator-JOB.json), " +
+                          "the workers reconnecting; launch passes it when it starts a coordinator that died again",
+        };
+        var command = new Command("coordinator", "run a job's control plane: rendezvous, ranks, data shards, heartbeats") { manifest, config, set, port, carryOn };
         command.SetAction(async (parse, ct) =>
         {
             var m = LoadManifest(parse, manifest, port);
             var c = TrainConfigLoader.Load(parse.GetValue(config)!, parse.GetValue(set));
             using var telemetry = CliTelemetry.Start("coordinator", new() { ["disttrain.job"] = m.Job });
             using var signals = new StopSignals(new StopRequest(), "stopping the job: every rank finishes its step and saves a checkpoint");
-            return await CoordinatorServer.RunAsync(m, c, line => Console.WriteLine(line), telemetry.Logs, ct, signals.Stop);
+            return await CoordinatorServer.RunAsync(m, c, line => Console.WriteLine(line), telemetry.Logs, ct, signals.Stop, parse.GetValue(carryOn));
         });
         return command;
     }
@@ -139,6 +144,12 @@ static class ClusterCommands
             AnsiConsole.Write(table);
             Console.WriteLine(status.CheckpointStep > 0 ? $"last checkpoint: step {status.CheckpointStep} at {status.CheckpointPath}" : "last checkpoint: none yet");
             if (status.CheckpointError.Length > 0) Console.WriteLine($"last failed save: {status.CheckpointError}");
+            if (status.MaxRestarts > 0)
+                Console.WriteLine($"generation {status.Generation}; {status.Recoveries!.Count} recover{(status.Recoveries.Count == 1 ? "y" : "ies")} (elastic.max_restarts {status.MaxRestarts})");
+            foreach (var r in status.Recoveries ?? [])
+                Console.WriteLine($"  generation {r.Generation}: {r.Cause}; " + (r.RestoredStep < 0 ? "gathering workers"
+                    : $"{r.WorldSize} workers from step {r.RestoredStep} ({Math.Max(0, r.FailedAtStep - r.RestoredStep)} steps trained again)" +
+                      (r.SecondsToFirstStep > 0 ? $", first step {r.SecondsToFirstStep:F1} s after the failure" : "")));
             return 0;
         });
         return command;

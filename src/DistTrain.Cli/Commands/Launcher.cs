@@ -45,6 +45,7 @@ static class Launcher
         // an elastic job: a worker that fails is started again on its slot (at most elastic.max_restarts times) while the job
         // goes on; the coordinator opens the next generation around it
         var restarts = new int[node.Slots];
+        int coordinatorRestarts = 0;
         string[] WorkerArgs(int slot) => ["worker", .. common, "--node-rank", $"{nodeRank}", "--local-slot", $"{slot}"];
         string NameOf(int slot) => $"rank {m.RankOf(nodeRank, slot)}";   // the slot's first rank: ranks are fixed by the manifest until a recovery
         lock (children)
@@ -65,6 +66,16 @@ static class Launcher
             if (exits.All(e => e.IsCompleted)) break;
             await Task.WhenAny(exits.Where(e => !e.IsCompleted));
             var coordinator = current.FirstOrDefault(c => c.Slot < 0);
+            // a coordinator that crashed (a signal, not the job's own end) starts again and carries on from its persisted state
+            if (coordinator is { Process.HasExited: true } && coordinator.Process.ExitCode >= 128 && !StopRequest.IsStopExitCode(coordinator.Process.ExitCode)
+                && elastic.Enabled && coordinatorRestarts < elastic.MaxRestarts && !(watch?.JobOver ?? false))
+            {
+                coordinatorRestarts++;
+                Console.Error.WriteLine($"[launch] coordinator exited with code {coordinator.Process.ExitCode}; starting it again (restart {coordinatorRestarts} of {elastic.MaxRestarts}): it carries on from its saved state");
+                lock (children) children.Add(Start("coordinator", ["coordinator", .. common, "--carry-on"], traceParent, m.Job, -1, coordinatorRestarts));
+                lock (children) current = Current(children);
+                coordinator = current.First(c => c.Slot < 0);
+            }
             bool jobOver = coordinator is { Process.HasExited: true } || watch?.JobOver == true;
             foreach (var c in current.Where(c => c.Slot >= 0 && c.Failed && !jobOver && elastic.Enabled && restarts[c.Slot] < elastic.MaxRestarts))
             {
