@@ -180,6 +180,7 @@ int main() {
     check_adamw(1007, 640, 3, true, vec, true);
   }
   check_mix_all();
+  check_mix_norm_all();
   check_ce_all();
   std::printf(failures == 0 ? "all ok\n" : "%d FAILED\n", failures);
   return failures == 0 ? 0 : 1;
