@@ -200,7 +200,7 @@ static void check_mix_norm(long long tokens, int d, int nc, int nn, int l, unsig
       else rms::rmsnorm_dw_reduce_f32(partial.data() + (size_t)c * parts * d, dnw.data() + (size_t)c * d, parts, d, c == 2);
     });
   // errors relative to the largest reference magnitude of each output
-  double e[8] = {}, m[8] = {};   // out, normed, rstd, gh, gw, gs, dnw, untouched
+  double e[8] = {}, m[8] = {};   // out, normed, rstd, gh, gw, gs, dnw; [7]: a value not as it must be bit for bit (untouched, or normed's roundings)
   auto note = [&](int k, double got, double ref) { e[k] = std::max(e[k], std::abs(got - ref)); m[k] = std::max(m[k], std::abs(ref)); };
   auto W = [&](int c, long long t, int j) { return val(w[((size_t)c * tokens + t) * l + j]); };
   std::vector<double> dnwr((size_t)nn * d, 0.0);
@@ -222,6 +222,10 @@ static void check_mix_norm(long long tokens, int d, int nc, int nn, int l, unsig
       for (int col = 0; col < d; ++col) {
         const double xh = val(out[c][o + col]) * rs, dy = val(g[c][o + col]);
         note(1, val(normed[c][o + col]), xh * val(nw[c][col]));
+        // bit for bit the reference's roundings, given the kernel's rstd: T(T(x · r) · w) of the stored x
+        const float xr = (float)val(out[c][o + col]) * rstd[(size_t)c * tokens + t];
+        const T exact = store(mixk::mix_rounded(xr, (const T*)0) * (float)val(nw[c][col]));
+        if (std::memcmp(&exact, &normed[c][o + col], sizeof(T)) != 0) note(7, 1, 0);
         ds[c][col] = rs * (dy * val(nw[c][col]) - xh * dot / d);
         dnwr[(size_t)c * d + col] += dy * xh;
         if (write_gs) note(5, val(gs[c][o + col]), ds[c][col]);
@@ -249,7 +253,7 @@ static void check_mix_norm(long long tokens, int d, int nc, int nn, int l, unsig
   for (int c = 0; c < nn; ++c)
     for (int col = 0; col < d; ++col)
       note(6, val(dnw[(size_t)c * d + col]), dnwr[(size_t)c * d + col] + (c == 2 ? val(preset[col]) : 0.0));
-  double rel = e[7] > 0 ? 1e30 : 0;   // anything not to be written changed
+  double rel = e[7] > 0 ? 1e30 : 0;
   for (int k = 0; k < 7; ++k) if (m[k] > 0) rel = std::max(rel, e[k] / m[k]);
   const double tol = bf16 ? 1.0 / 128 : 1e-5;
   char what[200];

@@ -21,8 +21,6 @@ internal sealed class FusedMix
     public const int MaxInputs = 64;    // MIX_MAX_INPUTS in mix.cu
     public const int MaxStreams = 4;    // MIX_MAX_STREAMS
     public const int MaxNormed = 3;     // MIX_MAX_NORMED
-    /// <summary>Blocks per SM of a normed backward: fewer than the plain one's, as each (block, token slot) writes a row of D fp32 per normed stream for dw.</summary>
-    internal const int NormedBackwardBlocksPerSm = 4;
     public const int MaxThreadsPerToken = 1024;          // scalar columns: __launch_bounds__(1024)
     public const int MaxVectorThreadsPerToken = 256;     // the _v kernels: __launch_bounds__(256)
     // MixTable<T>: h[MaxInputs], gh[MaxInputs], g[MaxStreams], out[MaxStreams], g2[MaxStreams], normed[MaxStreams], nw[MaxStreams], gs[MaxStreams], 8 bytes each
@@ -262,8 +260,10 @@ internal sealed class FusedMix
             (true, true, false) => _backwardN16V, (true, false, false) => _backwardN16, (false, true, false) => _backwardN32V, (false, false, false) => _backwardN32,
             (true, true, true) => _pendingN16V, (true, false, true) => _pendingN16, (false, true, true) => _pendingN32V, (false, false, true) => _pendingN32,
         };
-        // fewer blocks than the plain backward: each (block, token slot) writes one partial row of D fp32 per normed stream
-        uint blocks = (uint)Math.Min((tokens + tpb - 1) / tpb, (long)_device.Multiprocessors * NormedBackwardBlocksPerSm);
+        // one wave of blocks (the plain backward launches 16 a multiprocessor): each (block, token slot) writes one
+        // partial row of D fp32 per normed stream for the norm weights' gradients, which the reduce reads again
+        uint threads = tpt * tpb;
+        uint blocks = (uint)Math.Min((tokens + tpb - 1) / tpb, (long)_device.Multiprocessors * KernelLaunch.ResidentBlocksPerSm(fn, threads, shared));
         long parts = (long)blocks * tpb;
         var dnw = new Tensor?[nn];
         if (parts == 0)   // no tokens: nothing to reduce
