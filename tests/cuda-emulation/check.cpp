@@ -1,4 +1,4 @@
-// g++ -std=c++20 -O1 -pthread check.cpp: the RMSNorm (alone and fused with the residual add before it), AdamW, SwiGLU, QK-norm-rotary, MUDD mixing and cross-entropy kernels against plain loops in double.
+// g++ -std=c++20 -O1 -pthread check.cpp: the RMSNorm (alone and fused with the residual add before it), AdamW, SwiGLU, QK-norm-rotary, MUDD mixing (alone and with the sepln norms fused in) and cross-entropy kernels against plain loops in double.
 #include "emulate.h"
 #include <cstdio>
 #include <random>
