@@ -83,14 +83,16 @@ internal sealed class FusedMix
 
     /// <summary>
     /// What <see cref="ForwardNormed"/> takes: <see cref="Supports"/>, and 1 ≤ N ≤ min(C, 3) norm weights, each (D)
-    /// contiguous of the hiddens' dtype on this device (16-byte aligned for the vector kernels; else the scalar ones run).
+    /// contiguous of the hiddens' dtype on this device; for D > 1024 (vector kernels only) on 16 bytes (below, a misaligned one runs the scalar kernels).
     /// </summary>
     public bool SupportsNormed(IReadOnlyList<Tensor> hiddens, Tensor dw, IReadOnlyList<Tensor> normWeights)
     {
         if (!Supports(hiddens, dw) || normWeights.Count < 1 || normWeights.Count > Math.Min(MaxNormed, dw.shape[0]))
             return false;
         var h0 = hiddens[0];
-        return normWeights.All(w => OnDevice(w) && w.dtype == h0.dtype && w.dim() == 1 && w.shape[0] == h0.shape[2] && w.is_contiguous());
+        // D past the scalar kernels' 1024 columns needs the vector kernels: the weights on 16 bytes too
+        return normWeights.All(w => OnDevice(w) && w.dtype == h0.dtype && w.dim() == 1 && w.shape[0] == h0.shape[2] && w.is_contiguous() &&
+                                    (h0.shape[2] <= MaxThreadsPerToken || TensorArgs.Aligned16(w)));
     }
 
     bool OnDevice(Tensor t) => t.device_type == DeviceType.CUDA && t.device_index == _device.Index;
