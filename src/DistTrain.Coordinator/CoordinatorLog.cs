@@ -55,4 +55,7 @@ static partial class CoordinatorLog
 
     [LoggerMessage(17, LogLevel.Warning, "job {Job}: coordinator restarted; carrying on with generation {Generation} ({State}, {WorldSize} ranks, last checkpoint step {CheckpointStep}): the workers reconnect")]
     public static partial void Restored(ILogger logger, string job, int generation, string state, int worldSize, int checkpointStep);
+
+    [LoggerMessage(18, LogLevel.Warning, "job {Job} finished: {What}")]
+    public static partial void FinishedDespite(ILogger logger, string job, string what);
 }

@@ -275,6 +275,12 @@ sealed class JobState
     /// </summary>
     void Failure(string reason, Rank? failed)
     {
+        // a rank finishes only after the last step, whose all-reduce every rank took part in: the training is complete
+        if (_state == JobStatus.Types.State.Running && _ranks.Values.FirstOrDefault(r => r.Finished) is { } done)
+        {
+            CompleteAfterLastStep($"rank {done.Index} finished the last step before this: {reason}");
+            return;
+        }
         // a graceful stop in progress ends with the failure: its checkpoint cannot be completed
         if (!_elastic.Enabled || _state != JobStatus.Types.State.Running || Restarts >= _elastic.MaxRestarts)
         {
@@ -282,6 +288,17 @@ sealed class JobState
             return;
         }
         OpenGeneration(reason, failed);
+    }
+
+    /// <summary>A rank was lost after the last step: every step was trained (and the final checkpoint committed): the job is finished.</summary>
+    void CompleteAfterLastStep(string what)
+    {
+        _state = JobStatus.Types.State.Finished;
+        Persist();
+        CoordinatorLog.FinishedDespite(_log, _manifest.Job, what);
+        foreach (var (_, reply) in _waiting) reply.TrySetException(new RpcException(new Status(StatusCode.OutOfRange, $"job '{_manifest.Job}' already finished")));
+        _waiting.Clear();
+        _stopped.TrySetResult();
     }
 
     const string RejoinCause = "rejoin: ";
@@ -320,7 +337,7 @@ sealed class JobState
 
     /// <summary>Every failure the job recovered from, for the reason it finally fails with.</summary>
     string Summary() =>
-        $"no restart left after {Restarts} (elastic.max_restarts {_elastic.MaxRestarts}); earlier failures: " +
+        $"after {Restarts} recover{(Restarts == 1 ? "y" : "ies")} (elastic.max_restarts {_elastic.MaxRestarts}); earlier failures: " +
         string.Join("; ", _recoveries.Select(r => $"generation {r.Generation} after {r.Cause}"));
 
     public Task<byte[]> Rendezvous(RendezvousRequest request)
@@ -420,6 +437,12 @@ sealed class JobState
             {
                 // a worker that failed before it registered (its config did not load): the job cannot start without it
                 Fail($"rank {request.Rank} ({HostOf(request.Rank)}) failed before registering: {request.Message}");
+                return;
+            }
+            // the previous generation's rank finished the last step while its loss opened this one: nothing is left to train
+            if (!request.Failed && !request.Stopped && request.Generation == _generation - 1 && _state == JobStatus.Types.State.Recovering)
+            {
+                CompleteAfterLastStep($"rank {request.Rank} of generation {request.Generation} finished the last step (step {request.Step}) as generation {_generation} opened after: {_recoveries[^1].Cause}");
                 return;
             }
             if (request.Generation != _generation || !_ranks.TryGetValue(request.Rank, out var r)) return;   // an older generation's: being recovered from

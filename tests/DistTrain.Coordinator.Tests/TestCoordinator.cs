@@ -14,11 +14,13 @@ sealed class TestCoordinator : IAsyncDisposable
     readonly GrpcChannel _channel;
 
     /// <param name="tls">the manifest's tls section as one YAML line ("tls: {cert: ..., key: ...}"), or null for none</param>
-    public TestCoordinator(string job, int slots, string token = "t", string? tls = null)
+    /// <param name="overrides">more --set assignments for the job's config (elastic.*)</param>
+    public TestCoordinator(string job, int slots, string token = "t", string? tls = null, params string[] overrides)
     {
         (Job, _slots, Port) = (job, slots, TestFiles.FreePort());
         var manifest = Manifest(token, tls);
-        var config = TrainConfigLoader.Load(Path.Combine(TestFiles.RepoRoot, "configs", "tiny-muddformer.yaml"), ["train.steps=5"]);
+        var config = TrainConfigLoader.Load(Path.Combine(TestFiles.RepoRoot, "configs", "tiny-muddformer.yaml"),
+            ["train.steps=5", $"train.run_dir={Path.Combine(_dir.Path, "runs")}", .. overrides]);
         Server = CoordinatorServer.RunAsync(manifest, config, Log.Enqueue, null, _stop.Token);
         // plaintext, as the tests of tokens and registration call it; a TLS coordinator refuses it
         _channel = GrpcChannel.ForAddress($"http://127.0.0.1:{Port}");

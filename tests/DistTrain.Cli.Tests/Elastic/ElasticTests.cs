@@ -88,7 +88,7 @@ public class ElasticTests(UninterruptedRun uninterrupted) : IClassFixture<Uninte
         Assert.NotEqual(0, codes[0]);
         var last = LastLines.Of(output, "launch");
         Assert.Contains($"rank 2 (host 127.0.0.1, pid {second}) lost at step", last);
-        Assert.Contains("no restart left after 1 (elastic.max_restarts 1); earlier failures: generation 1 after rank 1 (host 127.0.0.1, pid " + first + ") lost at step", last);
+        Assert.Contains("after 1 recovery (elastic.max_restarts 1); earlier failures: generation 1 after rank 1 (host 127.0.0.1, pid " + first + ") lost at step", last);
     }
 
     [Fact]
