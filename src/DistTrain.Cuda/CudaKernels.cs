@@ -27,7 +27,7 @@ public sealed class CudaKernels : IKernels
         _rmsNorm = new FusedRmsNorm(device);
         _swiGlu = new FusedSwiGlu(device);
         _qkRotary = new FusedQkRotary(device);
-        _mix = new FusedMix(device, _rmsNorm);
+        _mix = new FusedMix(device);
         _crossEntropy = new FusedCrossEntropy(device);
     }
 
@@ -69,15 +69,6 @@ public sealed class CudaKernels : IKernels
 
     public Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients) =>
         _mix.Supports(hiddens, dw) ? FusedMixFunction.Apply(_mix, hiddens, dw, gradients) : ReferenceKernels.Instance.Mix(hiddens, dw, gradients);
-
-    /// <summary>Whether <see cref="MixNormed"/> runs the fused mix-and-norm kernels for these tensors (kernel-test checks it ran them).</summary>
-    public bool FusesMixNormed(IReadOnlyList<Tensor> hiddens, Tensor dw, IReadOnlyList<Tensor> normWeights) => _mix.SupportsNormed(hiddens, dw, normWeights);
-
-    /// <summary>One mix launch writes the raw streams, the normed ones and rstd; one backward launch turns the normed streams' gradients into the streams' own in place of three norm backwards.</summary>
-    public Tensor[] MixNormed(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients, IReadOnlyList<Tensor> normWeights, double eps) =>
-        _mix.SupportsNormed(hiddens, dw, normWeights)
-            ? FusedMixFunction.Apply(_mix, hiddens, dw, gradients, normWeights, eps)
-            : IKernels.MixThenNorm(this, hiddens, dw, gradients, normWeights, eps);
 
     /// <summary>The mix kernels with one stream and α broadcast to every token ((n) -> (1, B, T, n), copied once: n values a token); autograd sums dw's gradient back to (n).</summary>
     public Tensor DepthWeightedAverage(IReadOnlyList<Tensor> hiddens, Tensor weights)

@@ -54,21 +54,6 @@ internal static class KernelLaunch
         }
     }
 
-    static readonly System.Collections.Concurrent.ConcurrentDictionary<(nint Function, uint Threads, uint Shared), int> Resident = new();
-
-    /// <summary>
-    /// Blocks of <paramref name="threads"/> threads and <paramref name="sharedBytes"/> of dynamic shared memory that one
-    /// multiprocessor runs at once (the driver's occupancy calculation, cached): a grid of that many per SM is one wave.
-    /// </summary>
-    public static int ResidentBlocksPerSm(CudaFunction f, uint threads, uint sharedBytes) => Resident.GetOrAdd((f.Handle, threads, sharedBytes), _ =>
-    {
-        f.Device.MakeCurrent();
-        int r = cuOccupancyMaxActiveBlocksPerMultiprocessor(out int blocks, f.Handle, (int)threads, sharedBytes);
-        if (r != Success)
-            throw new CudaException(r, $"kernel {f.Name} on {f.Device.Name}: cuOccupancyMaxActiveBlocksPerMultiprocessor({threads} threads, {sharedBytes} shared bytes): {Describe(r)}");
-        return Math.Max(1, blocks);
-    });
-
     internal static CudaException Error(int code, CudaFunction f, (uint X, uint Y) grid, (uint X, uint Y) block, string shapes)
     {
         var what = string.Create(CultureInfo.InvariantCulture,

@@ -150,51 +150,40 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
     /// policy, layer i's region starts from the hiddens: the weights and the mixing after layer
     /// i-1 are recomputed in backward, so the four mixed streams are never kept. The mixes of this
     /// pass, recomputed ones included, share one set of gradient buffers for the hiddens.
-    /// sepln's Q, K, V norms of block i run in the mix before it (<see cref="IKernels.MixNormed"/>), except under
-    /// the block policy: its region starts from the mixed streams, and normed streams kept there would add
-    /// three hidden-sized tensors a layer to the four it keeps.
     /// </summary>
     Tensor ForwardMudd(Tensor x, Tensor cos, Tensor sin, ActivationCheckpointing policy, KvCache? cache)
     {
         var gradients = new HiddenGradients();
-        Tensor[] Mix(int after, IReadOnlyList<Tensor> h, bool normed) => MixAfter(after, h, gradients, normed);
+        Tensor[] Mix(int after, IReadOnlyList<Tensor> h) => MixAfter(after, h, gradients);
         var hiddens = new List<Tensor> { x };
         for (int i = 0; i < _layers.Count; i++)
         {
             int layer = i;
             var kv = cache?[layer];
-            bool normed = layer > 0 && _config.Streams(layer - 1) == 4 && _layers[layer].StreamNorms is not null && !(policy.Covers(i, _layers.Count) && policy.Kind == CheckpointKind.Block);
-            Tensor Block(Tensor[] s, Tensor c, Tensor n) => s.Length == 1 ? _layers[layer].Forward(s[0], c, n, kv)
-                : normed ? _layers[layer].ForwardNormed(s[0], s[1], s[2], s[3], c, n, kv) : _layers[layer].Forward(s[0], s[1], s[2], s[3], c, n, kv);
+            Tensor Block(Tensor[] s, Tensor c, Tensor n) => s.Length == 1 ? _layers[layer].Forward(s[0], c, n, kv) : _layers[layer].Forward(s[0], s[1], s[2], s[3], c, n, kv);
             Tensor output;
             if (policy.Covers(i, _layers.Count) && policy.Kind == CheckpointKind.Mudd)
-                output = Recomputed((h, c, n) => Block(layer == 0 ? h : Mix(layer - 1, h, normed), c, n), [.. hiddens], cos, sin);
+                output = Recomputed((h, c, n) => Block(layer == 0 ? h : Mix(layer - 1, h), c, n), [.. hiddens], cos, sin);
             else
             {
-                var streams = i == 0 ? [x] : Mix(i - 1, hiddens, normed);
+                var streams = i == 0 ? [x] : Mix(i - 1, hiddens);
                 output = policy.Covers(i, _layers.Count) ? Recomputed(Block, streams, cos, sin) : Block(streams, cos, sin);
             }
             hiddens.Add(output);
         }
-        return Mix(_layers.Count - 1, hiddens, normed: false)[0];
+        return Mix(_layers.Count - 1, hiddens)[0];
     }
 
     /// <summary>A checkpointed region over <paramref name="inputs"/>; the rotary tables travel as inputs so that they outlive this forward's scope.</summary>
     static Tensor Recomputed(Func<Tensor[], Tensor, Tensor, Tensor> region, Tensor[] inputs, Tensor cos, Tensor sin) =>
         Recompute.Run(all => region(all[..^2], all[^2], all[^1]), [.. inputs, cos, sin]);
 
-    /// <summary>
-    /// The streams after layer i: hiddens h_0..h_{i+1} mixed by dynamic_dense.{i}(h_{i+1}) + dense_bs.{i}; with
-    /// <paramref name="normed"/>, Q, K, V through block i+1's attention_norms (<see cref="TransformerBlock.StreamNorms"/>).
-    /// </summary>
-    Tensor[] MixAfter(int i, IReadOnlyList<Tensor> hiddens, HiddenGradients gradients, bool normed)
+    /// <summary>The streams after layer i: hiddens h_0..h_{i+1} mixed by dynamic_dense.{i}(h_{i+1}) + dense_bs.{i}.</summary>
+    Tensor[] MixAfter(int i, IReadOnlyList<Tensor> hiddens, HiddenGradients gradients)
     {
         using var scope = NewDisposeScope();
         var dw = _dynamicDense![i].forward(hiddens[^1]).Plus(_denseBs![i].unsqueeze(1).unsqueeze(1));   // (C, B, T, L)
-        var streams = normed && _layers[i + 1].StreamNorms is var (weights, eps)
-            ? _kernels.MixNormed(hiddens, dw, gradients, weights, eps)
-            : _kernels.Mix(hiddens, dw, gradients);
-        return streams.Select(t => t.MoveToOuterDisposeScope()).ToArray();
+        return _kernels.Mix(hiddens, dw, gradients).Select(t => t.MoveToOuterDisposeScope()).ToArray();
     }
 
     /// <summary>The rotary tables of positions start..start+seqLen-1.</summary>

@@ -73,67 +73,6 @@ public class KernelSeamTests
         Assert.Equal(4, counting.CrossEntropies);
     }
 
-    /// <summary>Records the normed mixes (their norm weights and eps) and runs the reference's separate ops.</summary>
-    sealed class RecordingNormedMixes : IKernels
-    {
-        public readonly List<(int Hiddens, IReadOnlyList<Tensor> Weights, double Eps)> Normed = [];
-        public int Plain;
-        public string Name => "recording";
-        public Tensor RmsNorm(Tensor x, Tensor? weight, double eps) => ReferenceKernels.Instance.RmsNorm(x, weight, eps);
-        public (Tensor Sum, Tensor Normed) AddRmsNorm(Tensor a, Tensor b, Tensor? weight, double eps) => ReferenceKernels.Instance.AddRmsNorm(a, b, weight, eps);
-        public Tensor SwiGlu(Tensor a, Tensor b) => ReferenceKernels.Instance.SwiGlu(a, b);
-        public Tensor QkNormRotary(Tensor x, Tensor? weight, double eps, Tensor cos, Tensor sin) => ReferenceKernels.Instance.QkNormRotary(x, weight, eps, cos, sin);
-        public Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients)
-        {
-            Plain++;
-            return ReferenceKernels.Instance.Mix(hiddens, dw, gradients);
-        }
-        public Tensor[] MixNormed(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients, IReadOnlyList<Tensor> normWeights, double eps)
-        {
-            Normed.Add((hiddens.Count, normWeights, eps));
-            return ReferenceKernels.Instance.MixNormed(hiddens, dw, gradients, normWeights, eps);
-        }
-        public Tensor DepthWeightedAverage(IReadOnlyList<Tensor> hiddens, Tensor weights) => ReferenceKernels.Instance.DepthWeightedAverage(hiddens, weights);
-        public void CrossEntropyRows(Tensor logits, Tensor targets, Tensor losses, long? meanOver) => ReferenceKernels.Instance.CrossEntropyRows(logits, targets, losses, meanOver);
-    }
-
-    /// <summary>
-    /// sepln: the mix before block i (i ≥ 1) runs block i's attention_norms.{0..2} (the parameters themselves, and
-    /// their eps) through <see cref="IKernels.MixNormed"/>, the last mix (one stream) is plain; where the block
-    /// policy recomputes a layer its norms stay in the block (a plain mix); the result is the same either way.
-    /// </summary>
-    [Theory]
-    [InlineData(CheckpointKind.None)]
-    [InlineData(CheckpointKind.Mudd)]
-    [InlineData(CheckpointKind.Block)]
-    public void TheMixBeforeEachSeplnBlockRunsItsNormsUnlessTheBlockPolicyRecomputesThem(CheckpointKind kind)
-    {
-        var config = TinyModels.Config(Architecture.MUDDFormer, layers: 4);
-        using var model = TinyModels.Build(config);
-        using var tokens = TinyModels.Tokens(config, 2, 8);
-        using var before = model.forward(tokens);   // the reference kernels, no checkpointing
-        var recording = new RecordingNormedMixes();
-        model.Kernels = recording;
-        model.Checkpointing = new ActivationCheckpointing(kind);
-        using var after = model.forward(tokens);
-        Assert.True(before.eq(after).all().item<bool>());
-        var parameters = model.named_parameters().ToDictionary(p => p.name, p => (Tensor)p.parameter);
-        // the mix before layer i reads i + 1 hiddens; the block policy covers every layer but the last
-        var normedLayers = Enumerable.Range(1, config.NLayer - 1).Where(i => !(kind == CheckpointKind.Block && model.Checkpointing.Covers(i, config.NLayer))).ToArray();
-        Assert.Equal(kind == CheckpointKind.Block ? [config.NLayer - 1] : Enumerable.Range(1, config.NLayer - 1), normedLayers);
-        // mudd: the regions run without a graph in forward; the mixes run once each here (again in backward)
-        Assert.Equal(normedLayers.Select(i => i + 1), recording.Normed.Select(m => m.Hiddens));
-        Assert.Equal(config.NLayer - normedLayers.Length, recording.Plain);   // the rest, and the last mix (one stream)
-        for (int n = 0; n < normedLayers.Length; n++)
-        {
-            var (_, weights, eps) = recording.Normed[n];
-            Assert.Equal(config.NormEps, eps);
-            Assert.Equal(3, weights.Count);
-            for (int k = 0; k < 3; k++)
-                Assert.Same(parameters[$"layers.{normedLayers[n]}.attention_norms.{k}.weight"], weights[k]);
-        }
-    }
-
     [Fact]
     public void TheReferenceIsTheModulesFormula()
     {

@@ -125,34 +125,6 @@ int main() {
       for (int i = 0; i < c; ++i) { cudaFree((void*)tab.g2[i]); tab.g2[i] = nullptr; }
       cudaFree(wts2);
     }
-    // sepln's Q, K, V norms fused in (the _n kernels): forward also writes the 3 normed streams; backward also reads the
-    // 3 raw streams (and a deferring one writes their pre-norm gradients), on one wave of blocks as FusedMix launches it
-    {
-      const int nn = 3;
-      float *rstd3, *dnw;
-      for (int i = 0; i < nn; ++i) { tab.normed[i] = bf16(n, 110 + i); tab.nw[i] = bf16(d, 115 + i); }
-      CHECK(cudaMalloc(&rstd3, (long long)nn * tokens * 4));
-      const unsigned nfshared = fshared + tpb * (tpt / 32) * 4 * 4, nbshared = bshared + tpb * (tpt / 32) * 4 * 4;
-      int resident = 1;
-      CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, mixk::mix_backward_n_bf16_v, tpt * tpb, nbshared));
-      const unsigned ngrid = (unsigned)std::min<long long>(tokens / tpb, (long long)sms * std::max(resident, 1));
-      CHECK(cudaMalloc(&dnw, (long long)nn * ngrid * tpb * d * 4));
-      auto dwo = bf16(nn * d, 125);   // the weights' .grad the reduce adds into
-      std::snprintf(name, sizeof name, "mix+norm fwd L %d", l);
-      bench(name, (double)(l + c + nn) * mb, [&] { mixk::mix_forward_n_bf16_v<<<grid, dim3(tpt, tpb), nfshared>>>(tab, wts, tokens, c, l, (int)d, nn, 1e-5f, rstd3); });
-      std::snprintf(name, sizeof name, "mix+norm bwd L %d (grid %u)", l, ngrid);
-      bench(name, (double)(3 * l + c + nn) * mb, [&] { mixk::mix_backward_n_bf16_v<<<ngrid, dim3(tpt, tpb), nbshared>>>(tab, wts, gw, tokens, c, l, (int)d, ~0ull, ~0ull, nullptr, 0, 0, nn, rstd3, dnw); });
-      std::snprintf(name, sizeof name, "mix+norm dw reduce x3 (%u parts)", ngrid * tpb);
-      bench(name, (double)nn * ngrid * tpb * d * 4, [&] { for (int i = 0; i < nn; ++i) rms::rmsnorm_dw_reduce_bf16<<<(unsigned)(d + 31) / 32, dim3(32, 32)>>>(dnw + (long long)i * ngrid * tpb * d, dwo + i * d, ngrid * tpb, (int)d, 1); });
-      if (l > 2) {
-        for (int i = 0; i < nn; ++i) tab.gs[i] = bf16(n, 120 + i);
-        std::snprintf(name, sizeof name, "mix+norm bwd L %d deferring (writes one gh, gs)", l);
-        bench(name, (double)(l + c + nn + 2 + nn) * mb, [&] { mixk::mix_backward_n_bf16_v<<<ngrid, dim3(tpt, tpb), nbshared>>>(tab, wts, gw, tokens, c, l, (int)d, ~0ull, 1ull << (l - 1), nullptr, 0, 0, nn, rstd3, dnw); });
-        for (int i = 0; i < nn; ++i) { cudaFree(tab.gs[i]); tab.gs[i] = nullptr; }
-      }
-      for (int i = 0; i < nn; ++i) { cudaFree(tab.normed[i]); cudaFree((void*)tab.nw[i]); tab.normed[i] = nullptr; tab.nw[i] = nullptr; }
-      cudaFree(rstd3); cudaFree(dnw); cudaFree(dwo);
-    }
     for (int j = 0; j < l; ++j) { cudaFree(hs[j]); cudaFree(tab.gh[j]); }
     for (int i = 0; i < c; ++i) { cudaFree(tab.out[i]); cudaFree((void*)tab.g[i]); }
     cudaFree(wts); cudaFree(gw);

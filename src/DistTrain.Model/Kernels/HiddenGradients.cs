@@ -123,8 +123,7 @@ public sealed class HiddenGradients
 
 /// <summary>
 /// A mix over <paramref name="Count"/> hiddens whose gradients for h_0..h_{Count-2} are not yet added:
-/// its C stream gradients (B, T, D) and weights (C, B, T, Count) as its kernels use them. The gradients of
-/// the streams themselves: a mix that normed some (<see cref="IKernels.MixNormed"/>) hands on their pre-norm gradients.
+/// its C stream gradients (B, T, D) and weights (C, B, T, Count) as its kernels use them.
 /// </summary>
 public sealed record DeferredMix(int Count, Tensor[] StreamGrads, Tensor Weights) : IDisposable
 {

@@ -45,24 +45,6 @@ public interface IKernels
     Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients);
 
     /// <summary>
-    /// <see cref="Mix"/>, then the first N = normWeights.Count streams (N ≤ 3: sepln's Q, K, V) each through
-    /// <see cref="RmsNorm"/> with its weight: returns the N normed streams, then the others as mixed (R).
-    /// Values and gradients are those of the separate ops (<see cref="MixThenNorm"/>, which the reference runs);
-    /// the fused kernels do it in the mix's own passes. The norm weights are parameters: their gradients reach
-    /// .grad as the separate norms' do.
-    /// </summary>
-    Tensor[] MixNormed(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients, IReadOnlyList<Tensor> normWeights, double eps) =>
-        MixThenNorm(this, hiddens, dw, gradients, normWeights, eps);
-
-    /// <summary><see cref="MixNormed"/> as separate ops: <paramref name="kernels"/>' Mix, then its RmsNorm of each of the first N streams.</summary>
-    static Tensor[] MixThenNorm(IKernels kernels, IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients, IReadOnlyList<Tensor> normWeights, double eps)
-    {
-        using var scope = NewDisposeScope();
-        var streams = kernels.Mix(hiddens, dw, gradients);
-        return streams.Select((s, c) => (c < normWeights.Count ? kernels.RmsNorm(s, normWeights[c], eps) : s).MoveToOuterDisposeScope()).ToArray();
-    }
-
-    /// <summary>
     /// DenseFormer's depth-weighted average: hiddens h_0..h_{n-1} (each (B, T, D)) and static weights
     /// α (n) -> Σ_j α_j · h_j (B, T, D) in the hiddens' dtype. The fused kernels run it as a mix with one
     /// stream and the same weights for every token.

@@ -36,9 +36,6 @@ public sealed class ReferenceKernels : IKernels
 
     public Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients) => MixFunction.Apply(hiddens, dw, gradients);
 
-    public Tensor[] MixNormed(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients, IReadOnlyList<Tensor> normWeights, double eps) =>
-        IKernels.MixThenNorm(this, hiddens, dw, gradients, normWeights, eps);
-
     public Tensor DepthWeightedAverage(IReadOnlyList<Tensor> hiddens, Tensor weights)
     {
         using var scope = NewDisposeScope();

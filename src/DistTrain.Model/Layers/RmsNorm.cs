@@ -21,8 +21,6 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>, IUsesKernels
 
     public IKernels Kernels { get; set; } = ReferenceKernels.Instance;
 
-    public double Eps => _eps;
-
     public override Tensor forward(Tensor x) => Kernels.RmsNorm(x, weight, _eps);
 
     /// <summary>The residual add before this norm, fused with it where the kernels can: (a + b, forward(a + b)).</summary>

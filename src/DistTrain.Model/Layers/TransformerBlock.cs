@@ -10,9 +10,7 @@ namespace DistTrain.Model.Layers;
 /// Pre-norm block: h = r + attn(norm(q), norm(k), norm(v)); out = h + ffn(ffn_norm(h)).
 /// Without dense streams q = k = v = r = x. With MUDD streams (layers after the first) the four
 /// inputs differ, and sepln gives each of Q, K, V its own norm (attention_norms.{0..2}). h's add
-/// and ffn_norm(h) are one kernel op (<see cref="Kernels.IKernels.AddRmsNorm"/>). The mix that makes the streams
-/// may run the sepln norms itself (<see cref="StreamNorms"/>, <see cref="Kernels.IKernels.MixNormed"/>): then
-/// <see cref="ForwardNormed"/> takes the normed Q, K, V; the weights stay this block's attention_norms.
+/// and ffn_norm(h) are one kernel op (<see cref="Kernels.IKernels.AddRmsNorm"/>).
 /// </summary>
 public sealed class TransformerBlock : nn.Module
 {
@@ -53,17 +51,6 @@ public sealed class TransformerBlock : nn.Module
             (nq, nk, nv) = (_attentionNorms[0].forward(q), _attentionNorms[1].forward(k), _attentionNorms[2].forward(v));
         else
             (nq, nk, nv) = (_attentionNorm!.forward(q), _attentionNorm.forward(k), _attentionNorm.forward(v));
-        return ForwardNormed(nq, nk, nv, r, cos, sin, kv).MoveToOuterDisposeScope();
-    }
-
-    /// <summary>sepln's norms (attention_norms.{0..2}: the weights and their eps) when this block has them, for the mix before it to run; else null.</summary>
-    public (IReadOnlyList<Tensor> Weights, double Eps)? StreamNorms =>
-        _attentionNorms is null ? null : ([_attentionNorms[0].weight, _attentionNorms[1].weight, _attentionNorms[2].weight], _attentionNorms[0].Eps);
-
-    /// <summary>MUDD streams with Q, K, V already normed by <see cref="StreamNorms"/> (the mix ran them), and r: each (B, T, D) -> (B, T, D).</summary>
-    public Tensor ForwardNormed(Tensor nq, Tensor nk, Tensor nv, Tensor r, Tensor cos, Tensor sin, LayerKv? kv = null)
-    {
-        using var scope = NewDisposeScope();
         var (h, hNormed) = _ffnNorm.AddForward(r, _attention.Forward(nq, nk, nv, cos, sin, kv));   // h = r + attn, ffn_norm(h)
         return h.Plus(_feedForward.forward(hNormed)).MoveToOuterDisposeScope();
     }

@@ -1,5 +1,4 @@
 using TorchSharp;
-using DistTrain.Cuda.Ops.RmsNorm;
 using static TorchSharp.torch;
 
 namespace DistTrain.Cuda.Ops.Mix;
@@ -10,35 +9,25 @@ namespace DistTrain.Cuda.Ops.Mix;
 /// backward writes or adds each hidden's gradient (one pass over the hiddens and the streams'
 /// gradients) and the weights' gradient as per-token reductions over D. fp32 inside, bf16 or fp32 in
 /// and out, 16-byte loads where D and the addresses allow. The reference is <see cref="Model.Layers.MixFunction"/>.
-/// The same kernels fuse sepln's RMSNorm of the first streams (Q, K, V) into the mix (<see cref="ForwardNormed"/>, and
-/// <see cref="Backward"/> with its norm part): one launch each way instead of the mix's plus three norms', and
-/// neither the norms' reads of the streams in forward nor the streams' gradients' write and read in backward.
-/// The reference is <see cref="Model.Kernels.IKernels.MixThenNorm"/>.
 /// </summary>
 internal sealed class FusedMix
 {
     const string Source = "mix.cu";
     public const int MaxInputs = 64;    // MIX_MAX_INPUTS in mix.cu
     public const int MaxStreams = 4;    // MIX_MAX_STREAMS
-    public const int MaxNormed = 3;     // MIX_MAX_NORMED
     public const int MaxThreadsPerToken = 1024;          // scalar columns: __launch_bounds__(1024)
     public const int MaxVectorThreadsPerToken = 256;     // the _v kernels: __launch_bounds__(256)
-    // MixTable<T>: h[MaxInputs], gh[MaxInputs], g[MaxStreams], out[MaxStreams], g2[MaxStreams], normed[MaxStreams], nw[MaxStreams], gs[MaxStreams], 8 bytes each
-    internal const int TableSlots = 2 * MaxInputs + 6 * MaxStreams;
-    const int GhSlot = MaxInputs, GSlot = 2 * MaxInputs, OutSlot = 2 * MaxInputs + MaxStreams, G2Slot = 2 * MaxInputs + 2 * MaxStreams,
-              NormedSlot = 2 * MaxInputs + 3 * MaxStreams, NwSlot = 2 * MaxInputs + 4 * MaxStreams, GsSlot = 2 * MaxInputs + 5 * MaxStreams;
+    // MixTable<T>: h[MaxInputs], gh[MaxInputs], g[MaxStreams], out[MaxStreams], g2[MaxStreams], 8 bytes each
+    const int TableSlots = 2 * MaxInputs + 3 * MaxStreams, GhSlot = MaxInputs, GSlot = 2 * MaxInputs, OutSlot = 2 * MaxInputs + MaxStreams,
+              G2Slot = 2 * MaxInputs + 2 * MaxStreams;
 
     readonly CudaDevice _device;
     readonly CudaFunction _forward32, _forward32V, _forward16, _forward16V, _backward32, _backward32V, _backward16, _backward16V;
     readonly CudaFunction _pending32, _pending32V, _pending16, _pending16V;
-    readonly CudaFunction _forwardN32, _forwardN32V, _forwardN16, _forwardN16V, _backwardN32, _backwardN32V, _backwardN16, _backwardN16V;
-    readonly CudaFunction _pendingN32, _pendingN32V, _pendingN16, _pendingN16V;
-    readonly FusedRmsNorm _norms;   // its dw reduce finishes the fused norms' weight gradients
 
-    public FusedMix(CudaDevice device, FusedRmsNorm norms)
+    public FusedMix(CudaDevice device)
     {
         _device = device;
-        _norms = norms;
         var module = KernelModule.Get(device, Source);
         (_forward32, _forward32V) = (module.Function("mix_forward_f32"), module.Function("mix_forward_f32_v"));
         (_forward16, _forward16V) = (module.Function("mix_forward_bf16"), module.Function("mix_forward_bf16_v"));
@@ -46,12 +35,6 @@ internal sealed class FusedMix
         (_backward16, _backward16V) = (module.Function("mix_backward_bf16"), module.Function("mix_backward_bf16_v"));
         (_pending32, _pending32V) = (module.Function("mix_backward_p_f32"), module.Function("mix_backward_p_f32_v"));
         (_pending16, _pending16V) = (module.Function("mix_backward_p_bf16"), module.Function("mix_backward_p_bf16_v"));
-        (_forwardN32, _forwardN32V) = (module.Function("mix_forward_n_f32"), module.Function("mix_forward_n_f32_v"));
-        (_forwardN16, _forwardN16V) = (module.Function("mix_forward_n_bf16"), module.Function("mix_forward_n_bf16_v"));
-        (_backwardN32, _backwardN32V) = (module.Function("mix_backward_n_f32"), module.Function("mix_backward_n_f32_v"));
-        (_backwardN16, _backwardN16V) = (module.Function("mix_backward_n_bf16"), module.Function("mix_backward_n_bf16_v"));
-        (_pendingN32, _pendingN32V) = (module.Function("mix_backward_np_f32"), module.Function("mix_backward_np_f32_v"));
-        (_pendingN16, _pendingN16V) = (module.Function("mix_backward_np_bf16"), module.Function("mix_backward_np_bf16_v"));
     }
 
     /// <summary>Columns in one 16-byte vector of <paramref name="dtype"/>.</summary>
@@ -81,20 +64,6 @@ internal sealed class FusedMix
         return d >= 1 && (d <= MaxThreadsPerToken || (d % v == 0 && d <= (long)MaxVectorThreadsPerToken * v && hiddens.All(TensorArgs.Aligned16)));
     }
 
-    /// <summary>
-    /// What <see cref="ForwardNormed"/> takes: <see cref="Supports"/>, and 1 ≤ N ≤ min(C, 3) norm weights, each (D)
-    /// contiguous of the hiddens' dtype on this device; for D > 1024 (vector kernels only) on 16 bytes (below, a misaligned one runs the scalar kernels).
-    /// </summary>
-    public bool SupportsNormed(IReadOnlyList<Tensor> hiddens, Tensor dw, IReadOnlyList<Tensor> normWeights)
-    {
-        if (!Supports(hiddens, dw) || normWeights.Count < 1 || normWeights.Count > Math.Min(MaxNormed, dw.shape[0]))
-            return false;
-        var h0 = hiddens[0];
-        // D past the scalar kernels' 1024 columns needs the vector kernels: the weights on 16 bytes too
-        return normWeights.All(w => OnDevice(w) && w.dtype == h0.dtype && w.dim() == 1 && w.shape[0] == h0.shape[2] && w.is_contiguous() &&
-                                    (h0.shape[2] <= MaxThreadsPerToken || TensorArgs.Aligned16(w)));
-    }
-
     bool OnDevice(Tensor t) => t.device_type == DeviceType.CUDA && t.device_index == _device.Index;
 
     /// <summary>Threads per token (a multiple of 32 covering D in chunks of <paramref name="v"/>), tokens per block (≥ 256 threads a block).</summary>
@@ -121,57 +90,27 @@ internal sealed class FusedMix
     uint Blocks(long tokens, uint perBlock) => (uint)Math.Min((tokens + perBlock - 1) / perBlock, (long)_device.Multiprocessors * 16);
 
     /// <summary>hiddens (B, T, D) each, w (C, B, T, L) contiguous in the hiddens' dtype -> C streams (B, T, D).</summary>
-    public Tensor[] Forward(IReadOnlyList<Tensor> hiddens, Tensor w) => Launch(hiddens, w, null, 0).Streams;
-
-    /// <summary>
-    /// As <see cref="Forward"/>, and the first N = normWeights.Count streams normed too (sepln's attention_norms):
-    /// Streams: all C raw (the normed ones are what their norm's backward reads); Normed: N (B, T, D),
-    /// T(T(stream · r) · weight) with r = rsqrt(mean(stream²) + eps) in fp32 over the stream as stored; Rstd (N, B·T) fp32.
-    /// </summary>
-    public (Tensor[] Streams, Tensor[] Normed, Tensor Rstd) ForwardNormed(IReadOnlyList<Tensor> hiddens, Tensor w, IReadOnlyList<Tensor> normWeights, double eps)
-    {
-        var (streams, normed, rstd) = Launch(hiddens, w, normWeights, eps);
-        return (streams, normed!, rstd!);
-    }
-
-    (Tensor[] Streams, Tensor[]? Normed, Tensor? Rstd) Launch(IReadOnlyList<Tensor> hiddens, Tensor w, IReadOnlyList<Tensor>? normWeights, double eps)
+    public Tensor[] Forward(IReadOnlyList<Tensor> hiddens, Tensor w)
     {
         const string op = "mix forward";
         var h0 = hiddens[0];
         var dtype = h0.dtype;
         long d = h0.shape[2], tokens = h0.shape[0] * h0.shape[1];
-        int c = (int)w.shape[0], l = hiddens.Count, nn = normWeights?.Count ?? 0;
+        int c = (int)w.shape[0], l = hiddens.Count;
         var outs = Enumerable.Range(0, c).Select(_ => empty_like(h0)).ToArray();
-        var normed = normWeights is null ? null : Enumerable.Range(0, nn).Select(_ => empty_like(h0)).ToArray();
-        var rstd = normWeights is null ? null : empty([nn, tokens], ScalarType.Float32, h0.device);
         Span<ulong> table = stackalloc ulong[TableSlots];
         table.Clear();
-        var rows = new List<nint>();
-        for (int j = 0; j < l; j++) rows.Add((nint)(table[j] = Arg.Ptr(TensorArgs.Pointer(hiddens[j], _device, op, $"h_{j}", dtype))));
-        for (int i = 0; i < c; i++) rows.Add((nint)(table[OutSlot + i] = Arg.Ptr(TensorArgs.Pointer(outs[i], _device, op, $"stream {i}", dtype))));
-        for (int i = 0; i < nn; i++)
-        {
-            rows.Add((nint)(table[NormedSlot + i] = Arg.Ptr(TensorArgs.Pointer(normed![i], _device, op, $"normed stream {i}", dtype))));
-            rows.Add((nint)(table[NwSlot + i] = Arg.Ptr(TensorArgs.Pointer(normWeights![i], _device, op, $"norm weight {i}", dtype))));
-        }
-        bool vec = Vectorizable(d, dtype, rows);
+        for (int j = 0; j < l; j++) table[j] = Arg.Ptr(TensorArgs.Pointer(hiddens[j], _device, op, $"h_{j}", dtype));
+        for (int i = 0; i < c; i++) table[OutSlot + i] = Arg.Ptr(TensorArgs.Pointer(outs[i], _device, op, $"stream {i}", dtype));
+        bool vec = Vectorizable(d, dtype, [.. table[..l].ToArray().Select(p => (nint)p), .. table.Slice(OutSlot, c).ToArray().Select(p => (nint)p)]);
         int v = vec ? VectorWidth(dtype) : 1;
         var (tpt, tpb) = Checked(d, v, op);
-        uint shared = (tpb * (uint)(c * l) + (nn > 0 ? tpb * (tpt / 32) * MaxStreams : 0)) * sizeof(float);   // weights, per-warp row sums
-        string Shapes() => $"{l} hiddens {TensorArgs.Describe(h0)}, w {TensorArgs.Describe(w)}" + (nn > 0 ? $", {nn} normed" : "");
-        var pw = Arg.Ptr(TensorArgs.Pointer(w, _device, op, "w", dtype));
-        if (normWeights is null)
-        {
-            var f = dtype == ScalarType.BFloat16 ? (vec ? _forward16V : _forward16) : (vec ? _forward32V : _forward32);
-            KernelLaunch.LaunchWithTable(f, (Blocks(tokens, tpb), 1), (tpt, tpb), shared, Shapes, table, pw, Arg.I64(tokens), Arg.I32(c), Arg.I32(l), Arg.I32((int)d));
-        }
-        else
-        {
-            var f = dtype == ScalarType.BFloat16 ? (vec ? _forwardN16V : _forwardN16) : (vec ? _forwardN32V : _forwardN32);
-            KernelLaunch.LaunchWithTable(f, (Blocks(tokens, tpb), 1), (tpt, tpb), shared, Shapes, table, pw, Arg.I64(tokens), Arg.I32(c), Arg.I32(l), Arg.I32((int)d),
-                Arg.I32(nn), Arg.F32((float)eps), Arg.Ptr(TensorArgs.Pointer(rstd!, _device, op, "rstd", ScalarType.Float32)));
-        }
-        return (outs, normed, rstd);
+        uint shared = tpb * (uint)(c * l) * sizeof(float);
+        var f = dtype == ScalarType.BFloat16 ? (vec ? _forward16V : _forward16) : (vec ? _forward32V : _forward32);
+        KernelLaunch.LaunchWithTable(f, (Blocks(tokens, tpb), 1), (tpt, tpb), shared,
+            () => $"{l} hiddens {TensorArgs.Describe(h0)}, w {TensorArgs.Describe(w)}", table,
+            Arg.Ptr(TensorArgs.Pointer(w, _device, op, "w", dtype)), Arg.I64(tokens), Arg.I32(c), Arg.I32(l), Arg.I32((int)d));
+        return outs;
     }
 
     /// <summary>
@@ -182,36 +121,13 @@ internal sealed class FusedMix
     /// for h_j (j &lt; L2) are added in the same pass. Returns the weights' gradient (C, B, T, L) in fp32.
     /// </summary>
     public Tensor Backward(IReadOnlyList<Tensor> hiddens, Tensor w, IReadOnlyList<Tensor> grads, IReadOnlyList<Tensor?> targets, ulong addMask,
-                           ulong writeMask, (IReadOnlyList<Tensor> Grads, Tensor W)? deferred = null) =>
-        Launch(hiddens, w, grads, targets, addMask, writeMask, deferred, null).Gw;
-
-    /// <summary>
-    /// The backward of <see cref="ForwardNormed"/>: as <see cref="Backward"/>, with grads[c] for c &lt; N the normed
-    /// streams' gradients, which the kernel turns into the streams' own first (and writes to norm.StreamGradsOut
-    /// when given: a deferring mix hands those on). Returns gw and each norm weight's gradient (D, its dtype), null
-    /// where it went into norm.DwInto[c] (the weight's .grad) instead.
-    /// </summary>
-    public (Tensor Gw, Tensor?[] Dnw) BackwardNormed(IReadOnlyList<Tensor> hiddens, Tensor w, IReadOnlyList<Tensor> grads, IReadOnlyList<Tensor?> targets,
-                                                     ulong addMask, ulong writeMask, (IReadOnlyList<Tensor> Grads, Tensor W)? deferred, NormBackward norm)
-    {
-        var (gw, dnw) = Launch(hiddens, w, grads, targets, addMask, writeMask, deferred, norm);
-        return (gw, dnw!);
-    }
-
-    /// <summary>
-    /// A normed mix's part of backward: the raw streams and rstd (N, B·T) its forward wrote, the N norm weights, each
-    /// weight's .grad to add its gradient into (null: returned), and where the pre-norm stream gradients go (null: nowhere).
-    /// </summary>
-    internal sealed record NormBackward(IReadOnlyList<Tensor> Raw, Tensor Rstd, IReadOnlyList<Tensor> Weights, IReadOnlyList<Tensor?> DwInto, IReadOnlyList<Tensor>? StreamGradsOut);
-
-    (Tensor Gw, Tensor?[]? Dnw) Launch(IReadOnlyList<Tensor> hiddens, Tensor w, IReadOnlyList<Tensor> grads, IReadOnlyList<Tensor?> targets, ulong addMask,
-                                       ulong writeMask, (IReadOnlyList<Tensor> Grads, Tensor W)? deferred, NormBackward? norm)
+                           ulong writeMask, (IReadOnlyList<Tensor> Grads, Tensor W)? deferred = null)
     {
         const string op = "mix backward";
         var h0 = hiddens[0];
         var dtype = h0.dtype;
         long d = h0.shape[2], tokens = h0.shape[0] * h0.shape[1];
-        int c = (int)w.shape[0], l = hiddens.Count, nn = norm?.Weights.Count ?? 0;
+        int c = (int)w.shape[0], l = hiddens.Count;
         int c2 = deferred is { } p ? (int)p.W.shape[0] : 0, l2 = deferred is { } q ? (int)q.W.shape[3] : 0;
         var gw = empty(w.shape, ScalarType.Float32, w.device);
         Span<ulong> table = stackalloc ulong[TableSlots];
@@ -227,64 +143,21 @@ internal sealed class FusedMix
         }
         for (int i = 0; i < c; i++) rows.Add((nint)(table[GSlot + i] = Arg.Ptr(TensorArgs.Pointer(grads[i], _device, op, $"gradient of stream {i}", dtype))));
         for (int i = 0; i < c2; i++) rows.Add((nint)(table[G2Slot + i] = Arg.Ptr(TensorArgs.Pointer(deferred!.Value.Grads[i], _device, op, $"deferred gradient of stream {i}", dtype))));
-        for (int i = 0; i < nn; i++)
-        {
-            rows.Add((nint)(table[OutSlot + i] = Arg.Ptr(TensorArgs.Pointer(norm!.Raw[i], _device, op, $"raw stream {i}", dtype))));
-            rows.Add((nint)(table[NwSlot + i] = Arg.Ptr(TensorArgs.Pointer(norm.Weights[i], _device, op, $"norm weight {i}", dtype))));
-            if (norm.StreamGradsOut is { } outs)
-                rows.Add((nint)(table[GsSlot + i] = Arg.Ptr(TensorArgs.Pointer(outs[i], _device, op, $"pre-norm gradient of stream {i}", dtype))));
-        }
         bool vec = Vectorizable(d, dtype, rows);
         int v = vec ? VectorWidth(dtype) : 1;
         var (tpt, tpb) = Checked(d, v, op);
-        // weights, per-warp partials of gw, deferred weights, per-warp row sums of the norms
-        uint shared = ((tpb + tpb * (tpt / 32)) * (uint)(c * l) + tpb * (uint)(c2 * l2) + (nn > 0 ? tpb * (tpt / 32) * MaxStreams : 0)) * sizeof(float);
-        string Shapes() => $"{l} hiddens {TensorArgs.Describe(h0)}, w {TensorArgs.Describe(w)}, add mask 0x{addMask:x}, write mask 0x{writeMask:x}" +
-                           (deferred is { } e ? $", deferred w {TensorArgs.Describe(e.W)}" : "") + (nn > 0 ? $", {nn} normed" : "");
-        ulong[] args =
-        [
+        uint shared = ((tpb + tpb * (tpt / 32)) * (uint)(c * l) + tpb * (uint)(c2 * l2)) * sizeof(float);   // weights, per-warp partials of gw, deferred weights
+        var f = (dtype == ScalarType.BFloat16, vec, c2 > 0) switch
+        {
+            (true, true, false) => _backward16V, (true, false, false) => _backward16, (false, true, false) => _backward32V, (false, false, false) => _backward32,
+            (true, true, true) => _pending16V, (true, false, true) => _pending16, (false, true, true) => _pending32V, (false, false, true) => _pending32,
+        };
+        KernelLaunch.LaunchWithTable(f, (Blocks(tokens, tpb), 1), (tpt, tpb), shared,
+            () => $"{l} hiddens {TensorArgs.Describe(h0)}, w {TensorArgs.Describe(w)}, add mask 0x{addMask:x}, write mask 0x{writeMask:x}" +
+                  (deferred is { } e ? $", deferred w {TensorArgs.Describe(e.W)}" : ""), table,
             Arg.Ptr(TensorArgs.Pointer(w, _device, op, "w", dtype)), Arg.Ptr(TensorArgs.Pointer(gw, _device, op, "gw", ScalarType.Float32)),
             Arg.I64(tokens), Arg.I32(c), Arg.I32(l), Arg.I32((int)d), addMask, writeMask,
-            Arg.Ptr(deferred is { } f2 ? TensorArgs.Pointer(f2.W, _device, op, "deferred w", dtype) : 0), Arg.I32(c2), Arg.I32(l2),
-        ];
-        if (norm is null)
-        {
-            var f = (dtype == ScalarType.BFloat16, vec, c2 > 0) switch
-            {
-                (true, true, false) => _backward16V, (true, false, false) => _backward16, (false, true, false) => _backward32V, (false, false, false) => _backward32,
-                (true, true, true) => _pending16V, (true, false, true) => _pending16, (false, true, true) => _pending32V, (false, false, true) => _pending32,
-            };
-            KernelLaunch.LaunchWithTable(f, (Blocks(tokens, tpb), 1), (tpt, tpb), shared, Shapes, table, args);
-            return (gw, null);
-        }
-        var fn = (dtype == ScalarType.BFloat16, vec, c2 > 0) switch
-        {
-            (true, true, false) => _backwardN16V, (true, false, false) => _backwardN16, (false, true, false) => _backwardN32V, (false, false, false) => _backwardN32,
-            (true, true, true) => _pendingN16V, (true, false, true) => _pendingN16, (false, true, true) => _pendingN32V, (false, false, true) => _pendingN32,
-        };
-        // one wave of blocks (the plain backward launches 16 a multiprocessor): each (block, token slot) writes one
-        // partial row of D fp32 per normed stream for the norm weights' gradients, which the reduce reads again
-        uint threads = tpt * tpb;
-        uint blocks = (uint)Math.Min((tokens + tpb - 1) / tpb, (long)_device.Multiprocessors * KernelLaunch.ResidentBlocksPerSm(fn, threads, shared));
-        long parts = (long)blocks * tpb;
-        var dnw = new Tensor?[nn];
-        if (parts == 0)   // no tokens: nothing to reduce
-        {
-            for (int i = 0; i < nn; i++) dnw[i] = norm.DwInto[i] is null ? zeros_like(norm.Weights[i]) : null;
-            return (gw, dnw);
-        }
-        using var partial = empty([nn, parts, d], ScalarType.Float32, w.device);
-        KernelLaunch.LaunchWithTable(fn, (blocks, 1), (tpt, tpb), shared, Shapes, table,
-            [.. args, Arg.I32(nn), Arg.Ptr(TensorArgs.Pointer(norm.Rstd, _device, op, "rstd", ScalarType.Float32)),
-             Arg.Ptr(TensorArgs.Pointer(partial, _device, op, "norm weights' partial gradients", ScalarType.Float32))]);
-        for (int i = 0; i < nn; i++)
-        {
-            var into = norm.DwInto[i];
-            var target = into ?? empty_like(norm.Weights[i]);
-            using var rowsOf = partial.select(0, i);
-            _norms.ReduceDw(rowsOf, parts, target, accumulate: into is not null, Shapes);
-            dnw[i] = into is null ? target : null;
-        }
-        return (gw, dnw);
+            Arg.Ptr(deferred is { } f2 ? TensorArgs.Pointer(f2.W, _device, op, "deferred w", dtype) : 0), Arg.I32(c2), Arg.I32(l2));
+        return gw;
     }
 }

@@ -23,18 +23,7 @@
 // Blocks walk the tokens grid-stride; indices are 64-bit.
 // Dynamic shared memory: the token's C·L weights as fp32 (RPB · C · L floats), and in backward one
 // partial of each gw[c, t, j] per warp (RPB · TPR/32 · C · L floats), then for the _p kernels the deferred
-// weights (RPB · C2 · L2 floats), then for the _n kernels one partial per warp of each normed stream's row
-// sum (RPB · TPR/32 · MIX_MAX_STREAMS floats; forward: right after the weights); static: the MixTable (1216 bytes).
-//
-// The _n kernels also run sepln's RMSNorm of the first nn streams (Q, K, V: attention_norms.{0..2}):
-//   forward:  out_c (the raw stream, rounded to T as stored: what the reference norm reads) as above, and
-//             normed_c = T(T(out_c · r_c) · nw_c), r_c[t] = rsqrt(mean_d(out_c[t, :]²) + eps) in fp32 (rstd (nn, tokens)),
-//             the reference's roundings: the norm cast back to T, then the weight multiplied in T
-//   backward: g_c is the normed stream's gradient for c < nn; first, per token, with x̂ = out_c · r_c and
-//             gn = g_c · nw_c, the stream's own gradient g_c := T(r_c · (gn − x̂ · mean_d(gn · x̂))), which the
-//             mixing's backward above then uses (and writes to gs_c when set: a deferred mix's g2 are pre-norm);
-//             dnw partials (nn, parts, D) fp32 with parts = gridDim.x · RPB: Σ over a (block, row slot)'s tokens of
-//             g_c · x̂ per column, reduced to dnw_c by rmsnorm.cu's rmsnorm_dw_reduce.
+// weights (RPB · C2 · L2 floats); static: the MixTable (1120 bytes).
 
 #define MIX_MAX_INPUTS 64
 #ifndef MIX_UNROLL   // hiddens in flight per thread (docs/benchmarks/kernel-bench times other values)
@@ -42,7 +31,6 @@
 #endif
 constexpr int kMixUnroll = MIX_UNROLL;   // #pragma unroll takes a constant, not a macro
 #define MIX_MAX_STREAMS 4
-#define MIX_MAX_NORMED 3   // streams the _n kernels norm (sepln: Q, K, V)
 
 #ifndef MIX_DYNAMIC_SHARED
 #define MIX_DYNAMIC_SHARED(name) extern __shared__ float name[]
@@ -55,11 +43,8 @@ struct MixTable {
   const T* h[MIX_MAX_INPUTS];    // hiddens h_0..h_{L-1}
   T* gh[MIX_MAX_INPUTS];         // backward: the hiddens' gradients
   const T* g[MIX_MAX_STREAMS];   // backward: the streams' gradients
-  T* out[MIX_MAX_STREAMS];       // forward: the streams; backward (_n kernels): the raw streams as forward wrote them
+  T* out[MIX_MAX_STREAMS];       // forward: the streams
   const T* g2[MIX_MAX_STREAMS];  // backward (_p kernels): the deferred mix's streams' gradients
-  T* normed[MIX_MAX_STREAMS];    // forward (_n kernels): the normed streams (the first nn)
-  const T* nw[MIX_MAX_STREAMS];  // _n kernels: the first nn streams' norm weights (D)
-  T* gs[MIX_MAX_STREAMS];        // backward (_n kernels): where the pre-norm stream gradients go (null: not written)
 };
 
 // The kernels index the table with a run-time j. A dynamically indexed kernel parameter is copied
@@ -71,9 +56,7 @@ __device__ __forceinline__ void stage_table(const MixTable<T>& tab, MixTable<T>&
 #pragma unroll
     for (int i = 0; i < MIX_MAX_INPUTS; ++i) { st.h[i] = tab.h[i]; st.gh[i] = tab.gh[i]; }
 #pragma unroll
-    for (int i = 0; i < MIX_MAX_STREAMS; ++i) {
-      st.g[i] = tab.g[i]; st.out[i] = tab.out[i]; st.g2[i] = tab.g2[i]; st.normed[i] = tab.normed[i]; st.nw[i] = tab.nw[i]; st.gs[i] = tab.gs[i];
-    }
+    for (int i = 0; i < MIX_MAX_STREAMS; ++i) { st.g[i] = tab.g[i]; st.out[i] = tab.out[i]; st.g2[i] = tab.g2[i]; }
   }
   __syncthreads();
 }
@@ -90,10 +73,6 @@ __device__ __forceinline__ unsigned short mix_to_bf16(float f) {
   u += 0x7fffu + ((u >> 16) & 1u);
   return (unsigned short)(u >> 16);
 }
-
-// v as T holds it (fp32: itself): what a tensor of T stores, for the reference's roundings
-__device__ __forceinline__ float mix_rounded(float v, const float*) { return v; }
-__device__ __forceinline__ float mix_rounded(float v, const unsigned short*) { return mix_to_float(mix_to_bf16(v)); }
 
 __device__ __forceinline__ void mix_store1(float* p, float v) { *p = v; }
 __device__ __forceinline__ void mix_store1(unsigned short* p, float v) { *p = mix_to_bf16(v); }
@@ -173,27 +152,24 @@ __device__ __forceinline__ void load_weights(const T* w, float* sw, long long ro
   }
 }
 
-// Norm (the _n kernels): the first nn streams are normed too (see the top); rstd (nn, tokens) fp32.
-template <typename T, int V, bool Norm>
-__device__ void mix_forward(const MixTable<T>& tab, const T* w, long long tokens, int nc, int l, int d, int nn, float eps, float* rstd) {
+template <typename T, int V>
+__device__ void mix_forward(const MixTable<T>& tab, const T* w, long long tokens, int nc, int l, int d) {
   MIX_DYNAMIC_SHARED(smem);
   const int cl = nc * l;
-  const int warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   float* sw = smem + threadIdx.y * cl;
-  float* nred = smem + blockDim.y * cl + threadIdx.y * warps * MIX_MAX_STREAMS;   // Norm: nred[warp * MIX_MAX_STREAMS + c]
   const int col = threadIdx.x * V;
   for (long long base = (long long)blockIdx.x * blockDim.y; base < tokens; base += (long long)gridDim.x * blockDim.y) {
     const long long row = base + threadIdx.y;
     const bool valid = row < tokens;
     if (valid) load_weights(w, sw, row, tokens, nc, l);
     __syncthreads();
-    float acc[MIX_MAX_STREAMS][V];
-#pragma unroll
-    for (int c = 0; c < MIX_MAX_STREAMS; ++c)
-#pragma unroll
-      for (int k = 0; k < V; ++k) acc[c][k] = 0.f;
-    const long long offset = (valid ? row : 0) * d + col;
     if (valid && col < d) {
+      const long long offset = row * d + col;
+      float acc[MIX_MAX_STREAMS][V];
+#pragma unroll
+      for (int c = 0; c < MIX_MAX_STREAMS; ++c)
+#pragma unroll
+        for (int k = 0; k < V; ++k) acc[c][k] = 0.f;
 #pragma unroll kMixUnroll
       for (int j = 0; j < l; ++j) {
         float h[V];
@@ -207,75 +183,25 @@ __device__ void mix_forward(const MixTable<T>& tab, const T* w, long long tokens
           }
         }
       }
-      if (!Norm) {
 #pragma unroll
-        for (int c = 0; c < MIX_MAX_STREAMS; ++c)
-          if (c < nc) store_chunk<V>(tab.out[c] + offset, acc[c]);
-      }
+      for (int c = 0; c < MIX_MAX_STREAMS; ++c)
+        if (c < nc) store_chunk<V>(tab.out[c] + offset, acc[c]);
     }
-    if constexpr (Norm) {
-      // the row sums of the rounded raw streams' squares: every lane of the block takes part (zeros past d)
-      float r[MIX_MAX_NORMED];
-#pragma unroll
-      for (int c = 0; c < MIX_MAX_NORMED; ++c) {
-        if (c < nn) {
-          float ss = 0.f;
-#pragma unroll
-          for (int k = 0; k < V; ++k) {
-            acc[c][k] = mix_rounded(acc[c][k], (const T*)0);
-            ss += acc[c][k] * acc[c][k];
-          }
-          ss = mix_warp_sum(ss);
-          if (lane == 0) nred[warp * MIX_MAX_STREAMS + c] = ss;
-        }
-      }
-      __syncthreads();
-#pragma unroll
-      for (int c = 0; c < MIX_MAX_NORMED; ++c) {
-        if (c < nn) {
-          float total = 0.f;
-          for (int k = 0; k < warps; ++k) total += nred[k * MIX_MAX_STREAMS + c];
-          r[c] = rsqrtf(total / (float)d + eps);
-          if (valid && threadIdx.x == 0) rstd[(long long)c * tokens + row] = r[c];
-        }
-      }
-      if (valid && col < d) {
-#pragma unroll
-        for (int c = 0; c < MIX_MAX_STREAMS; ++c) {
-          if (c < nc) store_chunk<V>(tab.out[c] + offset, acc[c]);
-          if (c < nn && c < MIX_MAX_NORMED) {
-            float wv[V], y[V];
-            load_chunk<V>(tab.nw[c] + col, wv);
-#pragma unroll
-            for (int k = 0; k < V; ++k) y[k] = mix_rounded(acc[c][k] * r[c], (const T*)0) * wv[k];
-            store_chunk<V>(tab.normed[c] + offset, y);
-          }
-        }
-      }
-    }
-    __syncthreads();   // sw (and nred) are rewritten for the next token
+    __syncthreads();   // sw is rewritten for the next token
   }
 }
 
 // Pending: a deferred mix's gradients g2 (nc2 streams) and weights w2 (nc2, tokens, l2) are added too.
-// Norm: the first nn stream gradients are the normed streams' (see the top): rstd (nn, tokens) from the forward,
-// dnw_partial (nn, gridDim.x · blockDim.y, d) fp32.
-template <typename T, int V, bool Pending, bool Norm>
+template <typename T, int V, bool Pending>
 __device__ void mix_backward(const MixTable<T>& tab, const T* w, float* gw, long long tokens, int nc, int l, int d, unsigned long long addmask,
-                             unsigned long long writemask, const T* w2, int nc2, int l2, int nn, const float* rstd, float* dnw_partial) {
+                             unsigned long long writemask, const T* w2, int nc2, int l2) {
   MIX_DYNAMIC_SHARED(smem);
   const int cl = nc * l, cl2 = Pending ? nc2 * l2 : 0;
   const int warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   float* sw = smem + threadIdx.y * cl;
   float* red = smem + blockDim.y * cl + threadIdx.y * warps * cl;   // red[warp * cl + c * l + j]
   float* sw2 = smem + blockDim.y * (cl + warps * cl) + threadIdx.y * cl2;
-  float* nred = smem + blockDim.y * (cl + warps * cl + cl2) + threadIdx.y * warps * MIX_MAX_STREAMS;   // Norm: nred[warp * MIX_MAX_STREAMS + c]
   const int col = threadIdx.x * V;
-  float dnw[Norm ? MIX_MAX_NORMED : 1][V];   // Σ over this thread's tokens of g_c · x̂_c, its columns
-#pragma unroll
-  for (int c = 0; c < (Norm ? MIX_MAX_NORMED : 1); ++c)
-#pragma unroll
-    for (int k = 0; k < V; ++k) dnw[c][k] = 0.f;
   for (long long base = (long long)blockIdx.x * blockDim.y; base < tokens; base += (long long)gridDim.x * blockDim.y) {
     const long long row = base + threadIdx.y;
     const bool valid = row < tokens;
@@ -294,55 +220,6 @@ __device__ void mix_backward(const MixTable<T>& tab, const T* w, float* gw, long
       if constexpr (Pending) {
         if (mine && c < nc2) load_raw(tab.g2[c] + offset, g2[c]);
         else g2[c] = RawChunk<T, V>{};
-      }
-    }
-    if constexpr (Norm) {
-      // the normed streams' gradients -> the streams' own: the row sums of gn · x̂ first (every lane: zeros past d)
-      RawChunk<T, V> xr[MIX_MAX_NORMED];
-      float r[MIX_MAX_NORMED];
-#pragma unroll
-      for (int c = 0; c < MIX_MAX_NORMED; ++c) {
-        if (c < nn) {
-          if (mine) load_raw(tab.out[c] + offset, xr[c]);
-          else xr[c] = RawChunk<T, V>{};
-          r[c] = valid ? rstd[(long long)c * tokens + row] : 0.f;
-          float x[V], dy[V], wv[V];
-          unpack(xr[c], x);
-          unpack(g[c], dy);
-          if (mine) load_chunk<V>(tab.nw[c] + col, wv);
-          else {
-#pragma unroll
-            for (int k = 0; k < V; ++k) wv[k] = 0.f;
-          }
-          float dot = 0.f;
-#pragma unroll
-          for (int k = 0; k < V; ++k) dot += dy[k] * wv[k] * (x[k] * r[c]);
-          dot = mix_warp_sum(dot);
-          if (lane == 0) nred[warp * MIX_MAX_STREAMS + c] = dot;
-        }
-      }
-      __syncthreads();
-#pragma unroll
-      for (int c = 0; c < MIX_MAX_NORMED; ++c) {
-        if (c < nn) {
-          float total = 0.f;
-          for (int k = 0; k < warps; ++k) total += nred[k * MIX_MAX_STREAMS + c];
-          const float mean = total / (float)d;
-          if (mine) {
-            float x[V], dy[V], wv[V], dx[V];
-            unpack(xr[c], x);
-            unpack(g[c], dy);
-            load_chunk<V>(tab.nw[c] + col, wv);
-#pragma unroll
-            for (int k = 0; k < V; ++k) {
-              const float xh = x[k] * r[c];
-              dnw[c][k] += dy[k] * xh;
-              dx[k] = r[c] * (dy[k] * wv[k] - xh * mean);
-            }
-            store_chunk<V>(g[c].v, dx);   // rounded to T, as the separate norm's backward writes it
-            if (tab.gs[c] != 0) store_chunk<V>(tab.gs[c] + offset, dx);
-          }
-        }
       }
     }
     // h_{j+1} and the old gh_{j+1} are loaded before gh_j is stored: the compiler cannot know that gh_j
@@ -415,151 +292,75 @@ __device__ void mix_backward(const MixTable<T>& tab, const T* w, float* gw, long
         mix_store1(gw + ((long long)c * tokens + row) * l + j, s);
       }
     }
-    __syncthreads();   // sw, red (and nred) are rewritten for the next token
-  }
-  if constexpr (Norm) {
-    const long long part = (long long)blockIdx.x * blockDim.y + threadIdx.y, parts = (long long)gridDim.x * blockDim.y;
-    if (col < d) {
-#pragma unroll
-      for (int c = 0; c < MIX_MAX_NORMED; ++c)
-        if (c < nn) store_chunk<V>(dnw_partial + ((long long)c * parts + part) * d + col, dnw[c]);
-    }
+    __syncthreads();   // sw and red are rewritten for the next token
   }
 }
 
 extern "C" __global__ void __launch_bounds__(1024) mix_forward_f32(const MixTable<float> tab, const float* w, long long tokens, int nc, int l, int d) {
   __shared__ MixTable<float> st;
   stage_table(tab, st);
-  mix_forward<float, 1, false>(st, w, tokens, nc, l, d, 0, 0.f, nullptr);
+  mix_forward<float, 1>(st, w, tokens, nc, l, d);
 }
 extern "C" __global__ void __launch_bounds__(256) mix_forward_f32_v(const MixTable<float> tab, const float* w, long long tokens, int nc, int l, int d) {
   __shared__ MixTable<float> st;
   stage_table(tab, st);
-  mix_forward<float, 4, false>(st, w, tokens, nc, l, d, 0, 0.f, nullptr);
+  mix_forward<float, 4>(st, w, tokens, nc, l, d);
 }
 extern "C" __global__ void __launch_bounds__(1024) mix_forward_bf16(const MixTable<unsigned short> tab, const unsigned short* w, long long tokens, int nc, int l, int d) {
   __shared__ MixTable<unsigned short> st;
   stage_table(tab, st);
-  mix_forward<unsigned short, 1, false>(st, w, tokens, nc, l, d, 0, 0.f, nullptr);
+  mix_forward<unsigned short, 1>(st, w, tokens, nc, l, d);
 }
 extern "C" __global__ void __launch_bounds__(256) mix_forward_bf16_v(const MixTable<unsigned short> tab, const unsigned short* w, long long tokens, int nc, int l, int d) {
   __shared__ MixTable<unsigned short> st;
   stage_table(tab, st);
-  mix_forward<unsigned short, 8, false>(st, w, tokens, nc, l, d, 0, 0.f, nullptr);
-}
-extern "C" __global__ void __launch_bounds__(1024) mix_forward_n_f32(const MixTable<float> tab, const float* w, long long tokens, int nc, int l, int d, int nn, float eps, float* rstd) {
-  __shared__ MixTable<float> st;
-  stage_table(tab, st);
-  mix_forward<float, 1, true>(st, w, tokens, nc, l, d, nn, eps, rstd);
-}
-extern "C" __global__ void __launch_bounds__(256) mix_forward_n_f32_v(const MixTable<float> tab, const float* w, long long tokens, int nc, int l, int d, int nn, float eps, float* rstd) {
-  __shared__ MixTable<float> st;
-  stage_table(tab, st);
-  mix_forward<float, 4, true>(st, w, tokens, nc, l, d, nn, eps, rstd);
-}
-extern "C" __global__ void __launch_bounds__(1024) mix_forward_n_bf16(const MixTable<unsigned short> tab, const unsigned short* w, long long tokens, int nc, int l, int d, int nn, float eps, float* rstd) {
-  __shared__ MixTable<unsigned short> st;
-  stage_table(tab, st);
-  mix_forward<unsigned short, 1, true>(st, w, tokens, nc, l, d, nn, eps, rstd);
-}
-extern "C" __global__ void __launch_bounds__(256) mix_forward_n_bf16_v(const MixTable<unsigned short> tab, const unsigned short* w, long long tokens, int nc, int l, int d, int nn, float eps, float* rstd) {
-  __shared__ MixTable<unsigned short> st;
-  stage_table(tab, st);
-  mix_forward<unsigned short, 8, true>(st, w, tokens, nc, l, d, nn, eps, rstd);
+  mix_forward<unsigned short, 8>(st, w, tokens, nc, l, d);
 }
 extern "C" __global__ void __launch_bounds__(1024) mix_backward_f32(const MixTable<float> tab, const float* w, float* gw, long long tokens, int nc, int l, int d,
     unsigned long long addmask, unsigned long long writemask, const float* w2, int nc2, int l2) {
   __shared__ MixTable<float> st;
   stage_table(tab, st);
-  mix_backward<float, 1, false, false>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2, 0, nullptr, nullptr);
+  mix_backward<float, 1, false>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2);
 }
 extern "C" __global__ void __launch_bounds__(1024) mix_backward_p_f32(const MixTable<float> tab, const float* w, float* gw, long long tokens, int nc, int l, int d,
     unsigned long long addmask, unsigned long long writemask, const float* w2, int nc2, int l2) {
   __shared__ MixTable<float> st;
   stage_table(tab, st);
-  mix_backward<float, 1, true, false>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2, 0, nullptr, nullptr);
+  mix_backward<float, 1, true>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2);
 }
 extern "C" __global__ void __launch_bounds__(256) mix_backward_f32_v(const MixTable<float> tab, const float* w, float* gw, long long tokens, int nc, int l, int d,
     unsigned long long addmask, unsigned long long writemask, const float* w2, int nc2, int l2) {
   __shared__ MixTable<float> st;
   stage_table(tab, st);
-  mix_backward<float, 4, false, false>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2, 0, nullptr, nullptr);
+  mix_backward<float, 4, false>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2);
 }
 extern "C" __global__ void __launch_bounds__(256) mix_backward_p_f32_v(const MixTable<float> tab, const float* w, float* gw, long long tokens, int nc, int l, int d,
     unsigned long long addmask, unsigned long long writemask, const float* w2, int nc2, int l2) {
   __shared__ MixTable<float> st;
   stage_table(tab, st);
-  mix_backward<float, 4, true, false>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2, 0, nullptr, nullptr);
+  mix_backward<float, 4, true>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2);
 }
 extern "C" __global__ void __launch_bounds__(1024) mix_backward_bf16(const MixTable<unsigned short> tab, const unsigned short* w, float* gw, long long tokens, int nc, int l, int d,
     unsigned long long addmask, unsigned long long writemask, const unsigned short* w2, int nc2, int l2) {
   __shared__ MixTable<unsigned short> st;
   stage_table(tab, st);
-  mix_backward<unsigned short, 1, false, false>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2, 0, nullptr, nullptr);
+  mix_backward<unsigned short, 1, false>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2);
 }
 extern "C" __global__ void __launch_bounds__(1024) mix_backward_p_bf16(const MixTable<unsigned short> tab, const unsigned short* w, float* gw, long long tokens, int nc, int l, int d,
     unsigned long long addmask, unsigned long long writemask, const unsigned short* w2, int nc2, int l2) {
   __shared__ MixTable<unsigned short> st;
   stage_table(tab, st);
-  mix_backward<unsigned short, 1, true, false>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2, 0, nullptr, nullptr);
+  mix_backward<unsigned short, 1, true>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2);
 }
 extern "C" __global__ void __launch_bounds__(256) mix_backward_bf16_v(const MixTable<unsigned short> tab, const unsigned short* w, float* gw, long long tokens, int nc, int l, int d,
     unsigned long long addmask, unsigned long long writemask, const unsigned short* w2, int nc2, int l2) {
   __shared__ MixTable<unsigned short> st;
   stage_table(tab, st);
-  mix_backward<unsigned short, 8, false, false>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2, 0, nullptr, nullptr);
+  mix_backward<unsigned short, 8, false>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2);
 }
 extern "C" __global__ void __launch_bounds__(256) mix_backward_p_bf16_v(const MixTable<unsigned short> tab, const unsigned short* w, float* gw, long long tokens, int nc, int l, int d,
     unsigned long long addmask, unsigned long long writemask, const unsigned short* w2, int nc2, int l2) {
   __shared__ MixTable<unsigned short> st;
   stage_table(tab, st);
-  mix_backward<unsigned short, 8, true, false>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2, 0, nullptr, nullptr);
-}
-extern "C" __global__ void __launch_bounds__(1024) mix_backward_n_f32(const MixTable<float> tab, const float* w, float* gw, long long tokens, int nc, int l, int d,
-    unsigned long long addmask, unsigned long long writemask, const float* w2, int nc2, int l2, int nn, const float* rstd, float* dnw_partial) {
-  __shared__ MixTable<float> st;
-  stage_table(tab, st);
-  mix_backward<float, 1, false, true>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2, nn, rstd, dnw_partial);
-}
-extern "C" __global__ void __launch_bounds__(1024) mix_backward_np_f32(const MixTable<float> tab, const float* w, float* gw, long long tokens, int nc, int l, int d,
-    unsigned long long addmask, unsigned long long writemask, const float* w2, int nc2, int l2, int nn, const float* rstd, float* dnw_partial) {
-  __shared__ MixTable<float> st;
-  stage_table(tab, st);
-  mix_backward<float, 1, true, true>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2, nn, rstd, dnw_partial);
-}
-extern "C" __global__ void __launch_bounds__(256) mix_backward_n_f32_v(const MixTable<float> tab, const float* w, float* gw, long long tokens, int nc, int l, int d,
-    unsigned long long addmask, unsigned long long writemask, const float* w2, int nc2, int l2, int nn, const float* rstd, float* dnw_partial) {
-  __shared__ MixTable<float> st;
-  stage_table(tab, st);
-  mix_backward<float, 4, false, true>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2, nn, rstd, dnw_partial);
-}
-extern "C" __global__ void __launch_bounds__(256) mix_backward_np_f32_v(const MixTable<float> tab, const float* w, float* gw, long long tokens, int nc, int l, int d,
-    unsigned long long addmask, unsigned long long writemask, const float* w2, int nc2, int l2, int nn, const float* rstd, float* dnw_partial) {
-  __shared__ MixTable<float> st;
-  stage_table(tab, st);
-  mix_backward<float, 4, true, true>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2, nn, rstd, dnw_partial);
-}
-extern "C" __global__ void __launch_bounds__(1024) mix_backward_n_bf16(const MixTable<unsigned short> tab, const unsigned short* w, float* gw, long long tokens, int nc, int l, int d,
-    unsigned long long addmask, unsigned long long writemask, const unsigned short* w2, int nc2, int l2, int nn, const float* rstd, float* dnw_partial) {
-  __shared__ MixTable<unsigned short> st;
-  stage_table(tab, st);
-  mix_backward<unsigned short, 1, false, true>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2, nn, rstd, dnw_partial);
-}
-extern "C" __global__ void __launch_bounds__(1024) mix_backward_np_bf16(const MixTable<unsigned short> tab, const unsigned short* w, float* gw, long long tokens, int nc, int l, int d,
-    unsigned long long addmask, unsigned long long writemask, const unsigned short* w2, int nc2, int l2, int nn, const float* rstd, float* dnw_partial) {
-  __shared__ MixTable<unsigned short> st;
-  stage_table(tab, st);
-  mix_backward<unsigned short, 1, true, true>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2, nn, rstd, dnw_partial);
-}
-extern "C" __global__ void __launch_bounds__(256) mix_backward_n_bf16_v(const MixTable<unsigned short> tab, const unsigned short* w, float* gw, long long tokens, int nc, int l, int d,
-    unsigned long long addmask, unsigned long long writemask, const unsigned short* w2, int nc2, int l2, int nn, const float* rstd, float* dnw_partial) {
-  __shared__ MixTable<unsigned short> st;
-  stage_table(tab, st);
-  mix_backward<unsigned short, 8, false, true>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2, nn, rstd, dnw_partial);
-}
-extern "C" __global__ void __launch_bounds__(256) mix_backward_np_bf16_v(const MixTable<unsigned short> tab, const unsigned short* w, float* gw, long long tokens, int nc, int l, int d,
-    unsigned long long addmask, unsigned long long writemask, const unsigned short* w2, int nc2, int l2, int nn, const float* rstd, float* dnw_partial) {
-  __shared__ MixTable<unsigned short> st;
-  stage_table(tab, st);
-  mix_backward<unsigned short, 8, true, true>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2, nn, rstd, dnw_partial);
+  mix_backward<unsigned short, 8, true>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2);
 }

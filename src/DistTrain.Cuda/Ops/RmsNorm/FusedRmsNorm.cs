@@ -124,23 +124,11 @@ internal sealed class FusedRmsNorm
             dw.zero_();   // no rows: nothing to reduce
             return (dx, dw);
         }
-        ReduceDw(partial!, parts, dw, accumulate: dwInto is not null, Shapes);
+        KernelLaunch.Launch(dtype == ScalarType.BFloat16 ? _reduce16 : _reduce32, ((uint)((d + 31) / 32), 1), (32, 32), Shapes,
+            Arg.Ptr(TensorArgs.Pointer(partial!, _device, op, "dw partial", ScalarType.Float32)),
+            Arg.Ptr(TensorArgs.Pointer(dw, _device, op, "dw", dtype)),
+            Arg.I64(parts), Arg.I32((int)d), Arg.I32(dwInto is null ? 0 : 1));
         return (dx, dwInto is null ? dw : null);
-    }
-
-    /// <summary>
-    /// dw (D, contiguous, fp32 or bf16) = Σ over the parts of <paramref name="partial"/> (parts, D) fp32 (a view is fine
-    /// when its rows are contiguous), or += with <paramref name="accumulate"/> (into a weight's .grad). parts ≥ 1.
-    /// Also the reduce of the mix kernels' fused norms (FusedMix.BackwardNormed).
-    /// </summary>
-    internal void ReduceDw(Tensor partial, long parts, Tensor dw, bool accumulate, Func<string> shapes)
-    {
-        const string op = "rmsnorm dw reduce";
-        long d = dw.shape[0];
-        KernelLaunch.Launch(dw.dtype == ScalarType.BFloat16 ? _reduce16 : _reduce32, ((uint)((d + 31) / 32), 1), (32, 32), shapes,
-            Arg.Ptr(TensorArgs.Pointer(partial, _device, op, "dw partial", ScalarType.Float32)),
-            Arg.Ptr(TensorArgs.Pointer(dw, _device, op, "dw", dw.dtype)),
-            Arg.I64(parts), Arg.I32((int)d), Arg.I32(accumulate ? 1 : 0));
     }
 
     /// <summary>1 when rows are whole 16-byte vectors (D a multiple of 8 bf16 or 4 fp32) and every pointer (0: none) starts on 16 bytes.</summary>
