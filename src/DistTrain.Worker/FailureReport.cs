@@ -27,15 +27,8 @@ static class FailureReport
         };
     }
 
-    /// <summary>
-    /// A sticky CUDA error: from our own kernels (<see cref="Cuda.CudaException.ContextLost"/>) or from a libtorch op, whose
-    /// message carries CUDA's text. The process must end; a new one can go on.
-    /// </summary>
-    static bool ContextLost(Exception e) => e is Cuda.CudaException { ContextLost: true }
-        || e.Message.Contains("illegal memory access", StringComparison.OrdinalIgnoreCase)
-        || e.Message.Contains("illegal instruction", StringComparison.OrdinalIgnoreCase)
-        || e.Message.Contains("unspecified launch failure", StringComparison.OrdinalIgnoreCase)
-        || e.Message.Contains("misaligned address", StringComparison.OrdinalIgnoreCase);
+    /// <summary>A sticky CUDA error (<see cref="Cuda.CudaException.PoisonsProcess"/>): the process must end; a new one can go on.</summary>
+    static bool ContextLost(Exception e) => Cuda.CudaException.PoisonsProcess(e);
 
     /// <summary>A user's error as its message says it; anything else (a bug) with its type, which the message alone rarely names.</summary>
     static string Describe(Exception e) => e is ConfigException or DataException or InvalidDataException or TrainingException or WorkerException

@@ -55,6 +55,22 @@ public class GenerationTests
     }
 
     [Fact]
+    public async Task AWorkerWhoseCudaContextIsPoisonedIsRecoveredFromLikeACrash()
+    {
+        await using var coordinator = new TestCoordinator("poisoned", slots: 2, overrides: Elastic);
+        var (client, token) = (coordinator.Client, coordinator.Token);
+        var (first, second, _) = await StartAsync(coordinator);
+        await client.FinishAsync(new FinishRequest { Rank = 1, Step = 3, Failed = true, Message = "CUDA error: an illegal memory access was encountered",
+            Failure = FinishRequest.Types.Failure.Process }, token, DateTime.UtcNow.AddSeconds(20));
+        var status = await client.GetStatusAsync(new StatusRequest(), token);
+        Assert.Equal((JobStatus.Types.State.Recovering, 1), (status.State, status.Generation));
+        Assert.Contains("rank 1 (127.0.0.1) failed at step 3: CUDA error: an illegal memory access was encountered (the process exits: a new one can go on)", status.Recoveries[0].Cause);
+        first.Dispose();
+        second.Dispose();
+        coordinator.Stop();
+    }
+
+    [Fact]
     public async Task ARankLostAfterTheOthersFinishedTheLastStepEndsTheJobAsFinished()
     {
         await using var coordinator = new TestCoordinator("late-loss", slots: 2, overrides: Elastic);
