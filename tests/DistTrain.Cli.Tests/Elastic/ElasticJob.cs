@@ -5,6 +5,10 @@ using System.Text.RegularExpressions;
 
 namespace DistTrain.Cli.Tests.Elastic;
 
+/// <summary>Elastic jobs run four processes each on a 2-core machine: never beside another test class's processes.</summary>
+[CollectionDefinition(nameof(ElasticJob), DisableParallelization = true)]
+public sealed class ElasticCollection;
+
 /// <summary>
 /// An elastic job of 3 CPU workers on the tiny MUDDFormer (12 sequences per step from 6 shards, a checkpoint every 4 steps, a
 /// ledger, a loss every step), started by `launch` or as separate processes, with each output line's arrival time kept so that

@@ -6,6 +6,7 @@ namespace DistTrain.Cli.Tests.Elastic;
 /// Elastic jobs heal themselves (issue 15): a killed or frozen worker is replaced, or the job goes on without it, and every
 /// window is still trained exactly once; real coordinator and worker processes on the CPU ring.
 /// </summary>
+[Collection(nameof(ElasticJob))]
 public class ElasticTests(UninterruptedRun uninterrupted) : IClassFixture<UninterruptedRun>
 {
     static readonly string[] Elastic = ["elastic.max_restarts=3", "elastic.min_workers=2", "elastic.replace_wait_s=30"];

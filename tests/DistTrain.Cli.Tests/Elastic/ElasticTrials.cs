@@ -9,6 +9,7 @@ namespace DistTrain.Cli.Tests.Elastic;
 /// Not in `make test` (minutes per trial on 2 cores): `make test-elastic-trials` (ELASTIC_TRIALS, default 20).
 /// </summary>
 [Trait("Category", "Trials")]
+[Collection(nameof(ElasticJob))]
 public class ElasticTrials(UninterruptedRun uninterrupted) : IClassFixture<UninterruptedRun>
 {
     [Fact]
