@@ -7,6 +7,9 @@
 #                activation checkpointing none and mudd; all-reduce times from the N-GPU run's traced steps' spans;
 #   allreduce:   PyTorch's NCCL all-reduce on the same GPUs (tests/reference/allreduce.py) for the same message sizes;
 #   kill:        SIGKILL of rank 1 in a running N-GPU job; how long until `launch` exits, and what it says.
+#   elastic:     issue 15: the 125M MUDDFormer for 150 steps (a loss every step, a checkpoint every 20) with elastic.max_restarts=2,
+#                twice uninterrupted and once with rank 1 SIGKILLed at step 60 (launch replaces it): the time from the kill to
+#                the first step of the new generation, the loss curves against each other, the ledger's windows across generations.
 set -uo pipefail
 bundle=$1 out=$2 gpus=$3; shift 3
 mkdir -p "$out" /tmp/disttrain
@@ -51,6 +54,36 @@ kill)
   start=$(date +%s.%N); kill -9 "$victim"; wait $launch; code=$?; end=$(date +%s.%N)
   echo "killed rank 1 (pid $victim); launch exited with $code after $(python3 -c "print(f'{$end-$start:.1f}')") s" >> "$out/kill.txt"
   nvidia-smi --query-compute-apps=pid,used_memory --format=csv >> "$out/kill.txt" ;;
+elastic)
+  ce=("${c125[@]}" --set train.log_interval=1 --set train.steps=150 --set checkpoint.interval=20 --set train.ledger=true
+      --set elastic.max_restarts=2 --set elastic.replace_wait_s=60 --set train.run_dir=/tmp/runs-elastic)
+  stamp() { while IFS= read -r line; do printf '%s %s\n' "$(date +%s.%N)" "$line"; done; }
+  for name in plain plain2; do timeout 240 $bin launch --manifest $m "${ce[@]}" --set train.name=$name 2>&1 | stamp > "$out/elastic-$name.txt"; done
+  ( timeout 300 $bin launch --manifest $m "${ce[@]}" --set train.name=faulted 2>&1 | stamp > "$out/elastic-faulted.txt" ) &
+  for i in $(seq 1 1200); do grep -q "\] step *60 *loss" "$out/elastic-faulted.txt" 2>/dev/null && break; sleep 0.1; done
+  victim=$(pgrep -f "worker .*--local-slot 1" | head -1)
+  killed=$(date +%s.%N); kill -9 "$victim"; wait
+  python3 - "$out" "$killed" <<'PY' | tee "$out/elastic.txt"
+import glob, json, re, sys, collections
+out, killed = sys.argv[1], float(sys.argv[2])
+lines = [l.split(' ', 1) for l in open(f"{out}/elastic-faulted.txt")]
+start = next(i for i, (_, l) in enumerate(lines) if 'generation 1 starts' in l)
+first = next(float(t) for t, l in lines[start:] if re.search(r'\] step +\d+ +loss', l))
+print(f"kill to the first step of generation 1: {first - killed:.1f} s;", lines[start][1].strip())
+def losses(name):
+    return {r["step"]: r["loss"] for r in map(json.loads, open(glob.glob(f"/tmp/runs-elastic/{name}-*/metrics.jsonl")[0]))}
+a, b, c = losses("plain"), losses("plain2"), losses("faulted")
+for x, y, n in ((a, b, "plain vs plain2"), (a, c, "plain vs faulted"), (b, c, "plain2 vs faulted")):
+    d = {s: abs(x[s] - y[s]) for s in x}
+    print(f"{n}: max |diff| {max(d.values()):.4f}; mean of steps 141-150 {sum(x[s] for s in range(141, 151)) / 10:.4f} vs {sum(y[s] for s in range(141, 151)) / 10:.4f}")
+rows, newest = [], collections.defaultdict(int)
+for f in glob.glob(glob.glob("/tmp/runs-elastic/faulted-*")[0] + "/ledger-rank*.jsonl"):
+    for l in open(f):
+        d = json.loads(l); rows.append((d["step"], d["generation"], [tuple(w) for w in d["windows"]])); newest[d["step"]] = max(newest[d["step"]], d["generation"])
+kept = [w for s, g, ws in rows if g == newest[s] for w in ws]
+print(f"ledger: {len(rows)} lines, {len(newest)} steps, {len(kept)} windows kept, {len(set(kept))} distinct")
+PY
+  ;;
 esac; done
 mkdir -p "$out/spans" && mv "$out"/*-full.txt "$out/spans/" 2>/dev/null
 tail -n 3 "$out"/*.txt | head -c 11000
