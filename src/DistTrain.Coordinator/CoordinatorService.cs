@@ -54,6 +54,9 @@ sealed class CoordinatorService(JobState job) : Protocol.V1.Coordinator.Coordina
     public override Task<CheckpointVoteReply> CheckpointVote(CheckpointVoteRequest request, ServerCallContext context) =>
         job.CheckpointVote(request).WaitAsync(context.CancellationToken);
 
+    public override Task<SnapshotVoteReply> SnapshotVote(SnapshotVoteRequest request, ServerCallContext context) =>
+        job.SnapshotVote(request).WaitAsync(context.CancellationToken);
+
     public override Task<CheckpointDoneReply> CheckpointDone(CheckpointDoneRequest request, ServerCallContext context)
     {
         job.CheckpointDone(request);

@@ -44,6 +44,7 @@ sealed class JobState
     TaskCompletionSource<byte[]> _ncclId = new(TaskCreationOptions.RunContinuationsAsynchronously);   // this generation's
     readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
     readonly Dictionary<int, (Dictionary<int, CheckpointVoteRequest> Votes, TaskCompletionSource<CheckpointVoteReply> Reply)> _saves = [];   // by step
+    readonly SnapshotVotes _snapshots = new();
     readonly Stragglers _stragglers;
     readonly ILogger _log;
     readonly Activity? _span;
@@ -97,7 +98,11 @@ sealed class JobState
     void Persist() => _persist?.Invoke(new PersistedJob(_manifest.Job, _runId, _state.ToString(), _generation, _worldSize,
         _ranks.Values.OrderBy(r => r.Index).Select(r => new PersistedRank(r.Index, r.Request.NodeRank, r.Request.LocalSlot, r.Request.Host, r.Request.Pid, r.Request.RingEndpoint)).ToList(),
         _checkpointStep, _checkpointPath,
-        _recoveries.Select(r => new PersistedRecovery(r.Generation, r.Cause, r.Rank, r.Host, r.Pid, r.FailedAtStep, r.RestoredStep, r.WorldSize, r.SecondsToRestart, r.SecondsToFirstStep)).ToList()));
+        _recoveries.Select(r => new PersistedRecovery(r.Generation, r.Cause, r.Rank, r.Host, r.Pid, r.FailedAtStep, r.RestoredStep, r.WorldSize, r.SecondsToRestart, r.SecondsToFirstStep,
+            r.RestoredFrom)).ToList())
+    {
+        Snapshot = _snapshots.Committed,
+    });
 
     /// <summary>
     /// A restarted coordinator carries on from what its predecessor persisted: a running generation goes on with the same
@@ -108,10 +113,12 @@ sealed class JobState
         lock (_lock)
         {
             (_generation, _worldSize, _checkpointStep, _checkpointPath) = (job.Generation, job.WorldSize, job.CheckpointStep, job.CheckpointPath);
+            _snapshots.Committed = job.Snapshot;
             _recoveries.AddRange(job.Recoveries.Select(r => new Recovery
             {
                 Generation = r.Generation, Cause = r.Cause, Rank = r.Rank, Host = r.Host, Pid = r.Pid, FailedAtStep = r.FailedAtStep,
                 RestoredStep = r.RestoredStep, WorldSize = r.WorldSize, SecondsToRestart = r.SecondsToRestart, SecondsToFirstStep = r.SecondsToFirstStep,
+                RestoredFrom = r.RestoredFrom ?? "",
             }));
             if (job.State == nameof(JobStatus.Types.State.Recovering))
             {
@@ -240,7 +247,10 @@ sealed class JobState
         _ranks.Clear();
         _stopAcks.Clear();
         var endpoints = members.Select(w => w.Request.RingEndpoint).ToList();
-        string restore = _generation > 0 ? _checkpointPath : "";
+        // a later generation restores the newest state the job still has: a snapshot in the workers' memory, else the last checkpoint
+        string? passedOver = null;
+        var snapshot = _generation > 0 ? _snapshots.RestoreFor(members.Select(m => m.Request).ToList(), _checkpointStep, out passedOver) : null;
+        string restore = _generation > 0 && snapshot is null ? _checkpointPath : "";
         for (int rank = 0; rank < members.Count; rank++)
         {
             var (request, reply) = members[rank];
@@ -248,7 +258,7 @@ sealed class JobState
             CoordinatorLog.Registered(_log, _manifest.Job, rank, request.Host, request.Pid);
             var r = _assignment(rank, _worldSize, request);
             r.RingEndpoints.AddRange(endpoints);
-            (r.Generation, r.RestoreFrom) = (_generation, restore);
+            (r.Generation, r.RestoreFrom, r.Snapshot) = (_generation, restore, snapshot?.Clone());
             reply.SetResult(r);
         }
         _state = JobStatus.Types.State.Running;
@@ -259,12 +269,17 @@ sealed class JobState
             return;
         }
         var recovery = _recoveries[^1];
-        (recovery.RestoredStep, recovery.WorldSize, recovery.SecondsToRestart) = (restore.Length > 0 ? _checkpointStep : 0, _worldSize, _recovering.Elapsed.TotalSeconds);
-        string restored = restore.Length > 0 ? $"restoring the checkpoint of step {_checkpointStep}" : "from the start (no checkpoint was committed)";
+        (recovery.RestoredStep, recovery.WorldSize, recovery.SecondsToRestart) =
+            (snapshot?.Step ?? (restore.Length > 0 ? _checkpointStep : 0), _worldSize, _recovering.Elapsed.TotalSeconds);
+        recovery.RestoredFrom = snapshot is not null ? "snapshot" : restore.Length > 0 ? "checkpoint" : "start";
+        string restored = snapshot is not null ? $"restoring the in-memory snapshot of step {snapshot.Step} from the workers' memory"
+            : (restore.Length > 0 ? $"restoring the checkpoint of step {_checkpointStep}" : "from the start (no checkpoint was committed)")
+              + (passedOver is null ? "" : $"; {passedOver}");
         CoordinatorLog.GenerationStarted(_log, _manifest.Job, _generation, _worldSize, _manifest.WorldSize, restored, recovery.SecondsToRestart);
         _span?.AddEvent(new ActivityEvent("generation.started", tags: new()
         {
             ["disttrain.generation"] = _generation, ["disttrain.world_size"] = _worldSize, ["disttrain.restored_step"] = recovery.RestoredStep,
+            ["disttrain.restored_from"] = recovery.RestoredFrom,
             ["disttrain.seconds_to_restart"] = recovery.SecondsToRestart,
         }));
     }
@@ -323,6 +338,7 @@ sealed class JobState
         _ncclId = new(TaskCreationOptions.RunContinuationsAsynchronously);
         foreach (var (_, save) in _saves) save.Reply.TrySetException(new RpcException(new Status(StatusCode.Aborted, $"checkpoint abandoned: generation {_generation} opened: {cause}")));
         _saves.Clear();
+        _snapshots.Abandon($"snapshot abandoned: generation {_generation} opened: {cause}");
         if (!IsRejoin(recovery)) CoordinatorDiagnostics.Restarts.Add(1, new KeyValuePair<string, object?>("disttrain.job", _manifest.Job));
         CoordinatorLog.Recovering(_log, _manifest.Job, _generation, Restarts, _elastic.MaxRestarts, cause);
         Persist();
@@ -403,6 +419,21 @@ sealed class JobState
                 save.Reply.SetResult(reply);
             }
             return save.Reply.Task;
+        }
+    }
+
+    /// <summary>A rank holds its slices of an in-memory snapshot; completes when every rank of the generation does.</summary>
+    public Task<SnapshotVoteReply> SnapshotVote(SnapshotVoteRequest vote)
+    {
+        lock (_lock)
+        {
+            if (_state is not (JobStatus.Types.State.Running or JobStatus.Types.State.Stopping) || vote.Generation != _generation)
+                throw new RpcException(new Status(StatusCode.Aborted, $"snapshot abandoned: the job is {_state.ToString().ToLowerInvariant()} in generation {_generation}"));
+            if (!_ranks.ContainsKey(vote.Rank))
+                throw new RpcException(new Status(StatusCode.InvalidArgument, $"rank: {vote.Rank} is not a rank of this job (world size {_worldSize})"));
+            var reply = _snapshots.Vote(vote, _generation, _worldSize);
+            if (reply.IsCompleted) Persist();   // the last vote: a restarted coordinator knows the snapshot too
+            return reply;
         }
     }
 
@@ -607,7 +638,7 @@ sealed class JobState
             var now = DateTime.UtcNow;
             var status = new JobStatus { Job = _manifest.Job, State = _state, WorldSize = _worldSize, Registered = _waiting.Count, Reason = _reason,
                 CheckpointStep = _checkpointStep, CheckpointPath = _checkpointPath, CheckpointError = _checkpointError,
-                Generation = _generation, MaxRestarts = _elastic.MaxRestarts };
+                Generation = _generation, MaxRestarts = _elastic.MaxRestarts, SnapshotStep = _snapshots.Committed?.Step ?? 0 };
             status.Recoveries.AddRange(_recoveries.Select(r => r.Clone()));
             status.Ranks.AddRange(_ranks.Values.OrderBy(r => r.Index).Select(r => new RankStatus
             {

@@ -8,11 +8,15 @@ sealed record PersistedRank(int Rank, int NodeRank, int LocalSlot, string Host, 
 
 /// <summary>One recovery of an elastic job (a copy of the protocol's Recovery).</summary>
 sealed record PersistedRecovery(int Generation, string Cause, int Rank, string Host, int Pid, int FailedAtStep, int RestoredStep, int WorldSize,
-    double SecondsToRestart, double SecondsToFirstStep);
+    double SecondsToRestart, double SecondsToFirstStep, string? RestoredFrom = null);
 
-/// <summary>What a restarted coordinator carries on from: the run, the generation and its ranks, the last commit, the recoveries.</summary>
+/// <summary>What a restarted coordinator carries on from: the run, the generation and its ranks, the last commit, the recoveries, the last snapshot.</summary>
 sealed record PersistedJob(string Job, string RunId, string State, int Generation, int WorldSize, IReadOnlyList<PersistedRank> Ranks,
-    int CheckpointStep, string CheckpointPath, IReadOnlyList<PersistedRecovery> Recoveries);
+    int CheckpointStep, string CheckpointPath, IReadOnlyList<PersistedRecovery> Recoveries)
+{
+    /// <summary>The last in-memory snapshot every rank voted for (null: none; an older coordinator's file has none).</summary>
+    public CommittedSnapshot? Snapshot { get; init; }
+}
 
 /// <summary>
 /// An elastic job's coordinator state on disk, {train.run_dir}/coordinator-{job}.json, replaced atomically (written to a

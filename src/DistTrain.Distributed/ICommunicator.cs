@@ -15,6 +15,11 @@ public interface ICommunicator : IDisposable
     void AllReduceMean(Tensor flat);
     /// <summary>In place: every rank ends with rank <paramref name="root"/>'s <paramref name="flat"/>.</summary>
     void Broadcast(Tensor flat, int root);
+    /// <summary>
+    /// Rank r sends <paramref name="send"/> to rank (r+1)%W and receives rank (r-1+W)%W's into <paramref name="receive"/>
+    /// (that rank's send: its size and dtype): the neighbour's copy of an in-memory snapshot. One rank: receive = send.
+    /// </summary>
+    void Shift(Tensor send, Tensor receive);
     /// <summary>Returns once every rank has entered the barrier.</summary>
     void Barrier();
     /// <summary>
@@ -31,6 +36,7 @@ public sealed class LocalCommunicator : ICommunicator
     public int WorldSize => 1;
     public void AllReduceMean(Tensor flat) { }
     public void Broadcast(Tensor flat, int root) { }
+    public void Shift(Tensor send, Tensor receive) => receive.copy_(send);
     public void Barrier() { }
     public void Abort() { }
     public void Dispose() { }

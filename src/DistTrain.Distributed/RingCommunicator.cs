@@ -127,6 +127,35 @@ public sealed unsafe class RingCommunicator : ICommunicator
         Collective(Op.Broadcast, flat, root);
     }
 
+    public void Shift(Tensor send, Tensor receive)
+    {
+        CheckTensor(send, nameof(send));
+        CheckTensor(receive, nameof(receive));
+        if (receive.dtype != send.dtype) throw new ArgumentException($"Shift receives {receive.dtype} into a tensor of {send.dtype}: both must have one dtype", nameof(receive));
+        if (WorldSize == 1)
+        {
+            receive.copy_(send);
+            return;
+        }
+        Enter();
+        try
+        {
+            var clock = Stopwatch.StartNew();
+            var from = send.bytes;
+            var into = receive.bytes;
+            if ((long)from.Length > MaxCollectiveBytes || (long)into.Length > MaxCollectiveBytes)
+                throw new ArgumentException($"Shift moves at most {MaxCollectiveBytes} bytes at a time; pass consecutive views", nameof(send));
+            nint source = (nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(from)), target = (nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(into));
+            Run(ShiftPlan(source, from.Length, target, into.Length));
+            DistributedDiagnostics.Bytes.Add(from.Length, new KeyValuePair<string, object?>("op", OpName(Op.Shift)));
+            DistributedDiagnostics.Duration.Record(clock.Elapsed.TotalSeconds, new KeyValuePair<string, object?>("op", OpName(Op.Shift)));
+        }
+        finally
+        {
+            Volatile.Write(ref _inCollective, 0);
+        }
+    }
+
     public void Barrier()
     {
         if (WorldSize == 1) return;
@@ -215,14 +244,18 @@ public sealed unsafe class RingCommunicator : ICommunicator
 
     // ---- plans: what to send and receive, in order ----
 
-    enum Op { AllReduceMean = 1, Broadcast = 2, Barrier = 3 }
+    enum Op { AllReduceMean = 1, Broadcast = 2, Barrier = 3, Shift = 4 }
     enum Action { Store, Add, AddThenDivide }
 
     /// <summary>Send <see cref="Bytes"/> from <see cref="Source"/> once the first <see cref="After"/> receive pieces are done.</summary>
     readonly record struct SendPiece(nint Source, int Bytes, int After);
     readonly record struct ReceivePiece(nint Target, int Bytes, Action Action);
 
-    sealed record Plan(Op Op, long Sequence, long Bytes, int Root, ReduceType Type, List<SendPiece> Sends, List<ReceivePiece> Receives);
+    /// <param name="Bytes">what this rank sends (Expected: what it receives; the same but for a shift of unequal slices)</param>
+    sealed record Plan(Op Op, long Sequence, long Bytes, int Root, ReduceType Type, List<SendPiece> Sends, List<ReceivePiece> Receives)
+    {
+        public long Expected { get; init; } = Bytes;
+    }
 
     Plan AllReducePlan(nint data, int bytes, int elementSize, ReduceType type)
     {
@@ -262,6 +295,14 @@ public sealed unsafe class RingCommunicator : ICommunicator
         return new Plan(Op.Broadcast, _sequence++, bytes, root, ReduceType.None, sends, receives);
     }
 
+    Plan ShiftPlan(nint source, int bytes, nint target, int expected)
+    {
+        // one hop: everything to the right, everything from the left; the sender never waits for a receive
+        var sends = Segments((0, bytes), 1).Select(s => new SendPiece(source + (nint)s.At, s.Bytes, 0)).ToList();
+        var receives = Segments((0, expected), 1).Select(s => new ReceivePiece(target + (nint)s.At, s.Bytes, Action.Store)).ToList();
+        return new Plan(Op.Shift, _sequence++, bytes, 0, ReduceType.None, sends, receives) { Expected = expected };
+    }
+
     Plan BarrierPlan()
     {
         // W-1 rounds of a token, each sent only after the previous round's arrived: after the last, every rank has
@@ -294,7 +335,7 @@ public sealed unsafe class RingCommunicator : ICommunicator
 
     static int Mod(int a, int m) => ((a % m) + m) % m;
 
-    static string OpName(Op op) => op switch { Op.AllReduceMean => "all_reduce_mean", Op.Broadcast => "broadcast", _ => "barrier" };
+    static string OpName(Op op) => op switch { Op.AllReduceMean => "all_reduce_mean", Op.Broadcast => "broadcast", Op.Shift => "shift", _ => "barrier" };
 
     // ---- running a plan: the caller receives and reduces, the sender thread sends ----
 
@@ -421,9 +462,9 @@ public sealed unsafe class RingCommunicator : ICommunicator
         long sequence = BinaryPrimitives.ReadInt64LittleEndian(h[8..]), bytes = BinaryPrimitives.ReadInt64LittleEndian(h[16..]);
         int root = BinaryPrimitives.ReadInt32LittleEndian(h[24..]);
         var type = (ReduceType)BinaryPrimitives.ReadInt32LittleEndian(h[28..]);
-        if (op != mine.Op || sequence != mine.Sequence || bytes != mine.Bytes || root != mine.Root || type != mine.Type)
+        if (op != mine.Op || sequence != mine.Sequence || bytes != mine.Expected || root != mine.Root || type != mine.Type)
             throw new CommunicatorException(Rank, LeftRank, _peers[LeftRank],
-                $"rank {Rank} is in {Describe(mine.Op, mine.Sequence, mine.Bytes, mine.Root, mine.Type)} but rank {LeftRank} is in " +
+                $"rank {Rank} is in {Describe(mine.Op, mine.Sequence, mine.Expected, mine.Root, mine.Type)} but rank {LeftRank} is in " +
                 $"{Describe(op, sequence, bytes, root, type)}: every rank must call the same collectives, in the same order, on tensors of the same size and dtype");
     }
 
@@ -432,6 +473,7 @@ public sealed unsafe class RingCommunicator : ICommunicator
         Op.AllReduceMean => $"collective #{sequence}, all-reduce of {bytes} bytes of {type.ToString().ToLowerInvariant()}",
         Op.Broadcast => $"collective #{sequence}, broadcast of {bytes} bytes from rank {root}",
         Op.Barrier => $"collective #{sequence}, a barrier",
+        Op.Shift => $"collective #{sequence}, a shift of {bytes} bytes to the right neighbour",
         _ => $"collective #{sequence}, unknown op {(int)op}",
     };
 

@@ -14,5 +14,7 @@ public sealed class Observers(params ITrainingObserver?[] observers) : ITraining
     public void OnStep(int step) { foreach (var o in _all) o.OnStep(step); }
     public void OnPhase(int step, StepPhase phase) { foreach (var o in _all) o.OnPhase(step, phase); }
     public void OnCheckpoint(CheckpointReport report) { foreach (var o in _all) o.OnCheckpoint(report); }
+    public void OnSnapshot(Snapshots.SnapshotReport report) { foreach (var o in _all) o.OnSnapshot(report); }
+    public void OnSnapshotRestored(Snapshots.SnapshotRestore snapshot) { foreach (var o in _all) o.OnSnapshotRestored(snapshot); }
     public void OnReport(StepReport report) { foreach (var o in _all) o.OnReport(report); }
 }

@@ -26,7 +26,7 @@ public sealed record StepReport(
 }
 
 /// <summary>The parts of a training step, in order (data, forward and backward repeat per micro-batch; checkpoint only at a save: the host copy).</summary>
-public enum StepPhase { DataWait, Forward, Backward, AllReduce, Optimizer, Checkpoint }
+public enum StepPhase { DataWait, Forward, Backward, AllReduce, Optimizer, Checkpoint, Snapshot }
 
 /// <summary>Receives progress from the trainer (the CLI draws a bar; tests collect reports).</summary>
 public interface ITrainingObserver
@@ -43,6 +43,10 @@ public interface ITrainingObserver
     void OnPhase(int step, StepPhase phase) { }
     /// <summary>A save finished in the background: committed, or failed (<see cref="CheckpointReport.Error"/>).</summary>
     void OnCheckpoint(CheckpointReport report) { }
+    /// <summary>An in-memory snapshot was taken (elastic.snapshot_interval): what it holds and how long training waited.</summary>
+    void OnSnapshot(Snapshots.SnapshotReport report) { }
+    /// <summary>A new generation of an elastic job starts from the peers' in-memory snapshot.</summary>
+    void OnSnapshotRestored(Snapshots.SnapshotRestore snapshot) { }
     void OnReport(StepReport report) { }
 }
 

@@ -8,6 +8,7 @@ using DistTrain.Training.Checkpointing;
 using DistTrain.Training.Config;
 using DistTrain.Training.Diagnostics;
 using DistTrain.Training.Optim;
+using DistTrain.Training.Snapshots;
 using DistTrain.Training.Stopping;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -32,6 +33,7 @@ public sealed class Trainer : IDisposable
     readonly StopGate _stop;
     string? _lastCheckpoint;
     readonly int _generation;
+    readonly SnapshotPlan? _snapshots;
     string _checkpointDir = "";
 
     /// <param name="comm">the ranks' communicator; null: one process (world size 1)</param>
@@ -42,10 +44,12 @@ public sealed class Trainer : IDisposable
     /// <param name="stop">where a graceful stop (a signal) ends the loop; null: the run always trains to train.steps</param>
     /// <param name="generation">an elastic job's generation (0 until its first recovery): a later one continues the run
     /// directory <paramref name="runId"/>, and the ledger keeps every generation's lines, each marked with it</param>
+    /// <param name="snapshots">an elastic job's in-memory snapshots (elastic.snapshot_interval), and the one this generation restores; null: none</param>
     public Trainer(TrainConfig config, ICommunicator? comm = null, DataAssignment? data = null, string? runId = null, ICheckpointCommit? commit = null,
-        string? job = null, StopGate? stop = null, int generation = 0)
+        string? job = null, StopGate? stop = null, int generation = 0, SnapshotPlan? snapshots = null)
     {
         _generation = generation;
+        _snapshots = snapshots;
         _stop = stop ?? new StopGate();
         _config = config;
         _comm = comm ?? new LocalCommunicator();
@@ -89,7 +93,15 @@ public sealed class Trainer : IDisposable
         IReadOnlyDictionary<int, DataCursor> resumeCursors = new Dictionary<int, DataCursor>();
         string? resumedFrom = null;
         var c = _config.Checkpoint;
-        if (c.Resume.Length > 0)
+        using var buddies = _snapshots is null ? null : new BuddySnapshots(_snapshots, _comm, _generation);
+        if (_snapshots?.Restore is { } snapshot)
+        {
+            // a new generation of an elastic job: the state comes from the peers' memory, not from disk
+            startStep = buddies!.Restore(snapshot, Flat, Optimizer);
+            resumeCursors = snapshot.Cursors;
+            observer?.OnSnapshotRestored(snapshot);
+        }
+        else if (c.Resume.Length > 0)
         {
             // checked before the run directory exists: a refused resume leaves no empty run behind
             var from = c.Resume == "latest" && c.Dir.Length == 0 ? c with { Dir = RunDirectory.LatestCheckpoints(_config)
@@ -167,6 +179,12 @@ public sealed class Trainer : IDisposable
             {
                 observer?.OnPhase(step, StepPhase.Checkpoint);
                 Saved(saver.Begin(Flat, Optimizer, plan, step + 1, tokensPerStep * (step + 1), train.ShardCursors, ct), observer);
+            }
+            // the last step has its final checkpoint: a recovery after it has nothing left to train
+            if (buddies is not null && buddies.Due(step + 1) && !last && !stop)
+            {
+                observer?.OnPhase(step, StepPhase.Snapshot);
+                observer?.OnSnapshot(buddies.Take(step + 1, Flat, Optimizer, train.ShardCursors, ct));
             }
             observer?.OnStep(step);
 

@@ -9,13 +9,15 @@ public sealed record RankProgress(int Rank, string Host, int Step, long Tokens, 
     double ComputeSeconds, double LatenessSeconds, bool Straggler);
 
 /// <summary>One failure an elastic job recovered from: the generation it opened and what that cost (-1 / 0: not known yet).</summary>
-public sealed record RecoveryRecord(int Generation, string Cause, int FailedAtStep, int RestoredStep, int WorldSize, double SecondsToFirstStep);
+/// <param name="RestoredFrom">"snapshot" (in memory), "checkpoint" or "start"; empty until the generation started</param>
+public sealed record RecoveryRecord(int Generation, string Cause, int FailedAtStep, int RestoredStep, int WorldSize, double SecondsToFirstStep, string RestoredFrom = "");
 
 /// <summary>A job's state as the coordinator reports it (`disttrain status`).</summary>
 /// CheckpointStep / CheckpointPath: the last committed checkpoint (0 / "" before the first); CheckpointError: the last failed save.
-/// Generation and Recoveries: an elastic job's (elastic.max_restarts = MaxRestarts).
+/// Generation and Recoveries: an elastic job's (elastic.max_restarts = MaxRestarts); SnapshotStep: its last in-memory snapshot (0: none).
 public sealed record JobProgress(string Job, string State, int WorldSize, int Registered, string Reason, IReadOnlyList<RankProgress> Ranks,
-    int CheckpointStep, string CheckpointPath, string CheckpointError, int Generation = 0, IReadOnlyList<RecoveryRecord>? Recoveries = null, int MaxRestarts = 0)
+    int CheckpointStep, string CheckpointPath, string CheckpointError, int Generation = 0, IReadOnlyList<RecoveryRecord>? Recoveries = null, int MaxRestarts = 0,
+    int SnapshotStep = 0)
 {
     public static async Task<JobProgress> QueryAsync(ClusterManifest manifest, string? address, CancellationToken ct)
     {
@@ -32,6 +34,7 @@ public sealed record JobProgress(string Job, string State, int WorldSize, int Re
             s.Ranks.Select(r => new RankProgress(r.Rank, r.Host, r.Step, r.Tokens, r.Loss, r.SecondsSinceHeartbeat, r.Finished,
                 r.ComputeSeconds, r.LatenessSeconds, r.Straggler)).ToList(),
             s.CheckpointStep, s.CheckpointPath, s.CheckpointError, s.Generation,
-            s.Recoveries.Select(r => new RecoveryRecord(r.Generation, r.Cause, r.FailedAtStep, r.RestoredStep, r.WorldSize, r.SecondsToFirstStep)).ToList(), s.MaxRestarts);
+            s.Recoveries.Select(r => new RecoveryRecord(r.Generation, r.Cause, r.FailedAtStep, r.RestoredStep, r.WorldSize, r.SecondsToFirstStep, r.RestoredFrom)).ToList(),
+            s.MaxRestarts, s.SnapshotStep);
     }
 }

@@ -26,4 +26,13 @@ static partial class WorkerDiagnostics
 
     [LoggerMessage(6, LogLevel.Information, "job {Job}: finished without this worker (node {NodeRank} slot {LocalSlot}); nothing left to do")]
     public static partial void FinishedWithout(ILogger logger, string job, int nodeRank, int localSlot);
+
+    [LoggerMessage(7, LogLevel.Information, "job {Job}: rank {Rank} took the in-memory snapshot of step {Step}: {Megabytes:F1} MB held (its slice and its neighbour's), training waited {Seconds:F3} s")]
+    public static partial void SnapshotTaken(ILogger logger, string job, int rank, int step, double megabytes, double seconds);
+
+    [LoggerMessage(8, LogLevel.Warning, "job {Job}: rank {Rank}: {Reason}; a recovery restores the snapshot before it")]
+    public static partial void SnapshotNotCommitted(ILogger logger, string job, int rank, string reason);
+
+    [LoggerMessage(9, LogLevel.Information, "job {Job}: rank {Rank} restored the in-memory snapshot of step {Step} (generation {Generation}'s, {Slices} slices from the workers' memory)")]
+    public static partial void SnapshotRestored(ILogger logger, string job, int rank, int step, int generation, int slices);
 }

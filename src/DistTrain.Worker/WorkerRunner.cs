@@ -1,3 +1,4 @@
+using System.Text.Json;
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
@@ -10,6 +11,8 @@ using DistTrain.Training.Checkpointing;
 using DistTrain.Training.Cluster;
 using DistTrain.Training.Config;
 using DistTrain.Training.Diagnostics;
+using DistTrain.Training.Snapshots;
+using SnapshotRestore = DistTrain.Training.Snapshots.SnapshotRestore;
 using DistTrain.Training.Stopping;
 using DistTrain.Telemetry;
 using Google.Protobuf;
@@ -54,17 +57,19 @@ public static class WorkerRunner
 
         var token = ManifestLoader.ReadToken(manifest);
         var client = CoordinatorClient.Create(manifest, token);
+        // in-memory snapshots (elastic.snapshot_interval) live as long as the process: a new generation restores them
+        using var snapshots = config.Elastic.SnapshotInterval > 0 ? new SnapshotStore() : null;
         // an elastic job's generations: after a lost peer the coordinator tells this worker to register again; the process,
         // and with it the CUDA context and the compiled kernels, stays
         for (int generation = -1; ;)
         {
-            var (reply, listener) = await RegisterAsync(client, manifest, node, nodeRank, localSlot, generation, config.Elastic.Enabled, ct);
+            var (reply, listener) = await RegisterAsync(client, manifest, node, nodeRank, localSlot, generation, config.Elastic.Enabled, snapshots?.Held, ct);
             if (reply is null)
             {
                 WorkerDiagnostics.FinishedWithout(log, manifest.Job, nodeRank, localSlot);
                 return 0;
             }
-            var (exitCode, next) = await TrainAsync(client, manifest, token, config, reply, listener, nodeRank, observerForRank, log, span, stop, ct);
+            var (exitCode, next) = await TrainAsync(client, manifest, token, config, reply, listener, nodeRank, observerForRank, log, span, stop, snapshots, ct);
             if (next is null) return exitCode;
             generation = reply.Generation;
         }
@@ -73,7 +78,7 @@ public static class WorkerRunner
     /// <summary>Registers for the next generation (or the first); null when the job already finished without this worker.</summary>
     /// <returns>the reply, and the ring port reserved for it (released once the communicator is built)</returns>
     static async Task<(RegisterReply?, TcpListener)> RegisterAsync(Protocol.V1.Coordinator.CoordinatorClient client, ClusterManifest manifest, NodeSpec node,
-        int nodeRank, int localSlot, int generation, bool elastic, CancellationToken ct)
+        int nodeRank, int localSlot, int generation, bool elastic, Training.Snapshots.HeldSnapshot? held, CancellationToken ct)
     {
         var (listener, endpoint) = ReserveRingPort(node.Host);
         try
@@ -85,11 +90,17 @@ public static class WorkerRunner
             // after its generation started, until the next checkpoint: the coordinator ends such waits itself when the job ends;
             // and it waits for a coordinator that `launch` is starting again
             var options = new CallOptions(deadline: elastic ? null : DateTime.UtcNow.AddSeconds(manifest.RendezvousTimeoutSeconds), cancellationToken: ct);
-            var reply = await client.RegisterAsync(new RegisterRequest
+            var request = new RegisterRequest
             {
                 Job = manifest.Job, NodeRank = nodeRank, LocalSlot = localSlot, Host = node.Host,
                 RingEndpoint = endpoint, Pid = Environment.ProcessId, Generation = generation,
-            }, elastic ? options.WithWaitForReady() : options);
+            };
+            if (held is not null)
+            {
+                request.Held = new Protocol.V1.HeldSnapshot { Generation = held.Generation, Step = held.Step, WorldSize = held.WorldSize };
+                request.Held.Slices.AddRange(held.Slices);
+            }
+            var reply = await client.RegisterAsync(request, elastic ? options.WithWaitForReady() : options);
             return (reply, listener);
         }
         catch (RpcException e) when (e.StatusCode == StatusCode.OutOfRange)   // a replacement that came after the last step
@@ -116,7 +127,8 @@ public static class WorkerRunner
 
     /// <summary>Trains one generation: (exit code, null) when the job ended for this worker; (_, generation) when a new one opened.</summary>
     static async Task<(int ExitCode, int? Next)> TrainAsync(Protocol.V1.Coordinator.CoordinatorClient client, ClusterManifest manifest, string token, TrainConfig config,
-        RegisterReply reply, TcpListener listener, int nodeRank, Func<int, ITrainingObserver?> observerForRank, ILogger log, Activity? span, StopRequest stop, CancellationToken ct)
+        RegisterReply reply, TcpListener listener, int nodeRank, Func<int, ITrainingObserver?> observerForRank, ILogger log, Activity? span, StopRequest stop,
+        SnapshotStore? snapshots, CancellationToken ct)
     {
         listener.Stop();
         var node = manifest.Nodes[nodeRank];
@@ -160,11 +172,13 @@ public static class WorkerRunner
             WorkerDiagnostics.Joined(log, manifest.Job, rank, reply.WorldSize, reply.Backend, config.Train.Device, reply.RunId);
             comm = await ConnectAsync(client, manifest, token, reply, link.Stopping);
             link.Guard(comm);
-            trainer = new Trainer(config, comm, data, reply.RunId, new CoordinatorCommit(client, rank, reply.Generation, coordinatorGrace), manifest.Job, gate, reply.Generation);
+            var commit = new CoordinatorCommit(client, rank, reply.Generation, coordinatorGrace);
+            var snapshotPlan = snapshots is null ? null : new SnapshotPlan(snapshots, config.Elastic.SnapshotInterval, commit, Restore(reply.Snapshot));
+            trainer = new Trainer(config, comm, data, reply.RunId, commit, manifest.Job, gate, reply.Generation, snapshotPlan);
             progress.Cursors = () => trainer.DataCursors;
             var telemetry = TrainingTelemetry.For(trainer, config, rank, reply.WorldSize, span?.Context ?? default);
             progress.Compute = telemetry.TakeCompute;
-            var observer = new Observers(progress, telemetry, observerForRank(rank));
+            var observer = new Observers(progress, telemetry, new SnapshotLog(log, manifest.Job, rank), observerForRank(rank));
             var result = await Task.Run(() => trainer.Run(observer, link.Stopping), CancellationToken.None);
             // finish first, then end the stream: a stream that ends before Finish means a lost worker
             await link.EndBeatsAsync();
@@ -212,6 +226,25 @@ public static class WorkerRunner
             trainer?.Dispose();
             comm?.Dispose();
         }
+    }
+
+    /// <summary>The coordinator's choice of in-memory snapshot for this generation (null: none to restore).</summary>
+    static SnapshotRestore? Restore(Protocol.V1.SnapshotRestore? snapshot) => snapshot is null ? null : new SnapshotRestore(
+        snapshot.Generation, snapshot.Step, snapshot.WorldSize, [.. snapshot.Sources],
+        JsonSerializer.Deserialize<Dictionary<int, string>>(snapshot.CursorsJson)!.ToDictionary(c => c.Key, c => DataCursor.FromJson(c.Value)),
+        (snapshot.AdamSteps, snapshot.FirstNonFinite));
+
+    /// <summary>Each snapshot this rank takes or restores, in its log.</summary>
+    sealed class SnapshotLog(ILogger log, string job, int rank) : ITrainingObserver
+    {
+        public void OnSnapshot(SnapshotReport report)
+        {
+            if (report.VoteError is { } error) WorkerDiagnostics.SnapshotNotCommitted(log, job, rank, error);
+            WorkerDiagnostics.SnapshotTaken(log, job, rank, report.Step, report.Bytes / 1e6, report.StallSeconds);
+        }
+
+        public void OnSnapshotRestored(SnapshotRestore snapshot) =>
+            WorkerDiagnostics.SnapshotRestored(log, job, rank, snapshot.Step, snapshot.Generation, snapshot.WorldSize);
     }
 
     /// <summary>How long a rank whose collective broke waits for the coordinator to name the cause (it waits 750 ms for it).</summary>

@@ -15,8 +15,9 @@ public class ElasticConfigTests
     public void OffByDefaultAndReadWhenSet()
     {
         Assert.False(Load().Elastic.Enabled);
-        var e = Load("elastic.max_restarts=5", "elastic.min_workers=2", "elastic.replace_wait_s=7.5").Elastic;
-        Assert.Equal((true, 5, 2, 7.5), (e.Enabled, e.MaxRestarts, e.MinimumOf(4), e.ReplaceWaitSeconds));
+        var e = Load("elastic.max_restarts=5", "elastic.min_workers=2", "elastic.replace_wait_s=7.5", "elastic.snapshot_interval=10").Elastic;
+        Assert.Equal((true, 5, 2, 7.5, 10), (e.Enabled, e.MaxRestarts, e.MinimumOf(4), e.ReplaceWaitSeconds, e.SnapshotInterval));
+        Assert.Equal(0, Load("elastic.max_restarts=5").Elastic.SnapshotInterval);   // no snapshots unless asked for
         Assert.Equal(4, new ElasticOptions(MaxRestarts: 1).MinimumOf(4));   // 0: every worker
     }
 
@@ -25,6 +26,8 @@ public class ElasticConfigTests
     [InlineData("elastic.min_workers=-2", "elastic.min_workers: must be 0")]
     [InlineData("elastic.replace_wait_s=-1", "elastic.replace_wait_s: must be 0 or more")]
     [InlineData("elastic.restarts=3", "elastic.restarts")]
+    [InlineData("elastic.snapshot_interval=-1", "elastic.snapshot_interval: must be 0 (no in-memory snapshots) or the steps between two snapshots")]
+    [InlineData("elastic.snapshot_interval=5", "elastic.snapshot_interval: in-memory snapshots serve recovery, and this job does not recover (elastic.max_restarts is 0)")]
     public void BadKeysAreNamed(string assignment, string message) =>
         Assert.Contains(message, Assert.Throws<ConfigException>(() => Load(assignment)).Message);
 

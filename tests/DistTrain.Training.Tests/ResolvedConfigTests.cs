@@ -43,7 +43,7 @@ public class ResolvedConfigTests
         Assert.Equal(Path.Combine(Repo.Root, "configs", "corpus", "kjv", "train"), Value("data", "train"));
         Assert.Equal(Path.GetFullPath("runs"), Value("train", "run_dir"));
         Assert.Equal(["model", "data", "train", "optim", "checkpoint", "telemetry", "elastic"], tree.Keys);
-        Assert.Equal(("0", "0", "60"), (Value("elastic", "max_restarts"), Value("elastic", "min_workers"), Value("elastic", "replace_wait_s")));
+        Assert.Equal(("0", "0", "60", "0"), (Value("elastic", "max_restarts"), Value("elastic", "min_workers"), Value("elastic", "replace_wait_s"), Value("elastic", "snapshot_interval")));
         Assert.Equal(19, ((Dictionary<string, object?>)tree["model"]!).Count);   // rotary_precision included
         Assert.Equal("bf16", Value("model", "rotary_precision"));
         Assert.Equal("", Value("checkpoint", "init_from"));

@@ -144,11 +144,12 @@ static class ClusterCommands
             AnsiConsole.Write(table);
             Console.WriteLine(status.CheckpointStep > 0 ? $"last checkpoint: step {status.CheckpointStep} at {status.CheckpointPath}" : "last checkpoint: none yet");
             if (status.CheckpointError.Length > 0) Console.WriteLine($"last failed save: {status.CheckpointError}");
+            if (status.SnapshotStep > 0) Console.WriteLine($"last in-memory snapshot: step {status.SnapshotStep}");
             if (status.MaxRestarts > 0)
                 Console.WriteLine($"generation {status.Generation}; {status.Recoveries!.Count} recover{(status.Recoveries.Count == 1 ? "y" : "ies")} (elastic.max_restarts {status.MaxRestarts})");
             foreach (var r in status.Recoveries ?? [])
                 Console.WriteLine($"  generation {r.Generation}: {r.Cause}; " + (r.RestoredStep < 0 ? "gathering workers"
-                    : $"{r.WorldSize} workers from step {r.RestoredStep} ({Math.Max(0, r.FailedAtStep - r.RestoredStep)} steps trained again)" +
+                    : $"{r.WorldSize} workers from the {(r.RestoredFrom is "snapshot" ? "in-memory snapshot" : r.RestoredFrom is "checkpoint" ? "checkpoint" : "start")} of step {r.RestoredStep} ({Math.Max(0, r.FailedAtStep - r.RestoredStep)} steps trained again)" +
                       (r.SecondsToFirstStep > 0 ? $", first step {r.SecondsToFirstStep:F1} s after the failure" : "")));
             return 0;
         });

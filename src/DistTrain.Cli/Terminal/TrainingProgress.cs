@@ -1,6 +1,7 @@
 using DistTrain.Training;
 using DistTrain.Training.Checkpointing;
 using DistTrain.Training.Config;
+using DistTrain.Training.Snapshots;
 using Spectre.Console;
 
 namespace DistTrain.Cli.Terminal;
@@ -53,8 +54,19 @@ static class TrainingProgress
             Console.WriteLine($"checkpoint {r.Dir}: {r.Bytes / 1e6:F1} MB from this rank; training waited {r.StallSeconds:F2} s ({r.WaitSeconds:F2} s for the previous save, {r.CopySeconds:F2} s copying to the host), written in the background in {r.WriteSeconds:F2} s ({r.MegabytesPerSecond:F0} MB/s)");
     }
 
+    static void DescribeSnapshot(SnapshotReport r)
+    {
+        if (r.VoteError is { } error) Console.Error.WriteLine($"snapshot not committed: {error}; a recovery restores the one before it");
+        Console.WriteLine($"snapshot of step {r.Step} in memory: {r.Bytes / 1e6:F1} MB held by this rank (its slice and its neighbour's); training waited {r.StallSeconds:F3} s");
+    }
+
+    static void DescribeRestored(SnapshotRestore s) =>
+        Console.WriteLine($"restored the in-memory snapshot of step {s.Step} (taken by generation {s.Generation} on {s.WorldSize} ranks) from the workers' memory");
+
     sealed class LineObserver : ITrainingObserver
     {
+        public void OnSnapshot(SnapshotReport report) => DescribeSnapshot(report);
+        public void OnSnapshotRestored(SnapshotRestore snapshot) => DescribeRestored(snapshot);
         public void OnCheckpoint(CheckpointReport report) => DescribeCheckpoint(report);
         public void OnResume(ResumeReport resume) => DescribeResume(resume);
         public void OnContinued(string runDirectory, int step, int superseded, string kept) => DescribeContinued(runDirectory, step, superseded, kept);
@@ -68,6 +80,8 @@ static class TrainingProgress
     {
         string _latest = "";   // loss and tokens/s of the latest report: they change only every log_interval steps
 
+        public void OnSnapshot(SnapshotReport report) => DescribeSnapshot(report);
+        public void OnSnapshotRestored(SnapshotRestore snapshot) => DescribeRestored(snapshot);
         public void OnCheckpoint(CheckpointReport report) => DescribeCheckpoint(report);
         public void OnResume(ResumeReport resume) => DescribeResume(resume);
         public void OnContinued(string runDirectory, int step, int superseded, string kept) => DescribeContinued(runDirectory, step, superseded, kept);

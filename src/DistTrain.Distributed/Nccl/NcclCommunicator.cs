@@ -145,6 +145,33 @@ public sealed class NcclCommunicator : ICommunicator
         GC.KeepAlive(flat);
     }
 
+    /// <summary>To the right neighbour, from the left one, as one NCCL group (a send and a receive). Enqueued on stream 0; no host wait.</summary>
+    public void Shift(Tensor send, Tensor receive)
+    {
+        var (from, sent, type) = Buffer(send, nameof(Shift), floatingOnly: false);
+        var (into, received, receiveType) = Buffer(receive, nameof(Shift), floatingOnly: false);
+        if (receiveType != type) throw new ArgumentException($"Shift receives {receive.dtype} into a tensor of {send.dtype}: both must have one dtype", nameof(receive));
+        if (WorldSize == 1)
+        {
+            receive.copy_(send);
+            return;
+        }
+        int right = (Rank + 1) % WorldSize, left = (Rank - 1 + WorldSize) % WorldSize;
+        Enqueue("ncclSend/ncclRecv", comm =>
+        {
+            var result = ncclGroupStart();
+            if (result != NcclResult.Success) return result;
+            // the group is closed whatever its calls returned; the first error is the one reported
+            var sendResult = sent > 0 ? ncclSend(from, sent, type, right, comm, DefaultStream) : NcclResult.Success;
+            var receiveResult = received > 0 ? ncclRecv(into, received, type, left, comm, DefaultStream) : NcclResult.Success;
+            var end = ncclGroupEnd();
+            return sendResult is not (NcclResult.Success or NcclResult.InProgress) ? sendResult
+                : receiveResult is not (NcclResult.Success or NcclResult.InProgress) ? receiveResult : end;
+        });
+        GC.KeepAlive(send);
+        GC.KeepAlive(receive);
+    }
+
     /// <summary>Returns once every rank has reached it and this device's stream 0 has drained.</summary>
     public void Barrier()
     {

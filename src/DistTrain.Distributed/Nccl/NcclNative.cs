@@ -123,6 +123,18 @@ internal static unsafe partial class NcclNative
     internal static partial NcclResult ncclBroadcast(nint sendbuff, nint recvbuff, nuint count, NcclDataType datatype, int root, nint comm, nint stream);
 
     [LibraryImport(Nccl)]
+    internal static partial NcclResult ncclSend(nint sendbuff, nuint count, NcclDataType datatype, int peer, nint comm, nint stream);
+
+    [LibraryImport(Nccl)]
+    internal static partial NcclResult ncclRecv(nint recvbuff, nuint count, NcclDataType datatype, int peer, nint comm, nint stream);
+
+    [LibraryImport(Nccl)]
+    internal static partial NcclResult ncclGroupStart();
+
+    [LibraryImport(Nccl)]
+    internal static partial NcclResult ncclGroupEnd();
+
+    [LibraryImport(Nccl)]
     internal static partial NcclResult ncclCommFinalize(nint comm);
 
     [LibraryImport(Nccl)]

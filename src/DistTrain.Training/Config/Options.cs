@@ -58,9 +58,11 @@ public sealed record TelemetryOptions(int TraceEvery = 10, double StragglerFacto
 /// Recovery from a lost or hung worker (the elastic section). MaxRestarts: how many times the job opens a new generation
 /// after a failure before it gives up (0: the first failure ends the job, as without the section); MinWorkers: the fewest
 /// workers a generation may train with (0: every worker the manifest lists); ReplaceWaitSeconds: how long a new generation
-/// waits for a replacement of the lost worker before it goes on with the workers it has (at least MinWorkers).
+/// waits for a replacement of the lost worker before it goes on with the workers it has (at least MinWorkers);
+/// SnapshotInterval: steps between in-memory snapshots of the training state, each rank's slice also held by its right
+/// neighbour, which a recovery restores instead of the last disk checkpoint (0: none).
 /// </summary>
-public sealed record ElasticOptions(int MaxRestarts = 0, int MinWorkers = 0, double ReplaceWaitSeconds = 60)
+public sealed record ElasticOptions(int MaxRestarts = 0, int MinWorkers = 0, double ReplaceWaitSeconds = 60, int SnapshotInterval = 0)
 {
     public bool Enabled => MaxRestarts > 0;
 

@@ -39,7 +39,7 @@ public static class ResolvedConfig
                 ("init_from", k.InitFrom.Length == 0 ? "" : Path.GetFullPath(k.InitFrom))),
             ["telemetry"] = Map(("trace_every", y.TraceEvery), ("straggler_factor", y.StragglerFactor), ("straggler_after_s", y.StragglerAfterSeconds),
                 ("peak_tflops", y.PeakTflops)),
-            ["elastic"] = Map(("max_restarts", c.Elastic.MaxRestarts), ("min_workers", c.Elastic.MinWorkers), ("replace_wait_s", c.Elastic.ReplaceWaitSeconds)),
+            ["elastic"] = Map(("max_restarts", c.Elastic.MaxRestarts), ("min_workers", c.Elastic.MinWorkers), ("replace_wait_s", c.Elastic.ReplaceWaitSeconds), ("snapshot_interval", c.Elastic.SnapshotInterval)),
         };
     }
 

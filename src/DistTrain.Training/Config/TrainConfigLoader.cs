@@ -172,11 +172,16 @@ public static class TrainConfigLoader
 
     static ElasticOptions ReadElastic(ConfigSection s)
     {
-        var e = new ElasticOptions(MaxRestarts: s.Int("max_restarts", 0), MinWorkers: s.Int("min_workers", 0), ReplaceWaitSeconds: s.Double("replace_wait_s", 60));
+        var e = new ElasticOptions(MaxRestarts: s.Int("max_restarts", 0), MinWorkers: s.Int("min_workers", 0), ReplaceWaitSeconds: s.Double("replace_wait_s", 60),
+            SnapshotInterval: s.Int("snapshot_interval", 0));
         s.EnsureConsumed();
         if (e.MaxRestarts < 0) throw new ConfigException($"{s.Where("max_restarts")}: must be 0 (a lost worker ends the job) or the number of recoveries the job may make");
         if (e.MinWorkers < 0) throw new ConfigException($"{s.Where("min_workers")}: must be 0 (every worker of the manifest) or the fewest workers to train with");
         if (e.ReplaceWaitSeconds < 0) throw new ConfigException($"{s.Where("replace_wait_s")}: must be 0 or more seconds to wait for a replacement worker");
+        if (e.SnapshotInterval < 0) throw new ConfigException($"{s.Where("snapshot_interval")}: must be 0 (no in-memory snapshots) or the steps between two snapshots");
+        if (e.SnapshotInterval > 0 && !e.Enabled)
+            throw new ConfigException($"{s.Where("snapshot_interval")}: in-memory snapshots serve recovery, and this job does not recover (elastic.max_restarts is 0); " +
+                "set elastic.max_restarts (e.g. 3) or remove elastic.snapshot_interval");
         return e;
     }
 

@@ -26,7 +26,7 @@ public sealed record TelemetryContext(int Rank, int WorldSize, long TokensPerSte
 /// </summary>
 public sealed class TrainingTelemetry(TelemetryContext context) : ITrainingObserver
 {
-    static readonly string[] SpanNames = ["data_wait", "forward", "backward", "all_reduce", "optimizer", "checkpoint"];
+    static readonly string[] SpanNames = ["data_wait", "forward", "backward", "all_reduce", "optimizer", "checkpoint", "snapshot"];
     static readonly KeyValuePair<string, object?>[] PhaseTags = [.. SpanNames.Select(n => new KeyValuePair<string, object?>("disttrain.phase", n))];
 
     readonly KeyValuePair<string, object?> _rank = new("disttrain.rank", context.Rank);
@@ -67,7 +67,7 @@ public sealed class TrainingTelemetry(TelemetryContext context) : ITrainingObser
             (_step, _traced) = (step, context.TraceEvery > 0 && step % context.TraceEvery == 0);
             _marks.Clear();
         }
-        if (phase == StepPhase.Checkpoint) _traced = true;   // every save shows in the trace
+        if (phase is StepPhase.Checkpoint or StepPhase.Snapshot) _traced = true;   // every save and snapshot shows in the trace
         if (_traced && Cuda) torch.cuda.synchronize();
         _marks.Add((phase, Stopwatch.GetTimestamp()));
     }

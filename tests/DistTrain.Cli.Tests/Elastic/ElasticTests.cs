@@ -35,6 +35,29 @@ public class ElasticTests(UninterruptedRun uninterrupted) : IClassFixture<Uninte
     }
 
     [Fact]
+    public void AKilledWorkerComesBackFromItsNeighboursMemoryLosingAtMostOneSnapshotInterval()
+    {
+        using var dir = new TempFolder();
+        // a checkpoint only at the end: before it, what a recovery restores is the in-memory snapshot
+        using var job = ElasticJob.Launch(dir.Path, elastic: [.. Elastic, "elastic.snapshot_interval=2", "checkpoint.interval=20"]);
+        job.WaitForStep(7);
+        var killed = DateTime.UtcNow;
+        job.Worker(1).Kill();   // its slice of the snapshot survives in rank 2's memory
+        var codes = job.WaitForExit();
+        var output = job.Output;
+        Assert.True(codes[0] == 0, output);
+        Assert.Matches(@"generation 1 starts with 3 of 3 workers, restoring the in-memory snapshot of step \d+ from the workers' memory", output);
+        Assert.Matches(@"restored the in-memory snapshot of step \d+ \(taken by generation 0 on 3 ranks\) from the workers' memory", output);
+        Assert.Matches(@"snapshot of step 2 in memory: [\d.]+ MB held by this rank \(its slice and its neighbour's\); training waited [\d.]+ s", output);
+        int lost = job.StepsLost(1);
+        Console.WriteLine($"recovery from a snapshot: {job.SecondsToFirstStep(killed, 1):F1} s from the kill to the first step of generation 1; {lost} steps trained again");
+        Assert.InRange(lost, 0, 2);   // elastic.snapshot_interval
+        AssertExactlyOnce(job.RunDir);
+        // the state of a step, from memory instead of disk: the same losses, bit for bit
+        Assert.Equal(uninterrupted.Losses, ElasticJob.Losses(job.RunDir));
+    }
+
+    [Fact]
     public void AFrozenWorkerIsKilledAndReplacedAfterTheHeartbeatTimeout()
     {
         using var dir = new TempFolder();
