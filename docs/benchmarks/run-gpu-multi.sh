@@ -10,6 +10,8 @@
 #   elastic:     issue 15: the 125M MUDDFormer for 150 steps (a loss every step, a checkpoint every 20) with elastic.max_restarts=2,
 #                twice uninterrupted and once with rank 1 SIGKILLed at step 60 (launch replaces it): the time from the kill to
 #                the first step of the new generation, the loss curves against each other, the ledger's windows across generations.
+#   snapshots:   the same with in-memory snapshots every 10 steps (elastic.snapshot_interval; checkpoints every 50), rank 1 killed
+#                at step 65, against one uninterrupted run: the stall per snapshot too.
 set -uo pipefail
 bundle=$1 out=$2 gpus=$3; shift 3
 mkdir -p "$out" /tmp/disttrain
@@ -54,30 +56,39 @@ kill)
   start=$(date +%s.%N); kill -9 "$victim"; wait $launch; code=$?; end=$(date +%s.%N)
   echo "killed rank 1 (pid $victim); launch exited with $code after $(python3 -c "print(f'{$end-$start:.1f}')") s" >> "$out/kill.txt"
   nvidia-smi --query-compute-apps=pid,used_memory --format=csv >> "$out/kill.txt" ;;
-elastic)
-  ce=("${c125[@]}" --set train.log_interval=1 --set train.steps=150 --set checkpoint.interval=20 --set train.ledger=true
-      --set elastic.max_restarts=2 --set elastic.replace_wait_s=60 --set train.run_dir=/tmp/runs-elastic)
+elastic|snapshots)
+  # snapshots: the same job with in-memory snapshots every 10 steps (disk every 50), rank 1 killed at step 65, one uninterrupted run
+  [ $part = elastic ] && { extra=(--set checkpoint.interval=20); plain=(plain plain2); at=60; } \
+                      || { extra=(--set checkpoint.interval=50 --set elastic.snapshot_interval=10); plain=(snap-plain); at=65; }
+  ce=("${c125[@]}" --set train.log_interval=1 --set train.steps=150 --set train.ledger=true "${extra[@]}"
+      --set elastic.max_restarts=2 --set elastic.replace_wait_s=60 --set train.run_dir=/tmp/runs-$part)
   stamp() { while IFS= read -r line; do printf '%s %s\n' "$(date +%s.%N)" "$line"; done; }
-  for name in plain plain2; do timeout 240 $bin launch --manifest $m "${ce[@]}" --set train.name=$name 2>&1 | stamp > "$out/elastic-$name.txt"; done
-  ( timeout 300 $bin launch --manifest $m "${ce[@]}" --set train.name=faulted 2>&1 | stamp > "$out/elastic-faulted.txt" ) &
-  for i in $(seq 1 1200); do grep -q "\] step *60 *loss" "$out/elastic-faulted.txt" 2>/dev/null && break; sleep 0.1; done
+  for name in "${plain[@]}"; do timeout 240 $bin launch --manifest $m "${ce[@]}" --set train.name=$name 2>&1 | stamp > "$out/$part-$name.txt"; done
+  ( timeout 300 $bin launch --manifest $m "${ce[@]}" --set train.name=faulted 2>&1 | stamp > "$out/$part-faulted.txt" ) &
+  for i in $(seq 1 1200); do grep -q "\] step *$at *loss" "$out/$part-faulted.txt" 2>/dev/null && break; sleep 0.1; done
   victim=$(pgrep -f "worker .*--local-slot 1" | head -1)
   killed=$(date +%s.%N); kill -9 "$victim"; wait
-  python3 - "$out" "$killed" <<'PY' | tee "$out/elastic.txt"
-import glob, json, re, sys, collections
-out, killed = sys.argv[1], float(sys.argv[2])
-lines = [l.split(' ', 1) for l in open(f"{out}/elastic-faulted.txt")]
+  python3 - "$out" "$killed" "$part" "${plain[@]}" <<'PY' | tee "$out/$part.txt"
+import glob, json, re, sys, collections, statistics
+out, killed, part, plain = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4:]
+lines = [l.split(' ', 1) for l in open(f"{out}/{part}-faulted.txt")]
 start = next(i for i, (_, l) in enumerate(lines) if 'generation 1 starts' in l)
 first = next(float(t) for t, l in lines[start:] if re.search(r'\] step +\d+ +loss', l))
 print(f"kill to the first step of generation 1: {first - killed:.1f} s;", lines[start][1].strip())
+print(*[l.strip() for _, l in lines if 'recovered: generation 1' in l or 'restored the in-memory' in l], sep="\n")
+stalls = [float(m.group(1)) for _, l in lines for m in [re.search(r'snapshot of step \d+ in memory: .* training waited ([\d.]+) s', l)] if m]
+if stalls: print(f"snapshot stall (rank 0, {len(stalls)} snapshots): min {min(stalls):.3f} / median {statistics.median(stalls):.3f} / max {max(stalls):.3f} s;",
+               next(l.strip() for _, l in lines if 'snapshot of step' in l))
 def losses(name):
-    return {r["step"]: r["loss"] for r in map(json.loads, open(glob.glob(f"/tmp/runs-elastic/{name}-*/metrics.jsonl")[0]))}
-a, b, c = losses("plain"), losses("plain2"), losses("faulted")
-for x, y, n in ((a, b, "plain vs plain2"), (a, c, "plain vs faulted"), (b, c, "plain2 vs faulted")):
-    d = {s: abs(x[s] - y[s]) for s in x}
-    print(f"{n}: max |diff| {max(d.values()):.4f}; mean of steps 141-150 {sum(x[s] for s in range(141, 151)) / 10:.4f} vs {sum(y[s] for s in range(141, 151)) / 10:.4f}")
+    return {r["step"]: r["loss"] for r in map(json.loads, open(glob.glob(f"/tmp/runs-{part}/{name}-*/metrics.jsonl")[0]))}
+runs = {n: losses(n) for n in plain + ["faulted"]}
+names = list(runs)
+for i, x in enumerate(names):
+    for y in names[i + 1:]:
+        d = {s: abs(runs[x][s] - runs[y][s]) for s in runs[x]}
+        print(f"{x} vs {y}: max |diff| {max(d.values()):.4f}; mean of steps 141-150 {sum(runs[x][s] for s in range(141, 151)) / 10:.4f} vs {sum(runs[y][s] for s in range(141, 151)) / 10:.4f}")
 rows, newest = [], collections.defaultdict(int)
-for f in glob.glob(glob.glob("/tmp/runs-elastic/faulted-*")[0] + "/ledger-rank*.jsonl"):
+for f in glob.glob(glob.glob(f"/tmp/runs-{part}/faulted-*")[0] + "/ledger-rank*.jsonl"):
     for l in open(f):
         d = json.loads(l); rows.append((d["step"], d["generation"], [tuple(w) for w in d["windows"]])); newest[d["step"]] = max(newest[d["step"]], d["generation"])
 kept = [w for s, g, ws in rows if g == newest[s] for w in ws]

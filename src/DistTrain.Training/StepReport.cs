@@ -26,7 +26,7 @@ public sealed record StepReport(
 }
 
 /// <summary>The parts of a training step, in order (data, forward and backward repeat per micro-batch; checkpoint only at a save: the host copy).</summary>
-public enum StepPhase { DataWait, Forward, Backward, AllReduce, Optimizer, Checkpoint, Snapshot }
+public enum StepPhase { DataWait, Forward, Backward, AllReduce, Optimizer, Checkpoint }
 
 /// <summary>Receives progress from the trainer (the CLI draws a bar; tests collect reports).</summary>
 public interface ITrainingObserver

@@ -180,12 +180,6 @@ public sealed class Trainer : IDisposable
                 observer?.OnPhase(step, StepPhase.Checkpoint);
                 Saved(saver.Begin(Flat, Optimizer, plan, step + 1, tokensPerStep * (step + 1), train.ShardCursors, ct), observer);
             }
-            // the last step has its final checkpoint: a recovery after it has nothing left to train
-            if (buddies is not null && buddies.Due(step + 1) && !last && !stop)
-            {
-                observer?.OnPhase(step, StepPhase.Snapshot);
-                observer?.OnSnapshot(buddies.Take(step + 1, Flat, Optimizer, train.ShardCursors, ct));
-            }
             observer?.OnStep(step);
 
             if ((step + 1) % t.LogInterval == 0 || last || stop)
@@ -206,6 +200,12 @@ public sealed class Trainer : IDisposable
                 stepsInWindow = 0;
                 waitAtWindow = train.WaitSeconds;
                 window.Restart();
+            }
+            // after the step's report (its loss all-reduce): a snapshot restored later never skips a logged step; the last step
+            // has its final checkpoint, so a recovery after it has nothing left to train
+            if (buddies is not null && buddies.Due(step + 1) && !last && !stop)
+            {
+                observer?.OnSnapshot(buddies.Take(step + 1, Flat, Optimizer, train.ShardCursors, ct));
             }
             gradNorm.Dispose();
             if (stop)

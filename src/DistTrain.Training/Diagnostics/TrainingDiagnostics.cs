@@ -39,6 +39,8 @@ public static class TrainingDiagnostics
         Meter.CreateCounter<long>("disttrain.checkpoint.size", "By", "checkpoint bytes this rank wrote");
     internal static readonly Histogram<double> CheckpointDuration =
         Meter.CreateHistogram<double>("disttrain.checkpoint.duration", "s", "a save's stall (training waited) or background write (disttrain.checkpoint.stage)");
+    internal static readonly Histogram<double> SnapshotStall =
+        Meter.CreateHistogram<double>("disttrain.snapshot.stall", "s", "how long training waited for an in-memory snapshot (copies to host memory and the neighbour)");
     internal static readonly Counter<long> CheckpointFailures =
         Meter.CreateCounter<long>("disttrain.checkpoint.failures", "{save}", "saves that failed on this rank");
 

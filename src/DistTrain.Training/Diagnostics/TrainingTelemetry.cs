@@ -26,7 +26,7 @@ public sealed record TelemetryContext(int Rank, int WorldSize, long TokensPerSte
 /// </summary>
 public sealed class TrainingTelemetry(TelemetryContext context) : ITrainingObserver
 {
-    static readonly string[] SpanNames = ["data_wait", "forward", "backward", "all_reduce", "optimizer", "checkpoint", "snapshot"];
+    static readonly string[] SpanNames = ["data_wait", "forward", "backward", "all_reduce", "optimizer", "checkpoint"];
     static readonly KeyValuePair<string, object?>[] PhaseTags = [.. SpanNames.Select(n => new KeyValuePair<string, object?>("disttrain.phase", n))];
 
     readonly KeyValuePair<string, object?> _rank = new("disttrain.rank", context.Rank);
@@ -67,7 +67,7 @@ public sealed class TrainingTelemetry(TelemetryContext context) : ITrainingObser
             (_step, _traced) = (step, context.TraceEvery > 0 && step % context.TraceEvery == 0);
             _marks.Clear();
         }
-        if (phase is StepPhase.Checkpoint or StepPhase.Snapshot) _traced = true;   // every save and snapshot shows in the trace
+        if (phase == StepPhase.Checkpoint) _traced = true;   // every save shows in the trace
         if (_traced && Cuda) torch.cuda.synchronize();
         _marks.Add((phase, Stopwatch.GetTimestamp()));
     }
@@ -140,6 +140,21 @@ public sealed class TrainingTelemetry(TelemetryContext context) : ITrainingObser
                 .SetTag("disttrain.checkpoint.dir", report.Dir);
             if (report.Error is { } error) span.SetStatus(ActivityStatusCode.Error, error);
             span.SetEndTime(start.AddSeconds(report.WriteSeconds));
+        });
+    }
+
+    /// <summary>An in-memory snapshot (after its step's span): the stall as a metric and a "snapshot" span ending now.</summary>
+    public void OnSnapshot(Snapshots.SnapshotReport report)
+    {
+        TrainingDiagnostics.SnapshotStall.Record(report.StallSeconds, _rank);
+        var end = DateTime.UtcNow;
+        WithoutCurrent(() =>
+        {
+            using var span = TrainingDiagnostics.Source.StartActivity("snapshot", ActivityKind.Internal, context.Parent, startTime: end.AddSeconds(-report.StallSeconds));
+            if (span is null) return;
+            span.SetTag("disttrain.rank", context.Rank).SetTag("disttrain.step", report.Step).SetTag("disttrain.snapshot.bytes", report.Bytes);
+            if (report.VoteError is { } error) span.SetTag("disttrain.snapshot.previous_vote", error);
+            span.SetEndTime(end);
         });
     }
 
