@@ -93,7 +93,7 @@ public sealed class Trainer : IDisposable
         IReadOnlyDictionary<int, DataCursor> resumeCursors = new Dictionary<int, DataCursor>();
         string? resumedFrom = null;
         var c = _config.Checkpoint;
-        using var buddies = _snapshots is null ? null : new BuddySnapshots(_snapshots, _comm, _generation);
+        using var buddies = _snapshots is null ? null : new BuddySnapshots(_snapshots, _comm, _generation, Flat);
         if (_snapshots?.Restore is { } snapshot)
         {
             // a new generation of an elastic job: the state comes from the peers' memory, not from disk

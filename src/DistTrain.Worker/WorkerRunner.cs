@@ -240,7 +240,7 @@ public static class WorkerRunner
         public void OnSnapshot(SnapshotReport report)
         {
             if (report.VoteError is { } error) WorkerDiagnostics.SnapshotNotCommitted(log, job, rank, error);
-            WorkerDiagnostics.SnapshotTaken(log, job, rank, report.Step, report.Bytes / 1e6, report.StallSeconds);
+            else WorkerDiagnostics.SnapshotTaken(log, job, rank, report.Step, report.Bytes / 1e6, report.StallSeconds);
         }
 
         public void OnSnapshotRestored(SnapshotRestore snapshot) =>

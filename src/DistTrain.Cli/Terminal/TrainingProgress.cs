@@ -57,7 +57,8 @@ static class TrainingProgress
     static void DescribeSnapshot(SnapshotReport r)
     {
         if (r.VoteError is { } error) Console.Error.WriteLine($"snapshot not committed: {error}; a recovery restores the one before it");
-        Console.WriteLine($"snapshot of step {r.Step} in memory: {r.Bytes / 1e6:F1} MB held by this rank (its slice and its neighbour's); training waited {r.StallSeconds:F3} s");
+        else Console.WriteLine($"snapshot of step {r.Step} in memory: {r.Bytes / 1e6:F1} MB held by this rank (its slice and its neighbour's); " +
+            $"training waited {r.StallSeconds:F3} s ({r.CopySeconds:F3} s copying, the rest for every rank's vote)");
     }
 
     static void DescribeRestored(SnapshotRestore s) =>

@@ -12,22 +12,25 @@ namespace DistTrain.Training.Snapshots;
 /// In-memory snapshots for one generation (Gemini's and torchft's idea: a lost rank's state survives in a peer's RAM).
 /// <see cref="Take"/> copies this rank's slice of the fp32 master weights and both AdamW moments (the slices a sharded
 /// checkpoint writes) to host memory and sends it to the right neighbour, receiving the left one's (a ring of buddies),
-/// then votes; the vote's answer is collected at the next snapshot, so training waits only for the copies and the shift.
-/// <see cref="Restore"/> rebuilds the full state on a new generation from whichever ranks hold each slice.
+/// then votes and waits for the answer: no rank trains past a snapshot that is not complete everywhere, so a recovery
+/// trains again at most one snapshot interval. <see cref="Restore"/> rebuilds the full state on a new generation from
+/// whichever ranks hold each slice.
 /// </summary>
 public sealed class BuddySnapshots : IDisposable
 {
-    static readonly TimeSpan SettleWait = TimeSpan.FromSeconds(5);
-
     readonly SnapshotPlan _plan;
     readonly ICommunicator _comm;
     readonly int _generation;
-    (SnapshotStore.Slot Slot, Task<bool> Vote)? _pending;
+    readonly Task _prepared;
 
-    public BuddySnapshots(SnapshotPlan plan, ICommunicator comm, int generation)
+    /// <param name="flat">this generation's flat buffers: the host buffers are sized for its slices and pinned in the background
+    /// (seconds for gigabytes), so neither a recovery nor the first snapshot waits for it</param>
+    public BuddySnapshots(SnapshotPlan plan, ICommunicator comm, int generation, FlatParameters flat)
     {
         if (plan.Interval <= 0) throw new ArgumentOutOfRangeException(nameof(plan), plan.Interval, "the snapshot interval must be positive");
         (_plan, _comm, _generation) = (plan, comm, generation);
+        var (count, leftCount, device) = (Mine(flat).Count, Left(flat).Count, flat.Master.device);
+        _prepared = Task.Run(() => _plan.Store.Prepare(count, leftCount, device));
     }
 
     public int Interval => _plan.Interval;
@@ -35,19 +38,20 @@ public sealed class BuddySnapshots : IDisposable
     /// <summary>Whether step <paramref name="step"/> (finished steps) takes a snapshot.</summary>
     public bool Due(int step) => step % _plan.Interval == 0;
 
+    (long Start, long Count) Mine(FlatParameters flat) => TrainingCheckpoint.Slice(flat.Count, _comm.Rank, _comm.WorldSize);
+    (long Start, long Count) Left(FlatParameters flat) => TrainingCheckpoint.Slice(flat.Count, (_comm.Rank - 1 + _comm.WorldSize) % _comm.WorldSize, _comm.WorldSize);
+
     /// <summary>
-    /// The snapshot of <paramref name="step"/> (finished steps): a collective, every rank calls it after the same step. The
-    /// previous snapshot becomes the committed one here if every rank voted for it.
+    /// The snapshot of <paramref name="step"/> (finished steps): a collective, every rank calls it after the same step. Returns
+    /// once the coordinator answered the vote; the snapshot is then the one to restore, or (VoteError) the previous one stays.
     /// </summary>
     public SnapshotReport Take(int step, FlatParameters flat, FlatAdamW optimizer, IReadOnlyDictionary<int, DataCursor> cursors, CancellationToken ct)
     {
         var started = Stopwatch.GetTimestamp();
-        string? voteError = Settle(Timeout.InfiniteTimeSpan);
+        _prepared.GetAwaiter().GetResult();
         var slot = _plan.Store.Free();
-        int rank = _comm.Rank, world = _comm.WorldSize, left = (rank - 1 + world) % world;
-        var (start, count) = TrainingCheckpoint.Slice(flat.Count, rank, world);
-        var (_, leftCount) = TrainingCheckpoint.Slice(flat.Count, left, world);
-        (slot.Generation, slot.Step, slot.WorldSize, slot.Own, slot.Buddy) = (_generation, step, world, rank, left);
+        var ((start, count), (_, leftCount)) = (Mine(flat), Left(flat));
+        (slot.Generation, slot.Step, slot.WorldSize, slot.Own, slot.Buddy) = (_generation, step, _comm.WorldSize, _comm.Rank, (_comm.Rank - 1 + _comm.WorldSize) % _comm.WorldSize);
         var device = flat.Master.device;
         slot.Fit(count, leftCount, device);
         Tensor[] sources = [flat.Master, optimizer.ExpAvg, optimizer.ExpAvgSq];
@@ -70,31 +74,24 @@ public sealed class BuddySnapshots : IDisposable
                 slot.BuddyBuffers[b].copy_(landed);
             }
         }
-        var stall = Stopwatch.GetElapsedTime(started).TotalSeconds;
-        var vote = new SnapshotVote(step, rank, cursors.ToDictionary(c => c.Key, c => c.Value), optimizer.Counters);
-        _pending = (slot, _plan.Commit.VoteAsync(vote, ct));
-        return new SnapshotReport(step, slot.Bytes, stall, voteError);
+        var copied = Stopwatch.GetElapsedTime(started).TotalSeconds;
+        string? error = Vote(new SnapshotVote(step, _comm.Rank, cursors.ToDictionary(c => c.Key, c => c.Value), optimizer.Counters), ct);
+        if (error is null) _plan.Store.Commit(slot);
+        return new SnapshotReport(step, slot.Bytes, Stopwatch.GetElapsedTime(started).TotalSeconds, copied, error);
     }
 
-    /// <summary>
-    /// Waits (up to <paramref name="wait"/>) for the last vote: when every rank voted, its snapshot becomes the committed
-    /// one. Returns why it did not (null: it did, or none was pending).
-    /// </summary>
-    string? Settle(TimeSpan wait)
+    /// <summary>The vote's answer: null when every rank holds its slices, else why the snapshot does not count.</summary>
+    string? Vote(SnapshotVote vote, CancellationToken ct)
     {
-        if (_pending is not var (slot, vote)) return null;
-        _pending = null;
         try
         {
-            if (!vote.Wait(wait)) return $"the vote for the snapshot of step {slot.Step} did not answer within {wait.TotalSeconds:0} s";
-            if (!vote.Result) return $"the snapshot of step {slot.Step} was abandoned";
-            _plan.Store.Commit(slot);
-            return null;
+            return _plan.Commit.VoteAsync(vote, ct).GetAwaiter().GetResult() ? null : $"the snapshot of step {vote.Step} was abandoned";
         }
-        catch (AggregateException e)
+        catch (Exception e) when (e is not OperationCanceledException)
         {
-            // the coordinator abandoned it (a new generation) or could not be reached: the snapshot before it stays the one to restore
-            return $"the vote for the snapshot of step {slot.Step} failed: {e.InnerException?.Message ?? e.Message}";
+            // the coordinator abandoned it (a new generation opens) or could not be reached: the snapshot before it stays the one to
+            // restore; a lost peer also breaks the next collective, which is where the step fails
+            return $"the vote for the snapshot of step {vote.Step} failed: {e.Message}";
         }
     }
 
@@ -127,6 +124,10 @@ public sealed class BuddySnapshots : IDisposable
         return snapshot.Step;
     }
 
-    /// <summary>Collects the last vote's answer (a recovery opening aborts it at once): a snapshot every rank voted for is the one to restore.</summary>
-    public void Dispose() => Settle(SettleWait);
+    /// <summary>Lets the background allocation finish: the store's buffers are not freed or resized under it.</summary>
+    public void Dispose()
+    {
+        try { _prepared.Wait(); }
+        catch (AggregateException) { }   // out of host memory: the first Take reported it, or nothing needed the buffers
+    }
 }

@@ -20,9 +20,9 @@ public sealed record SnapshotRestore(int Generation, int Step, int WorldSize, IR
 /// <summary>One rank holds its slice of the snapshot of <paramref name="Step"/> and its left neighbour's; its data cursors and AdamW's counters.</summary>
 public sealed record SnapshotVote(int Step, int Rank, IReadOnlyDictionary<int, DataCursor> Cursors, (double Steps, long FirstNonFinite) Counters);
 
-/// <summary>What taking a snapshot cost this rank: bytes now held in host memory and how long training waited.</summary>
-/// <param name="VoteError">why the previous snapshot's vote did not commit (null: it did, or there was none); the snapshot before it stays the restorable one</param>
-public sealed record SnapshotReport(int Step, long Bytes, double StallSeconds, string? VoteError = null);
+/// <summary>What taking a snapshot cost this rank: bytes now held in host memory and how long training waited (in all, and for the copies).</summary>
+/// <param name="VoteError">why the snapshot does not count (null: every rank holds its slices); the one before it stays the one to restore</param>
+public sealed record SnapshotReport(int Step, long Bytes, double StallSeconds, double CopySeconds, string? VoteError = null);
 
 /// <summary>
 /// The agreement that a snapshot is complete: every rank votes once it holds its slice and its neighbour's; the vote

@@ -63,6 +63,17 @@ public sealed class SnapshotStore : IDisposable
 
     Slot? Committed => _slots.FirstOrDefault(s => s.Committed);
 
+    /// <summary>
+    /// Sizes the slots a snapshot may be written into for slices of <paramref name="ownCount"/> and <paramref name="buddyCount"/>
+    /// values (pinned on a GPU): the committed one is left as it is, a new generation may still restore it.
+    /// </summary>
+    public void Prepare(long ownCount, long buddyCount, Device device)
+    {
+        Slot[] free;
+        lock (_lock) free = [.. _slots.Where(s => !s.Committed)];
+        foreach (var slot in free) slot.Fit(ownCount, buddyCount, device);
+    }
+
     /// <summary>The slot the next snapshot is written into: never the committed one.</summary>
     internal Slot Free()
     {
