@@ -58,4 +58,7 @@ static partial class CoordinatorLog
 
     [LoggerMessage(18, LogLevel.Warning, "job {Job} finished: {What}")]
     public static partial void FinishedDespite(ILogger logger, string job, string what);
+
+    [LoggerMessage(19, LogLevel.Warning, "job {Job}: the coordinator's state file could not be written ({Error}); a coordinator started again would not know the last snapshot")]
+    public static partial void StateNotWritten(ILogger logger, string job, string error);
 }

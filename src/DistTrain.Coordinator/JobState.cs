@@ -43,7 +43,7 @@ sealed class JobState
     readonly Dictionary<int, Rank> _ranks = [];
     TaskCompletionSource<byte[]> _ncclId = new(TaskCreationOptions.RunContinuationsAsynchronously);   // this generation's
     readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    readonly Dictionary<int, (Dictionary<int, CheckpointVoteRequest> Votes, TaskCompletionSource<CheckpointVoteReply> Reply)> _saves = [];   // by step
+    readonly CheckpointVotes _saves = new();
     readonly SnapshotVotes _snapshots = new();
     readonly Stragglers _stragglers;
     readonly ILogger _log;
@@ -64,6 +64,9 @@ sealed class JobState
     // an elastic job's state on disk, for a restarted coordinator (JobStateFile): the run and where to write it
     string _runId = "";
     Action<PersistedJob>? _persist;
+    // the state file's writes in order: a change's sequence number (under _lock), the newest written (under _fileLock)
+    readonly object _fileLock = new();
+    long _persisted, _written;
 
     /// <param name="assignment">rank, world size -> the reply it gets (rank, rendezvous, data shards)</param>
     /// <param name="telemetry">the straggler rule (factor, duration)</param>
@@ -95,14 +98,46 @@ sealed class JobState
         lock (_lock) (_runId, _persist) = (runId, write);
     }
 
-    void Persist() => _persist?.Invoke(new PersistedJob(_manifest.Job, _runId, _state.ToString(), _generation, _worldSize,
+    void Persist()
+    {
+        if (_persist is { } write) WriteInOrder(write, Captured(), ++_persisted);
+    }
+
+    /// <summary>
+    /// As <see cref="Persist"/>, but the file is written after the lock is released, in the background: a snapshot's last vote
+    /// is answered without waiting for an fsync (which waits behind a checkpoint's gigabytes being written: 1 s on a GPU host).
+    /// A coordinator that dies before the write finishes forgets that snapshot only; its workers then restore the disk checkpoint.
+    /// </summary>
+    void PersistSoon()
+    {
+        if (_persist is not { } write) return;
+        var (state, sequence) = (Captured(), ++_persisted);
+        _ = Task.Run(() =>
+        {
+            try { WriteInOrder(write, state, sequence); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { CoordinatorLog.StateNotWritten(_log, _manifest.Job, e.Message); }
+        });
+    }
+
+    /// <summary>Writes a state unless a newer one (a higher sequence number, taken under the job's lock) is on disk already.</summary>
+    void WriteInOrder(Action<PersistedJob> write, PersistedJob state, long sequence)
+    {
+        lock (_fileLock)
+        {
+            if (sequence <= _written) return;
+            write(state);
+            _written = sequence;
+        }
+    }
+
+    PersistedJob Captured() => new(_manifest.Job, _runId, _state.ToString(), _generation, _worldSize,
         _ranks.Values.OrderBy(r => r.Index).Select(r => new PersistedRank(r.Index, r.Request.NodeRank, r.Request.LocalSlot, r.Request.Host, r.Request.Pid, r.Request.RingEndpoint)).ToList(),
         _checkpointStep, _checkpointPath,
         _recoveries.Select(r => new PersistedRecovery(r.Generation, r.Cause, r.Rank, r.Host, r.Pid, r.FailedAtStep, r.RestoredStep, r.WorldSize, r.SecondsToRestart, r.SecondsToFirstStep,
             r.RestoredFrom)).ToList())
     {
         Snapshot = _snapshots.Committed,
-    });
+    };
 
     /// <summary>
     /// A restarted coordinator carries on from what its predecessor persisted: a running generation goes on with the same
@@ -336,8 +371,7 @@ sealed class JobState
         _ranks.Clear();
         _ncclId.TrySetException(new RpcException(new Status(StatusCode.Aborted, $"generation {_generation} opened: {cause}")));
         _ncclId = new(TaskCreationOptions.RunContinuationsAsynchronously);
-        foreach (var (_, save) in _saves) save.Reply.TrySetException(new RpcException(new Status(StatusCode.Aborted, $"checkpoint abandoned: generation {_generation} opened: {cause}")));
-        _saves.Clear();
+        _saves.Abandon($"checkpoint abandoned: generation {_generation} opened: {cause}");
         _snapshots.Abandon($"snapshot abandoned: generation {_generation} opened: {cause}");
         if (!IsRejoin(recovery)) CoordinatorDiagnostics.Restarts.Add(1, new KeyValuePair<string, object?>("disttrain.job", _manifest.Job));
         CoordinatorLog.Recovering(_log, _manifest.Job, _generation, Restarts, _elastic.MaxRestarts, cause);
@@ -405,20 +439,7 @@ sealed class JobState
                 throw new RpcException(new Status(StatusCode.Aborted, $"checkpoint abandoned: generation {vote.Generation} is over; the job is in generation {_generation}"));
             if (!_ranks.ContainsKey(vote.Rank))
                 throw new RpcException(new Status(StatusCode.InvalidArgument, $"rank: {vote.Rank} is not a rank of this job (world size {_worldSize})"));
-            if (!_saves.TryGetValue(vote.Step, out var save))
-                _saves[vote.Step] = save = ([], new TaskCompletionSource<CheckpointVoteReply>(TaskCreationOptions.RunContinuationsAsynchronously));
-            if (!save.Votes.TryAdd(vote.Rank, vote))
-                throw new RpcException(new Status(StatusCode.AlreadyExists, $"rank {vote.Rank} voted twice for the checkpoint of step {vote.Step}"));
-            if (save.Votes.Count == _worldSize)
-            {
-                var failed = save.Votes.Values.Where(v => v.Error.Length > 0).OrderBy(v => v.Rank).ToList();
-                var reply = new CheckpointVoteReply { Commit = failed.Count == 0 };
-                if (reply.Commit) reply.Files.AddRange(save.Votes.Values.OrderBy(v => v.Rank).SelectMany(v => v.Files));
-                else reply.Reason = string.Join("; ", failed.Select(v => $"rank {v.Rank} ({_ranks[v.Rank].Request.Host}): {v.Error}"));
-                _saves.Remove(vote.Step);
-                save.Reply.SetResult(reply);
-            }
-            return save.Reply.Task;
+            return _saves.Vote(vote, _worldSize, rank => _ranks[rank].Request.Host);
         }
     }
 
@@ -432,7 +453,7 @@ sealed class JobState
             if (!_ranks.ContainsKey(vote.Rank))
                 throw new RpcException(new Status(StatusCode.InvalidArgument, $"rank: {vote.Rank} is not a rank of this job (world size {_worldSize})"));
             var reply = _snapshots.Vote(vote, _generation, _worldSize);
-            if (reply.IsCompleted) Persist();   // the last vote: a restarted coordinator knows the snapshot too
+            if (reply.IsCompleted) PersistSoon();   // the last vote: a restarted coordinator knows the snapshot too
             return reply;
         }
     }
@@ -625,8 +646,8 @@ sealed class JobState
             CoordinatorLog.Failed(_log, _manifest.Job, reason);
             foreach (var (_, reply) in _waiting) reply.TrySetException(new RpcException(new Status(StatusCode.Aborted, reason)));
             _ncclId.TrySetException(new RpcException(new Status(StatusCode.Aborted, reason)));
-            foreach (var (_, save) in _saves) save.Reply.TrySetException(new RpcException(new Status(StatusCode.Aborted, $"checkpoint abandoned: {reason}")));
-            _saves.Clear();
+            _saves.Abandon($"checkpoint abandoned: {reason}");
+            _snapshots.Abandon($"snapshot abandoned: {reason}");
             _stopped.TrySetResult();
         }
     }
