@@ -15,7 +15,9 @@ namespace DistTrain.Coordinator;
 /// An elastic job (elastic.max_restarts) answers a lost, hung or broken rank with a new generation instead of failing:
 /// the survivors are told to register again (RESTART), the lost worker's replacement registers like a new one, and once
 /// every slot is back, or elastic.replace_wait_s passed with at least elastic.min_workers, ranks are handed out again on
-/// the workers present, restoring the last committed checkpoint.
+/// the workers present, restoring the newest in-memory snapshot still held or the last committed checkpoint. The votes
+/// (<see cref="CheckpointVotes"/>, <see cref="SnapshotVotes"/>) and the failure history (<see cref="RecoveryHistory"/>) have
+/// classes of their own.
 /// </summary>
 sealed class JobState
 {
@@ -59,8 +61,8 @@ sealed class JobState
     readonly Dictionary<int, int> _stopAcks = [];
     // generations: the current one, its world size, the failures recovered from, and since when the current recovery waits
     int _generation, _worldSize;
-    readonly List<Recovery> _recoveries = [];
-    readonly Stopwatch _recovering = new(), _waitingSince = Stopwatch.StartNew();
+    readonly RecoveryHistory _recoveries = new();
+    readonly Stopwatch _waitingSince = Stopwatch.StartNew();
     // an elastic job's state on disk, for a restarted coordinator (JobStateFile): the run and where to write it
     string _runId = "";
     Action<PersistedJob>? _persist;
@@ -133,8 +135,7 @@ sealed class JobState
     PersistedJob Captured() => new(_manifest.Job, _runId, _state.ToString(), _generation, _worldSize,
         _ranks.Values.OrderBy(r => r.Index).Select(r => new PersistedRank(r.Index, r.Request.NodeRank, r.Request.LocalSlot, r.Request.Host, r.Request.Pid, r.Request.RingEndpoint)).ToList(),
         _checkpointStep, _checkpointPath,
-        _recoveries.Select(r => new PersistedRecovery(r.Generation, r.Cause, r.Rank, r.Host, r.Pid, r.FailedAtStep, r.RestoredStep, r.WorldSize, r.SecondsToRestart, r.SecondsToFirstStep,
-            r.RestoredFrom)).ToList())
+        _recoveries.Persisted())
     {
         Snapshot = _snapshots.Committed,
     };
@@ -149,17 +150,9 @@ sealed class JobState
         {
             (_generation, _worldSize, _checkpointStep, _checkpointPath) = (job.Generation, job.WorldSize, job.CheckpointStep, job.CheckpointPath);
             _snapshots.Committed = job.Snapshot;
-            _recoveries.AddRange(job.Recoveries.Select(r => new Recovery
-            {
-                Generation = r.Generation, Cause = r.Cause, Rank = r.Rank, Host = r.Host, Pid = r.Pid, FailedAtStep = r.FailedAtStep,
-                RestoredStep = r.RestoredStep, WorldSize = r.WorldSize, SecondsToRestart = r.SecondsToRestart, SecondsToFirstStep = r.SecondsToFirstStep,
-                RestoredFrom = r.RestoredFrom ?? "",
-            }));
-            if (job.State == nameof(JobStatus.Types.State.Recovering))
-            {
-                _state = JobStatus.Types.State.Recovering;
-                _recovering.Restart();
-            }
+            bool recovering = job.State == nameof(JobStatus.Types.State.Recovering);
+            _recoveries.Restore(job.Recoveries, recovering);
+            if (recovering) _state = JobStatus.Types.State.Recovering;
             else
             {
                 foreach (var r in job.Ranks)
@@ -215,7 +208,7 @@ sealed class JobState
         lock (_lock)
         {
             if (generation < _generation)
-                return new HeartbeatReply { Command = HeartbeatReply.Types.Command.Restart, Generation = _generation, Reason = _recoveries.LastOrDefault()?.Cause ?? "" };
+                return new HeartbeatReply { Command = HeartbeatReply.Types.Command.Restart, Generation = _generation, Reason = _recoveries.Last?.Cause ?? "" };
             if (_state != JobStatus.Types.State.Stopping) return new HeartbeatReply { Command = HeartbeatReply.Types.Command.Continue };
             return _stopStep == 0
                 ? new HeartbeatReply { Command = HeartbeatReply.Types.Command.StopRequested, ExitCode = _stopExitCode }
@@ -303,9 +296,9 @@ sealed class JobState
             CoordinatorLog.Started(_log, _manifest.Job, _worldSize);
             return;
         }
-        var recovery = _recoveries[^1];
+        var recovery = _recoveries.Last!;
         (recovery.RestoredStep, recovery.WorldSize, recovery.SecondsToRestart) =
-            (snapshot?.Step ?? (restore.Length > 0 ? _checkpointStep : 0), _worldSize, _recovering.Elapsed.TotalSeconds);
+            (snapshot?.Step ?? (restore.Length > 0 ? _checkpointStep : 0), _worldSize, _recoveries.Seconds);
         recovery.RestoredFrom = snapshot is not null ? "snapshot" : restore.Length > 0 ? "checkpoint" : "start";
         string restored = snapshot is not null ? $"restoring the in-memory snapshot of step {snapshot.Step} from the workers' memory"
             : (restore.Length > 0 ? $"restoring the checkpoint of step {_checkpointStep}" : "from the start (no checkpoint was committed)")
@@ -332,9 +325,9 @@ sealed class JobState
             return;
         }
         // a graceful stop in progress ends with the failure: its checkpoint cannot be completed
-        if (!_elastic.Enabled || _state != JobStatus.Types.State.Running || Restarts >= _elastic.MaxRestarts)
+        if (!_elastic.Enabled || _state != JobStatus.Types.State.Running || _recoveries.Restarts >= _elastic.MaxRestarts)
         {
-            Fail(_recoveries.Count == 0 ? reason : $"{reason}; {Summary()}");
+            Fail(_recoveries.All.Count == 0 ? reason : $"{reason}; {_recoveries.Summary(_elastic.MaxRestarts)}");
             return;
         }
         OpenGeneration(reason, failed);
@@ -351,30 +344,19 @@ sealed class JobState
         _stopped.TrySetResult();
     }
 
-    const string RejoinCause = "rejoin: ";
-    static bool IsRejoin(Recovery r) => r.Cause.StartsWith(RejoinCause, StringComparison.Ordinal);
-
-    /// <summary>Recoveries from failures (a late worker rejoining is not one).</summary>
-    int Restarts => _recoveries.Count(r => !IsRejoin(r));
-
     void OpenGeneration(string cause, Rank? failed)
     {
         _generation++;
-        _recovering.Restart();
-        var recovery = new Recovery
-        {
-            Generation = _generation, Cause = cause, Rank = failed?.Index ?? -1, Host = failed?.Request.Host ?? "", Pid = failed?.Request.Pid ?? 0,
-            FailedAtStep = _ranks.Count == 0 ? 0 : _ranks.Values.Max(r => r.Step), RestoredStep = -1,
-        };
-        _recoveries.Add(recovery);
+        var recovery = _recoveries.Open(_generation, cause, failed?.Index ?? -1, failed?.Request.Host ?? "", failed?.Request.Pid ?? 0,
+            _ranks.Count == 0 ? 0 : _ranks.Values.Max(r => r.Step));
         _state = JobStatus.Types.State.Recovering;
         _ranks.Clear();
         _ncclId.TrySetException(new RpcException(new Status(StatusCode.Aborted, $"generation {_generation} opened: {cause}")));
         _ncclId = new(TaskCreationOptions.RunContinuationsAsynchronously);
         _saves.Abandon($"checkpoint abandoned: generation {_generation} opened: {cause}");
         _snapshots.Abandon($"snapshot abandoned: generation {_generation} opened: {cause}");
-        if (!IsRejoin(recovery)) CoordinatorDiagnostics.Restarts.Add(1, new KeyValuePair<string, object?>("disttrain.job", _manifest.Job));
-        CoordinatorLog.Recovering(_log, _manifest.Job, _generation, Restarts, _elastic.MaxRestarts, cause);
+        if (!RecoveryHistory.IsRejoin(recovery)) CoordinatorDiagnostics.Restarts.Add(1, new KeyValuePair<string, object?>("disttrain.job", _manifest.Job));
+        CoordinatorLog.Recovering(_log, _manifest.Job, _generation, _recoveries.Restarts, _elastic.MaxRestarts, cause);
         Persist();
         _span?.AddEvent(new ActivityEvent("generation.opened", tags: new()
         {
@@ -384,11 +366,6 @@ sealed class JobState
         // workers held since the last generation started (a late replacement) are part of this one
         if (_waiting.Count == _manifest.WorldSize) Start();
     }
-
-    /// <summary>Every failure the job recovered from, for the reason it finally fails with.</summary>
-    string Summary() =>
-        $"after {Restarts} recover{(Restarts == 1 ? "y" : "ies")} (elastic.max_restarts {_elastic.MaxRestarts}); earlier failures: " +
-        string.Join("; ", _recoveries.Select(r => $"generation {r.Generation} after {r.Cause}"));
 
     public Task<byte[]> Rendezvous(RendezvousRequest request)
     {
@@ -407,9 +384,9 @@ sealed class JobState
         {
             if (beat.Generation != _generation || _state == JobStatus.Types.State.Recovering || !_ranks.TryGetValue(beat.Rank, out var r)) return;
             (r.Step, r.Tokens, r.Loss, r.LastHeartbeat) = (beat.Step, beat.Tokens, beat.Loss, DateTime.UtcNow);
-            if (_generation > 0 && _recoveries[^1] is { SecondsToFirstStep: 0, RestoredStep: >= 0 } recovery && beat.Step > recovery.RestoredStep)
+            if (_generation > 0 && _recoveries.Last is { SecondsToFirstStep: 0, RestoredStep: >= 0 } recovery && beat.Step > recovery.RestoredStep)
             {
-                recovery.SecondsToFirstStep = _recovering.Elapsed.TotalSeconds;
+                recovery.SecondsToFirstStep = _recoveries.Seconds;
                 CoordinatorLog.RecoveredFromFailure(_log, _manifest.Job, _generation, beat.Step, recovery.SecondsToFirstStep, Math.Max(0, recovery.FailedAtStep - recovery.RestoredStep));
                 _span?.AddEvent(new ActivityEvent("generation.recovered", tags: new()
                 {
@@ -470,8 +447,8 @@ sealed class JobState
                 Persist();
                 // a replacement that came back after its generation started joins now (the steps since this checkpoint are trained again)
                 if (_state == JobStatus.Types.State.Running && _waiting.Count > 0)
-                    OpenGeneration(RejoinCause + string.Join(", ", _waiting.Select(w => $"node {w.Request.NodeRank} slot {w.Request.LocalSlot} ({w.Request.Host})")) +
-                        $" came back; the job grows from {_worldSize} workers at the checkpoint of step {done.Step}", null);
+                    OpenGeneration(RecoveryHistory.Rejoin(string.Join(", ", _waiting.Select(w => $"node {w.Request.NodeRank} slot {w.Request.LocalSlot} ({w.Request.Host})")) +
+                        $" came back; the job grows from {_worldSize} workers at the checkpoint of step {done.Step}"), null);
             }
             else
             {
@@ -494,7 +471,7 @@ sealed class JobState
             // the previous generation's rank finished the last step while its loss opened this one: nothing is left to train
             if (!request.Failed && !request.Stopped && request.Generation == _generation - 1 && _state == JobStatus.Types.State.Recovering)
             {
-                CompleteAfterLastStep($"rank {request.Rank} of generation {request.Generation} finished the last step (step {request.Step}) as generation {_generation} opened after: {_recoveries[^1].Cause}");
+                CompleteAfterLastStep($"rank {request.Rank} of generation {request.Generation} finished the last step (step {request.Step}) as generation {_generation} opened after: {_recoveries.Last!.Cause}");
                 return;
             }
             if (request.Generation != _generation || !_ranks.TryGetValue(request.Rank, out var r)) return;   // an older generation's: being recovered from
@@ -590,12 +567,12 @@ sealed class JobState
             }
             if (_state == JobStatus.Types.State.Recovering)
             {
-                double waited = _recovering.Elapsed.TotalSeconds;
+                double waited = _recoveries.Seconds;
                 int min = _elastic.MinimumOf(_manifest.WorldSize);
                 if (waited >= _elastic.ReplaceWaitSeconds && _waiting.Count >= min) Start();
                 else if (waited >= _elastic.ReplaceWaitSeconds + _manifest.RendezvousTimeoutSeconds)
                     Fail($"only {_waiting.Count} of the at least {min} workers (elastic.min_workers) registered for generation {_generation} within " +
-                         $"{_elastic.ReplaceWaitSeconds + _manifest.RendezvousTimeoutSeconds:F0} s (elastic.replace_wait_s + heartbeat.rendezvous_timeout_s); {Summary()}");
+                         $"{_elastic.ReplaceWaitSeconds + _manifest.RendezvousTimeoutSeconds:F0} s (elastic.replace_wait_s + heartbeat.rendezvous_timeout_s); {_recoveries.Summary(_elastic.MaxRestarts)}");
                 return;
             }
             if (_state is not (JobStatus.Types.State.Running or JobStatus.Types.State.Stopping)) return;
@@ -660,7 +637,7 @@ sealed class JobState
             var status = new JobStatus { Job = _manifest.Job, State = _state, WorldSize = _worldSize, Registered = _waiting.Count, Reason = _reason,
                 CheckpointStep = _checkpointStep, CheckpointPath = _checkpointPath, CheckpointError = _checkpointError,
                 Generation = _generation, MaxRestarts = _elastic.MaxRestarts, SnapshotStep = _snapshots.Committed?.Step ?? 0 };
-            status.Recoveries.AddRange(_recoveries.Select(r => r.Clone()));
+            status.Recoveries.AddRange(_recoveries.All.Select(r => r.Clone()));
             status.Ranks.AddRange(_ranks.Values.OrderBy(r => r.Index).Select(r => new RankStatus
             {
                 Rank = r.Index, Host = r.Request.Host, Step = r.Step, Tokens = r.Tokens, Loss = r.Loss,
