@@ -201,7 +201,8 @@ public sealed class CheckpointSaver : IDisposable
         return extra;
     }
 
-    static Tensor HostBuffer(long count, Device device)
+    /// <summary>fp32 host memory for <paramref name="count"/> values, pinned when the data comes from a GPU (also the in-memory snapshots' buffers).</summary>
+    internal static Tensor HostBuffer(long count, Device device)
     {
         var host = empty(count, ScalarType.Float32, CPU);
         if (device.type != DeviceType.CUDA) return host.DetachFromDisposeScope();

@@ -33,9 +33,3 @@ public interface ISnapshotCommit
     /// <summary>True once every rank voted for <see cref="SnapshotVote.Step"/>; false or an exception when the snapshot was abandoned.</summary>
     Task<bool> VoteAsync(SnapshotVote vote, CancellationToken ct);
 }
-
-/// <summary>One process: its own vote decides.</summary>
-public sealed class SingleRankSnapshotCommit : ISnapshotCommit
-{
-    public Task<bool> VoteAsync(SnapshotVote vote, CancellationToken ct) => Task.FromResult(true);
-}

@@ -1,3 +1,4 @@
+using DistTrain.Training.Checkpointing;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -38,7 +39,7 @@ public sealed class SnapshotStore : IDisposable
         {
             if (buffers.Length > 0 && buffers[0].NumberOfElements == count) return buffers;
             foreach (var t in buffers) t.Dispose();
-            return [.. Buffers.Select(_ => HostBuffer(count, device))];
+            return [.. Buffers.Select(_ => CheckpointSaver.HostBuffer(count, device))];
         }
 
         public void Dispose()
@@ -102,13 +103,6 @@ public sealed class SnapshotStore : IDisposable
             if (slice == s.Buddy) return s.BuddyBuffers[buffer];
             throw new InvalidOperationException($"slice {slice} of the snapshot of step {step} is not held here (slices {s.Own} and {s.Buddy} are)");
         }
-    }
-
-    static Tensor HostBuffer(long count, Device device)
-    {
-        var host = empty(count, ScalarType.Float32, CPU);
-        if (device.type != DeviceType.CUDA) return host.DetachFromDisposeScope();
-        using (host) return host.pin_memory().DetachFromDisposeScope();   // pinned: the copies run at full PCIe speed
     }
 
     public void Dispose()
