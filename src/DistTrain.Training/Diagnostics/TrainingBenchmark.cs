@@ -12,7 +12,7 @@ public sealed record BenchmarkResult(
     string Arch, string Checkpointing, string Precision, string Device, string DeviceName, int MicroBatch, int SeqLen, int GradAccum,
     int WarmupSteps, int TimedSteps, double StepsPerSecond, double TokensPerSecond, double FlopsPerToken, double PeakFlops, double? Mfu,
     double? ModelStateGiB, double? AfterWarmupGiB, double? AtEndGiB, Dictionary<string, double> PhaseMilliseconds, int ProfiledSteps,
-    int? LargestMicroBatch, int[] FitTried, string Kernels = "")
+    int? LargestMicroBatch, int[] FitTried, string Kernels = "", double? HostLeadMilliseconds = null)
 {
     public IEnumerable<string> Describe()
     {
@@ -21,6 +21,9 @@ public sealed record BenchmarkResult(
                      $"{StepsPerSecond:F3} steps/s, {TokensPerSecond:N0} tokens/s ({TimedSteps} steps after {WarmupSteps} warmup)";
         yield return $"flops: {FlopsPerToken / 1e9:F3} GFLOP/token (6N + 12·L·D·T) = {TokensPerSecond * FlopsPerToken / 1e12:F1} TFLOP/s" +
                      (Mfu is { } m ? $", MFU {100 * m:F1}% of {PeakFlops / 1e12:F1} TFLOP/s bf16 dense" : ", MFU: unknown device peak (--peak-tflops)");
+        if (HostLeadMilliseconds is { } lead)
+            yield return $"host lead: the GPU still had {lead:F1} ms of queued work when the host finished the last warmup step " +
+                         $"({lead * StepsPerSecond / 10:F0}% of a step; near 0: the host, not the GPU, sets the pace)";
         if (AfterWarmupGiB is { } warm)
             yield return $"device memory (NVML, CUDA context + caching allocator reserve): {ModelStateGiB:F2} GiB with the model and optimizer state, " +
                          $"{warm:F2} GiB after {WarmupSteps} steps (peak reserved), {AtEndGiB:F2} GiB after {WarmupSteps + TimedSteps + ProfiledSteps} steps (growth {AtEndGiB - warm:+0.00;-0.00} GiB)";
@@ -57,7 +60,7 @@ public static class TrainingBenchmark
 
         using var trainer = new Trainer(options);
         double? modelState = Gib(memory?.UsedBytes);
-        var clock = new Clock(warmup, warmup + timed, memory);
+        var clock = new Clock(warmup, warmup + timed, memory, cuda);
         var profile = new StepProfile(warmup + timed, profiled, cuda);
         trainer.Run(new Observers(clock, profile, observe?.Invoke(trainer)));
         double? atEnd = Gib(memory?.UsedBytes);
@@ -72,7 +75,8 @@ public static class TrainingBenchmark
         return new BenchmarkResult(options.Model.Arch.ToString(), ac.Kind.ToString().ToLowerInvariant() + (ac.Every > 1 ? $" every {ac.Every}" : ""), t.Precision, t.Device, memory?.Name ?? "cpu",
             plan.MicroBatch, t.SeqLen, plan.GradAccum, warmup, timed, stepsPerSecond, tokensPerSecond, flopsPerToken, peakFlops,
             peakFlops > 0 ? tokensPerSecond * flopsPerToken / peakFlops : null, modelState, clock.AfterWarmup, atEnd,
-            profile.PerStep.ToDictionary(p => p.Key.ToString(), p => p.Value * 1e3), profile.Steps, largest, fitMicroBatches, trainer.Kernels.Description);
+            profile.PerStep.ToDictionary(p => p.Key.ToString(), p => p.Value * 1e3), profile.Steps, largest, fitMicroBatches, trainer.Kernels.Description,
+            cuda ? clock.HostLead * 1e3 : null);
     }
 
     /// <summary>Tries one training step (forward, backward, optimizer) at each size, smallest first; the largest that ran.</summary>
@@ -110,18 +114,28 @@ public static class TrainingBenchmark
 
     static double? Gib(long? bytes) => bytes is { } b and >= 0 ? b / (double)(1L << 30) : null;
 
-    /// <summary>Times steps (warmup, end]: from the end of the last warmup step to the log step's report (a host sync).</summary>
-    sealed class Clock(int warmup, int end, DeviceMemory? memory) : ITrainingObserver
+    /// <summary>
+    /// Times steps (warmup, end]: from the end of the last warmup step, synchronised, to the log step's report (a host sync).
+    /// Without the first sync the GPU's backlog of warmup work (the host runs ahead by up to a queue of launches) would be
+    /// counted in the timed steps; the sync's wait is reported as the host's lead.
+    /// </summary>
+    sealed class Clock(int warmup, int end, DeviceMemory? memory, bool cuda) : ITrainingObserver
     {
         long _start;
         public double Seconds { get; private set; } = double.NaN;
         public double? AfterWarmup { get; private set; }
+
+        /// <summary>Seconds the sync at the start waited for the GPU: how far the host had run ahead.</summary>
+        public double HostLead { get; private set; }
 
         public void OnStep(int step)
         {
             if (step != warmup - 1) return;
             // allocations are issued by the host, so the reserve is current without a device sync
             AfterWarmup = Gib(memory?.UsedBytes);
+            long before = Stopwatch.GetTimestamp();
+            if (cuda) torch.cuda.synchronize();
+            HostLead = Stopwatch.GetElapsedTime(before).TotalSeconds;
             _start = Stopwatch.GetTimestamp();
         }
 
