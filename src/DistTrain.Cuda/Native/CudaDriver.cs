@@ -56,6 +56,22 @@ internal static unsafe partial class CudaDriver
         uint sharedMemBytes, nint stream, void** kernelParams, void** extra);
 
     [LibraryImport(Library)]
+    internal static partial int cuEventCreate(out nint @event, uint flags);
+
+    /// <summary>On stream 0, the legacy default stream, as <see cref="cuLaunchKernel"/>.</summary>
+    [LibraryImport(Library)]
+    internal static partial int cuEventRecord(nint @event, nint stream);
+
+    [LibraryImport(Library)]
+    internal static partial int cuEventSynchronize(nint @event);
+
+    [LibraryImport(Library)]
+    internal static partial int cuEventElapsedTime(out float milliseconds, nint start, nint end);
+
+    [LibraryImport(Library)]
+    internal static partial int cuEventDestroy_v2(nint @event);
+
+    [LibraryImport(Library)]
     internal static partial int cuGetErrorName(int error, out byte* name);
 
     [LibraryImport(Library)]

@@ -12,7 +12,8 @@ public sealed record BenchmarkResult(
     string Arch, string Checkpointing, string Precision, string Device, string DeviceName, int MicroBatch, int SeqLen, int GradAccum,
     int WarmupSteps, int TimedSteps, double StepsPerSecond, double TokensPerSecond, double FlopsPerToken, double PeakFlops, double? Mfu,
     double? ModelStateGiB, double? AfterWarmupGiB, double? AtEndGiB, Dictionary<string, double> PhaseMilliseconds, int ProfiledSteps,
-    int? LargestMicroBatch, int[] FitTried, string Kernels = "", double? HostLeadMilliseconds = null)
+    int? LargestMicroBatch, int[] FitTried, string Kernels = "", double? HostLeadMilliseconds = null,
+    IReadOnlyList<PhaseLead>? Timeline = null)
 {
     public IEnumerable<string> Describe()
     {
@@ -24,6 +25,9 @@ public sealed record BenchmarkResult(
         if (HostLeadMilliseconds is { } lead)
             yield return $"host lead: the GPU still had {lead:F1} ms of queued work when the host finished the last warmup step " +
                          $"({lead * StepsPerSecond / 10:F0}% of a step; near 0: the host, not the GPU, sets the pace)";
+        foreach (var p in Timeline ?? [])
+            yield return $"timeline of the {TimedSteps} timed steps, {p.Phase}: host {p.HostMs:F1} ms, GPU {p.GpuMs:F1} ms; " +
+                         $"GPU backlog at its start mean {p.MeanLeadMs:F1} ms, least {p.MinLeadMs:F1} ms";
         if (AfterWarmupGiB is { } warm)
             yield return $"device memory (NVML, CUDA context + caching allocator reserve): {ModelStateGiB:F2} GiB with the model and optimizer state, " +
                          $"{warm:F2} GiB after {WarmupSteps} steps (peak reserved), {AtEndGiB:F2} GiB after {WarmupSteps + TimedSteps + ProfiledSteps} steps (growth {AtEndGiB - warm:+0.00;-0.00} GiB)";
@@ -55,14 +59,16 @@ public static class TrainingBenchmark
             options = options with { Checkpoint = options.Checkpoint with { Interval = 0 } };
         var t = options.Train;
         bool cuda = t.Device.StartsWith("cuda");
-        var memory = cuda ? DeviceMemory.Open(t.Device.Contains(':') ? int.Parse(t.Device[(t.Device.IndexOf(':') + 1)..]) : 0) : null;
+        int deviceIndex = t.Device.Contains(':') ? int.Parse(t.Device[(t.Device.IndexOf(':') + 1)..]) : 0;
+        var memory = cuda ? DeviceMemory.Open(deviceIndex) : null;
         if (peakFlops <= 0 && memory is not null) peakFlops = ModelFlops.PeakBf16(memory.Name);
 
         using var trainer = new Trainer(options);
         double? modelState = Gib(memory?.UsedBytes);
         var clock = new Clock(warmup, warmup + timed, memory, cuda);
+        using var timeline = cuda ? new LaunchTimeline(warmup, warmup + timed, deviceIndex) : null;
         var profile = new StepProfile(warmup + timed, profiled, cuda);
-        trainer.Run(new Observers(clock, profile, observe?.Invoke(trainer)));
+        trainer.Run(new Observers(clock, timeline, profile, observe?.Invoke(trainer)));   // the clock's sync comes before the timeline's first mark
         double? atEnd = Gib(memory?.UsedBytes);
 
         var plan = DataParallelPlan.For(options, 1);
@@ -76,7 +82,7 @@ public static class TrainingBenchmark
             plan.MicroBatch, t.SeqLen, plan.GradAccum, warmup, timed, stepsPerSecond, tokensPerSecond, flopsPerToken, peakFlops,
             peakFlops > 0 ? tokensPerSecond * flopsPerToken / peakFlops : null, modelState, clock.AfterWarmup, atEnd,
             profile.PerStep.ToDictionary(p => p.Key.ToString(), p => p.Value * 1e3), profile.Steps, largest, fitMicroBatches, trainer.Kernels.Description,
-            cuda ? clock.HostLead * 1e3 : null);
+            cuda ? clock.HostLead * 1e3 : null, timeline?.Phases());
     }
 
     /// <summary>Tries one training step (forward, backward, optimizer) at each size, smallest first; the largest that ran.</summary>

@@ -1,0 +1,46 @@
+using DistTrain.Cuda;
+
+namespace DistTrain.Training.Diagnostics;
+
+/// <summary>
+/// What one phase of the timed, unsynchronised steps cost the host (enqueueing) and the GPU (running), and
+/// the GPU's backlog when the phase began: a mean near zero says the GPU waited for the host there.
+/// </summary>
+public sealed record PhaseLead(string Phase, double HostMs, double GpuMs, double MeanLeadMs, double MinLeadMs);
+
+/// <summary>
+/// A <see cref="GpuTimeline"/> mark at every phase boundary of steps [first, end) (and one at the end of step
+/// first - 1, which must follow a device sync). Nothing synchronises meanwhile, so the steps run as in training.
+/// </summary>
+public sealed class LaunchTimeline(int first, int end, int device) : ITrainingObserver, IDisposable
+{
+    readonly GpuTimeline _timeline = new(device);
+
+    public void OnPhase(int step, StepPhase phase)
+    {
+        if (step >= first && step < end) _timeline.Mark(phase.ToString());
+    }
+
+    public void OnStep(int step)
+    {
+        if (step >= first - 1 && step < end) _timeline.Mark("end");
+    }
+
+    /// <summary>Per phase, in the order a step runs them; call after the run (it waits for the last mark).</summary>
+    public IReadOnlyList<PhaseLead> Phases()
+    {
+        var marks = _timeline.Read();
+        var spans = new List<(string Phase, double Host, double Gpu, double Lead)>();
+        for (int i = 0; i + 1 < marks.Count; i++)
+        {
+            var (label, host, gpu) = marks[i];
+            if (label == "end") continue;   // from a step's end to the next step's first phase: nothing is enqueued
+            spans.Add((label, marks[i + 1].HostMs - host, marks[i + 1].GpuMs - gpu, gpu - host));
+        }
+        return spans.GroupBy(s => s.Phase)
+            .Select(g => new PhaseLead(g.Key, g.Average(s => s.Host), g.Average(s => s.Gpu), g.Average(s => s.Lead), g.Min(s => s.Lead)))
+            .ToList();
+    }
+
+    public void Dispose() => _timeline.Dispose();
+}
