@@ -91,12 +91,12 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
         var x = _tokEmbeddings.forward(tokens);
         var final = _config.Arch switch
         {
-            Architecture.MUDDFormer => ForwardMudd(x, cos, sin, policy, cache),
-            Architecture.DenseFormer => ForwardDenseFormer(x, cos, sin, policy, cache),
+            Architecture.MUDDFormer => new Residual(ForwardMudd(x, cos, sin, policy, cache)),
+            Architecture.DenseFormer => new Residual(ForwardDenseFormer(x, cos, sin, policy, cache)),
             _ => ForwardResidual(x, cos, sin, policy, cache),
         };
         cache?.Advance(t);
-        return _norm.forward(final).MoveToOuterDisposeScope();
+        return _norm.Forward(final).Normed.MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -111,13 +111,17 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
         return ChunkedCrossEntropy.Loss(Hidden(tokens), _output.weight!, targets, chunkRows, _kernels).MoveToOuterDisposeScope();
     }
 
-    /// <summary>Transformer++: without dense connections the block and mudd policies are the same.</summary>
-    Tensor ForwardResidual(Tensor x, Tensor cos, Tensor sin, ActivationCheckpointing policy, KvCache? cache)
+    /// <summary>
+    /// Transformer++: without dense connections the block and mudd policies are the same. A block's output add is left to
+    /// the next block's first norm (or the final norm), except around a recomputed block, whose region keeps one tensor.
+    /// </summary>
+    Residual ForwardResidual(Tensor embedded, Tensor cos, Tensor sin, ActivationCheckpointing policy, KvCache? cache)
     {
+        var x = new Residual(embedded);
         for (int i = 0; i < _layers.Count; i++)
         {
             var layer = _layers[i];
-            x = policy.Covers(i, _layers.Count) ? Recomputed((h, c, s) => layer.Forward(h[0], c, s), [x], cos, sin) : layer.Forward(x, cos, sin, cache?[i]);
+            x = policy.Covers(i, _layers.Count) ? new Residual(Recomputed((h, c, s) => layer.Forward(h[0], c, s), [x.Sum()], cos, sin)) : layer.Forward(x, cos, sin, cache?[i]);
         }
         return x;
     }
@@ -154,35 +158,47 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
     Tensor ForwardMudd(Tensor x, Tensor cos, Tensor sin, ActivationCheckpointing policy, KvCache? cache)
     {
         var gradients = new HiddenGradients();
-        Tensor[] Mix(int after, IReadOnlyList<Tensor> h) => MixAfter(after, h, gradients);
+        Tensor[] Mix(int after, IReadOnlyList<Tensor> h, Tensor? normed = null) => MixAfter(after, h, normed, gradients);
         var hiddens = new List<Tensor> { x };
+        Tensor? normedLast = null;   // the dynamic-dense norm of hiddens[^1], where the block's output add computed it
         for (int i = 0; i < _layers.Count; i++)
         {
             int layer = i;
             var kv = cache?[layer];
-            Tensor Block(Tensor[] s, Tensor c, Tensor n) => s.Length == 1 ? _layers[layer].Forward(s[0], c, n, kv) : _layers[layer].Forward(s[0], s[1], s[2], s[3], c, n, kv);
-            Tensor output;
-            if (policy.Covers(i, _layers.Count) && policy.Kind == CheckpointKind.Mudd)
-                output = Recomputed((h, c, n) => Block(layer == 0 ? h : Mix(layer - 1, h), c, n), [.. hiddens], cos, sin);
+            Residual Block(Tensor[] s, Tensor c, Tensor n) => s.Length == 1 ? _layers[layer].Forward(new Residual(s[0]), c, n, kv) : _layers[layer].Forward(s[0], s[1], s[2], s[3], c, n, kv);
+            if (policy.Covers(i, _layers.Count))
+            {
+                var output = policy.Kind == CheckpointKind.Mudd
+                    ? Recomputed((h, c, n) => Block(layer == 0 ? h : Mix(layer - 1, h), c, n).Sum(), [.. hiddens], cos, sin)
+                    : Recomputed((s, c, n) => Block(s, c, n).Sum(), i == 0 ? [x] : Mix(i - 1, hiddens, normedLast), cos, sin);
+                hiddens.Add(output);
+                normedLast = null;
+            }
             else
             {
-                var streams = i == 0 ? [x] : Mix(i - 1, hiddens);
-                output = policy.Covers(i, _layers.Count) ? Recomputed(Block, streams, cos, sin) : Block(streams, cos, sin);
+                // the block's output add and the dynamic-dense norm of its sum in one pass
+                var output = Block(i == 0 ? [x] : Mix(i - 1, hiddens, normedLast), cos, sin);
+                var (sum, normed) = output.B is null ? (output.A, (Tensor?)null) : _dynamicDense![i].AddNorm(output.A, output.B);
+                hiddens.Add(sum);
+                normedLast = normed;
             }
-            hiddens.Add(output);
         }
-        return Mix(_layers.Count - 1, hiddens)[0];
+        return Mix(_layers.Count - 1, hiddens, normedLast)[0];
     }
 
     /// <summary>A checkpointed region over <paramref name="inputs"/>; the rotary tables travel as inputs so that they outlive this forward's scope.</summary>
     static Tensor Recomputed(Func<Tensor[], Tensor, Tensor, Tensor> region, Tensor[] inputs, Tensor cos, Tensor sin) =>
         Recompute.Run(all => region(all[..^2], all[^2], all[^1]), [.. inputs, cos, sin]);
 
-    /// <summary>The streams after layer i: hiddens h_0..h_{i+1} mixed by dynamic_dense.{i}(h_{i+1}) + dense_bs.{i}.</summary>
-    Tensor[] MixAfter(int i, IReadOnlyList<Tensor> hiddens, HiddenGradients gradients)
+    /// <summary>
+    /// The streams after layer i: hiddens h_0..h_{i+1} mixed by dynamic_dense.{i}(h_{i+1}) + dense_bs.{i}; normed: the
+    /// dynamic-dense norm of h_{i+1} when it was computed already (null: computed here).
+    /// </summary>
+    Tensor[] MixAfter(int i, IReadOnlyList<Tensor> hiddens, Tensor? normed, HiddenGradients gradients)
     {
         using var scope = NewDisposeScope();
-        var dw = _dynamicDense![i].forward(hiddens[^1]).Plus(_denseBs![i].unsqueeze(1).unsqueeze(1));   // (C, B, T, L)
+        var dense = _dynamicDense![i];
+        var dw = (normed is null ? dense.forward(hiddens[^1]) : dense.FromNormed(normed)).Plus(_denseBs![i].unsqueeze(1).unsqueeze(1));   // (C, B, T, L)
         return _kernels.Mix(hiddens, dw, gradients).Select(t => t.MoveToOuterDisposeScope()).ToArray();
     }
 

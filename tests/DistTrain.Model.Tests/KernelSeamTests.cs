@@ -9,7 +9,7 @@ public class KernelSeamTests
     /// <summary>Counts calls and runs the reference: what any IKernels set from outside sees.</summary>
     sealed class Counting : IKernels
     {
-        public int Scaled, NoScale, AddNorms, SwiGlus, QkNormed, QkRotaryOnly;
+        public int Scaled, NoScale, AddNorms, AddNoScale, SwiGlus, QkNormed, QkRotaryOnly;
         public string Name => "counting";
         public Tensor RmsNorm(Tensor x, Tensor? weight, double eps)
         {
@@ -18,8 +18,7 @@ public class KernelSeamTests
         }
         public (Tensor Sum, Tensor Normed) AddRmsNorm(Tensor a, Tensor b, Tensor? weight, double eps)
         {
-            Assert.NotNull(weight);
-            AddNorms++;
+            if (weight is null) AddNoScale++; else AddNorms++;
             return ReferenceKernels.Instance.AddRmsNorm(a, b, weight, eps);
         }
         public Tensor SwiGlu(Tensor a, Tensor b)
@@ -61,7 +60,8 @@ public class KernelSeamTests
         // per layer: attention_norm(s) (3 with sepln after layer 0, else 1, called 1 or 3 times); then the final norm
         Assert.True(counting.Scaled >= config.NLayer + 1, $"{counting.Scaled} scaled norms");
         Assert.Equal(config.NLayer, counting.AddNorms);  // per layer: h = r + attn with ffn_norm(h)
-        Assert.Equal(config.NLayer, counting.NoScale);   // one dynamic-dense input per layer
+        Assert.Equal(config.NLayer, counting.AddNoScale);   // one dynamic-dense input per layer, normed with the layer's output add
+        Assert.Equal(0, counting.NoScale);
         Assert.Equal(config.NLayer, counting.SwiGlus);
         // q and k per layer: QK-norm with rotary, or rotary alone
         Assert.Equal(2 * config.NLayer, config.UseQkNorm ? counting.QkNormed : counting.QkRotaryOnly);
@@ -71,6 +71,22 @@ public class KernelSeamTests
         // the chunked loss runs each chunk's softmax through the same kernels: 2·8 rows in chunks of 5 -> 4 chunks
         using var loss = model.Loss(tokens, tokens, chunkRows: 5);
         Assert.Equal(4, counting.CrossEntropies);
+    }
+
+    [Fact]
+    public void TransformerPlusPlusLeavesEachBlocksOutputAddToTheNextNorm()
+    {
+        var config = TinyModels.Config(Architecture.TransformerPP, layers: 3);
+        using var model = TinyModels.Build(config);
+        using var tokens = TinyModels.Tokens(config, 2, 8);
+        using var before = model.forward(tokens);
+        var counting = new Counting();
+        model.Kernels = counting;
+        using var after = model.forward(tokens);
+        Assert.True(before.eq(after).all().item<bool>());
+        Assert.Equal(1, counting.Scaled);                    // only the first block's attention_norm reads a finished tensor (the embedding)
+        Assert.Equal(2 * config.NLayer, counting.AddNorms);  // per block: ffn_norm(r + attn), and the next norm (or the final one) with out's add
+        Assert.Equal(0, counting.NoScale + counting.AddNoScale);
     }
 
     [Fact]

@@ -35,8 +35,18 @@ public sealed class MultiwayDynamicDense : nn.Module<Tensor, Tensor>, IUsesKerne
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var dw = w2.forward(nn.functional.gelu(w1.forward(Kernels.RmsNorm(x, null, _eps))));
-        long b = x.shape[0], t = x.shape[1];
+        return FromNormed(Kernels.RmsNorm(x, null, _eps)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The layer's output add a + b with this connection's input norm in one pass: (a + b, rmsnorm_noscale(a + b)).</summary>
+    public (Tensor Sum, Tensor Normed) AddNorm(Tensor a, Tensor b) => Kernels.AddRmsNorm(a, b, null, _eps);
+
+    /// <summary>normed = rmsnorm_noscale(x): (B, T, D) -> dw: (C, B, T, L).</summary>
+    public Tensor FromNormed(Tensor normed)
+    {
+        using var scope = NewDisposeScope();
+        var dw = w2.forward(nn.functional.gelu(w1.forward(normed)));
+        long b = normed.shape[0], t = normed.shape[1];
         return dw.view(b, t, _streams, _inputs).permute(2, 0, 1, 3).MoveToOuterDisposeScope();
     }
 }

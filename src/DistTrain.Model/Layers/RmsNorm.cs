@@ -26,6 +26,9 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>, IUsesKernels
     /// <summary>The residual add before this norm, fused with it where the kernels can: (a + b, forward(a + b)).</summary>
     public (Tensor Sum, Tensor Normed) AddForward(Tensor a, Tensor b) => Kernels.AddRmsNorm(a, b, weight, _eps);
 
+    /// <summary>A block output whose add is still pending: (its sum, forward(sum)), the add fused into the norm.</summary>
+    public (Tensor Sum, Tensor Normed) Forward(Residual x) => x.B is null ? (x.A, forward(x.A)) : AddForward(x.A, x.B);
+
     /// <summary>x · rsqrt(mean(x²) + eps) in fp32, cast back to x's dtype (also RMSnormNoscale): the reference implementation (<see cref="ReferenceKernels"/>).</summary>
     public static Tensor Normalize(Tensor x, double eps)
     {

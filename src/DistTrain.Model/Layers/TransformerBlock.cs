@@ -10,7 +10,8 @@ namespace DistTrain.Model.Layers;
 /// Pre-norm block: h = r + attn(norm(q), norm(k), norm(v)); out = h + ffn(ffn_norm(h)).
 /// Without dense streams q = k = v = r = x. With MUDD streams (layers after the first) the four
 /// inputs differ, and sepln gives each of Q, K, V its own norm (attention_norms.{0..2}). h's add
-/// and ffn_norm(h) are one kernel op (<see cref="Kernels.IKernels.AddRmsNorm"/>).
+/// and ffn_norm(h) are one kernel op (<see cref="Kernels.IKernels.AddRmsNorm"/>); out's add is left
+/// to the norm that reads it next (<see cref="Residual"/>).
 /// </summary>
 public sealed class TransformerBlock : nn.Module
 {
@@ -37,13 +38,20 @@ public sealed class TransformerBlock : nn.Module
     public Tensor Forward(Tensor x, Tensor cos, Tensor sin, LayerKv? kv = null)
     {
         using var scope = NewDisposeScope();
-        var normed = _attentionNorm!.forward(x);
-        var (h, hNormed) = _ffnNorm.AddForward(x, _attention.Forward(normed, normed, normed, cos, sin, kv));   // h = x + attn, ffn_norm(h)
-        return h.Plus(_feedForward.forward(hNormed)).MoveToOuterDisposeScope();
+        return Forward(new Residual(x), cos, sin, kv).Sum().MoveToOuterDisposeScope();
     }
 
-    /// <summary>MUDD streams q, k, v, r: each (B, T, D) -> (B, T, D).</summary>
-    public Tensor Forward(Tensor q, Tensor k, Tensor v, Tensor r, Tensor cos, Tensor sin, LayerKv? kv = null)
+    /// <summary>Single residual stream, the previous block's add still pending in x (B, T, D) -> this block's output, its add pending.</summary>
+    public Residual Forward(Residual x, Tensor cos, Tensor sin, LayerKv? kv = null)
+    {
+        using var scope = NewDisposeScope();
+        var (sum, normed) = _attentionNorm!.Forward(x);   // the previous block's add, with this block's first norm
+        var (h, hNormed) = _ffnNorm.AddForward(sum, _attention.Forward(normed, normed, normed, cos, sin, kv));   // h = x + attn, ffn_norm(h)
+        return new Residual(h, _feedForward.forward(hNormed)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>MUDD streams q, k, v, r: each (B, T, D) -> (B, T, D), its add pending.</summary>
+    public Residual Forward(Tensor q, Tensor k, Tensor v, Tensor r, Tensor cos, Tensor sin, LayerKv? kv = null)
     {
         using var scope = NewDisposeScope();
         Tensor nq, nk, nv;
@@ -52,6 +60,6 @@ public sealed class TransformerBlock : nn.Module
         else
             (nq, nk, nv) = (_attentionNorm!.forward(q), _attentionNorm.forward(k), _attentionNorm.forward(v));
         var (h, hNormed) = _ffnNorm.AddForward(r, _attention.Forward(nq, nk, nv, cos, sin, kv));   // h = r + attn, ffn_norm(h)
-        return h.Plus(_feedForward.forward(hNormed)).MoveToOuterDisposeScope();
+        return new Residual(h, _feedForward.forward(hNormed)).MoveToOuterDisposeScope();
     }
 }

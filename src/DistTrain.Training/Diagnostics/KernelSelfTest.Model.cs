@@ -9,7 +9,7 @@ using static TorchSharp.torch;
 namespace DistTrain.Training.Diagnostics;
 
 /// <summary>
-/// The whole model: a 3-layer MUDDFormer of the 405M shape (dim 1024, 16 heads, vocabulary 50432),
+/// The whole model: a 3-layer MUDDFormer of the 405M shape (dim 1024, 16 heads, vocabulary 50432; --config picks another architecture),
 /// 2 × 256 tokens, no activation checkpointing. The loss and every parameter's gradient with the
 /// fused kernels and with the reference, both against the reference on the same (bf16-valued)
 /// weights in fp64; rel = max |Δ| / max |fp64| per parameter. Covers every fused op the model calls,
@@ -43,9 +43,10 @@ public static partial class KernelSelfTest
         var (x, y) = (tokens.narrow(1, 0, SeqLen).contiguous(), tokens.narrow(1, 1, SeqLen).contiguous());
         var truth = LossAndGrads(model64, flat64, ReferenceKernels.Instance, x, y);
         string shape = $"{Batch}x{SeqLen} 3 layers";
+        string arch = config.Arch.ToString().ToLowerInvariant();
         var result = new List<KernelCheck>();
         void Compare(string name, string output, Tensor f, Tensor r, Tensor t, double tol, double slack = 2) =>
-            result.Add(new KernelCheck("muddformer", name, shape, output, Error(f, t).Abs, Error(f, t).Rel, Error(r, t).Rel, tol, slack));
+            result.Add(new KernelCheck(arch, name, shape, output, Error(f, t).Abs, Error(f, t).Rel, Error(r, t).Rel, tol, slack));
         using (var model32 = Build(config))
         using (var flat32 = new FlatParameters(model32, ScalarType.Float32, device))
         {
@@ -91,7 +92,7 @@ public static partial class KernelSelfTest
                 var (a, r) = Error(checkpointed.Grads.narrow(0, offset, n), t);
                 (abs, rel, referenceRel) = (Math.Max(abs, a), Math.Max(rel, r), Math.Max(referenceRel, Error(reference.Grads.narrow(0, offset, n), t).Rel));
             }
-            result.Add(new KernelCheck("muddformer", name, shape, $"grads ({policy}, worst)", abs, rel, referenceRel, 3e-2, Slack: 4));
+            result.Add(new KernelCheck(arch, name, shape, $"grads ({policy}, worst)", abs, rel, referenceRel, 3e-2, Slack: 4));
         }
         return result;
     }
