@@ -27,9 +27,14 @@ public sealed class LaunchTimeline(int first, int end, int device) : ITrainingOb
     }
 
     /// <summary>Per phase, in the order a step runs them; call after the run (it waits for the last mark).</summary>
-    public IReadOnlyList<PhaseLead> Phases()
+    public IReadOnlyList<PhaseLead> Phases() => Summarise(_timeline.Read());
+
+    /// <summary>
+    /// Marks (a phase's name where it begins, "end" where a step ends; host and GPU ms since the first mark) -> per phase
+    /// the mean host and GPU ms from its mark to the next, and the mean and least GPU backlog (GPU − host) at its mark.
+    /// </summary>
+    public static IReadOnlyList<PhaseLead> Summarise(IReadOnlyList<(string Label, double HostMs, double GpuMs)> marks)
     {
-        var marks = _timeline.Read();
         var spans = new List<(string Phase, double Host, double Gpu, double Lead)>();
         for (int i = 0; i + 1 < marks.Count; i++)
         {
