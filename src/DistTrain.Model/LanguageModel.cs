@@ -121,7 +121,9 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
         for (int i = 0; i < _layers.Count; i++)
         {
             var layer = _layers[i];
-            x = policy.Covers(i, _layers.Count) ? new Residual(Recomputed((h, c, s) => layer.Forward(h[0], c, s), [x.Sum()], cos, sin)) : layer.Forward(x, cos, sin, cache?[i]);
+            var next = policy.Covers(i, _layers.Count) ? new Residual(Recomputed((h, c, s) => layer.Forward(h[0], c, s), [x.Sum()], cos, sin)) : layer.Forward(x, cos, sin, cache?[i]);
+            x.B?.Dispose();   // the FFN output's one use was that add: freed now, not when the forward's scope ends (a hidden-sized tensor per layer)
+            x = next;
         }
         return x;
     }
@@ -179,6 +181,7 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
                 // the block's output add and the dynamic-dense norm of its sum in one pass
                 var output = Block(i == 0 ? [x] : Mix(i - 1, hiddens, normedLast), cos, sin);
                 var (sum, normed) = output.B is null ? (output.A, (Tensor?)null) : _dynamicDense![i].AddNorm(output.A, output.B);
+                output.B?.Dispose();   // the FFN output's one use was that add: freed now, not when the forward's scope ends
                 hiddens.Add(sum);
                 normedLast = normed;
             }
