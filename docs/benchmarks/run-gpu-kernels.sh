@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 12 on a CUDA host with PyTorch installed (no .NET needed). Parts (any of, in this order):
-#   test     `disttrain kernel-test` with a cold kernel cache (NVRTC compile time included)
+#   test     `disttrain kernel-test` with a cold kernel cache (NVRTC compile time included), then its whole-model check on Transformer++
 #   bench    `disttrain bench` of the 405M MUDDFormer (none, block, mudd), Transformer++ (none, mudd) and
 #            DenseFormer (none) with train.kernels=fused; with REFERENCE=1 also MUDDFormer and Transformer++ with =reference
 #   curves   the 125M MUDDFormer, 50 steps (global batch 8 x 2048): fused, reference, reference again, and the
@@ -32,6 +32,9 @@ if has test; then
   ( time timeout 300 $bin kernel-test ) > "$out/kernel-test.txt" 2>&1
   status=$?
   grep -c PASS "$out/kernel-test.txt"; grep -v PASS "$out/kernel-test.txt" | tail -4
+  # the whole-model check on Transformer++ too (its block boundaries run other fused paths than MUDDFormer's)
+  timeout 300 $bin kernel-test --config configs/405m-transformerpp.yaml > "$out/kernel-test-transformerpp.txt" 2>&1 || status=1
+  grep -c PASS "$out/kernel-test-transformerpp.txt"; grep FAIL "$out/kernel-test-transformerpp.txt" | tail -4
 fi
 if has bench; then
   runs="muddformer:none:fused muddformer:block:fused muddformer:mudd:fused transformerpp:none:fused transformerpp:mudd:fused denseformer:none:fused"
@@ -39,7 +42,7 @@ if has bench; then
   for run in $runs; do
     IFS=: read -r arch policy kernels <<< "$run"
     timeout 150 $bin bench --config configs/405m-$arch.yaml --set train.device=cuda --set train.precision=bf16 --reader-tokens 0 \
-      --steps 10 --set train.kernels=$kernels --set train.activation_checkpointing=$policy \
+      --steps 20 --set train.kernels=$kernels --set train.activation_checkpointing=$policy \
       --json "$out/405m-$arch-$policy-$kernels.json" > "$out/405m-$arch-$policy-$kernels.txt" 2>&1
     grep -h "tokens/s" "$out/405m-$arch-$policy-$kernels.txt"
   done
