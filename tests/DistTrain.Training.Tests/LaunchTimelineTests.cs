@@ -5,15 +5,17 @@ namespace DistTrain.Training.Tests;
 public class LaunchTimelineTests
 {
     [Fact]
-    public void EachPhaseGetsItsHostAndGpuTimeAndTheGpusBacklogWhereItBegins()
+    public void EachPhaseGetsItsHostAndGpuTimeAndTheGpusBacklogWhereItBeginsFromTheSecondStepOn()
     {
-        // two steps after a synced start: the host enqueues each forward in 2 ms and each backward in 3 ms, the GPU runs them in
-        // 4 and 6 ms; the host runs ahead from the start, so the backlog at each phase grows, and nothing is enqueued between steps
+        // three steps after a synced start: the host enqueues each forward in 2 ms and each backward in 3 ms, the GPU runs them
+        // in 4 and 6 ms, so its backlog grows; nothing is enqueued between steps. The first step, which starts from the sync's
+        // empty queue (a backlog of 0 by construction), is left out.
         (string, double, double)[] marks =
         [
             ("end", 0, 0),
             ("Forward", 0.5, 0.5), ("Backward", 2.5, 4.5), ("end", 5.5, 10.5),
             ("Forward", 6, 10.5), ("Backward", 8, 14.5), ("end", 11, 20.5),
+            ("Forward", 11.5, 20.5), ("Backward", 13.5, 24.5), ("end", 16.5, 30.5),
         ];
         var phases = LaunchTimeline.Summarise(marks);
         Assert.Equal(["Forward", "Backward"], phases.Select(p => p.Phase));
@@ -22,10 +24,26 @@ public class LaunchTimelineTests
         Assert.Equal(4, forward.GpuMs, 9);
         Assert.Equal(3, backward.HostMs, 9);
         Assert.Equal(6, backward.GpuMs, 9);
-        Assert.Equal((0 + 4.5) / 2, forward.MeanLeadMs, 9);   // 0 at the first (the GPU idle, waiting), 4.5 at the second
-        Assert.Equal(0, forward.MinLeadMs, 9);
-        Assert.Equal((2 + 6.5) / 2, backward.MeanLeadMs, 9);
-        Assert.Equal(2, backward.MinLeadMs, 9);
+        Assert.Equal((4.5 + 9) / 2, forward.MeanLeadMs, 9);
+        Assert.Equal(4.5, forward.MinLeadMs, 9);
+        Assert.Equal((6.5 + 11) / 2, backward.MeanLeadMs, 9);
+        Assert.Equal(6.5, backward.MinLeadMs, 9);
+    }
+
+    [Fact]
+    public void AGpuThatWaitsForTheHostShowsNoBacklog()
+    {
+        // the host takes longer than the GPU for every phase: the GPU reaches each mark as soon as it is enqueued
+        (string, double, double)[] marks =
+        [
+            ("end", 0, 0),
+            ("Forward", 1, 1), ("Backward", 6, 6), ("end", 16, 16),
+            ("Forward", 17, 17), ("Backward", 22, 22), ("end", 32, 32),
+        ];
+        var phases = LaunchTimeline.Summarise(marks);
+        Assert.All(phases, p => Assert.Equal(0, p.MeanLeadMs, 9));
+        Assert.Equal(5, phases[0].GpuMs, 9);
+        Assert.Equal(10, phases[1].HostMs, 9);
     }
 
     [Fact]

@@ -4,7 +4,7 @@ namespace DistTrain.Training.Diagnostics;
 
 /// <summary>
 /// What one phase of the timed, unsynchronised steps cost the host (enqueueing) and the GPU (running), and
-/// the GPU's backlog when the phase began: a mean near zero says the GPU waited for the host there.
+/// the GPU's backlog when the phase began: near zero, the GPU had run dry and waited for the host there.
 /// </summary>
 public sealed record PhaseLead(string Phase, double HostMs, double GpuMs, double MeanLeadMs, double MinLeadMs);
 
@@ -30,16 +30,19 @@ public sealed class LaunchTimeline(int first, int end, int device) : ITrainingOb
     public IReadOnlyList<PhaseLead> Phases() => Summarise(_timeline.Read());
 
     /// <summary>
-    /// Marks (a phase's name where it begins, "end" where a step ends; host and GPU ms since the first mark) -> per phase
-    /// the mean host and GPU ms from its mark to the next, and the mean and least GPU backlog (GPU − host) at its mark.
+    /// Marks (a phase's name where it begins, "end" where a step ends; host and GPU ms since the first mark, an "end"
+    /// right after a device sync) -> per phase the mean host and GPU ms from its mark to the next, and the mean and least
+    /// GPU backlog (GPU − host) at its mark. The first step is left out: it starts from the sync's empty queue.
     /// </summary>
     public static IReadOnlyList<PhaseLead> Summarise(IReadOnlyList<(string Label, double HostMs, double GpuMs)> marks)
     {
         var spans = new List<(string Phase, double Host, double Gpu, double Lead)>();
+        int ends = 0;
         for (int i = 0; i + 1 < marks.Count; i++)
         {
             var (label, host, gpu) = marks[i];
-            if (label == "end") continue;   // from a step's end to the next step's first phase: nothing is enqueued
+            if (label == "end") ends++;
+            if (label == "end" || ends < 2) continue;   // between steps nothing is enqueued; before the second end: the first step
             spans.Add((label, marks[i + 1].HostMs - host, marks[i + 1].GpuMs - gpu, gpu - host));
         }
         return spans.GroupBy(s => s.Phase)

@@ -24,10 +24,10 @@ public sealed record BenchmarkResult(
                      (Mfu is { } m ? $", MFU {100 * m:F1}% of {PeakFlops / 1e12:F1} TFLOP/s bf16 dense" : ", MFU: unknown device peak (--peak-tflops)");
         if (HostLeadMilliseconds is { } lead)
             yield return $"host lead: the GPU still had {lead:F1} ms of queued work when the host finished the last warmup step " +
-                         $"({lead * StepsPerSecond / 10:F0}% of a step; near 0: the host, not the GPU, sets the pace)";
+                         $"({lead * StepsPerSecond / 10:F0}% of a step; the clock starts after it)";
         foreach (var p in Timeline ?? [])
-            yield return $"timeline of the {TimedSteps} timed steps, {p.Phase}: host {p.HostMs:F1} ms, GPU {p.GpuMs:F1} ms; " +
-                         $"GPU backlog at its start mean {p.MeanLeadMs:F1} ms, least {p.MinLeadMs:F1} ms";
+            yield return $"timeline of timed steps 2-{TimedSteps}, {p.Phase}: host {p.HostMs:F1} ms, GPU {p.GpuMs:F1} ms; " +
+                         $"GPU backlog at its start mean {p.MeanLeadMs:F1} ms, least {p.MinLeadMs:F1} ms (near 0: the GPU waited for the host)";
         if (AfterWarmupGiB is { } warm)
             yield return $"device memory (NVML, CUDA context + caching allocator reserve): {ModelStateGiB:F2} GiB with the model and optimizer state, " +
                          $"{warm:F2} GiB after {WarmupSteps} steps (peak reserved), {AtEndGiB:F2} GiB after {WarmupSteps + TimedSteps + ProfiledSteps} steps (growth {AtEndGiB - warm:+0.00;-0.00} GiB)";
