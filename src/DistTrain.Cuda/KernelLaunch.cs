@@ -25,6 +25,7 @@ internal static class KernelLaunch
         int r = cuLaunchKernel(f.Handle, grid.X, grid.Y, 1, block.X, block.Y, 1, 0, 0, pointers, null);
         if (r != Success)
             throw Error(r, f, grid, block, shapes());
+        KernelLaunches.Add();
     }
 
     /// <summary>
@@ -52,6 +53,7 @@ internal static class KernelLaunch
             if (r != Success)
                 throw Error(r, f, grid, block, shapes());
         }
+        KernelLaunches.Add();
     }
 
     internal static CudaException Error(int code, CudaFunction f, (uint X, uint Y) grid, (uint X, uint Y) block, string shapes)

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json;
+using DistTrain.Cuda;
 using DistTrain.Model;
 using DistTrain.Training.Config;
 using TorchSharp;
@@ -13,7 +14,7 @@ public sealed record BenchmarkResult(
     int WarmupSteps, int TimedSteps, double StepsPerSecond, double TokensPerSecond, double FlopsPerToken, double PeakFlops, double? Mfu,
     double? ModelStateGiB, double? AfterWarmupGiB, double? AtEndGiB, Dictionary<string, double> PhaseMilliseconds, int ProfiledSteps,
     int? LargestMicroBatch, int[] FitTried, string Kernels = "", double? HostLeadMilliseconds = null,
-    IReadOnlyList<PhaseLead>? Timeline = null)
+    IReadOnlyList<PhaseLead>? Timeline = null, double TensorsPerStep = 0, double FusedLaunchesPerStep = 0)
 {
     public IEnumerable<string> Describe()
     {
@@ -22,6 +23,8 @@ public sealed record BenchmarkResult(
                      $"{StepsPerSecond:F3} steps/s, {TokensPerSecond:N0} tokens/s ({TimedSteps} steps after {WarmupSteps} warmup)";
         yield return $"flops: {FlopsPerToken / 1e9:F3} GFLOP/token (6N + 12·L·D·T) = {TokensPerSecond * FlopsPerToken / 1e12:F1} TFLOP/s" +
                      (Mfu is { } m ? $", MFU {100 * m:F1}% of {PeakFlops / 1e12:F1} TFLOP/s bf16 dense" : ", MFU: unknown device peak (--peak-tflops)");
+        yield return $"host work per timed step: {TensorsPerStep:N0} TorchSharp tensors created on the training thread (forward, loss and optimizer: " +
+                     $"one per op or view; backward runs in libtorch), {FusedLaunchesPerStep:N0} launches of DistTrain's fused kernels (every thread)";
         if (HostLeadMilliseconds is { } lead)
             yield return $"host lead: the GPU still had {lead:F1} ms of queued work when the host finished the last warmup step " +
                          $"({lead * StepsPerSecond / 10:F0}% of a step; the clock starts after it)";
@@ -82,7 +85,7 @@ public static class TrainingBenchmark
             plan.MicroBatch, t.SeqLen, plan.GradAccum, warmup, timed, stepsPerSecond, tokensPerSecond, flopsPerToken, peakFlops,
             peakFlops > 0 ? tokensPerSecond * flopsPerToken / peakFlops : null, modelState, clock.AfterWarmup, atEnd,
             profile.PerStep.ToDictionary(p => p.Key.ToString(), p => p.Value * 1e3), profile.Steps, largest, fitMicroBatches, trainer.Kernels.Description,
-            cuda ? clock.HostLead * 1e3 : null, timeline?.Phases());
+            cuda ? clock.HostLead * 1e3 : null, timeline?.Phases(), clock.Tensors / (double)timed, clock.FusedLaunches / (double)timed);
     }
 
     /// <summary>Tries one training step (forward, backward, optimizer) at each size, smallest first; the largest that ran.</summary>
@@ -134,6 +137,12 @@ public static class TrainingBenchmark
         /// <summary>Seconds the sync at the start waited for the GPU: how far the host had run ahead.</summary>
         public double HostLead { get; private set; }
 
+        /// <summary>TorchSharp tensors created on this (the training) thread, and fused kernel launches, over the timed steps.</summary>
+        public long Tensors { get; private set; }
+        public long FusedLaunches { get; private set; }
+
+        static long TensorsCreated => DisposeScopeManager.Statistics.TensorStatistics is var s ? s.CreatedInScopeCount + s.CreatedOutsideScopeCount : 0;
+
         public void OnStep(int step)
         {
             if (step != warmup - 1) return;
@@ -142,12 +151,15 @@ public static class TrainingBenchmark
             long before = Stopwatch.GetTimestamp();
             if (cuda) torch.cuda.synchronize();
             HostLead = Stopwatch.GetElapsedTime(before).TotalSeconds;
+            (Tensors, FusedLaunches) = (-TensorsCreated, -KernelLaunches.Count);
             _start = Stopwatch.GetTimestamp();
         }
 
         public void OnReport(StepReport report)
         {
-            if (report.Step == end && double.IsNaN(Seconds)) Seconds = Stopwatch.GetElapsedTime(_start).TotalSeconds;
+            if (report.Step != end || !double.IsNaN(Seconds)) return;
+            Seconds = Stopwatch.GetElapsedTime(_start).TotalSeconds;
+            (Tensors, FusedLaunches) = (Tensors + TensorsCreated, FusedLaunches + KernelLaunches.Count);
         }
     }
 }
