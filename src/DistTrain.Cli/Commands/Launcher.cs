@@ -62,9 +62,10 @@ static class Launcher
         {
             List<LaunchedChild> current;
             lock (children) current = Current(children);
-            var exits = current.Select(c => c.WaitAsync()).ToList();
-            if (exits.All(e => e.IsCompleted)) break;
-            await Task.WhenAny(exits.Where(e => !e.IsCompleted));
+            // one snapshot of what is still running: a second look could find it empty (the last child exiting in between)
+            var pending = current.Select(c => c.WaitAsync()).Where(e => !e.IsCompleted).ToList();
+            if (pending.Count == 0) break;
+            await Task.WhenAny(pending);
             var coordinator = current.FirstOrDefault(c => c.Slot < 0);
             // a coordinator that crashed (a signal, not the job's own end) starts again and carries on from its persisted state
             if (coordinator is { Process.HasExited: true } && coordinator.Process.ExitCode >= 128 && !StopRequest.IsStopExitCode(coordinator.Process.ExitCode)
