@@ -141,7 +141,14 @@ public static class TrainingBenchmark
         public long Tensors { get; private set; }
         public long FusedLaunches { get; private set; }
 
-        static long TensorsCreated => DisposeScopeManager.Statistics.TensorStatistics is var s ? s.CreatedInScopeCount + s.CreatedOutsideScopeCount : 0;
+        static long TensorsCreated
+        {
+            get
+            {
+                var created = DisposeScopeManager.Statistics.TensorStatistics;   // this thread's
+                return created.CreatedInScopeCount + created.CreatedOutsideScopeCount;
+            }
+        }
 
         public void OnStep(int step)
         {
