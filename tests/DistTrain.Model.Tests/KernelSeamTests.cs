@@ -46,17 +46,26 @@ public class KernelSeamTests
         }
     }
 
-    [Fact]
-    public void KernelsSetOnTheModelReachEveryNormAndGiveTheReferenceResult()
+    /// <summary>A 3-layer tiny model's forward with the reference, then through a <see cref="Counting"/> set on it: the same output.</summary>
+    static (ModelConfig Config, LanguageModel Model, Tensor Tokens, Counting Counting) CountedForward(Architecture arch)
     {
-        var config = TinyModels.Config(Architecture.MUDDFormer, layers: 3);
-        using var model = TinyModels.Build(config);
-        using var tokens = TinyModels.Tokens(config, 2, 8);
+        var config = TinyModels.Config(arch, layers: 3);
+        var model = TinyModels.Build(config);
+        var tokens = TinyModels.Tokens(config, 2, 8);
         using var before = model.forward(tokens);
         var counting = new Counting();
         model.Kernels = counting;
         using var after = model.forward(tokens);
         Assert.True(before.eq(after).all().item<bool>());
+        return (config, model, tokens, counting);
+    }
+
+    [Fact]
+    public void KernelsSetOnTheModelReachEveryNormAndGiveTheReferenceResult()
+    {
+        var (config, model, tokens, counting) = CountedForward(Architecture.MUDDFormer);
+        using var disposeModel = model;
+        using var disposeTokens = tokens;
         // per layer: attention_norm(s) (3 with sepln after layer 0, else 1, called 1 or 3 times); then the final norm
         Assert.True(counting.Scaled >= config.NLayer + 1, $"{counting.Scaled} scaled norms");
         Assert.Equal(config.NLayer, counting.AddNorms);  // per layer: h = r + attn with ffn_norm(h)
@@ -76,14 +85,9 @@ public class KernelSeamTests
     [Fact]
     public void TransformerPlusPlusLeavesEachBlocksOutputAddToTheNextNorm()
     {
-        var config = TinyModels.Config(Architecture.TransformerPP, layers: 3);
-        using var model = TinyModels.Build(config);
-        using var tokens = TinyModels.Tokens(config, 2, 8);
-        using var before = model.forward(tokens);
-        var counting = new Counting();
-        model.Kernels = counting;
-        using var after = model.forward(tokens);
-        Assert.True(before.eq(after).all().item<bool>());
+        var (config, model, tokens, counting) = CountedForward(Architecture.TransformerPP);
+        using var disposeModel = model;
+        using var disposeTokens = tokens;
         Assert.Equal(1, counting.Scaled);                    // only the first block's attention_norm reads a finished tensor (the embedding)
         Assert.Equal(2 * config.NLayer, counting.AddNorms);  // per block: ffn_norm(r + attn), and the next norm (or the final one) with out's add
         Assert.Equal(0, counting.NoScale + counting.AddNoScale);
