@@ -115,7 +115,8 @@ public class TelemetryTests
     {
         await using var receiver = await OtlpReceiver.StartAsync();
         using var dir = new TempFolder();
-        string[] args = Job(dir.Path, 30, "--set", "telemetry.straggler_factor=2", "--set", "telemetry.straggler_after_s=1");
+        // 60 steps: on a loaded 2-core machine a `status` process takes seconds to start, and 30 steps once ended before a poll saw the mark
+        string[] args = Job(dir.Path, 60, "--set", "telemetry.straggler_factor=2", "--set", "telemetry.straggler_after_s=1");
         var manifest = args[2];
         var (launch, output) = Disttrain.Start(args, [.. Otlp(receiver, "grpc"), ("DISTTRAIN_FAULT_SLOW_RANK", "1@0.3")]);
         using var _ = launch;
