@@ -27,7 +27,7 @@ public sealed class CudaKernels : IKernels
         _rmsNorm = new FusedRmsNorm(device);
         _swiGlu = new FusedSwiGlu(device);
         _qkRotary = new FusedQkRotary(device);
-        _mix = new FusedMix(device, _rmsNorm);
+        _mix = new FusedMix(device);
         _crossEntropy = new FusedCrossEntropy(device);
     }
 
@@ -69,13 +69,6 @@ public sealed class CudaKernels : IKernels
 
     public Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients) =>
         _mix.Supports(hiddens, dw) ? FusedMixFunction.Apply(_mix, hiddens, dw, gradients) : ReferenceKernels.Instance.Mix(hiddens, dw, gradients);
-
-    /// <summary>Whether <see cref="MixNorm"/> runs the fused kernels (mix and norms in one pass) for these tensors (kernel-test checks it ran them).</summary>
-    public bool FusesMixNorm(IReadOnlyList<Tensor> hiddens, Tensor dw, IReadOnlyList<Tensor> scales) => _mix.SupportsNorms(hiddens, dw, scales);
-
-    public Tensor[] MixNorm(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients, IReadOnlyList<Tensor> scales, double eps) =>
-        _mix.SupportsNorms(hiddens, dw, scales) ? FusedMixFunction.Apply(_mix, hiddens, dw, gradients, scales, eps)
-            : ReferenceKernels.MixThenNorm(this, hiddens, dw, gradients, scales, eps);
 
     /// <summary>The mix kernels with one stream and α broadcast to every token ((n) -> (1, B, T, n), copied once: n values a token); autograd sums dw's gradient back to (n).</summary>
     public Tensor DepthWeightedAverage(IReadOnlyList<Tensor> hiddens, Tensor weights)

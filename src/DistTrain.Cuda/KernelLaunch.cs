@@ -56,16 +56,6 @@ internal static class KernelLaunch
         KernelLaunches.Add();
     }
 
-    /// <summary>Blocks of this shape resident on one SM at once (at least 1): a grid of that many per SM is one wave.</summary>
-    public static int ResidentBlocks(CudaFunction f, uint threads, uint sharedBytes)
-    {
-        f.Device.MakeCurrent();
-        int r = cuOccupancyMaxActiveBlocksPerMultiprocessor(out int blocks, f.Handle, (int)threads, sharedBytes);
-        if (r != Success)
-            throw new CudaException(r, $"kernel {f.Name}: occupancy of {threads} threads and {sharedBytes} bytes of shared memory: {Describe(r)}");
-        return Math.Max(1, blocks);
-    }
-
     internal static CudaException Error(int code, CudaFunction f, (uint X, uint Y) grid, (uint X, uint Y) block, string shapes)
     {
         var what = string.Create(CultureInfo.InvariantCulture,

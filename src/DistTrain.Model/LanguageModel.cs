@@ -195,18 +195,14 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
 
     /// <summary>
     /// The streams after layer i: hiddens h_0..h_{i+1} mixed by dynamic_dense.{i}(h_{i+1}) + dense_bs.{i}; normed: the
-    /// dynamic-dense norm of h_{i+1} when it was computed already (null: computed here). Before a block, its Q, K, V
-    /// streams come back through that block's attention norms (one pass with the mix where the kernels fuse them).
+    /// dynamic-dense norm of h_{i+1} when it was computed already (null: computed here).
     /// </summary>
     Tensor[] MixAfter(int i, IReadOnlyList<Tensor> hiddens, Tensor? normed, HiddenGradients gradients)
     {
         using var scope = NewDisposeScope();
         var dense = _dynamicDense![i];
         var dw = (normed is null ? dense.forward(hiddens[^1]) : dense.FromNormed(normed)).Plus(_denseBs![i].unsqueeze(1).unsqueeze(1));   // (C, B, T, L)
-        var streams = i + 1 < _layers.Count
-            ? _kernels.MixNorm(hiddens, dw, gradients, _layers[i + 1].StreamNormScales, _layers[i + 1].NormEps)
-            : _kernels.Mix(hiddens, dw, gradients);
-        return streams.Select(t => t.MoveToOuterDisposeScope()).ToArray();
+        return _kernels.Mix(hiddens, dw, gradients).Select(t => t.MoveToOuterDisposeScope()).ToArray();
     }
 
     /// <summary>The rotary tables of positions start..start+seqLen-1.</summary>

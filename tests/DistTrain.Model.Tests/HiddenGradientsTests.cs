@@ -20,8 +20,6 @@ public class HiddenGradientsTests
         public Tensor SwiGlu(Tensor a, Tensor b) => ReferenceKernels.Instance.SwiGlu(a, b);
         public Tensor QkNormRotary(Tensor x, Tensor? weight, double eps, Tensor cos, Tensor sin) => ReferenceKernels.Instance.QkNormRotary(x, weight, eps, cos, sin);
         public Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients) => ReferenceKernels.Instance.Mix(hiddens, dw, null);
-        public Tensor[] MixNorm(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients, IReadOnlyList<Tensor> scales, double eps) =>
-            ReferenceKernels.MixThenNorm(this, hiddens, dw, gradients, scales, eps);
         public Tensor DepthWeightedAverage(IReadOnlyList<Tensor> hiddens, Tensor weights) => ReferenceKernels.Instance.DepthWeightedAverage(hiddens, weights);
         public void CrossEntropyRows(Tensor logits, Tensor targets, Tensor losses, long? meanOver) => ReferenceKernels.Instance.CrossEntropyRows(logits, targets, losses, meanOver);
     }
@@ -40,8 +38,6 @@ public class HiddenGradientsTests
             if (gradients is not null && !Seen.Contains(gradients)) Seen.Add(gradients);
             return ReferenceKernels.Instance.Mix(hiddens, dw, gradients);
         }
-        public Tensor[] MixNorm(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients, IReadOnlyList<Tensor> scales, double eps) =>
-            ReferenceKernels.MixThenNorm(this, hiddens, dw, gradients, scales, eps);
         public Tensor DepthWeightedAverage(IReadOnlyList<Tensor> hiddens, Tensor weights) => ReferenceKernels.Instance.DepthWeightedAverage(hiddens, weights);
         public void CrossEntropyRows(Tensor logits, Tensor targets, Tensor losses, long? meanOver) => ReferenceKernels.Instance.CrossEntropyRows(logits, targets, losses, meanOver);
     }

@@ -108,42 +108,20 @@ int main() {
     float* gw;
     CHECK(cudaMalloc(&gw, (long long)c * tokens * l * 4));
     const unsigned tpt = 128, tpb = 2, grid = (unsigned)std::min<long long>(tokens / tpb, (long long)sms * 16);
-    const unsigned fshared = tpb * c * l * 4 + tpb * (tpt / 32) * 16, bshared = (tpb + tpb * (tpt / 32)) * c * l * 4 + tpb * (tpt / 32) * 16;
+    const unsigned fshared = tpb * c * l * 4, bshared = (tpb + tpb * (tpt / 32)) * c * l * 4;
     std::snprintf(name, sizeof name, "mix fwd L %d unroll %d", l, MIX_UNROLL);
-    bench(name, (double)(l + c) * mb, [&] { mixk::mix_forward_bf16_v<<<grid, dim3(tpt, tpb), fshared>>>(tab, wts, tokens, c, l, (int)d, 0, 0.f, nullptr); });
+    bench(name, (double)(l + c) * mb, [&] { mixk::mix_forward_bf16_v<<<grid, dim3(tpt, tpb), fshared>>>(tab, wts, tokens, c, l, (int)d); });
     std::snprintf(name, sizeof name, "mix bwd L %d (gh read-modify-write)", l);
-    bench(name, (double)(3 * l + c) * mb, [&] { mixk::mix_backward_bf16_v<<<grid, dim3(tpt, tpb), bshared>>>(tab, wts, gw, tokens, c, l, (int)d, ~0ull, ~0ull, nullptr, 0, 0, 0, nullptr, nullptr); });
-    // with the next block's three attention norms (sepln) in the same passes: forward also writes the norms, backward reads the streams
-    {
-      float *rs, *part;
-      CHECK(cudaMalloc(&rs, 3 * tokens * 4));
-      CHECK(cudaMalloc(&part, 3LL * sms * 4 * tpb * d * 4));
-      for (int i = 0; i < 3; ++i) { tab.y[i] = bf16(n, 110 + i); tab.gamma[i] = w; tab.x[i] = tab.out[i]; }
-      std::snprintf(name, sizeof name, "mix fwd L %d + 3 norms (writes streams and norms)", l);
-      bench(name, (double)(l + c + 3) * mb, [&] { mixk::mix_forward_bf16_v<<<grid, dim3(tpt, tpb), fshared>>>(tab, wts, tokens, c, l, (int)d, 3, 1e-5f, rs); });
-      int resident = 0;
-      const unsigned nshared = bshared + tpb * 3 * d * 4;
-      CHECK(cudaFuncSetAttribute(mixk::mix_backward_bf16_v, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024));
-      CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, mixk::mix_backward_bf16_v, tpt * tpb, nshared));
-      const unsigned ngrid = (unsigned)std::min<long long>(grid, (long long)sms * resident);
-      std::snprintf(name, sizeof name, "mix bwd L %d + 3 norms (grid %u, %d a SM)", l, ngrid, resident);
-      bench(name, (double)(3 * l + c + 3) * mb, [&] { mixk::mix_backward_bf16_v<<<ngrid, dim3(tpt, tpb), nshared>>>(tab, wts, gw, tokens, c, l, (int)d, ~0ull, ~0ull, nullptr, 0, 0, 3, rs, part); });
-      std::snprintf(name, sizeof name, "  the 3 separate norms it replaces: fwd + bwd");
-      bench(name, 3.0 * 5 * mb, [&] {
-        for (int i = 0; i < 3; ++i) rms::rmsnorm_forward_bf16<<<(unsigned)std::min<long long>(tokens / 2, (long long)sms * 16), dim3(128, 2)>>>(tab.out[i], nullptr, nullptr, w, tab.y[i], rs, tokens, (int)d, 1e-5f, 1);
-        for (int i = 0; i < 3; ++i) rms::rmsnorm_backward_bf16<<<(unsigned)sms * 4, dim3(128, 2)>>>(tab.out[i], w, tab.g[i], nullptr, rs, tab.y[i], part, tokens, (int)d, 1); });
-      for (int i = 0; i < 3; ++i) { cudaFree(tab.y[i]); tab.y[i] = nullptr; tab.gamma[i] = nullptr; tab.x[i] = nullptr; }
-      cudaFree(rs); cudaFree(part);
-    }
+    bench(name, (double)(3 * l + c) * mb, [&] { mixk::mix_backward_bf16_v<<<grid, dim3(tpt, tpb), bshared>>>(tab, wts, gw, tokens, c, l, (int)d, ~0ull, ~0ull, nullptr, 0, 0); });
     // deferral: the mix over l + 1 hiddens writes only its last hidden's gradient; the mix over l adds its parts and the deferred ones
     if (l > 2) {
       const unsigned dshared = bshared + tpb * c * (l + 1) * 4;
       auto wts2 = bf16((long long)c * tokens * (l + 1), 9);
       for (int i = 0; i < c; ++i) tab.g2[i] = bf16(n, 99 + i);
       std::snprintf(name, sizeof name, "mix bwd L %d deferring (writes one gh)", l);
-      bench(name, (double)(l + c + 2) * mb, [&] { mixk::mix_backward_bf16_v<<<grid, dim3(tpt, tpb), bshared>>>(tab, wts, gw, tokens, c, l, (int)d, ~0ull, 1ull << (l - 1), nullptr, 0, 0, 0, nullptr, nullptr); });
+      bench(name, (double)(l + c + 2) * mb, [&] { mixk::mix_backward_bf16_v<<<grid, dim3(tpt, tpb), bshared>>>(tab, wts, gw, tokens, c, l, (int)d, ~0ull, 1ull << (l - 1), nullptr, 0, 0); });
       std::snprintf(name, sizeof name, "mix bwd L %d + a deferred mix over %d", l, l + 1);
-      bench(name, (double)(3 * l + 2 * c) * mb, [&] { mixk::mix_backward_p_bf16_v<<<grid, dim3(tpt, tpb), dshared>>>(tab, wts, gw, tokens, c, l, (int)d, ~0ull, ~0ull, wts2, c, l + 1, 0, nullptr, nullptr); });
+      bench(name, (double)(3 * l + 2 * c) * mb, [&] { mixk::mix_backward_p_bf16_v<<<grid, dim3(tpt, tpb), dshared>>>(tab, wts, gw, tokens, c, l, (int)d, ~0ull, ~0ull, wts2, c, l + 1); });
       for (int i = 0; i < c; ++i) { cudaFree((void*)tab.g2[i]); tab.g2[i] = nullptr; }
       cudaFree(wts2);
     }

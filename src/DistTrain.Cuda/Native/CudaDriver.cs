@@ -55,10 +55,6 @@ internal static unsafe partial class CudaDriver
     internal static partial int cuLaunchKernel(nint function, uint gridX, uint gridY, uint gridZ, uint blockX, uint blockY, uint blockZ,
         uint sharedMemBytes, nint stream, void** kernelParams, void** extra);
 
-    /// <summary>How many blocks of <paramref name="blockSize"/> threads and this dynamic shared memory one SM holds at once.</summary>
-    [LibraryImport(Library)]
-    internal static partial int cuOccupancyMaxActiveBlocksPerMultiprocessor(out int blocks, nint function, int blockSize, nuint dynamicSharedBytes);
-
     [LibraryImport(Library)]
     internal static partial int cuEventCreate(out nint @event, uint flags);
 

@@ -45,13 +45,6 @@ public interface IKernels
     Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients);
 
     /// <summary>
-    /// <see cref="Mix"/>, then the first scales.Count streams each through <see cref="RmsNorm"/> with its scale (MUDDFormer's
-    /// sepln: the next block's attention norms of its Q, K, V inputs): the mixed streams as <see cref="Mix"/> returns them,
-    /// the normed ones replaced by their norms. The fused kernels do the norms in the mix's own passes.
-    /// </summary>
-    Tensor[] MixNorm(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients, IReadOnlyList<Tensor> scales, double eps);
-
-    /// <summary>
     /// DenseFormer's depth-weighted average: hiddens h_0..h_{n-1} (each (B, T, D)) and static weights
     /// α (n) -> Σ_j α_j · h_j (B, T, D) in the hiddens' dtype. The fused kernels run it as a mix with one
     /// stream and the same weights for every token.

@@ -36,17 +36,6 @@ public sealed class ReferenceKernels : IKernels
 
     public Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients) => MixFunction.Apply(hiddens, dw, gradients);
 
-    public Tensor[] MixNorm(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients, IReadOnlyList<Tensor> scales, double eps) =>
-        MixThenNorm(this, hiddens, dw, gradients, scales, eps);
-
-    /// <summary><see cref="IKernels.MixNorm"/> as two steps of <paramref name="kernels"/>: its Mix, then its RmsNorm of each normed stream.</summary>
-    public static Tensor[] MixThenNorm(IKernels kernels, IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients, IReadOnlyList<Tensor> scales, double eps)
-    {
-        using var scope = NewDisposeScope();
-        var streams = kernels.Mix(hiddens, dw, gradients);
-        return streams.Select((s, i) => (i < scales.Count ? kernels.RmsNorm(s, scales[i], eps) : s).MoveToOuterDisposeScope()).ToArray();
-    }
-
     public Tensor DepthWeightedAverage(IReadOnlyList<Tensor> hiddens, Tensor weights)
     {
         using var scope = NewDisposeScope();

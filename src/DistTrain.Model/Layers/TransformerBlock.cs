@@ -9,9 +9,7 @@ namespace DistTrain.Model.Layers;
 /// <summary>
 /// Pre-norm block: h = r + attn(norm(q), norm(k), norm(v)); out = h + ffn(ffn_norm(h)).
 /// Without dense streams q = k = v = r = x. With MUDD streams (layers after the first) the four
-/// inputs differ, and sepln gives each of Q, K, V its own norm (attention_norms.{0..2}); the mix that
-/// makes those streams applies these norms in its own pass (<see cref="StreamNormScales"/>,
-/// <see cref="Kernels.IKernels.MixNorm"/>), so this block takes them normed. h's add
+/// inputs differ, and sepln gives each of Q, K, V its own norm (attention_norms.{0..2}). h's add
 /// and ffn_norm(h) are one kernel op (<see cref="Kernels.IKernels.AddRmsNorm"/>); out's add is left
 /// to the norm that reads it next (<see cref="Residual"/>).
 /// </summary>
@@ -22,12 +20,10 @@ public sealed class TransformerBlock : nn.Module
     [ComponentName(Name = "ffn_norm")] readonly RmsNorm _ffnNorm;
     [ComponentName(Name = "attention_norm")] readonly RmsNorm? _attentionNorm;
     [ComponentName(Name = "attention_norms")] readonly ModuleList<RmsNorm>? _attentionNorms;
-    readonly double _normEps;
 
     public TransformerBlock(ModelConfig config, int layer) : base(nameof(TransformerBlock))
     {
         bool mudd = config.Arch == Architecture.MUDDFormer;
-        _normEps = config.NormEps;
         _attention = new Attention(config, separateStreams: mudd);
         _feedForward = new FeedForward(config.Dim, config.FfnWidth(layer));
         _ffnNorm = new RmsNorm(config.Dim, config.NormEps);
@@ -54,23 +50,15 @@ public sealed class TransformerBlock : nn.Module
         return new Residual(h, _feedForward.forward(hNormed)).MoveToOuterDisposeScope();
     }
 
-    /// <summary>
-    /// The scales of the norms of this block's MUDD Q, K, V inputs, in that order: sepln's three, or the one
-    /// attention norm three times. The mix that makes those streams applies them, with <see cref="NormEps"/>.
-    /// </summary>
-    public IReadOnlyList<Tensor> StreamNormScales =>
-        _attentionNorms is not null ? [_attentionNorms[0].weight, _attentionNorms[1].weight, _attentionNorms[2].weight] : [_attentionNorm!.weight, _attentionNorm.weight, _attentionNorm.weight];
-
-    /// <summary>The eps of this block's norms.</summary>
-    public double NormEps => _normEps;
-
-    /// <summary>
-    /// MUDD streams: nq, nk, nv already through this block's attention norms (<see cref="StreamNormScales"/>), and r;
-    /// each (B, T, D) -> (B, T, D), its add pending.
-    /// </summary>
-    public Residual Forward(Tensor nq, Tensor nk, Tensor nv, Tensor r, Tensor cos, Tensor sin, LayerKv? kv = null)
+    /// <summary>MUDD streams q, k, v, r: each (B, T, D) -> (B, T, D), its add pending.</summary>
+    public Residual Forward(Tensor q, Tensor k, Tensor v, Tensor r, Tensor cos, Tensor sin, LayerKv? kv = null)
     {
         using var scope = NewDisposeScope();
+        Tensor nq, nk, nv;
+        if (_attentionNorms is not null)
+            (nq, nk, nv) = (_attentionNorms[0].forward(q), _attentionNorms[1].forward(k), _attentionNorms[2].forward(v));
+        else
+            (nq, nk, nv) = (_attentionNorm!.forward(q), _attentionNorm.forward(k), _attentionNorm.forward(v));
         var (h, hNormed) = _ffnNorm.AddForward(r, _attention.Forward(nq, nk, nv, cos, sin, kv));   // h = r + attn, ffn_norm(h)
         return new Residual(h, _feedForward.forward(hNormed)).MoveToOuterDisposeScope();
     }

@@ -49,53 +49,13 @@ public static partial class KernelSelfTest
     }
 
     /// <summary>
-    /// The mix with its first streams RMS-normed in the same pass (<see cref="IKernels.MixNorm"/>, sepln): the streams
-    /// (normed where scaled), the hiddens', weights' and scales' gradients, as <see cref="Mix"/>. Scales about 1 ± 0.1.
-    /// </summary>
-    internal static List<KernelCheck> MixNorm(IKernels kernels, Device device, ScalarType dtype, (long B, long T, long D, int C, int L) s)
-    {
-        using var scope = NewDisposeScope();
-        int nn = Math.Min(3, s.C);
-        var hiddens = Enumerable.Range(0, s.L).Select(_ => randn([s.B, s.T, s.D], ScalarType.Float32, device).to(dtype)).ToArray();
-        var dw = randn([s.C, s.B, s.T, s.L], ScalarType.Float32, device).to(dtype);
-        var scales = Enumerable.Range(0, nn).Select(_ => randn([s.D], ScalarType.Float32, device).div_(Scalars.Of(10.0)).exp_().to(dtype)).ToArray();
-        var dy = Enumerable.Range(0, s.C).Select(_ => randn([s.B, s.T, s.D], ScalarType.Float32, device).to(dtype)).ToArray();
-        if (kernels is CudaKernels cudaKernels && !cudaKernels.FusesMixNorm(hiddens, dw, scales))
-            throw new InvalidOperationException($"mix_norm: the fused kernels refused {s.L} hiddens of [{s.B}, {s.T}, {s.D}] {dtype} with {s.C} streams, {nn} normed");
-        Tensor[] Run(IKernels k, Tensor[] hs, Tensor w, Tensor[] gs, Tensor[] g)
-        {
-            var hi = hs.Select(h => h.detach().requires_grad_(true)).ToArray();
-            var wi = w.detach().requires_grad_(true);
-            var si = gs.Select(x => x.detach().requires_grad_(true)).ToArray();
-            var streams = k.MixNorm(hi, wi, null, si, Eps);
-            var grads = autograd.grad(streams, [wi, .. si, .. hi], g);
-            return [stack(streams.Select(t => t.detach())), stack(grads.Skip(1 + nn)), grads[0], stack(grads.Skip(1).Take(nn))];
-        }
-        var f64 = ScalarType.Float64;
-        var truth = Run(ReferenceKernels.Instance, [.. hiddens.Select(h => h.to(f64))], dw.to(f64), [.. scales.Select(x => x.to(f64))], [.. dy.Select(g => g.to(f64))]);
-        var reference = Run(ReferenceKernels.Instance, hiddens, dw, scales, dy);
-        var fused = Run(kernels, hiddens, dw, scales, dy);
-        Synchronize(device);
-        double tol = dtype == ScalarType.Float32 ? 1e-5 : 1e-2;
-        string shape = $"{s.B}x{s.T}x{s.D} C{s.C} L{s.L}", name = DtypeName(dtype);
-        string[] outputs = ["streams", "dh", "ddw", "dscale"];
-        var result = new List<KernelCheck>();
-        for (int i = 0; i < outputs.Length; i++)
-        {
-            var (abs, rel) = Error(fused[i], truth[i]);
-            result.Add(new KernelCheck("mix_norm", name, shape, outputs[i], abs, rel, Error(reference[i], truth[i]).Rel, tol));
-        }
-        return result;
-    }
-
-    /// <summary>
     /// Chains of mixes as in MUDDFormer's forward pass (mix k reads h_0..h_{k+1}; h_{k+2} is the sum of its
     /// streams; the last mix has one stream), backward through one <see cref="HiddenGradients"/>: the
     /// buffers, hand-overs and every other mix deferring its parts to the next. B, T, D, mixes.
     /// </summary>
     static readonly (long B, long T, long D, int Mixes)[] ChainShapes = [(1, 3, 7, 2), (2, 5, 1000, 5), (1, 3, 1001, 6), (8, 2048, 1024, 5)];
 
-    internal static List<KernelCheck> MixChain(IKernels kernels, Device device, ScalarType dtype, (long B, long T, long D, int Mixes) s, bool normed = false)
+    internal static List<KernelCheck> MixChain(IKernels kernels, Device device, ScalarType dtype, (long B, long T, long D, int Mixes) s)
     {
         using var scope = NewDisposeScope();
         var hiddens = Enumerable.Range(0, 2).Select(_ => randn([s.B, s.T, s.D], ScalarType.Float32, device).to(dtype)).ToArray();
@@ -103,41 +63,35 @@ public static partial class KernelSelfTest
         var dws = Enumerable.Range(0, s.Mixes).Select(k => randn([k == s.Mixes - 1 ? 1 : 4, s.B, s.T, k + 2], ScalarType.Float32, device)
             .div_(Scalars.Of(4.0 * (k + 2))).to(dtype)).ToArray();
         var dy = randn([s.B, s.T, s.D], ScalarType.Float32, device).to(dtype);
-        // normed: each four-stream mix norms its first three streams, with scales of its own (sepln)
-        var scales = Enumerable.Range(0, normed ? 3 * (s.Mixes - 1) : 0).Select(_ => randn([s.D], ScalarType.Float32, device).div_(Scalars.Of(10.0)).exp_().to(dtype)).ToArray();
-        Tensor[] Run(IKernels k, Tensor[] hs, Tensor[] ws, Tensor g, HiddenGradients? gradients, Tensor[] gs)
+        Tensor[] Run(IKernels k, Tensor[] hs, Tensor[] ws, Tensor g, HiddenGradients? gradients)
         {
             var hi = hs.Select(h => h.detach().requires_grad_(true)).ToArray();
             var wi = ws.Select(w => w.detach().requires_grad_(true)).ToArray();
-            var si = gs.Select(x => x.detach().requires_grad_(true)).ToArray();
             var all = new List<Tensor>(hi);
-            for (int m = 0; m < wi.Length; m++)
+            foreach (var w in wi)
             {
-                var w = wi[m];
-                var streams = normed && m < wi.Length - 1 ? k.MixNorm(all, w, gradients, si[(3 * m)..(3 * m + 3)], Eps) : k.Mix(all, w, gradients);
+                var streams = k.Mix(all, w, gradients);
                 var next = streams[0];
                 for (int c = 1; c < streams.Length; c++) next = next.Plus(streams[c]);
                 all.Add(next);
             }
-            var grads = autograd.grad([all[^1]], [.. hi, .. wi, .. si], [g]);
+            var grads = autograd.grad([all[^1]], [.. hi, .. wi], [g]);
             if (gradients is { Held: > 0 })
                 throw new InvalidOperationException($"mix chain: {gradients.Held} gradient buffers left after backward");
-            Tensor[] result = [all[^1].detach(), stack(grads.Take(2)), cat(grads.Skip(2).Take(wi.Length).Select(t => t.flatten()).ToArray())];
-            return normed ? [.. result, stack(grads.Skip(2 + wi.Length))] : result;
+            return [all[^1].detach(), stack(grads.Take(2)), cat(grads.Skip(2).Select(t => t.flatten()).ToArray())];
         }
-        var f64 = ScalarType.Float64;
-        var truth = Run(ReferenceKernels.Instance, [.. hiddens.Select(h => h.to(f64))], [.. dws.Select(w => w.to(f64))], dy.to(f64), null, [.. scales.Select(x => x.to(f64))]);
-        var reference = Run(ReferenceKernels.Instance, hiddens, dws, dy, new HiddenGradients(), scales);
-        var fused = Run(kernels, hiddens, dws, dy, new HiddenGradients(), scales);
+        var truth = Run(ReferenceKernels.Instance, [.. hiddens.Select(h => h.to(ScalarType.Float64))], [.. dws.Select(w => w.to(ScalarType.Float64))], dy.to(ScalarType.Float64), null);
+        var reference = Run(ReferenceKernels.Instance, hiddens, dws, dy, new HiddenGradients());
+        var fused = Run(kernels, hiddens, dws, dy, new HiddenGradients());
         Synchronize(device);
         double tol = dtype == ScalarType.Float32 ? 1e-5 : 1e-2;
         string shape = $"{s.B}x{s.T}x{s.D} {s.Mixes} mixes", name = DtypeName(dtype);
-        string[] outputs = normed ? ["out", "dh", "ddw", "dscale"] : ["out", "dh", "ddw"];
+        string[] outputs = ["out", "dh", "ddw"];
         var result = new List<KernelCheck>();
         for (int i = 0; i < outputs.Length; i++)
         {
             var (abs, rel) = Error(fused[i], truth[i]);
-            result.Add(new KernelCheck(normed ? "mix_norm_chain" : "mix_chain", name, shape, outputs[i], abs, rel, Error(reference[i], truth[i]).Rel, tol));
+            result.Add(new KernelCheck("mix_chain", name, shape, outputs[i], abs, rel, Error(reference[i], truth[i]).Rel, tol));
         }
         return result;
     }

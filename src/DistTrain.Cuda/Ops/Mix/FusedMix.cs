@@ -1,4 +1,3 @@
-using DistTrain.Cuda.Ops.RmsNorm;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -10,8 +9,6 @@ namespace DistTrain.Cuda.Ops.Mix;
 /// backward writes or adds each hidden's gradient (one pass over the hiddens and the streams'
 /// gradients) and the weights' gradient as per-token reductions over D. fp32 inside, bf16 or fp32 in
 /// and out, 16-byte loads where D and the addresses allow. The reference is <see cref="Model.Layers.MixFunction"/>.
-/// With <see cref="StreamNorms"/> the first streams are RMS-normed in the same passes (MUDDFormer's sepln), as
-/// <see cref="FusedRmsNorm"/> computes them, whose reduce kernel sums their scales' gradients.
 /// </summary>
 internal sealed class FusedMix
 {
@@ -20,21 +17,17 @@ internal sealed class FusedMix
     public const int MaxStreams = 4;    // MIX_MAX_STREAMS
     public const int MaxThreadsPerToken = 1024;          // scalar columns: __launch_bounds__(1024)
     public const int MaxVectorThreadsPerToken = 256;     // the _v kernels: __launch_bounds__(256)
-    // MixTable<T>: h[MaxInputs], gh[MaxInputs], g, out, g2, y, gamma, x, gout [MaxStreams each], 8 bytes each
-    internal const int TableSlots = 2 * MaxInputs + 7 * MaxStreams;
-    const int GhSlot = MaxInputs, GSlot = 2 * MaxInputs, OutSlot = GSlot + MaxStreams,
-              G2Slot = OutSlot + MaxStreams, YSlot = G2Slot + MaxStreams, GammaSlot = YSlot + MaxStreams, XSlot = GammaSlot + MaxStreams,
-              GoutSlot = XSlot + MaxStreams;
+    // MixTable<T>: h[MaxInputs], gh[MaxInputs], g[MaxStreams], out[MaxStreams], g2[MaxStreams], 8 bytes each
+    const int TableSlots = 2 * MaxInputs + 3 * MaxStreams, GhSlot = MaxInputs, GSlot = 2 * MaxInputs, OutSlot = 2 * MaxInputs + MaxStreams,
+              G2Slot = 2 * MaxInputs + 2 * MaxStreams;
 
     readonly CudaDevice _device;
-    readonly FusedRmsNorm _norms;
     readonly CudaFunction _forward32, _forward32V, _forward16, _forward16V, _backward32, _backward32V, _backward16, _backward16V;
     readonly CudaFunction _pending32, _pending32V, _pending16, _pending16V;
 
-    public FusedMix(CudaDevice device, FusedRmsNorm norms)
+    public FusedMix(CudaDevice device)
     {
         _device = device;
-        _norms = norms;
         var module = KernelModule.Get(device, Source);
         (_forward32, _forward32V) = (module.Function("mix_forward_f32"), module.Function("mix_forward_f32_v"));
         (_forward16, _forward16V) = (module.Function("mix_forward_bf16"), module.Function("mix_forward_bf16_v"));
@@ -71,11 +64,6 @@ internal sealed class FusedMix
         return d >= 1 && (d <= MaxThreadsPerToken || (d % v == 0 && d <= (long)MaxVectorThreadsPerToken * v && hiddens.All(TensorArgs.Aligned16)));
     }
 
-    /// <summary>What the fused norms take besides <see cref="Supports"/>: 1..C scales (or nulls) of D elements in the hiddens' dtype on this device.</summary>
-    public bool SupportsNorms(IReadOnlyList<Tensor> hiddens, Tensor dw, IReadOnlyList<Tensor?> scales) =>
-        Supports(hiddens, dw) && scales.Count >= 1 && scales.Count <= dw.shape[0] &&
-        scales.All(g => g is null || (OnDevice(g) && g.dtype == hiddens[0].dtype && g.dim() == 1 && g.shape[0] == hiddens[0].shape[2] && g.is_contiguous()));
-
     bool OnDevice(Tensor t) => t.device_type == DeviceType.CUDA && t.device_index == _device.Index;
 
     /// <summary>Threads per token (a multiple of 32 covering D in chunks of <paramref name="v"/>), tokens per block (≥ 256 threads a block).</summary>
@@ -101,44 +89,28 @@ internal sealed class FusedMix
 
     uint Blocks(long tokens, uint perBlock) => (uint)Math.Min((tokens + perBlock - 1) / perBlock, (long)_device.Multiprocessors * 16);
 
-    /// <summary>
-    /// hiddens (B, T, D) each, w (C, B, T, L) contiguous in the hiddens' dtype -> C streams (B, T, D). With
-    /// <paramref name="norms"/> the first norms.Scales.Count streams come back RMS-normed, Raw holds them before
-    /// the norm and Rstd (count, B·T) fp32 their rows' rsqrt(mean(x²) + eps), when <paramref name="keep"/> (for backward).
-    /// </summary>
-    public (Tensor[] Streams, Tensor[] Raw, Tensor? Rstd) Forward(IReadOnlyList<Tensor> hiddens, Tensor w, StreamNorms? norms = null, bool keep = false)
+    /// <summary>hiddens (B, T, D) each, w (C, B, T, L) contiguous in the hiddens' dtype -> C streams (B, T, D).</summary>
+    public Tensor[] Forward(IReadOnlyList<Tensor> hiddens, Tensor w)
     {
         const string op = "mix forward";
         var h0 = hiddens[0];
         var dtype = h0.dtype;
         long d = h0.shape[2], tokens = h0.shape[0] * h0.shape[1];
-        int c = (int)w.shape[0], l = hiddens.Count, nn = norms?.Scales.Count ?? 0;
+        int c = (int)w.shape[0], l = hiddens.Count;
         var outs = Enumerable.Range(0, c).Select(_ => empty_like(h0)).ToArray();
-        var raw = Enumerable.Range(0, keep ? nn : 0).Select(_ => empty_like(h0)).ToArray();
-        var rstd = keep && nn > 0 ? empty([nn, tokens], ScalarType.Float32, h0.device) : null;
         Span<ulong> table = stackalloc ulong[TableSlots];
         table.Clear();
-        var rows = new List<nint>();
-        for (int j = 0; j < l; j++) rows.Add((nint)(table[j] = Arg.Ptr(TensorArgs.Pointer(hiddens[j], _device, op, $"h_{j}", dtype))));
-        for (int i = 0; i < c; i++)
-        {
-            // a normed stream: its norm into outs[i], the stream itself into raw[i] (kept for backward) or nowhere
-            var pout = Arg.Ptr(TensorArgs.Pointer(outs[i], _device, op, $"stream {i}", dtype));
-            table[i < nn ? YSlot + i : OutSlot + i] = pout;
-            rows.Add((nint)pout);
-            if (i < nn && keep) rows.Add((nint)(table[OutSlot + i] = Arg.Ptr(TensorArgs.Pointer(raw[i], _device, op, $"stream {i} before its norm", dtype))));
-            if (i < nn && norms!.Scales[i] is { } g) rows.Add((nint)(table[GammaSlot + i] = Arg.Ptr(TensorArgs.Pointer(g, _device, op, $"norm scale {i}", dtype))));
-        }
-        bool vec = Vectorizable(d, dtype, rows);
+        for (int j = 0; j < l; j++) table[j] = Arg.Ptr(TensorArgs.Pointer(hiddens[j], _device, op, $"h_{j}", dtype));
+        for (int i = 0; i < c; i++) table[OutSlot + i] = Arg.Ptr(TensorArgs.Pointer(outs[i], _device, op, $"stream {i}", dtype));
+        bool vec = Vectorizable(d, dtype, [.. table[..l].ToArray().Select(p => (nint)p), .. table.Slice(OutSlot, c).ToArray().Select(p => (nint)p)]);
         int v = vec ? VectorWidth(dtype) : 1;
         var (tpt, tpb) = Checked(d, v, op);
-        uint shared = (tpb * (uint)(c * l) + tpb * (tpt / 32) * MaxStreams) * sizeof(float);   // weights, per-warp norm partials
+        uint shared = tpb * (uint)(c * l) * sizeof(float);
         var f = dtype == ScalarType.BFloat16 ? (vec ? _forward16V : _forward16) : (vec ? _forward32V : _forward32);
         KernelLaunch.LaunchWithTable(f, (Blocks(tokens, tpb), 1), (tpt, tpb), shared,
-            () => $"{l} hiddens {TensorArgs.Describe(h0)}, w {TensorArgs.Describe(w)}, {nn} normed", table,
-            Arg.Ptr(TensorArgs.Pointer(w, _device, op, "w", dtype)), Arg.I64(tokens), Arg.I32(c), Arg.I32(l), Arg.I32((int)d),
-            Arg.I32(nn), Arg.F32((float)(norms?.Eps ?? 0)), Arg.Ptr(rstd is null ? 0 : TensorArgs.Pointer(rstd, _device, op, "rstd", ScalarType.Float32)));
-        return (outs, raw, rstd);
+            () => $"{l} hiddens {TensorArgs.Describe(h0)}, w {TensorArgs.Describe(w)}", table,
+            Arg.Ptr(TensorArgs.Pointer(w, _device, op, "w", dtype)), Arg.I64(tokens), Arg.I32(c), Arg.I32(l), Arg.I32((int)d));
+        return outs;
     }
 
     /// <summary>
@@ -146,19 +118,16 @@ internal sealed class FusedMix
     /// its gradient, added to where bit j of <paramref name="addMask"/> is set, else overwritten; only the
     /// hiddens of <paramref name="writeMask"/> are written (their targets; the others may be null).
     /// <paramref name="deferred"/>: a later mix's stream gradients and weights (C2, B, T, L2) whose parts
-    /// for h_j (j &lt; L2) are added in the same pass. With <paramref name="norms"/> the first streams were normed:
-    /// their grads are the norms' output gradients, and the norms' input gradients are written to norms.StreamGrads
-    /// where given. Returns the weights' gradient (C, B, T, L) in fp32, and with norms the scales' gradients as
-    /// partial sums (count, parts, D) fp32 for <see cref="ReduceScaleGrad"/>.
+    /// for h_j (j &lt; L2) are added in the same pass. Returns the weights' gradient (C, B, T, L) in fp32.
     /// </summary>
-    public (Tensor Gw, Tensor? ScalePartials) Backward(IReadOnlyList<Tensor> hiddens, Tensor w, IReadOnlyList<Tensor> grads, IReadOnlyList<Tensor?> targets,
-                           ulong addMask, ulong writeMask, (IReadOnlyList<Tensor> Grads, Tensor W)? deferred = null, NormBackward? norms = null)
+    public Tensor Backward(IReadOnlyList<Tensor> hiddens, Tensor w, IReadOnlyList<Tensor> grads, IReadOnlyList<Tensor?> targets, ulong addMask,
+                           ulong writeMask, (IReadOnlyList<Tensor> Grads, Tensor W)? deferred = null)
     {
         const string op = "mix backward";
         var h0 = hiddens[0];
         var dtype = h0.dtype;
         long d = h0.shape[2], tokens = h0.shape[0] * h0.shape[1];
-        int c = (int)w.shape[0], l = hiddens.Count, nn = norms?.Raw.Count ?? 0;
+        int c = (int)w.shape[0], l = hiddens.Count;
         int c2 = deferred is { } p ? (int)p.W.shape[0] : 0, l2 = deferred is { } q ? (int)q.W.shape[3] : 0;
         var gw = empty(w.shape, ScalarType.Float32, w.device);
         Span<ulong> table = stackalloc ulong[TableSlots];
@@ -174,52 +143,21 @@ internal sealed class FusedMix
         }
         for (int i = 0; i < c; i++) rows.Add((nint)(table[GSlot + i] = Arg.Ptr(TensorArgs.Pointer(grads[i], _device, op, $"gradient of stream {i}", dtype))));
         for (int i = 0; i < c2; i++) rows.Add((nint)(table[G2Slot + i] = Arg.Ptr(TensorArgs.Pointer(deferred!.Value.Grads[i], _device, op, $"deferred gradient of stream {i}", dtype))));
-        for (int i = 0; i < nn; i++)
-        {
-            rows.Add((nint)(table[XSlot + i] = Arg.Ptr(TensorArgs.Pointer(norms!.Raw[i], _device, op, $"stream {i} before its norm", dtype))));
-            if (norms.Scales[i] is { } g) rows.Add((nint)(table[GammaSlot + i] = Arg.Ptr(TensorArgs.Pointer(g, _device, op, $"norm scale {i}", dtype))));
-            if (norms.StreamGrads?[i] is { } o) rows.Add((nint)(table[GoutSlot + i] = Arg.Ptr(TensorArgs.Pointer(o, _device, op, $"input gradient of norm {i}", dtype))));
-        }
         bool vec = Vectorizable(d, dtype, rows);
         int v = vec ? VectorWidth(dtype) : 1;
         var (tpt, tpb) = Checked(d, v, op);
-        bool scaled = norms is not null && norms.Scales.Any(g => g is not null);
-        // weights, per-warp partials of gw, deferred weights, per-warp norm partials, the token slots' scale-gradient rows
-        uint shared = ((tpb + tpb * (tpt / 32)) * (uint)(c * l) + tpb * (uint)(c2 * l2) + tpb * (tpt / 32) * MaxStreams + (scaled ? tpb * (uint)(nn * d) : 0)) * sizeof(float);
+        uint shared = ((tpb + tpb * (tpt / 32)) * (uint)(c * l) + tpb * (uint)(c2 * l2)) * sizeof(float);   // weights, per-warp partials of gw, deferred weights
         var f = (dtype == ScalarType.BFloat16, vec, c2 > 0) switch
         {
             (true, true, false) => _backward16V, (true, false, false) => _backward16, (false, true, false) => _backward32V, (false, false, false) => _backward32,
             (true, true, true) => _pending16V, (true, false, true) => _pending16, (false, true, true) => _pending32V, (false, false, true) => _pending32,
         };
-        // with scale gradients one wave of resident blocks: each block sums its tokens' rows in shared memory, so the partials stay small
-        uint blocks = scaled ? (uint)Math.Min(Blocks(tokens, tpb), (long)_device.Multiprocessors * KernelLaunch.ResidentBlocks(f, tpt * tpb, shared)) : Blocks(tokens, tpb);
-        long parts = (long)blocks * tpb;
-        var partials = scaled ? empty([nn, parts, d], ScalarType.Float32, w.device) : null;
-        KernelLaunch.LaunchWithTable(f, (blocks, 1), (tpt, tpb), shared,
+        KernelLaunch.LaunchWithTable(f, (Blocks(tokens, tpb), 1), (tpt, tpb), shared,
             () => $"{l} hiddens {TensorArgs.Describe(h0)}, w {TensorArgs.Describe(w)}, add mask 0x{addMask:x}, write mask 0x{writeMask:x}" +
-                  (deferred is { } e ? $", deferred w {TensorArgs.Describe(e.W)}" : "") + $", {nn} normed", table,
+                  (deferred is { } e ? $", deferred w {TensorArgs.Describe(e.W)}" : ""), table,
             Arg.Ptr(TensorArgs.Pointer(w, _device, op, "w", dtype)), Arg.Ptr(TensorArgs.Pointer(gw, _device, op, "gw", ScalarType.Float32)),
             Arg.I64(tokens), Arg.I32(c), Arg.I32(l), Arg.I32((int)d), addMask, writeMask,
-            Arg.Ptr(deferred is { } f2 ? TensorArgs.Pointer(f2.W, _device, op, "deferred w", dtype) : 0), Arg.I32(c2), Arg.I32(l2),
-            Arg.I32(nn), Arg.Ptr(norms is null ? 0 : TensorArgs.Pointer(norms.Rstd, _device, op, "rstd", ScalarType.Float32)),
-            Arg.Ptr(partials is null ? 0 : TensorArgs.Pointer(partials, _device, op, "scale gradient partials", ScalarType.Float32)));
-        return (gw, partials);
-    }
-
-    /// <summary>Norm <paramref name="i"/>'s scale gradient from <see cref="Backward"/>'s partials: added into <paramref name="into"/> (its .grad; then null), else a new tensor.</summary>
-    public Tensor? ReduceScaleGrad(Tensor partials, int i, Tensor scale, Tensor? into)
-    {
-        using var rows = partials[i];   // (parts, D), contiguous
-        var dw = _norms.ReduceDw(rows, partials.shape[1], scale, into, () => $"mix norm {i} scale {TensorArgs.Describe(scale)}, partials {TensorArgs.Describe(partials)}");
-        return into is null ? dw : null;
+            Arg.Ptr(deferred is { } f2 ? TensorArgs.Pointer(f2.W, _device, op, "deferred w", dtype) : 0), Arg.I32(c2), Arg.I32(l2));
+        return gw;
     }
 }
-
-/// <summary>The norms of a mix's first Scales.Count streams (a null scale: none), as <see cref="Model.Layers.RmsNorm"/> with <paramref name="Eps"/>.</summary>
-internal sealed record StreamNorms(IReadOnlyList<Tensor?> Scales, double Eps);
-
-/// <summary>
-/// What backward needs of the normed streams: each stream before its norm (Raw), the scales, forward's Rstd
-/// (count, B·T), and where to write each norm's input gradient (StreamGrads; null: nowhere).
-/// </summary>
-internal sealed record NormBackward(IReadOnlyList<Tensor> Raw, IReadOnlyList<Tensor?> Scales, Tensor Rstd, IReadOnlyList<Tensor?>? StreamGrads);

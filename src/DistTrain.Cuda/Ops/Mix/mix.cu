@@ -10,14 +10,6 @@
 // A mix whose gradients for its first hiddens are deferred (writemask without those bits) hands its
 // stream gradients g2 and weights w2 (C2, tokens, L2) to the next mix in backward, which adds them with
 // its own in the same pass over gh_j: each gh_j is read and written once for two mixes.
-// With nn > 0 the first nn streams are RMS-normed in the same pass (MUDDFormer's sepln: the attention norms of
-// the next block's Q, K, V inputs), as rmsnorm.cu computes them (same order of sums, the stream rounded to T first):
-//   forward:  x_c = out_c rounded to T (written to out_c where the table has it: backward reads it),
-//             y_c = x_c · r_c · gamma_c,  r_c[t] = rsqrt(mean(x_c[t, :]²) + eps)          (rstd: (nn, tokens) fp32)
-//   backward: g_c arrives as dy_c; first g_c = r · (dy_c·gamma_c − x̂_c · mean(dy_c·gamma_c·x̂_c)), x̂_c = x_c · r,
-//             rounded to T (and written to gout_c where the table has it: a deferring mix hands it on), then as above;
-//             gamma_c's gradient Σ_t dy_c · x̂_c as one partial row per (block, token slot): dgpart (nn, parts, D) fp32,
-//             parts = gridDim.x · RPB, summed by rmsnorm.cu's rmsnorm_dw_reduce.
 // t runs over the tokens (B·T); h_j, out_c, g_c, gh_j are separate (tokens, D) tensors whose
 // addresses come by value in a MixTable (no stack of the hiddens); w and gw are (C, tokens, L), gw in fp32
 // (a per-token sum over D: DenseFormer's weights sum it again over the tokens, and one rounding to bf16 per
@@ -31,8 +23,7 @@
 // Blocks walk the tokens grid-stride; indices are 64-bit.
 // Dynamic shared memory: the token's C·L weights as fp32 (RPB · C · L floats), and in backward one
 // partial of each gw[c, t, j] per warp (RPB · TPR/32 · C · L floats), then for the _p kernels the deferred
-// weights (RPB · C2 · L2 floats); with nn > 0 one partial norm sum per warp and stream (RPB · TPR/32 · 4 floats),
-// and in backward with dgpart the token slots' dgamma rows (RPB · nn · D floats); static: the MixTable (1248 bytes).
+// weights (RPB · C2 · L2 floats); static: the MixTable (1120 bytes).
 
 #define MIX_MAX_INPUTS 64
 #ifndef MIX_UNROLL   // hiddens in flight per thread (docs/benchmarks/kernel-bench times other values)
@@ -54,10 +45,6 @@ struct MixTable {
   const T* g[MIX_MAX_STREAMS];   // backward: the streams' gradients
   T* out[MIX_MAX_STREAMS];       // forward: the streams
   const T* g2[MIX_MAX_STREAMS];  // backward (_p kernels): the deferred mix's streams' gradients
-  T* y[MIX_MAX_STREAMS];         // forward, nn > 0: the normed streams
-  const T* gamma[MIX_MAX_STREAMS];   // nn > 0: the norms' scales (null: none)
-  const T* x[MIX_MAX_STREAMS];   // backward, nn > 0: the streams as forward wrote them (the norms' inputs)
-  T* gout[MIX_MAX_STREAMS];      // backward, nn > 0: where the normed streams' input gradients go too (null: nowhere)
 };
 
 // The kernels index the table with a run-time j. A dynamically indexed kernel parameter is copied
@@ -69,10 +56,7 @@ __device__ __forceinline__ void stage_table(const MixTable<T>& tab, MixTable<T>&
 #pragma unroll
     for (int i = 0; i < MIX_MAX_INPUTS; ++i) { st.h[i] = tab.h[i]; st.gh[i] = tab.gh[i]; }
 #pragma unroll
-    for (int i = 0; i < MIX_MAX_STREAMS; ++i) {
-      st.g[i] = tab.g[i]; st.out[i] = tab.out[i]; st.g2[i] = tab.g2[i];
-      st.y[i] = tab.y[i]; st.gamma[i] = tab.gamma[i]; st.x[i] = tab.x[i]; st.gout[i] = tab.gout[i];
-    }
+    for (int i = 0; i < MIX_MAX_STREAMS; ++i) { st.g[i] = tab.g[i]; st.out[i] = tab.out[i]; st.g2[i] = tab.g2[i]; }
   }
   __syncthreads();
 }
@@ -89,10 +73,6 @@ __device__ __forceinline__ unsigned short mix_to_bf16(float f) {
   u += 0x7fffu + ((u >> 16) & 1u);
   return (unsigned short)(u >> 16);
 }
-
-// v as T holds it (the stream's stored value, which the norm reads)
-__device__ __forceinline__ float mix_round(float v, const float*) { return v; }
-__device__ __forceinline__ float mix_round(float v, const unsigned short*) { return mix_to_float(mix_to_bf16(v)); }
 
 __device__ __forceinline__ void mix_store1(float* p, float v) { *p = v; }
 __device__ __forceinline__ void mix_store1(unsigned short* p, float v) { *p = mix_to_bf16(v); }
@@ -162,38 +142,6 @@ template <typename T, int V> __device__ __forceinline__ void unpack(const RawChu
 #pragma unroll
   for (int k = 0; k < V; ++k) f[k] = mix_to_float(r.v[k]);
 }
-template <int V> __device__ __forceinline__ void pack(const float (&f)[V], RawChunk<float, V>& r) {
-#pragma unroll
-  for (int k = 0; k < V; ++k) r.v[k] = f[k];
-}
-template <int V> __device__ __forceinline__ void pack(const float (&f)[V], RawChunk<unsigned short, V>& r) {
-#pragma unroll
-  for (int k = 0; k < V; ++k) r.v[k] = mix_to_bf16(f[k]);
-}
-template <typename T, int V> __device__ __forceinline__ void store_raw(T* p, const RawChunk<T, V>& r) {
-  if constexpr (V * sizeof(T) == 16) *reinterpret_cast<Raw16*>(p) = *reinterpret_cast<const Raw16*>(r.v);
-  else {
-#pragma unroll
-    for (int k = 0; k < V; ++k) p[k] = r.v[k];
-  }
-}
-
-// A norm's scale at this thread's columns (1 without a scale)
-template <typename T, int V> __device__ __forceinline__ void load_gamma(const T* gamma, int col, float (&g)[V]) {
-  if (gamma != 0) load_chunk<V>(gamma + col, g);
-  else {
-#pragma unroll
-    for (int k = 0; k < V; ++k) g[k] = 1.f;
-  }
-}
-
-// The sum over the token's warps of each stream's per-warp partial (nred[w * MIX_MAX_STREAMS + c]), in warp order as
-// rmsnorm.cu's row_sum adds them. After the barrier that follows the partials' writes.
-__device__ __forceinline__ float norm_total(const float* nred, int warps, int c) {
-  float s = 0.f;
-  for (int w = 0; w < warps; ++w) s += nred[w * MIX_MAX_STREAMS + c];
-  return s;
-}
 
 // The token's weights w[c, row, j] into sw[c * l + j] as fp32 (the token's TPR threads share the copy).
 template <typename T>
@@ -205,26 +153,23 @@ __device__ __forceinline__ void load_weights(const T* w, float* sw, long long ro
 }
 
 template <typename T, int V>
-__device__ void mix_forward(const MixTable<T>& tab, const T* w, long long tokens, int nc, int l, int d, int nn, float eps, float* rstd) {
+__device__ void mix_forward(const MixTable<T>& tab, const T* w, long long tokens, int nc, int l, int d) {
   MIX_DYNAMIC_SHARED(smem);
   const int cl = nc * l;
-  const int warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   float* sw = smem + threadIdx.y * cl;
-  float* nred = smem + blockDim.y * cl + threadIdx.y * warps * MIX_MAX_STREAMS;   // nn > 0: nred[warp * 4 + c]
   const int col = threadIdx.x * V;
   for (long long base = (long long)blockIdx.x * blockDim.y; base < tokens; base += (long long)gridDim.x * blockDim.y) {
     const long long row = base + threadIdx.y;
     const bool valid = row < tokens;
-    const bool mine = valid && col < d;
     if (valid) load_weights(w, sw, row, tokens, nc, l);
     __syncthreads();
-    const long long offset = row * d + col;
-    float acc[MIX_MAX_STREAMS][V];
+    if (valid && col < d) {
+      const long long offset = row * d + col;
+      float acc[MIX_MAX_STREAMS][V];
 #pragma unroll
-    for (int c = 0; c < MIX_MAX_STREAMS; ++c)
+      for (int c = 0; c < MIX_MAX_STREAMS; ++c)
 #pragma unroll
-      for (int k = 0; k < V; ++k) acc[c][k] = 0.f;
-    if (mine) {
+        for (int k = 0; k < V; ++k) acc[c][k] = 0.f;
 #pragma unroll kMixUnroll
       for (int j = 0; j < l; ++j) {
         float h[V];
@@ -239,62 +184,24 @@ __device__ void mix_forward(const MixTable<T>& tab, const T* w, long long tokens
         }
       }
 #pragma unroll
-      for (int c = 0; c < MIX_MAX_STREAMS; ++c) {
-        if (c < nn) {   // the norm reads the stream as stored
-#pragma unroll
-          for (int k = 0; k < V; ++k) acc[c][k] = mix_round(acc[c][k], (const T*)0);
-        }
-        if (c < nc && tab.out[c] != 0) store_chunk<V>(tab.out[c] + offset, acc[c]);
-      }
+      for (int c = 0; c < MIX_MAX_STREAMS; ++c)
+        if (c < nc) store_chunk<V>(tab.out[c] + offset, acc[c]);
     }
-    if (nn > 0) {   // uniform over the launch: every thread reaches the barrier (zeros where it has no columns)
-#pragma unroll
-      for (int c = 0; c < MIX_MAX_STREAMS; ++c) {
-        if (c < nn) {
-          float ss = 0.f;
-#pragma unroll
-          for (int k = 0; k < V; ++k) ss += acc[c][k] * acc[c][k];
-          ss = mix_warp_sum(ss);
-          if (lane == 0) nred[warp * MIX_MAX_STREAMS + c] = ss;
-        }
-      }
-      __syncthreads();
-      if (mine) {
-#pragma unroll
-        for (int c = 0; c < MIX_MAX_STREAMS; ++c) {
-          if (c < nn) {
-            const float r = rsqrtf(norm_total(nred, warps, c) / (float)d + eps);
-            if (rstd != 0 && threadIdx.x == 0) rstd[(long long)c * tokens + row] = r;
-            float g[V];
-            load_gamma<T, V>(tab.gamma[c], col, g);
-#pragma unroll
-            for (int k = 0; k < V; ++k) acc[c][k] = acc[c][k] * r * g[k];
-            store_chunk<V>(tab.y[c] + offset, acc[c]);
-          }
-        }
-      }
-    }
-    __syncthreads();   // sw and nred are rewritten for the next token
+    __syncthreads();   // sw is rewritten for the next token
   }
 }
 
 // Pending: a deferred mix's gradients g2 (nc2 streams) and weights w2 (nc2, tokens, l2) are added too.
 template <typename T, int V, bool Pending>
 __device__ void mix_backward(const MixTable<T>& tab, const T* w, float* gw, long long tokens, int nc, int l, int d, unsigned long long addmask,
-                             unsigned long long writemask, const T* w2, int nc2, int l2, int nn, const float* rstd, float* dgpart) {
+                             unsigned long long writemask, const T* w2, int nc2, int l2) {
   MIX_DYNAMIC_SHARED(smem);
   const int cl = nc * l, cl2 = Pending ? nc2 * l2 : 0;
   const int warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   float* sw = smem + threadIdx.y * cl;
   float* red = smem + blockDim.y * cl + threadIdx.y * warps * cl;   // red[warp * cl + c * l + j]
   float* sw2 = smem + blockDim.y * (cl + warps * cl) + threadIdx.y * cl2;
-  float* nred = smem + blockDim.y * (cl + warps * cl + cl2) + threadIdx.y * warps * MIX_MAX_STREAMS;   // nn > 0: nred[warp * 4 + c]
-  float* sdg = smem + blockDim.y * (cl + warps * cl + cl2 + warps * MIX_MAX_STREAMS);                  // dgpart: sdg[(y * nn + c) * d + column]
   const int col = threadIdx.x * V;
-  if (dgpart != 0) {
-    for (int i = threadIdx.y * blockDim.x + threadIdx.x; i < (int)blockDim.y * nn * d; i += blockDim.x * blockDim.y) sdg[i] = 0.f;
-    __syncthreads();
-  }
   for (long long base = (long long)blockIdx.x * blockDim.y; base < tokens; base += (long long)gridDim.x * blockDim.y) {
     const long long row = base + threadIdx.y;
     const bool valid = row < tokens;
@@ -313,55 +220,6 @@ __device__ void mix_backward(const MixTable<T>& tab, const T* w, float* gw, long
       if constexpr (Pending) {
         if (mine && c < nc2) load_raw(tab.g2[c] + offset, g2[c]);
         else g2[c] = RawChunk<T, V>{};
-      }
-    }
-    if (nn > 0) {   // uniform over the launch. The normed streams' g is dy: their input gradients replace it (rmsnorm.cu's backward)
-      RawChunk<T, V> xr[MIX_MAX_STREAMS];
-#pragma unroll
-      for (int c = 0; c < MIX_MAX_STREAMS; ++c) {
-        if (c < nn) {
-          float dot = 0.f;
-          xr[c] = RawChunk<T, V>{};
-          if (mine) {
-            const float r = rstd[(long long)c * tokens + row];
-            load_raw(tab.x[c] + offset, xr[c]);
-            float xh[V], dy[V], gm[V];
-            unpack(xr[c], xh);
-            unpack(g[c], dy);
-            load_gamma<T, V>(tab.gamma[c], col, gm);
-#pragma unroll
-            for (int k = 0; k < V; ++k) {
-              xh[k] *= r;
-              if (dgpart != 0) sdg[(threadIdx.y * nn + c) * d + col + k] += dy[k] * xh[k];
-              dy[k] *= gm[k];
-              dot += dy[k] * xh[k];
-            }
-          }
-          dot = mix_warp_sum(dot);
-          if (lane == 0) nred[warp * MIX_MAX_STREAMS + c] = dot;
-        }
-      }
-      __syncthreads();
-      if (mine) {
-#pragma unroll
-        for (int c = 0; c < MIX_MAX_STREAMS; ++c) {
-          if (c < nn) {
-            const float r = rstd[(long long)c * tokens + row];
-            const float mean_dot = norm_total(nred, warps, c) / (float)d;
-            float xh[V], dy[V], gm[V];
-            unpack(xr[c], xh);
-            unpack(g[c], dy);
-            load_gamma<T, V>(tab.gamma[c], col, gm);
-#pragma unroll
-            for (int k = 0; k < V; ++k) {
-              xh[k] *= r;
-              dy[k] *= gm[k];
-              dy[k] = r * (dy[k] - xh[k] * mean_dot);
-            }
-            pack(dy, g[c]);   // rounded to T, as the separate norm stored it
-            if (tab.gout[c] != 0) store_raw(tab.gout[c] + offset, g[c]);
-          }
-        }
       }
     }
     // h_{j+1} and the old gh_{j+1} are loaded before gh_j is stored: the compiler cannot know that gh_j
@@ -434,81 +292,75 @@ __device__ void mix_backward(const MixTable<T>& tab, const T* w, float* gw, long
         mix_store1(gw + ((long long)c * tokens + row) * l + j, s);
       }
     }
-    __syncthreads();   // sw, red and nred are rewritten for the next token
-  }
-  if (dgpart != 0 && col < d) {   // this thread's own slots: no barrier needed
-    const long long parts = (long long)gridDim.x * blockDim.y, part = (long long)blockIdx.x * blockDim.y + threadIdx.y;
-    for (int c = 0; c < nn; ++c)
-#pragma unroll
-      for (int k = 0; k < V; ++k) dgpart[((long long)c * parts + part) * d + col + k] = sdg[(threadIdx.y * nn + c) * d + col + k];
+    __syncthreads();   // sw and red are rewritten for the next token
   }
 }
 
-extern "C" __global__ void __launch_bounds__(1024) mix_forward_f32(const MixTable<float> tab, const float* w, long long tokens, int nc, int l, int d, int nn, float eps, float* rstd) {
+extern "C" __global__ void __launch_bounds__(1024) mix_forward_f32(const MixTable<float> tab, const float* w, long long tokens, int nc, int l, int d) {
   __shared__ MixTable<float> st;
   stage_table(tab, st);
-  mix_forward<float, 1>(st, w, tokens, nc, l, d, nn, eps, rstd);
+  mix_forward<float, 1>(st, w, tokens, nc, l, d);
 }
-extern "C" __global__ void __launch_bounds__(256) mix_forward_f32_v(const MixTable<float> tab, const float* w, long long tokens, int nc, int l, int d, int nn, float eps, float* rstd) {
+extern "C" __global__ void __launch_bounds__(256) mix_forward_f32_v(const MixTable<float> tab, const float* w, long long tokens, int nc, int l, int d) {
   __shared__ MixTable<float> st;
   stage_table(tab, st);
-  mix_forward<float, 4>(st, w, tokens, nc, l, d, nn, eps, rstd);
+  mix_forward<float, 4>(st, w, tokens, nc, l, d);
 }
-extern "C" __global__ void __launch_bounds__(1024) mix_forward_bf16(const MixTable<unsigned short> tab, const unsigned short* w, long long tokens, int nc, int l, int d, int nn, float eps, float* rstd) {
+extern "C" __global__ void __launch_bounds__(1024) mix_forward_bf16(const MixTable<unsigned short> tab, const unsigned short* w, long long tokens, int nc, int l, int d) {
   __shared__ MixTable<unsigned short> st;
   stage_table(tab, st);
-  mix_forward<unsigned short, 1>(st, w, tokens, nc, l, d, nn, eps, rstd);
+  mix_forward<unsigned short, 1>(st, w, tokens, nc, l, d);
 }
-extern "C" __global__ void __launch_bounds__(256) mix_forward_bf16_v(const MixTable<unsigned short> tab, const unsigned short* w, long long tokens, int nc, int l, int d, int nn, float eps, float* rstd) {
+extern "C" __global__ void __launch_bounds__(256) mix_forward_bf16_v(const MixTable<unsigned short> tab, const unsigned short* w, long long tokens, int nc, int l, int d) {
   __shared__ MixTable<unsigned short> st;
   stage_table(tab, st);
-  mix_forward<unsigned short, 8>(st, w, tokens, nc, l, d, nn, eps, rstd);
+  mix_forward<unsigned short, 8>(st, w, tokens, nc, l, d);
 }
 extern "C" __global__ void __launch_bounds__(1024) mix_backward_f32(const MixTable<float> tab, const float* w, float* gw, long long tokens, int nc, int l, int d,
-    unsigned long long addmask, unsigned long long writemask, const float* w2, int nc2, int l2, int nn, const float* rstd, float* dgpart) {
+    unsigned long long addmask, unsigned long long writemask, const float* w2, int nc2, int l2) {
   __shared__ MixTable<float> st;
   stage_table(tab, st);
-  mix_backward<float, 1, false>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2, nn, rstd, dgpart);
+  mix_backward<float, 1, false>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2);
 }
 extern "C" __global__ void __launch_bounds__(1024) mix_backward_p_f32(const MixTable<float> tab, const float* w, float* gw, long long tokens, int nc, int l, int d,
-    unsigned long long addmask, unsigned long long writemask, const float* w2, int nc2, int l2, int nn, const float* rstd, float* dgpart) {
+    unsigned long long addmask, unsigned long long writemask, const float* w2, int nc2, int l2) {
   __shared__ MixTable<float> st;
   stage_table(tab, st);
-  mix_backward<float, 1, true>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2, nn, rstd, dgpart);
+  mix_backward<float, 1, true>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2);
 }
 extern "C" __global__ void __launch_bounds__(256) mix_backward_f32_v(const MixTable<float> tab, const float* w, float* gw, long long tokens, int nc, int l, int d,
-    unsigned long long addmask, unsigned long long writemask, const float* w2, int nc2, int l2, int nn, const float* rstd, float* dgpart) {
+    unsigned long long addmask, unsigned long long writemask, const float* w2, int nc2, int l2) {
   __shared__ MixTable<float> st;
   stage_table(tab, st);
-  mix_backward<float, 4, false>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2, nn, rstd, dgpart);
+  mix_backward<float, 4, false>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2);
 }
 extern "C" __global__ void __launch_bounds__(256) mix_backward_p_f32_v(const MixTable<float> tab, const float* w, float* gw, long long tokens, int nc, int l, int d,
-    unsigned long long addmask, unsigned long long writemask, const float* w2, int nc2, int l2, int nn, const float* rstd, float* dgpart) {
+    unsigned long long addmask, unsigned long long writemask, const float* w2, int nc2, int l2) {
   __shared__ MixTable<float> st;
   stage_table(tab, st);
-  mix_backward<float, 4, true>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2, nn, rstd, dgpart);
+  mix_backward<float, 4, true>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2);
 }
 extern "C" __global__ void __launch_bounds__(1024) mix_backward_bf16(const MixTable<unsigned short> tab, const unsigned short* w, float* gw, long long tokens, int nc, int l, int d,
-    unsigned long long addmask, unsigned long long writemask, const unsigned short* w2, int nc2, int l2, int nn, const float* rstd, float* dgpart) {
+    unsigned long long addmask, unsigned long long writemask, const unsigned short* w2, int nc2, int l2) {
   __shared__ MixTable<unsigned short> st;
   stage_table(tab, st);
-  mix_backward<unsigned short, 1, false>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2, nn, rstd, dgpart);
+  mix_backward<unsigned short, 1, false>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2);
 }
 extern "C" __global__ void __launch_bounds__(1024) mix_backward_p_bf16(const MixTable<unsigned short> tab, const unsigned short* w, float* gw, long long tokens, int nc, int l, int d,
-    unsigned long long addmask, unsigned long long writemask, const unsigned short* w2, int nc2, int l2, int nn, const float* rstd, float* dgpart) {
+    unsigned long long addmask, unsigned long long writemask, const unsigned short* w2, int nc2, int l2) {
   __shared__ MixTable<unsigned short> st;
   stage_table(tab, st);
-  mix_backward<unsigned short, 1, true>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2, nn, rstd, dgpart);
+  mix_backward<unsigned short, 1, true>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2);
 }
 extern "C" __global__ void __launch_bounds__(256) mix_backward_bf16_v(const MixTable<unsigned short> tab, const unsigned short* w, float* gw, long long tokens, int nc, int l, int d,
-    unsigned long long addmask, unsigned long long writemask, const unsigned short* w2, int nc2, int l2, int nn, const float* rstd, float* dgpart) {
+    unsigned long long addmask, unsigned long long writemask, const unsigned short* w2, int nc2, int l2) {
   __shared__ MixTable<unsigned short> st;
   stage_table(tab, st);
-  mix_backward<unsigned short, 8, false>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2, nn, rstd, dgpart);
+  mix_backward<unsigned short, 8, false>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2);
 }
 extern "C" __global__ void __launch_bounds__(256) mix_backward_p_bf16_v(const MixTable<unsigned short> tab, const unsigned short* w, float* gw, long long tokens, int nc, int l, int d,
-    unsigned long long addmask, unsigned long long writemask, const unsigned short* w2, int nc2, int l2, int nn, const float* rstd, float* dgpart) {
+    unsigned long long addmask, unsigned long long writemask, const unsigned short* w2, int nc2, int l2) {
   __shared__ MixTable<unsigned short> st;
   stage_table(tab, st);
-  mix_backward<unsigned short, 8, true>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2, nn, rstd, dgpart);
+  mix_backward<unsigned short, 8, true>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2);
 }

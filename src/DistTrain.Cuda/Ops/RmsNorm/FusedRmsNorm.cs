@@ -116,32 +116,19 @@ internal sealed class FusedRmsNorm
             Arg.Ptr(pdx),
             Arg.Ptr(partial is null ? 0 : TensorArgs.Pointer(partial, _device, op, "dw partial", ScalarType.Float32)),
             Arg.I64(rows), Arg.I32((int)d), Arg.I32(Vectors(d, dtype, px, pw, pdy, pdres, pdx)));
-        if (weight is null)
-            return (dx, null);
-        var dw = ReduceDw(partial!, parts, weight, dwInto, Shapes);
-        return (dx, dwInto is null ? dw : null);
-    }
-
-    /// <summary>
-    /// dw = the sum over <paramref name="parts"/> rows of <paramref name="partial"/> (at least parts·D fp32, contiguous from
-    /// its start; D = the weight's length) in the weight's dtype: added into <paramref name="dwInto"/> (then returned), else a new tensor.
-    /// </summary>
-    internal Tensor ReduceDw(Tensor partial, long parts, Tensor weight, Tensor? dwInto, Func<string> shapes)
-    {
-        const string op = "rmsnorm dw reduce";
-        long d = weight.shape[0];
-        var dtype = weight.dtype;
+        if (weight is null || (parts == 0 && dwInto is not null))
+            return (dx, null);   // no rows: nothing to add
         var dw = dwInto ?? empty_like(weight);
         if (parts == 0)
         {
-            if (dwInto is null) dw.zero_();   // no rows: nothing to reduce (nothing to add)
-            return dw;
+            dw.zero_();   // no rows: nothing to reduce
+            return (dx, dw);
         }
-        KernelLaunch.Launch(dtype == ScalarType.BFloat16 ? _reduce16 : _reduce32, ((uint)((d + 31) / 32), 1), (32, 32), shapes,
-            Arg.Ptr(TensorArgs.Pointer(partial, _device, op, "dw partial", ScalarType.Float32)),
+        KernelLaunch.Launch(dtype == ScalarType.BFloat16 ? _reduce16 : _reduce32, ((uint)((d + 31) / 32), 1), (32, 32), Shapes,
+            Arg.Ptr(TensorArgs.Pointer(partial!, _device, op, "dw partial", ScalarType.Float32)),
             Arg.Ptr(TensorArgs.Pointer(dw, _device, op, "dw", dtype)),
             Arg.I64(parts), Arg.I32((int)d), Arg.I32(dwInto is null ? 0 : 1));
-        return dw;
+        return (dx, dwInto is null ? dw : null);
     }
 
     /// <summary>1 when rows are whole 16-byte vectors (D a multiple of 8 bf16 or 4 fp32) and every pointer (0: none) starts on 16 bytes.</summary>
