@@ -10,7 +10,8 @@ namespace DistTrain.Model.Layers;
 /// <remarks>
 /// w1 and w3 stay two GEMMs: one GEMM on cat(w1, w3) would need the weights concatenated every step
 /// (a copy of 2·H·D per layer, again under activation checkpointing) or parameters that are views of
-/// one buffer (export and the flat optimizer layout own the names w1/w3); the gate is one kernel.
+/// one buffer (export and the flat optimizer layout own the names w1/w3). They are one autograd node
+/// (<see cref="GateProjections"/>), whose backward sums x's two gradients inside the second GEMM; the gate is one kernel.
 /// </remarks>
 public sealed class FeedForward : nn.Module<Tensor, Tensor>, IUsesKernels
 {
@@ -29,6 +30,7 @@ public sealed class FeedForward : nn.Module<Tensor, Tensor>, IUsesKernels
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        return w2.forward(Kernels.SwiGlu(w1.forward(x), w3.forward(x))).MoveToOuterDisposeScope();
+        var (a, b) = GateProjections.Apply(x, w1.weight, w3.weight);
+        return w2.forward(Kernels.SwiGlu(a, b)).MoveToOuterDisposeScope();
     }
 }
