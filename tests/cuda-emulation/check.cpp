@@ -93,6 +93,49 @@ static void check_rmsnorm_bf16(long long rows, int d, unsigned grid, bool scaled
   expect(e / m <= 1.0 / 128, what, e / m);
 }
 
+// The warp-a-row bf16 kernels (rows_bf16) against the block-a-row ones on the same rows, with the fused residual add or
+// without: y, the sum (bit for bit), rstd, dx and dw within one bf16 rounding (their sums add the same terms in another order)
+static void check_rmsnorm_rows(long long rows, int d, unsigned grid, bool scaled, bool add) {
+  std::mt19937 rng(rows * 29 + d + add);
+  std::normal_distribution<float> n01;
+  auto draw = [&](long long n) { std::vector<unsigned short> v(n); for (auto& e : v) e = rms::to_bf16(n01(rng)); return v; };
+  auto x = draw(rows * d), res = draw(rows * d), dy = draw(rows * d), dres = draw(rows * d), w = draw(d);
+  for (auto& v : w) v = rms::to_bf16(1.f + 0.1f * __uint_as_float((unsigned)v << 16));
+  const unsigned short* wp = scaled ? w.data() : nullptr;
+  const unsigned short *rp = add ? res.data() : nullptr, *drp = add ? dres.data() : nullptr;
+  std::vector<unsigned short> y[2], sum[2], dx[2], dw[2];
+  std::vector<float> rstd[2];
+  unsigned tpr, rpb; layout(d, tpr, rpb);
+  for (int k : {0, 1}) {   // 0: block a row, 1: warp a row
+    y[k].resize(rows * d); sum[k].resize(rows * d); dx[k].resize(rows * d); dw[k].resize(d); rstd[k].resize(rows);
+    unsigned short* sp = add ? sum[k].data() : nullptr;
+    const long long parts = k ? grid : (long long)grid * rpb;
+    std::vector<float> partial(parts * d, -1.f);
+    if (k == 0) {
+      launch({grid}, {tpr, rpb}, [&] { rms::rmsnorm_forward_bf16(x.data(), rp, sp, wp, y[k].data(), rstd[k].data(), rows, d, 1e-5f, 1); });
+      const unsigned short* xin = add ? sum[k].data() : x.data();
+      launch({grid}, {tpr, rpb}, [&] { rms::rmsnorm_backward_bf16(xin, wp, dy.data(), drp, rstd[k].data(), dx[k].data(), scaled ? partial.data() : nullptr, rows, d, 1); });
+    } else {
+      launch({grid}, {256}, [&] { rms::rmsnorm_forward_rows_bf16(x.data(), rp, sp, wp, y[k].data(), rstd[k].data(), rows, d, 1e-5f); });
+      const unsigned short* xin = add ? sum[k].data() : x.data();
+      launch({grid}, {256}, [&] { rms::rmsnorm_backward_rows_bf16(xin, wp, dy.data(), drp, rstd[k].data(), dx[k].data(), scaled ? partial.data() : nullptr, rows, d); });
+    }
+    if (scaled) launch({(unsigned)(d + 31) / 32}, {32, 32}, [&] { rms::rmsnorm_dw_reduce_bf16(partial.data(), dw[k].data(), parts, d, 0); });
+  }
+  auto f = [](unsigned short h) { return (double)__uint_as_float((unsigned)h << 16); };
+  double e = 0, m = 0, er = 0;
+  auto cmp = [&](const std::vector<unsigned short>& a, const std::vector<unsigned short>& b) {
+    for (size_t i = 0; i < a.size(); ++i) { e = std::max(e, std::abs(f(a[i]) - f(b[i]))); m = std::max(m, std::abs(f(b[i]))); }
+  };
+  cmp(y[1], y[0]); cmp(dx[1], dx[0]);
+  if (scaled) cmp(dw[1], dw[0]);
+  for (long long r = 0; r < rows; ++r) er = std::max(er, (double)std::abs(rstd[1][r] - rstd[0][r]) / rstd[0][r]);
+  const bool same_sum = !add || sum[0] == sum[1];
+  char what[128];
+  std::snprintf(what, sizeof what, "rmsnorm%s%s rows_bf16 %lldx%d grid %u = block-a-row kernels", add ? " +add" : "", scaled ? "" : "_noscale", rows, d, grid);
+  expect(e / m <= 1.0 / 128 && er < 1e-5 && same_sum, what, std::max(e / m, er));
+}
+
 // bf16 gradients (as trained): the same values rounded to bf16 first, read through the bf16 kernels
 static void check_adamw(long long n, long long decay, unsigned grid, bool inject_nan, int vec, bool bf16_grads = false) {
   std::mt19937 rng(n);
@@ -168,6 +211,11 @@ int main() {
     check_rmsnorm(5, 1000, 2, scaled);     // 128 threads a row, 2 rows a block, a partial last group
     check_rmsnorm(3, 1024, 2, scaled);
     check_rmsnorm(2, 4096, 1, scaled);     // 512 threads, one row a block, rows walked grid-stride
+  }
+  for (bool add : {false, true}) {
+    check_rmsnorm_rows(3, 256, 1, true, add);      // fewer rows than warps
+    check_rmsnorm_rows(37, 768, 2, true, add);     // warp-stride over the rows, 3 vectors a lane
+    check_rmsnorm_rows(19, 1024, 2, false, add);   // 4 vectors a lane, no scale
   }
   check_ops();
   check_add_rmsnorm_all();

@@ -84,6 +84,12 @@ int main() {
     bench(name, 4.0 * mb, [&] { rms::rmsnorm_forward_bf16<<<fgrid, dim3(tpr, rpb)>>>(x, dy, dx, w, y, rstd, tokens, (int)d, 1e-5f, 1); });
     std::snprintf(name, sizeof name, "add_rmsnorm bwd MAXC %d (%u x %u) grid %u", MAXC, tpr, rpb, bgrid);
     bench(name, 4.0 * mb, [&] { rms::rmsnorm_backward_bf16<<<bgrid, dim3(tpr, rpb)>>>(x, w, dy, y, rstd, dx, partial, tokens, (int)d, 1); });
+    // one warp a row (D = 1024: 4 vectors a lane), grids as FusedRmsNorm: 8 and 4 blocks of 8 warps an SM
+    const unsigned rfgrid = (unsigned)std::min<long long>((tokens + 7) / 8, (long long)sms * 8), rbgrid = (unsigned)std::min<long long>((tokens + 7) / 8, (long long)sms * 4);
+    bench("rmsnorm fwd rows (a warp a row)", 2.0 * mb, [&] { rms::rmsnorm_forward_rows_bf16<<<rfgrid, 256>>>(x, nullptr, nullptr, w, y, rstd, tokens, (int)d, 1e-5f); });
+    bench("rmsnorm bwd rows", 3.0 * mb, [&] { rms::rmsnorm_backward_rows_bf16<<<rbgrid, 256>>>(x, w, dy, nullptr, rstd, dx, partial, tokens, (int)d); });
+    bench("add_rmsnorm fwd rows", 4.0 * mb, [&] { rms::rmsnorm_forward_rows_bf16<<<rfgrid, 256>>>(x, dy, dx, w, y, rstd, tokens, (int)d, 1e-5f); });
+    bench("add_rmsnorm bwd rows", 4.0 * mb, [&] { rms::rmsnorm_backward_rows_bf16<<<rbgrid, 256>>>(x, w, dy, y, rstd, dx, partial, tokens, (int)d); });
   }
   // QK-norm rotary on q (B, T, H, d) = (8, 2048, 16, 64) contiguous, dy transposed as SDPA returns it
   {

@@ -18,7 +18,7 @@ internal sealed class FusedRmsNorm
     public const int MaxDim = 1024 * MaxColumnsPerThread;
 
     readonly CudaDevice _device;
-    readonly CudaFunction _forward32, _forward16, _backward32, _backward16, _reduce32, _reduce16;
+    readonly CudaFunction _forward32, _forward16, _backward32, _backward16, _reduce32, _reduce16, _forwardRows16, _backwardRows16;
 
     public FusedRmsNorm(CudaDevice device)
     {
@@ -27,6 +27,7 @@ internal sealed class FusedRmsNorm
         (_forward32, _forward16) = (module.Function("rmsnorm_forward_f32"), module.Function("rmsnorm_forward_bf16"));
         (_backward32, _backward16) = (module.Function("rmsnorm_backward_f32"), module.Function("rmsnorm_backward_bf16"));
         (_reduce32, _reduce16) = (module.Function("rmsnorm_dw_reduce_f32"), module.Function("rmsnorm_dw_reduce_bf16"));
+        (_forwardRows16, _backwardRows16) = (module.Function("rmsnorm_forward_rows_bf16"), module.Function("rmsnorm_backward_rows_bf16"));
     }
 
     public CudaDevice Device => _device;
@@ -48,6 +49,14 @@ internal sealed class FusedRmsNorm
         while (tpr * MaxColumnsPerThread < d) tpr *= 2;
         return (tpr, Math.Max(1u, 256u / tpr));
     }
+
+    const int RowsWarps = 8;   // ROWS_WARPS in rmsnorm.cu
+
+    /// <summary>
+    /// Whether the warp-a-row kernels (rmsnorm_*_rows_bf16) take these rows: bf16, D a multiple of 256 up to 1024 (the
+    /// model widths), whole 16-byte vectors (<paramref name="vec"/> from <see cref="Vectors"/>). Else the block-a-row kernels.
+    /// </summary>
+    internal static bool WarpRows(long d, ScalarType dtype, int vec) => dtype == ScalarType.BFloat16 && vec == 1 && d % 256 == 0 && d <= 1024;
 
     /// <summary>x (rows·D contiguous), weight (D) or null -> y like x, rstd (rows) fp32 when <paramref name="keepRstd"/>.</summary>
     public (Tensor Y, Tensor? Rstd) Forward(Tensor x, Tensor? weight, double eps, bool keepRstd)
@@ -75,17 +84,25 @@ internal sealed class FusedRmsNorm
         var y = empty_like(x);
         var sum = residual is null ? null : empty_like(x);
         var rstd = keepRstd ? empty([rows], ScalarType.Float32, x.device) : null;
-        var (tpr, rpb) = Layout(d);
-        uint blocks = (uint)Math.Min((rows + rpb - 1) / rpb, (long)_device.Multiprocessors * 16);
         nint px = TensorArgs.Pointer(x, _device, op, "x", dtype), pw = weight is null ? 0 : TensorArgs.Pointer(weight, _device, op, "weight", dtype),
              py = TensorArgs.Pointer(y, _device, op, "y", dtype),
              pres = residual is null ? 0 : TensorArgs.Pointer(residual, _device, op, "residual", dtype),
-             psum = sum is null ? 0 : TensorArgs.Pointer(sum, _device, op, "sum", dtype);
-        KernelLaunch.Launch(dtype == ScalarType.BFloat16 ? _forward16 : _forward32, (blocks, 1), (tpr, rpb),
-            () => $"x {TensorArgs.Describe(x)}, residual {(residual is null ? "none" : TensorArgs.Describe(residual))}, weight {(weight is null ? "none" : TensorArgs.Describe(weight))}",
-            Arg.Ptr(px), Arg.Ptr(pres), Arg.Ptr(psum), Arg.Ptr(pw), Arg.Ptr(py),
-            Arg.Ptr(rstd is null ? 0 : TensorArgs.Pointer(rstd, _device, op, "rstd", ScalarType.Float32)),
-            Arg.I64(rows), Arg.I32((int)d), Arg.F32((float)eps), Arg.I32(Vectors(d, dtype, px, pres, psum, pw, py)));
+             psum = sum is null ? 0 : TensorArgs.Pointer(sum, _device, op, "sum", dtype),
+             prstd = rstd is null ? 0 : TensorArgs.Pointer(rstd, _device, op, "rstd", ScalarType.Float32);
+        string Shapes() => $"x {TensorArgs.Describe(x)}, residual {(residual is null ? "none" : TensorArgs.Describe(residual))}, weight {(weight is null ? "none" : TensorArgs.Describe(weight))}";
+        int vec = Vectors(d, dtype, px, pres, psum, pw, py);
+        if (WarpRows(d, dtype, vec))
+        {
+            uint warpBlocks = (uint)Math.Min((rows + RowsWarps - 1) / RowsWarps, (long)_device.Multiprocessors * 8);
+            KernelLaunch.Launch(_forwardRows16, (warpBlocks, 1), (RowsWarps * 32, 1), Shapes,
+                Arg.Ptr(px), Arg.Ptr(pres), Arg.Ptr(psum), Arg.Ptr(pw), Arg.Ptr(py), Arg.Ptr(prstd), Arg.I64(rows), Arg.I32((int)d), Arg.F32((float)eps));
+            return (y, rstd, sum);
+        }
+        var (tpr, rpb) = Layout(d);
+        uint blocks = (uint)Math.Min((rows + rpb - 1) / rpb, (long)_device.Multiprocessors * 16);
+        KernelLaunch.Launch(dtype == ScalarType.BFloat16 ? _forward16 : _forward32, (blocks, 1), (tpr, rpb), Shapes,
+            Arg.Ptr(px), Arg.Ptr(pres), Arg.Ptr(psum), Arg.Ptr(pw), Arg.Ptr(py), Arg.Ptr(prstd),
+            Arg.I64(rows), Arg.I32((int)d), Arg.F32((float)eps), Arg.I32(vec));
         return (y, rstd, sum);
     }
 
@@ -101,21 +118,27 @@ internal sealed class FusedRmsNorm
         long d = x.shape[^1], rows = x.numel() / d;
         var dtype = x.dtype;
         var dx = empty_like(x);
-        var (tpr, rpb) = Layout(d);
-        // few enough blocks that the partial rows stay small (parts x D fp32), enough to fill the GPU
-        uint blocks = (uint)Math.Min((rows + rpb - 1) / rpb, (long)_device.Multiprocessors * 4);
-        long parts = (long)blocks * rpb;
-        using var partial = weight is null ? null : empty([parts, d], ScalarType.Float32, x.device);
         string Shapes() => $"x {TensorArgs.Describe(x)}, dy {TensorArgs.Describe(dy)}, dsum {(dSum is null ? "none" : TensorArgs.Describe(dSum))}, weight {(weight is null ? "none" : TensorArgs.Describe(weight))}";
         nint px = TensorArgs.Pointer(x, _device, op, "x", dtype), pw = weight is null ? 0 : TensorArgs.Pointer(weight, _device, op, "weight", dtype),
              pdy = TensorArgs.Pointer(dy, _device, op, "dy", dtype), pdx = TensorArgs.Pointer(dx, _device, op, "dx", dtype),
-             pdres = dSum is null ? 0 : TensorArgs.Pointer(dSum, _device, op, "dsum", dtype);
-        KernelLaunch.Launch(dtype == ScalarType.BFloat16 ? _backward16 : _backward32, (blocks, 1), (tpr, rpb), Shapes,
-            Arg.Ptr(px), Arg.Ptr(pw), Arg.Ptr(pdy), Arg.Ptr(pdres),
-            Arg.Ptr(TensorArgs.Pointer(rstd, _device, op, "rstd", ScalarType.Float32)),
-            Arg.Ptr(pdx),
-            Arg.Ptr(partial is null ? 0 : TensorArgs.Pointer(partial, _device, op, "dw partial", ScalarType.Float32)),
-            Arg.I64(rows), Arg.I32((int)d), Arg.I32(Vectors(d, dtype, px, pw, pdy, pdres, pdx)));
+             pdres = dSum is null ? 0 : TensorArgs.Pointer(dSum, _device, op, "dsum", dtype),
+             prstd = TensorArgs.Pointer(rstd, _device, op, "rstd", ScalarType.Float32);
+        int vec = Vectors(d, dtype, px, pw, pdy, pdres, pdx);
+        bool warpRows = WarpRows(d, dtype, vec);
+        var (tpr, rpb) = warpRows ? (RowsWarps * 32u, 1u) : Layout(d);
+        // few enough blocks that the partial rows stay small (parts x D fp32), enough to fill the GPU; the warp-a-row
+        // kernel keeps one partial row a block, the others one a row of threads
+        uint blocks = (uint)Math.Min((rows + (warpRows ? RowsWarps : rpb) - 1) / (warpRows ? RowsWarps : rpb), (long)_device.Multiprocessors * 4);
+        long parts = warpRows ? blocks : (long)blocks * rpb;
+        using var partial = weight is null ? null : empty([parts, d], ScalarType.Float32, x.device);
+        nint ppartial = partial is null ? 0 : TensorArgs.Pointer(partial, _device, op, "dw partial", ScalarType.Float32);
+        if (warpRows)
+            KernelLaunch.Launch(_backwardRows16, (blocks, 1), (tpr, rpb), Shapes,
+                Arg.Ptr(px), Arg.Ptr(pw), Arg.Ptr(pdy), Arg.Ptr(pdres), Arg.Ptr(prstd), Arg.Ptr(pdx), Arg.Ptr(ppartial), Arg.I64(rows), Arg.I32((int)d));
+        else
+            KernelLaunch.Launch(dtype == ScalarType.BFloat16 ? _backward16 : _backward32, (blocks, 1), (tpr, rpb), Shapes,
+                Arg.Ptr(px), Arg.Ptr(pw), Arg.Ptr(pdy), Arg.Ptr(pdres), Arg.Ptr(prstd), Arg.Ptr(pdx), Arg.Ptr(ppartial),
+                Arg.I64(rows), Arg.I32((int)d), Arg.I32(vec));
         if (weight is null || (parts == 0 && dwInto is not null))
             return (dx, null);   // no rows: nothing to add
         var dw = dwInto ?? empty_like(weight);

@@ -229,6 +229,120 @@ __device__ void dw_reduce(const float* partial, T* dw, long long parts, int d, i
   }
 }
 
+// Rows of bf16 with D a multiple of 256 up to 1024 (the model widths: 768, 1024): one warp per row, no
+// barrier inside a row. Lane l owns the 16-byte vectors l, l + 32, ... (vpl = D / 256 of them, 8 columns
+// each), all loaded before the row's one warp reduction: up to 128 bytes a thread in flight where the
+// block-per-row kernels above have 32 between two barriers (kernel-bench: 2.2 TB/s there).
+// Blocks of ROWS_WARPS warps walk the rows warp-stride. Backward's dw partials: one row of D floats per block,
+// summed over its warps' rows (each warp adds into its own shared slots, then the block adds the warps' slots).
+#define ROWS_MAXV 4
+#define ROWS_WARPS 8
+
+__device__ __forceinline__ float bf(const Words& r, int j) { return unpack(r, j, (unsigned short*)0); }
+
+// y = x · r [· w] (and sum = x + res rounded to bf16, which is what is normed), r = rsqrt(mean(x²) + eps)
+extern "C" __global__ void __launch_bounds__(ROWS_WARPS * 32) rmsnorm_forward_rows_bf16(const unsigned short* x, const unsigned short* res, unsigned short* sum,
+    const unsigned short* w, unsigned short* y, float* rstd, long long rows, int d, float eps) {
+  const int lane = threadIdx.x & 31, vpl = d >> 8;
+  const long long warps = (long long)gridDim.x * (blockDim.x >> 5);
+  for (long long row = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); row < rows; row += warps) {
+    const long long offset = row * d;
+    Words v[ROWS_MAXV];
+#pragma unroll
+    for (int i = 0; i < ROWS_MAXV; ++i)
+      if (i < vpl) v[i] = *(const Words*)(x + offset + (i * 32 + lane) * 8);
+    if (res != 0) {
+#pragma unroll
+      for (int i = 0; i < ROWS_MAXV; ++i) {
+        if (i >= vpl) continue;
+        const Words u = *(const Words*)(res + offset + (i * 32 + lane) * 8);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) pack(v[i], j, bf(v[i], j) + bf(u, j), (unsigned short*)0);   // the sum as bf16 stores it
+        *(Words*)(sum + offset + (i * 32 + lane) * 8) = v[i];
+      }
+    }
+    float ss = 0.f;
+#pragma unroll
+    for (int i = 0; i < ROWS_MAXV; ++i)
+      if (i < vpl) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) ss += bf(v[i], j) * bf(v[i], j);
+      }
+    const float r = rsqrtf(warp_sum(ss) / (float)d + eps);
+    if (rstd != 0 && lane == 0) rstd[row] = r;
+#pragma unroll
+    for (int i = 0; i < ROWS_MAXV; ++i) {
+      if (i >= vpl) continue;
+      Words g = {}, out;
+      if (w != 0) g = *(const Words*)(w + (i * 32 + lane) * 8);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) pack(out, j, w != 0 ? bf(v[i], j) * r * bf(g, j) : bf(v[i], j) * r, (unsigned short*)0);
+      *(Words*)(y + offset + (i * 32 + lane) * 8) = out;
+    }
+  }
+}
+
+// dx = r · (g − x̂ · mean(g · x̂)) [+ dres], x̂ = x · r, g = dy [· w]; dw_partial[block] = Σ over its rows of dy · x̂
+extern "C" __global__ void __launch_bounds__(ROWS_WARPS * 32) rmsnorm_backward_rows_bf16(const unsigned short* x, const unsigned short* w, const unsigned short* dy,
+    const unsigned short* dres, const float* rstd, unsigned short* dx, float* dw_partial, long long rows, int d) {
+  // slot (warp, i * 8 + j, lane): column (i * 32 + lane) * 8 + j; lanes on consecutive words (no bank conflicts)
+  __shared__ float acc[ROWS_WARPS][ROWS_MAXV * 8][32];
+  __shared__ float ws[ROWS_MAXV * 8][32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, vpl = d >> 8;
+  for (int s = 0; s < vpl * 8; ++s) {
+    acc[warp][s][lane] = 0.f;
+    if (warp == 0) ws[s][lane] = w != 0 ? to_float(w[((s >> 3) * 32 + lane) * 8 + (s & 7)]) : 1.f;
+  }
+  __syncthreads();
+  const long long warps = (long long)gridDim.x * (blockDim.x >> 5);
+  for (long long row = (long long)blockIdx.x * (blockDim.x >> 5) + warp; row < rows; row += warps) {
+    const long long offset = row * d;
+    const float r = rstd[row];
+    Words xv[ROWS_MAXV], gv[ROWS_MAXV];
+#pragma unroll
+    for (int i = 0; i < ROWS_MAXV; ++i)
+      if (i < vpl) {
+        xv[i] = *(const Words*)(x + offset + (i * 32 + lane) * 8);
+        gv[i] = *(const Words*)(dy + offset + (i * 32 + lane) * 8);
+      }
+    float dot = 0.f;
+#pragma unroll
+    for (int i = 0; i < ROWS_MAXV; ++i)
+      if (i < vpl) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          const float xh = bf(xv[i], j) * r, g = bf(gv[i], j);
+          acc[warp][i * 8 + j][lane] += g * xh;
+          dot += g * ws[i * 8 + j][lane] * xh;
+        }
+      }
+    const float mean_dot = warp_sum(dot) / (float)d;
+#pragma unroll
+    for (int i = 0; i < ROWS_MAXV; ++i) {
+      if (i >= vpl) continue;
+      Words e = {}, out;
+      if (dres != 0) e = *(const Words*)(dres + offset + (i * 32 + lane) * 8);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const float xh = bf(xv[i], j) * r, g = bf(gv[i], j) * ws[i * 8 + j][lane];
+        float v = r * (g - xh * mean_dot);
+        if (dres != 0) v += bf(e, j);
+        pack(out, j, v, (unsigned short*)0);
+      }
+      *(Words*)(dx + offset + (i * 32 + lane) * 8) = out;
+    }
+  }
+  if (dw_partial != 0) {
+    __syncthreads();
+    for (int t = threadIdx.x; t < vpl * 8 * 32; t += blockDim.x) {
+      const int s = t >> 5, l = t & 31;
+      float sum = 0.f;
+      for (int k = 0; k < ROWS_WARPS; ++k) sum += acc[k][s][l];
+      dw_partial[(long long)blockIdx.x * d + ((s >> 3) * 32 + l) * 8 + (s & 7)] = sum;
+    }
+  }
+}
+
 extern "C" __global__ void __launch_bounds__(RMS_BOUNDS) rmsnorm_forward_f32(const float* x, const float* res, float* sum, const float* w, float* y, float* rstd, long long rows, int d, float eps, int vec) {
   forward<float>(x, res, sum, w, y, rstd, rows, d, eps, vec);
 }
