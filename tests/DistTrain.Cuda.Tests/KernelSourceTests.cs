@@ -11,7 +11,7 @@ public partial class KernelSourceTests
     private static partial Regex Kernel();
 
     [Theory]
-    [InlineData("rmsnorm.cu", new[] { "rmsnorm_forward_f32", "rmsnorm_forward_bf16", "rmsnorm_backward_f32", "rmsnorm_backward_bf16", "rmsnorm_dw_reduce_f32", "rmsnorm_dw_reduce_bf16" })]
+    [InlineData("rmsnorm.cu", new[] { "rmsnorm_forward_f32", "rmsnorm_forward_bf16", "rmsnorm_backward_f32", "rmsnorm_backward_bf16", "rmsnorm_dw_reduce_f32", "rmsnorm_dw_reduce_bf16", "rmsnorm_forward_rows_bf16", "rmsnorm_backward_rows_bf16" })]
     [InlineData("adamw.cu", new[] { "adamw_norm_f32", "adamw_norm_bf16", "adamw_update_f32", "adamw_update_bf16" })]
     [InlineData("swiglu.cu", new[] { "swiglu_forward_f32", "swiglu_forward_bf16", "swiglu_backward_f32", "swiglu_backward_bf16" })]
     [InlineData("qkrotary.cu", new[] { "qkrotary_forward_f32", "qkrotary_forward_bf16", "qkrotary_backward_f32", "qkrotary_backward_bf16", "qkrotary_forward_f32_v", "qkrotary_forward_bf16_v", "qkrotary_backward_f32_v", "qkrotary_backward_bf16_v" })]
