@@ -18,6 +18,9 @@ namespace qkr {
 namespace mixk {
 #include "../../../src/DistTrain.Cuda/Ops/Mix/mix.cu"
 }
+namespace cek {
+#include "../../../src/DistTrain.Cuda/Ops/CrossEntropy/crossentropy.cu"
+}
 
 #ifndef RMS_BWD_BLOCKS_PER_SM   // FusedRmsNorm's backward grid: this many blocks per SM
 #define RMS_BWD_BLOCKS_PER_SM 4
@@ -134,6 +137,17 @@ int main() {
     for (int j = 0; j < l; ++j) { cudaFree(hs[j]); cudaFree(tab.gh[j]); }
     for (int i = 0; i < c; ++i) { cudaFree(tab.out[i]); cudaFree((void*)tab.g[i]); }
     cudaFree(wts); cudaFree(gw);
+  }
+  // the loss: one chunk of 4096 rows of the 405M vocabulary (50432) in bf16, loss and gradient in place (read twice, written once)
+  {
+    const long long rows = 4096, v = 50432;
+    auto logits = bf16(rows * v, 200);
+    long long* tg;
+    float* ls;
+    CHECK(cudaMalloc(&tg, rows * 8)); CHECK(cudaMalloc(&ls, rows * 4));
+    CHECK(cudaMemset(tg, 0, rows * 8));
+    bench("cross-entropy rows 4096 x 50432 (bytes: read + write)", 2.0 * rows * v * 2, [&] { cek::cross_entropy_rows_bf16<<<(unsigned)rows, CE_BLOCK>>>(logits, tg, ls, rows, v, 16384.f, 1); });
+    cudaFree(logits); cudaFree(tg); cudaFree(ls);
   }
   // the bandwidth the elementwise ops reach: a device-to-device copy of the same 32 MiB
   bench("cudaMemcpy D2D 32 MiB (read + write)", 2.0 * mb, [&] { cudaMemcpyAsync(y, x, mb, cudaMemcpyDeviceToDevice); });
