@@ -126,9 +126,10 @@ internal sealed class FusedRmsNorm
         int vec = Vectors(d, dtype, px, pw, pdy, pdres, pdx);
         bool warpRows = WarpRows(d, dtype, vec);
         var (tpr, rpb) = warpRows ? (RowsWarps * 32u, 1u) : Layout(d);
+        long rowsPerBlock = warpRows ? RowsWarps : rpb;   // rows a block works on at once
         // few enough blocks that the partial rows stay small (parts x D fp32), enough to fill the GPU; the warp-a-row
         // kernel keeps one partial row a block, the others one a row of threads
-        uint blocks = (uint)Math.Min((rows + (warpRows ? RowsWarps : rpb) - 1) / (warpRows ? RowsWarps : rpb), (long)_device.Multiprocessors * 4);
+        uint blocks = (uint)Math.Min((rows + rowsPerBlock - 1) / rowsPerBlock, (long)_device.Multiprocessors * 4);
         long parts = warpRows ? blocks : (long)blocks * rpb;
         using var partial = weight is null ? null : empty([parts, d], ScalarType.Float32, x.device);
         nint ppartial = partial is null ? 0 : TensorArgs.Pointer(partial, _device, op, "dw partial", ScalarType.Float32);
