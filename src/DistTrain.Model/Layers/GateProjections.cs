@@ -45,8 +45,8 @@ public sealed class GateProjections : MultiTensorFunction<GateProjections>
         {
             var (x, w1, w3) = (saved[0], saved[1], saved[2]);
             var rows = x.reshape(-1, x.shape[^1]);                                       // (N, D)
-            var da = (gradOutputs[0] ?? zeros(x.shape[..^1].Append(w1.shape[0]).ToArray(), x.dtype, x.device)).reshape(-1, w1.shape[0]);   // (N, H)
-            var db = (gradOutputs[1] ?? zeros(x.shape[..^1].Append(w3.shape[0]).ToArray(), x.dtype, x.device)).reshape(-1, w3.shape[0]);
+            // materialize_grads is on (the default): an unused output's gradient arrives as zeros
+            var (da, db) = (gradOutputs[0].reshape(-1, w1.shape[0]), gradOutputs[1].reshape(-1, w3.shape[0]));   // (N, H) each
             var dxRows = da.mm(w1);
             dxRows.addmm_(db, w3);   // dx = dA·w1 + dB·w3 in one pass over dx
             dx = dxRows.view(x.shape).MoveToOuterDisposeScope();
