@@ -129,6 +129,26 @@ __device__ __forceinline__ float mix_warp_sum(float v) {
   return v;
 }
 
+// The warp sums of N values at once, transposed: each step a lane keeps half of what it holds and sends
+// the other half to its partner, so N = 4 takes 6 shuffles (20 as four mix_warp_sum) and N = 8 takes 9.
+// The backward's per-token dot products were bound by shuffles. Lane i ends with the sum of v[(i >> (5 - log2 N)) & (N - 1)].
+template <int N, int Offset = 16>
+__device__ __forceinline__ float mix_warp_sums(const float (&v)[N], int lane) {
+  if constexpr (N == 1) {
+    float k = v[0];
+#pragma unroll
+    for (int o = Offset; o > 0; o >>= 1) k += __shfl_xor_sync(0xffffffffu, k, o);
+    return k;
+  } else {
+    constexpr int half = N / 2;
+    const bool hi = lane & Offset;
+    float keep[half];
+#pragma unroll
+    for (int i = 0; i < half; ++i) keep[i] = (hi ? v[i + half] : v[i]) + __shfl_xor_sync(0xffffffffu, hi ? v[i] : v[i + half], Offset);
+    return mix_warp_sums<half, Offset / 2>(keep, lane);
+  }
+}
+
 // V elements of T as stored (16 bytes: one vector load in the _v kernels), unpacked to fp32 where used
 template <typename T, int V> struct alignas(V * sizeof(T) == 16 ? 16 : sizeof(T)) RawChunk { T v[V]; };
 template <typename T, int V> __device__ __forceinline__ void load_raw(const T* p, RawChunk<T, V>& r) {
@@ -191,6 +211,8 @@ __device__ void mix_forward(const MixTable<T>& tab, const T* w, long long tokens
   }
 }
 
+static_assert(MIX_MAX_STREAMS == 4, "the backward's transposed sums take four streams");
+
 // Pending: a deferred mix's gradients g2 (nc2 streams) and weights w2 (nc2, tokens, l2) are added too.
 template <typename T, int V, bool Pending>
 __device__ void mix_backward(const MixTable<T>& tab, const T* w, float* gw, long long tokens, int nc, int l, int d, unsigned long long addmask,
@@ -229,6 +251,9 @@ __device__ void mix_backward(const MixTable<T>& tab, const T* w, float* gw, long
       load_raw(tab.h[0] + offset, hn);
       if ((writemask & addmask) & 1ull) load_raw(tab.gh[0] + offset, on);
     }
+#ifdef MIX_PAIR_SUMS
+    float prev[MIX_MAX_STREAMS];
+#endif
     for (int j = 0; j < l; ++j) {
       const RawChunk<T, V> hr = hn, orr = on;
       if (mine && j + 1 < l) {
@@ -270,17 +295,35 @@ __device__ void mix_backward(const MixTable<T>& tab, const T* w, float* gw, long
         }
         store_chunk<V>(tab.gh[j] + offset, gh);
       }
+      // uniform: every lane of the warp sums (h and g are zero where a thread has no columns, and in the streams past nc)
+      float dot[MIX_MAX_STREAMS];
 #pragma unroll
       for (int c = 0; c < MIX_MAX_STREAMS; ++c) {
-        if (c < nc) {   // uniform: every lane of the warp sums (h and g are zero where a thread has no columns)
-          float gc[V];
-          unpack(g[c], gc);
-          float dot = 0.f;
+        float gc[V];
+        unpack(g[c], gc);
+        dot[c] = 0.f;
 #pragma unroll
-          for (int k = 0; k < V; ++k) dot += gc[k] * h[k];
-          dot = mix_warp_sum(dot);
-          if (lane == 0) red[warp * cl + c * l + j] = dot;
-        }
+        for (int k = 0; k < V; ++k) dot[c] += gc[k] * h[k];
+      }
+      if (nc == 1) {
+        const float s = mix_warp_sum(dot[0]);
+        if (lane == 0) red[warp * cl + j] = s;
+      }
+#ifdef MIX_PAIR_SUMS
+      else if ((j & 1) == 0 && j + 1 < l) {   // summed with the next hidden's
+#pragma unroll
+        for (int c = 0; c < MIX_MAX_STREAMS; ++c) prev[c] = dot[c];
+      } else if (j & 1) {
+        const float v8[2 * MIX_MAX_STREAMS] = {prev[0], prev[1], prev[2], prev[3], dot[0], dot[1], dot[2], dot[3]};
+        const float s = mix_warp_sums<8>(v8, lane);
+        const int c = (lane >> 2) & 3, jj = j - 1 + ((lane >> 4) & 1);
+        if ((lane & 3) == 0 && c < nc) red[warp * cl + c * l + jj] = s;
+      }
+#endif
+      else {
+        const float s = mix_warp_sums<4>(dot, lane);
+        const int c = lane >> 3;
+        if ((lane & 7) == 0 && c < nc) red[warp * cl + c * l + j] = s;
       }
     }
     __syncthreads();
