@@ -25,6 +25,9 @@ static class CoordinatorClient
                 RetryableStatusCodes = { StatusCode.Unavailable },
             },
         };
+        // The heartbeat stream is never retried by the channel: HeartbeatLink opens a new stream itself when one breaks, and a
+        // retried stream that connected late was a second live stream of the rank, whose end the coordinator took for its loss.
+        var heartbeat = new MethodConfig { Names = { new MethodName { Service = "disttrain.v1.Coordinator", Method = "Heartbeat" } } };
         var handler = new SocketsHttpHandler { EnableMultipleHttp2Connections = true, KeepAlivePingDelay = TimeSpan.FromSeconds(10), KeepAlivePingTimeout = TimeSpan.FromSeconds(10) };
         var target = new Uri(address ?? manifest.CoordinatorAddress);
         if (manifest.Tls is not null) ClientTls.Configure(handler, manifest, target);
@@ -36,7 +39,7 @@ static class CoordinatorClient
         var channel = GrpcChannel.ForAddress(target, new GrpcChannelOptions
         {
             HttpHandler = handler,
-            ServiceConfig = new ServiceConfig { MethodConfigs = { retry } },
+            ServiceConfig = new ServiceConfig { MethodConfigs = { retry, heartbeat } },
             Credentials = manifest.Tls is null ? ChannelCredentials.Create(ChannelCredentials.Insecure, credentials) : ChannelCredentials.Create(ChannelCredentials.SecureSsl, credentials),
             UnsafeUseInsecureChannelCallCredentials = manifest.Tls is null,
         });
