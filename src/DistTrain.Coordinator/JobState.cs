@@ -559,12 +559,6 @@ sealed class JobState
                 Fail($"not every worker registered within heartbeat.rendezvous_timeout_s ({_manifest.RendezvousTimeoutSeconds} s): {_waiting.Count} of {_manifest.WorldSize}");
                 return;
             }
-            // an elastic job's workers wait for registration without a deadline of their own: the coordinator ends the wait
-            if (_state == JobStatus.Types.State.Waiting && _elastic.Enabled && _waitingSince.Elapsed.TotalSeconds > _manifest.RendezvousTimeoutSeconds)
-            {
-                Fail($"not every worker registered within heartbeat.rendezvous_timeout_s ({_manifest.RendezvousTimeoutSeconds} s): {_waiting.Count} of {_manifest.WorldSize}");
-                return;
-            }
             if (_state == JobStatus.Types.State.Recovering)
             {
                 double waited = _recoveries.Seconds;

@@ -66,7 +66,7 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor tokens)
     {
         using var scope = NewDisposeScope();
-        return _output.forward(Hidden(tokens)).MoveToOuterDisposeScope();
+        return Projection.Apply(Hidden(tokens), _output.weight!).MoveToOuterDisposeScope();
     }
 
     /// <summary>

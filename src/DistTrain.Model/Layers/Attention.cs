@@ -64,14 +64,14 @@ public sealed class Attention : nn.Module, IUsesKernels
         {
             // unbind, not three selects: its backward stacks the three gradients in one copy, where each
             // select's backward fills a zero (B, T, 3, H, d) tensor and autograd adds the three up
-            var qkv = _wqkv.forward(xq).view(b, t, 3, _nHead, _headDim).unbind(2);
+            var qkv = Projection.Apply(xq, _wqkv.weight!).view(b, t, 3, _nHead, _headDim).unbind(2);
             (q, k, v) = (qkv[0], qkv[1], qkv[2]);
         }
         else
         {
-            q = _wq!.forward(xq).view(b, t, _nHead, _headDim);
-            k = _wk!.forward(xk).view(b, t, _nHead, _headDim);
-            v = _wv!.forward(xv).view(b, t, _nHead, _headDim);
+            q = Projection.Apply(xq, _wq!.weight!).view(b, t, _nHead, _headDim);
+            k = Projection.Apply(xk, _wk!.weight!).view(b, t, _nHead, _headDim);
+            v = Projection.Apply(xv, _wv!.weight!).view(b, t, _nHead, _headDim);
         }
         // QK-norm (q_norm/k_norm weights, eps as their RmsNorm) and rotary: one op each
         q = Kernels.QkNormRotary(q, _qNorm?.weight, _normEps, cos, sin);
@@ -83,7 +83,7 @@ public sealed class Attention : nn.Module, IUsesKernels
         var y = mask is null
             ? nn.functional.scaled_dot_product_attention(q.transpose(1, 2), keys, values, is_casual: true)
             : nn.functional.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask: mask);
-        var output = _wo.forward(y.transpose(1, 2).reshape(b, t, (long)_nHead * _headDim));
+        var output = Projection.Apply(y.transpose(1, 2).reshape(b, t, (long)_nHead * _headDim), _wo.weight!);
         return output.MoveToOuterDisposeScope();
     }
 }

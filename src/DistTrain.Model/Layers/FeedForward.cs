@@ -31,6 +31,6 @@ public sealed class FeedForward : nn.Module<Tensor, Tensor>, IUsesKernels
     {
         using var scope = NewDisposeScope();
         var (a, b) = GateProjections.Apply(x, w1.weight, w3.weight);
-        return w2.forward(Kernels.SwiGlu(a, b)).MoveToOuterDisposeScope();
+        return Projection.Apply(Kernels.SwiGlu(a, b), w2.weight!).MoveToOuterDisposeScope();
     }
 }

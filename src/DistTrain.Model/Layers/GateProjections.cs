@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using TorchSharp;
 using static TorchSharp.torch;
 using static TorchSharp.torch.autograd;
@@ -8,7 +9,8 @@ namespace DistTrain.Model.Layers;
 /// The FFN's two input projections a = x·w1ᵀ and b = x·w3ᵀ as one autograd node. As two linear layers,
 /// autograd would compute x's two gradients dA·w1 and dB·w3 and then add them (a full pass over three
 /// (B, T, D) tensors a layer); here the second product accumulates into the first inside its GEMM
-/// (addmm_, beta = 1). Forward and the weights' gradients are the linear layers' own products.
+/// (addmm_, beta = 1). Forward and the weights' gradients are the linear layers' own products; the weights'
+/// gradients go into their .grad inside their GEMMs where they have one, as in <see cref="Projection"/>.
 /// </summary>
 public sealed class GateProjections : MultiTensorFunction<GateProjections>
 {
@@ -31,6 +33,7 @@ public sealed class GateProjections : MultiTensorFunction<GateProjections>
     public override List<Tensor> forward(AutogradContext ctx, params object[] vars)
     {
         var (x, w1, w3) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2]);
+        ctx.save_data("weights", new StrongBox<Tensor>[] { new(w1), new(w3) });   // the parameters themselves: backward adds into their .grad
         // saved as native SavedVariables when apply returns: these handles stay alive until then (the caller's scope frees them)
         ctx.save_for_backward([x, w1, w3]);
         return [nn.functional.linear(x, w1), nn.functional.linear(x, w3)];
@@ -40,7 +43,8 @@ public sealed class GateProjections : MultiTensorFunction<GateProjections>
     {
         ReturnedGradients.Release();
         var saved = ctx.get_saved_variables();
-        Tensor dx, dw1, dw3;
+        Tensor dx;
+        Tensor? dw1, dw3;
         using (var scope = NewDisposeScope())
         {
             var (x, w1, w3) = (saved[0], saved[1], saved[2]);
@@ -50,12 +54,13 @@ public sealed class GateProjections : MultiTensorFunction<GateProjections>
             var dxRows = da.mm(w1);
             dxRows.addmm_(db, w3);   // dx = dA·w1 + dB·w3 in one pass over dx
             dx = dxRows.view(x.shape).MoveToOuterDisposeScope();
-            dw1 = da.t().mm(rows).MoveToOuterDisposeScope();
-            dw3 = db.t().mm(rows).MoveToOuterDisposeScope();
+            var weights = (StrongBox<Tensor>[])ctx.get_data("weights");
+            dw1 = Projection.WeightGradient(da, rows, weights[0].Value!);
+            dw3 = Projection.WeightGradient(db, rows, weights[1].Value!);
         }
         foreach (var s in saved) s.Dispose();
         foreach (var g in gradOutputs) g?.Dispose();
         ReturnedGradients.Keep([dx, dw1, dw3]);
-        return [dx, dw1, dw3];
+        return [dx, dw1!, dw3!];
     }
 }

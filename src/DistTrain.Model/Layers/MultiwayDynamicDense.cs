@@ -45,7 +45,7 @@ public sealed class MultiwayDynamicDense : nn.Module<Tensor, Tensor>, IUsesKerne
     public Tensor FromNormed(Tensor normed)
     {
         using var scope = NewDisposeScope();
-        var dw = w2.forward(nn.functional.gelu(w1.forward(normed)));
+        var dw = Projection.Apply(nn.functional.gelu(Projection.Apply(normed, w1.weight!)), w2.weight!);
         long b = normed.shape[0], t = normed.shape[1];
         return dw.view(b, t, _streams, _inputs).permute(2, 0, 1, 3).MoveToOuterDisposeScope();
     }

@@ -130,8 +130,9 @@ __device__ __forceinline__ float mix_warp_sum(float v) {
 }
 
 // The warp sums of N values at once, transposed: each step a lane keeps half of what it holds and sends
-// the other half to its partner, so N = 4 takes 6 shuffles (20 as four mix_warp_sum) and N = 8 takes 9.
-// The backward's per-token dot products were bound by shuffles. Lane i ends with the sum of v[(i >> (5 - log2 N)) & (N - 1)].
+// the other half to its partner, so N = 4 takes 6 shuffles (20 as four mix_warp_sum). The backward's
+// per-token dot products were bound by shuffles (kernel-bench: N = 8, two hiddens at once, gained
+// nothing more). Lane i ends with the sum of v[(i >> (5 - log2 N)) & (N - 1)].
 template <int N, int Offset = 16>
 __device__ __forceinline__ float mix_warp_sums(const float (&v)[N], int lane) {
   if constexpr (N == 1) {
@@ -251,15 +252,20 @@ __device__ void mix_backward(const MixTable<T>& tab, const T* w, float* gw, long
       load_raw(tab.h[0] + offset, hn);
       if ((writemask & addmask) & 1ull) load_raw(tab.gh[0] + offset, on);
     }
-#ifdef MIX_PAIR_SUMS
-    float prev[MIX_MAX_STREAMS];
-#endif
+    // Without a deferred mix, h_{j+2} is in flight as well (kernel-bench: 4-5% faster); the pending kernel has no
+    // registers to spare for it (106 -> 112, 3% slower).
+    constexpr bool ahead2 = !Pending;
+    RawChunk<T, V> hn2{};
+    if (ahead2 && mine && l > 1) load_raw(tab.h[1] + offset, hn2);
     for (int j = 0; j < l; ++j) {
       const RawChunk<T, V> hr = hn, orr = on;
-      if (mine && j + 1 < l) {
+      if constexpr (ahead2) {
+        hn = hn2;
+        if (mine && j + 2 < l) load_raw(tab.h[j + 2] + offset, hn2);
+      } else if (mine && j + 1 < l) {
         load_raw(tab.h[j + 1] + offset, hn);
-        if (((writemask & addmask) >> (j + 1)) & 1ull) load_raw(tab.gh[j + 1] + offset, on);
       }
+      if (mine && j + 1 < l && (((writemask & addmask) >> (j + 1)) & 1ull)) load_raw(tab.gh[j + 1] + offset, on);
       float h[V];
       unpack(hr, h);
       if (mine && ((writemask >> j) & 1ull)) {
@@ -308,19 +314,7 @@ __device__ void mix_backward(const MixTable<T>& tab, const T* w, float* gw, long
       if (nc == 1) {
         const float s = mix_warp_sum(dot[0]);
         if (lane == 0) red[warp * cl + j] = s;
-      }
-#ifdef MIX_PAIR_SUMS
-      else if ((j & 1) == 0 && j + 1 < l) {   // summed with the next hidden's
-#pragma unroll
-        for (int c = 0; c < MIX_MAX_STREAMS; ++c) prev[c] = dot[c];
-      } else if (j & 1) {
-        const float v8[2 * MIX_MAX_STREAMS] = {prev[0], prev[1], prev[2], prev[3], dot[0], dot[1], dot[2], dot[3]};
-        const float s = mix_warp_sums<8>(v8, lane);
-        const int c = (lane >> 2) & 3, jj = j - 1 + ((lane >> 4) & 1);
-        if ((lane & 3) == 0 && c < nc) red[warp * cl + c * l + jj] = s;
-      }
-#endif
-      else {
+      } else {
         const float s = mix_warp_sums<4>(dot, lane);
         const int c = lane >> 3;
         if ((lane & 7) == 0 && c < nc) red[warp * cl + c * l + j] = s;
@@ -401,7 +395,9 @@ extern "C" __global__ void __launch_bounds__(256) mix_backward_bf16_v(const MixT
   stage_table(tab, st);
   mix_backward<unsigned short, 8, false>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2);
 }
-extern "C" __global__ void __launch_bounds__(256) mix_backward_p_bf16_v(const MixTable<unsigned short> tab, const unsigned short* w, float* gw, long long tokens, int nc, int l, int d,
+// ptxas allocates differently with the minimum of one block an SM stated: 109 registers instead of 106 for this kernel,
+// 2.6% faster (kernel-bench); the same for the kernel above took 69 instead of 54 registers and ran 7% slower.
+extern "C" __global__ void __launch_bounds__(256, 1) mix_backward_p_bf16_v(const MixTable<unsigned short> tab, const unsigned short* w, float* gw, long long tokens, int nc, int l, int d,
     unsigned long long addmask, unsigned long long writemask, const unsigned short* w2, int nc2, int l2) {
   __shared__ MixTable<unsigned short> st;
   stage_table(tab, st);

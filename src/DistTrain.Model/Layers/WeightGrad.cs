@@ -1,13 +1,14 @@
 using static TorchSharp.torch;
 
-namespace DistTrain.Cuda.Ops;
+namespace DistTrain.Model.Layers;
 
 /// <summary>
-/// A weight's existing .grad (the trainer's flat gradient buffer view) for a backward kernel to add its dw
-/// into, saving autograd's separate add and launch; null when the weight has none of its own dtype, shape
-/// and device, and dw then goes back to autograd. The caller disposes the handle.
+/// A weight's existing .grad (the trainer's flat gradient buffer view) for a custom backward to add its dw
+/// into (a kernel, or a GEMM with beta = 1), saving autograd's separate add and launch; null when the weight
+/// has none of its own dtype, shape and device, and dw then goes back to autograd. The caller disposes the handle.
+/// Public: DistTrain.Cuda's fused ops use it too.
 /// </summary>
-internal static class WeightGrad
+public static class WeightGrad
 {
     public static Tensor? Into(Tensor? weight)
     {
