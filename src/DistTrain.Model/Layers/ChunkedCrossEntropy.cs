@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using DistTrain.Model.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -114,7 +113,6 @@ public sealed class ChunkedCrossEntropy : MultiTensorFunction<ChunkedCrossEntrop
         }
         // the saved variables hold the gradients; the handles here are freed by Loss's scope
         ctx.save_for_backward([gradH!, gradW!]);
-        ctx.save_data("weight", new StrongBox<Tensor>(w));   // the parameter itself: backward adds grad_W into its .grad
         ctx.set_materialize_grads(false);
         var loss = lossSum.div_(Scalars.Of(n));
         return [loss];
@@ -128,15 +126,7 @@ public sealed class ChunkedCrossEntropy : MultiTensorFunction<ChunkedCrossEntrop
         List<Tensor?> grads;
         using (var scope = NewDisposeScope())
         {
-            grads = saved.Select(s => s is null || s.IsInvalid || scale is null || scale.IsInvalid ? null : s).ToList();
-            grads[0] = grads[0]?.mul(scale).MoveToOuterDisposeScope();
-            if (grads[1] is { } gradW)
-            {
-                // into the weight's .grad in one pass where it has one (nothing goes back to autograd), else a new tensor
-                using var into = WeightGrad.Into(((StrongBox<Tensor>)ctx.get_data("weight")).Value);
-                grads[1] = into is null ? gradW.mul(scale).MoveToOuterDisposeScope() : null;
-                into?.addcmul_(gradW, scale, 1);
-            }
+            grads = saved.Select(s => s is null || s.IsInvalid || scale is null || scale.IsInvalid ? null : (s * scale).MoveToOuterDisposeScope()).ToList();
         }
         foreach (var s in saved) s?.Dispose();
         foreach (var g in gradOutputs) g?.Dispose();
