@@ -1,5 +1,6 @@
 using System.Text.RegularExpressions;
 using DistTrain.Cuda.Ops.Mix;
+using DistTrain.Cuda.Ops.QkRotary;
 using DistTrain.Cuda.Ops.RmsNorm;
 
 namespace DistTrain.Cuda.Tests;
@@ -70,5 +71,14 @@ public partial class KernelSourceTests
         Assert.Contains($"#define MIX_MAX_INPUTS {FusedMix.MaxInputs}", source);
         Assert.Contains($"#define MIX_MAX_STREAMS {FusedMix.MaxStreams}", source);
         Assert.True((2 * FusedMix.MaxInputs + 2 * FusedMix.MaxStreams) * 8 + 64 <= 4096, "the table and the other parameters fit CUDA's 4 KB");
+    }
+
+    [Fact]
+    public void TheQkRotaryBlockMatchesTheKernelsSharedRows()
+    {
+        // the _v backward sums its warps' dw rows in shared memory sized for QKR_WARPS warps of at most QKR_MAX_D columns
+        var source = KernelModule.Source("qkrotary.cu");
+        Assert.Contains($"#define QKR_WARPS {FusedQkRotary.RowsPerBlock} ", source);
+        Assert.Contains("#define QKR_MAX_D 256 ", source);   // Grouped: d/2 = 4 lanes' pairs x at most 32 lanes
     }
 }

@@ -70,8 +70,8 @@ static void check_qkrotary(int B, int Tn, int H, int d, bool normed, bool packed
   const T* x = xbuf.data() + off;
   const T* wp = normed ? w.data() : nullptr;
   const float eps = 1e-5f;
-  long long parts = (long long)grid * 8;
-  std::vector<float> partial(parts * d, -1.f);
+  long long parts = grouped ? grid : (long long)grid * 8;   // the _v kernels write a partial row a block, the others one a warp
+  std::vector<float> partial((long long)grid * 8 * d, -1.f);
   if (grouped) {
     if constexpr (sizeof(T) == 2) {
       launch({grid}, {32, 8}, [&] { qkr::qkrotary_forward_bf16_v(x, wp, cs.data(), sn.data(), y.data(), rows, Tn, H, d, sb, st, sh, eps); });

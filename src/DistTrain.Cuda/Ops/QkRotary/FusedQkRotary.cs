@@ -18,7 +18,7 @@ internal sealed class FusedQkRotary
     const string Source = "qkrotary.cu";
     const int MaxPairsPerLane = 4;                  // MAXP in qkrotary.cu
     public const int MaxHeadDim = 64 * MaxPairsPerLane;
-    const uint RowsPerBlock = 8;                    // block (32, 8): a warp per row; __launch_bounds__(256)
+    internal const uint RowsPerBlock = 8;                    // block (32, 8): a warp per row; __launch_bounds__(256); QKR_WARPS in qkrotary.cu
 
     readonly CudaDevice _device;
     readonly CudaFunction _forward32, _forward16, _backward32, _backward16, _reduce32, _reduce16;
@@ -103,7 +103,7 @@ internal sealed class FusedQkRotary
         if (perWarp > 0 && (Grouped(dy, rows, pdy) == 0)) perWarp = 0;
         // few enough blocks that the partial rows stay small (parts x d fp32), enough to fill the GPU
         uint blocks = (uint)Math.Min((rows + RowsPerBlock * Math.Max(1, perWarp) - 1) / (RowsPerBlock * Math.Max(1, perWarp)), (long)_device.Multiprocessors * 8);
-        long parts = (long)blocks * RowsPerBlock;
+        long parts = perWarp > 0 ? blocks : (long)blocks * RowsPerBlock;   // the _v kernel sums its warps' rows: one a block
         using var partial = weight is null ? null : empty([parts, d], ScalarType.Float32, x.device);
         string Shapes() => $"x {Strided(x)}, dy {Strided(dy)}, weight {(weight is null ? "none" : TensorArgs.Describe(weight))}, cos {TensorArgs.Describe(cos)}";
         var kernel = perWarp > 0 ? (dtype == ScalarType.BFloat16 ? _backward16v : _backward32v) : (dtype == ScalarType.BFloat16 ? _backward16 : _backward32);
