@@ -38,7 +38,7 @@ public static partial class KernelSelfTest
         using var flat16 = new FlatParameters(model16, ScalarType.BFloat16, device);
         using var flat64 = new FlatParameters(model64, ScalarType.Float64, device);
         using (no_grad()) flat64.Master.copy_(flat16.Params);   // the same weights, bf16 values exactly
-        manual_seed(99);
+        Seed(99);
         var tokens = randint(config.VocabSize, [Batch, SeqLen + 1], dtype: ScalarType.Int64, device: device);
         var (x, y) = (tokens.narrow(1, 0, SeqLen).contiguous(), tokens.narrow(1, 1, SeqLen).contiguous());
         var truth = LossAndGrads(model64, flat64, ReferenceKernels.Instance, x, y);
