@@ -89,6 +89,15 @@ public sealed class CudaKernels : IKernels
         else ReferenceKernels.Instance.CrossEntropyRows(logits, targets, losses, meanOver);
     }
 
+    /// <summary>Whether <see cref="ScaleGradient"/> runs the fused kernel for these tensors (kernel-test checks it ran it).</summary>
+    public bool FusesScaleGradient(Tensor y, Tensor x, Tensor scale) => _crossEntropy.SupportsScale(y, x, scale);
+
+    public void ScaleGradient(Tensor y, Tensor x, Tensor scale, bool accumulate)
+    {
+        if (_crossEntropy.SupportsScale(y, x, scale)) _crossEntropy.Scale(y, x, scale, accumulate);
+        else ReferenceKernels.Instance.ScaleGradient(y, x, scale, accumulate);
+    }
+
     /// <summary>Whether <see cref="CrossEntropyRows"/> runs the fused kernel for these tensors (kernel-test checks it ran it).</summary>
     public bool FusesCrossEntropy(Tensor logits, Tensor targets, Tensor losses) => _crossEntropy.Supports(logits, targets, losses);
 }

@@ -22,6 +22,7 @@ public class HiddenGradientsTests
         public Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients) => ReferenceKernels.Instance.Mix(hiddens, dw, null);
         public Tensor DepthWeightedAverage(IReadOnlyList<Tensor> hiddens, Tensor weights) => ReferenceKernels.Instance.DepthWeightedAverage(hiddens, weights);
         public void CrossEntropyRows(Tensor logits, Tensor targets, Tensor losses, long? meanOver) => ReferenceKernels.Instance.CrossEntropyRows(logits, targets, losses, meanOver);
+        public void ScaleGradient(Tensor y, Tensor x, Tensor scale, bool accumulate) => ReferenceKernels.Instance.ScaleGradient(y, x, scale, accumulate);
     }
 
     /// <summary>The reference with the buffers, remembering each pass's object.</summary>
@@ -40,6 +41,7 @@ public class HiddenGradientsTests
         }
         public Tensor DepthWeightedAverage(IReadOnlyList<Tensor> hiddens, Tensor weights) => ReferenceKernels.Instance.DepthWeightedAverage(hiddens, weights);
         public void CrossEntropyRows(Tensor logits, Tensor targets, Tensor losses, long? meanOver) => ReferenceKernels.Instance.CrossEntropyRows(logits, targets, losses, meanOver);
+        public void ScaleGradient(Tensor y, Tensor x, Tensor scale, bool accumulate) => ReferenceKernels.Instance.ScaleGradient(y, x, scale, accumulate);
     }
 
     public static TheoryData<CheckpointKind, int, int> Cases() => new()

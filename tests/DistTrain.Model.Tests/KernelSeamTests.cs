@@ -44,6 +44,12 @@ public class KernelSeamTests
             CrossEntropies++;
             ReferenceKernels.Instance.CrossEntropyRows(logits, targets, losses, meanOver);
         }
+        public int Scales;
+        public void ScaleGradient(Tensor y, Tensor x, Tensor scale, bool accumulate)
+        {
+            Scales++;
+            ReferenceKernels.Instance.ScaleGradient(y, x, scale, accumulate);
+        }
     }
 
     /// <summary>A 3-layer tiny model's forward with the reference, then through a <see cref="Counting"/> set on it: the same output.</summary>
@@ -80,6 +86,9 @@ public class KernelSeamTests
         // the chunked loss runs each chunk's softmax through the same kernels: 2·8 rows in chunks of 5 -> 4 chunks
         using var loss = model.Loss(tokens, tokens, chunkRows: 5);
         Assert.Equal(4, counting.CrossEntropies);
+        // and its backward scales the two saved gradients (the hiddens', the output weight's) by the loss's gradient
+        loss.backward();
+        Assert.Equal(2, counting.Scales);
     }
 
     [Fact]

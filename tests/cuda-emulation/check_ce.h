@@ -50,7 +50,44 @@ static void check_ce(long long rows, long long v, unsigned grid, int vec, bool g
   expect(el < 1e-6 && nan_ok && untouched && (!gradient || (mg > 0 ? eg / mg <= gtol : eg == 0)), what, std::max(el, mg > 0 ? eg / mg : 0.0));
 }
 
+// The backward's y = s·x (+ y) (cross_entropy_scale_*): n elements, in place when `inplace` (y is x), vectors with a
+// tail of single elements when vec; in double, one rounding to T allowed.
+template <typename T>
+static void check_ce_scale(long long n, unsigned grid, int vec, bool accumulate, bool inplace) {
+  const bool bf = sizeof(T) == 2;
+  std::mt19937 rng(n * 131 + vec * 7 + accumulate * 3 + inplace);
+  std::normal_distribution<float> n01;
+  auto cv = [&](float f) { return bf ? (T)rms::to_bf16(f) : (T)f; };
+  std::vector<T> x(n), y(n);
+  for (auto& e : x) e = cv(n01(rng));
+  for (auto& e : y) e = cv(n01(rng));
+  const std::vector<T> y0 = inplace ? x : y;
+  const float s = 0.37f;
+  T* out = inplace ? x.data() : y.data();
+  const std::vector<T> x0 = x;
+  launch({grid}, {256}, [&] {
+    if constexpr (sizeof(T) == 2) ce::cross_entropy_scale_bf16((const unsigned short*)x.data(), (unsigned short*)out, &s, n, accumulate, vec);
+    else ce::cross_entropy_scale_f32((const float*)x.data(), (float*)out, &s, n, accumulate, vec);
+  });
+  double err = 0;
+  for (long long i = 0; i < n; ++i) {
+    const double want = (double)s * rms::to_float(x0[i]) + (accumulate ? (double)rms::to_float(y0[i]) : 0.0);
+    err = std::max(err, std::abs(rms::to_float(out[i]) - want) / std::max(1e-3, std::abs(want)));
+  }
+  char what[160];
+  std::snprintf(what, sizeof what, "cross-entropy gradient scale %s n %lld grid %u vec %d%s%s", bf ? "bf16" : "fp32", n, grid, vec,
+                accumulate ? " accumulate" : "", inplace ? " in place" : "");
+  expect(err <= (bf ? 1.0 / 256 : 1e-6), what, err);
+}
+
 static void check_ce_all() {
+  for (int vec : {1, 0})
+    for (bool accumulate : {false, true})
+      for (bool inplace : {false, true}) {
+        check_ce_scale<float>(1, 1, vec, accumulate, inplace);
+        check_ce_scale<float>(1031, 2, vec, accumulate, inplace);           // 257 vectors of 4 and a tail of 3, grid-stride
+        check_ce_scale<unsigned short>(1031, 1, vec, accumulate, inplace);  // 128 vectors of 8 and a tail of 7
+      }
   for (int vec : {1, 0}) {
     check_ce<float>(1, 1, 1, vec, true);         // one logit: loss 0, gradient 0
     check_ce<float>(3, 13, 2, vec, true);        // fewer threads' worth than a block; grid-stride rows

@@ -59,6 +59,13 @@ public interface IKernels
     /// their dtype. Not an autograd op: <see cref="Layers.ChunkedCrossEntropy"/> calls it inside its forward.
     /// </summary>
     void CrossEntropyRows(Tensor logits, Tensor targets, Tensor losses, long? meanOver);
+
+    /// <summary>
+    /// y ← scale · x, or y ← y + scale · x with <paramref name="accumulate"/>: x and y of one size and dtype (y may
+    /// be x), scale a one-element tensor on their device, read there (the gradient a loss receives in backward:
+    /// no host sync). fp32 math (fp64 for fp64), rounded once to y's dtype. <see cref="Layers.ChunkedCrossEntropy"/>'s backward.
+    /// </summary>
+    void ScaleGradient(Tensor y, Tensor x, Tensor scale, bool accumulate);
 }
 
 /// <summary>A module that calls <see cref="IKernels"/>; <see cref="LanguageModel.Kernels"/> sets them on every such submodule.</summary>

@@ -56,4 +56,12 @@ public sealed class ReferenceKernels : IKernels
         p.sub_(lse).exp_().scatter_add_(1, t, full([t.shape[0], 1], Scalars.Of(-1.0), p.dtype, p.device)).div_(Scalars.Of(n));
         if (p.dtype != logits.dtype) logits.copy_(p);        // bf16: rounded once, as the unchunked backward casts it
     }
+
+    public void ScaleGradient(Tensor y, Tensor x, Tensor scale, bool accumulate)
+    {
+        using var scope = NewDisposeScope();
+        var scaled = Precision.Upcast(x).mul(scale);         // fp32 (fp64) math
+        if (accumulate) scaled.add_(y);
+        y.copy_(scaled);                                      // rounded once to y's dtype
+    }
 }

@@ -11,7 +11,8 @@ namespace DistTrain.Training.Diagnostics;
 /// loss, both dtypes: the loss is computed in fp32 from the logits as given) and the gradient written
 /// over the logits (1e-5 fp32, 1e-2 bf16), or the logits left as they were without a gradient.
 /// Shapes: odd ones (V not a multiple of 8: the kernel's element path) and the 405M chunk (1280 rows
-/// of V = 50432, with the whole batch's 16,384 tokens as the mean's count).
+/// of V = 50432, with the whole batch's 16,384 tokens as the mean's count). Then the backward's
+/// scaling of the saved gradients by the loss's incoming gradient, set or added (<see cref="Scale"/>).
 /// </summary>
 public static partial class KernelSelfTest
 {
@@ -27,7 +28,40 @@ public static partial class KernelSelfTest
             foreach (var (rows, v, meanOver) in CrossEntropyShapes)
                 foreach (bool gradient in new[] { true, false })
                     checks.AddRange(CrossEntropy(kernels, device, dtype, rows, v, gradient ? meanOver : null));
+        foreach (var dtype in new[] { ScalarType.Float32, ScalarType.BFloat16 })
+            foreach (long n in ScaleSizes)
+                foreach (bool accumulate in new[] { false, true })
+                    foreach (long offset in new long[] { 0, 1 })   // 1: misaligned, the element path
+                        checks.Add(Scale(kernels, device, dtype, n, accumulate, offset));
         return checks;
+    }
+
+    // odd sizes, then the 405M output weight's gradient (50432 x 1024)
+    static readonly long[] ScaleSizes = [1, 13, 1_000_003, 50432L * 1024];
+
+    /// <summary>The backward's y = s·x (+ y): fused against fp64 on the same inputs, tolerance 1e-5 (fp32) and 1e-2 (bf16).</summary>
+    static KernelCheck Scale(CudaKernels kernels, Device device, ScalarType dtype, long n, bool accumulate, long offset)
+    {
+        using var scope = NewDisposeScope();
+        var x = randn([n + offset], ScalarType.Float32, device).to(dtype).narrow(0, offset, n);
+        var y0 = randn([n + offset], ScalarType.Float32, device).to(dtype).narrow(0, offset, n);
+        var s = tensor(0.37f, device: device);
+        if (!kernels.FusesScaleGradient(y0, x, s))
+            throw new InvalidOperationException($"cross-entropy gradient scale: the fused kernel refused {dtype} [{n}]");
+        var truth = x.to(ScalarType.Float64).mul(s.to(ScalarType.Float64));
+        if (accumulate) truth.add_(y0.to(ScalarType.Float64));
+        Tensor Run(IKernels k)
+        {
+            var y = y0.clone();
+            k.ScaleGradient(y, x, s, accumulate);
+            return y;
+        }
+        var reference = Run(ReferenceKernels.Instance);
+        var fused = Run(kernels);
+        cuda.synchronize(device);
+        var (abs, rel) = Error(fused, truth);
+        return new KernelCheck("ce_grad_scale", DtypeName(dtype), $"{n}{(offset > 0 ? "+1" : "")}", accumulate ? "y+=s*x" : "y=s*x",
+            abs, rel, Error(reference, truth).Rel, dtype == ScalarType.Float32 ? 1e-5 : 1e-2);
     }
 
     static List<KernelCheck> CrossEntropy(CudaKernels kernels, Device device, ScalarType dtype, long rows, long v, long? meanOver)

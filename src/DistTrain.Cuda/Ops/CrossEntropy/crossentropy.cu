@@ -124,3 +124,31 @@ extern "C" __global__ void __launch_bounds__(CE_BLOCK) cross_entropy_rows_f32(fl
 extern "C" __global__ void __launch_bounds__(CE_BLOCK) cross_entropy_rows_bf16(unsigned short* x, const long long* targets, float* loss, long long n_rows, long long v, float mean_over, int vec) {
   rows<unsigned short>(x, targets, loss, n_rows, v, mean_over, vec);
 }
+
+// The loss's saved gradients times the gradient the loss receives in backward (a one-element fp32 tensor,
+// read here on the device: no host sync): y = s·x, or y += s·x with `accumulate` (the output weight's .grad).
+// n elements, fp32 math rounded once; y may be x. Grid-stride over 16-byte vectors when `vec` (every pointer
+// 16-byte aligned), the rest element by element. torch's multiply by a 0-dim CUDA tensor takes its strided,
+// unvectorized path (1.1 TB/s on the 405M output weight's gradient) and autograd's add is a second pass.
+template <typename T>
+__device__ void scale(const T* x, T* y, const float* s, long long n, int accumulate, int vec) {
+  const float k = *s;
+  const long long stride = (long long)gridDim.x * blockDim.x, first = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  const int per = 16 / sizeof(T);
+  const long long nv = vec ? n / per : 0;
+  for (long long i = first; i < nv; i += stride) {
+    const Words a = load16(x + i * per);
+    Words b = accumulate ? load16(y + i * per) : Words{};
+#pragma unroll
+    for (int j = 0; j < 16 / (int)sizeof(T); ++j) pack(b, j, fmaf(k, unpack(a, j, (T*)0), accumulate ? unpack(b, j, (T*)0) : 0.f), (T*)0);
+    store16(y + i * per, b);
+  }
+  for (long long i = nv * per + first; i < n; i += stride) store(y, i, fmaf(k, to_float(x[i]), accumulate ? to_float(y[i]) : 0.f));
+}
+
+extern "C" __global__ void __launch_bounds__(256) cross_entropy_scale_f32(const float* x, float* y, const float* s, long long n, int accumulate, int vec) {
+  scale<float>(x, y, s, n, accumulate, vec);
+}
+extern "C" __global__ void __launch_bounds__(256) cross_entropy_scale_bf16(const unsigned short* x, unsigned short* y, const float* s, long long n, int accumulate, int vec) {
+  scale<unsigned short>(x, y, s, n, accumulate, vec);
+}
