@@ -121,7 +121,7 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
         for (int i = 0; i < _layers.Count; i++)
         {
             var layer = _layers[i];
-            var next = policy.Covers(i, _layers.Count) ? new Residual(Recomputed((h, c, s) => layer.Forward(h[0], c, s), [x.Sum()], cos, sin)) : layer.Forward(x, cos, sin, cache?[i]);
+            var next = policy.Covers(i, _layers.Count) ? new Residual(Recomputed((h, c, s, value) => layer.Forward(h[0], c, s, valueNeeded: value), [x.Sum()], cos, sin)) : layer.Forward(x, cos, sin, cache?[i]);
             x.B?.Dispose();   // the FFN output's one use was that add: freed now, not when the forward's scope ends (a hidden-sized tensor per layer)
             x = next;
         }
@@ -142,8 +142,8 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
             Tensor Average(IReadOnlyList<Tensor> h) => h.Count == 1 ? h[0] : _dwa!.TryGet(h.Count - 2, out var dwa) ? dwa.Forward(h) : h[^1];
             Tensor output;
             if (!policy.Covers(i, _layers.Count)) output = layer.Forward(Average(hiddens), cos, sin, cache?[i]);
-            else if (policy.Kind == CheckpointKind.Block) output = Recomputed((h, c, s) => layer.Forward(h[0], c, s), [Average(hiddens)], cos, sin);
-            else output = Recomputed((h, c, s) => layer.Forward(Average(h), c, s), [.. hiddens], cos, sin);
+            else if (policy.Kind == CheckpointKind.Block) output = Recomputed((h, c, s, value) => layer.Forward(h[0], c, s, valueNeeded: value), [Average(hiddens)], cos, sin);
+            else output = Recomputed((h, c, s, value) => layer.Forward(Average(h), c, s, valueNeeded: value), [.. hiddens], cos, sin);
             hiddens.Add(output);
         }
         return _dwa!.TryGet(_layers.Count - 1, out var last) ? last.Forward(hiddens) : hiddens[^1];
@@ -168,11 +168,14 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
             int layer = i;
             var kv = cache?[layer];
             Residual Block(Tensor[] s, Tensor c, Tensor n) => s.Length == 1 ? _layers[layer].Forward(new Residual(s[0]), c, n, kv) : _layers[layer].Forward(s[0], s[1], s[2], s[3], c, n, kv);
+            // a recomputed block ends in its output's add inside the FFN's last GEMM, which backward's re-run skips
+            Tensor Summed(Tensor[] s, Tensor c, Tensor n, bool value) =>
+                s.Length == 1 ? _layers[layer].Forward(s[0], c, n, valueNeeded: value) : _layers[layer].ForwardSum(s[0], s[1], s[2], s[3], c, n, value);
             if (policy.Covers(i, _layers.Count))
             {
                 var output = policy.Kind == CheckpointKind.Mudd
-                    ? Recomputed((h, c, n) => Block(layer == 0 ? h : Mix(layer - 1, h), c, n).Sum(), [.. hiddens], cos, sin)
-                    : Recomputed((s, c, n) => Block(s, c, n).Sum(), i == 0 ? [x] : Mix(i - 1, hiddens, normedLast), cos, sin);
+                    ? Recomputed((h, c, n, value) => Summed(layer == 0 ? h : Mix(layer - 1, h), c, n, value), [.. hiddens], cos, sin)
+                    : Recomputed((s, c, n, value) => Summed(s, c, n, value), i == 0 ? [x] : Mix(i - 1, hiddens, normedLast), cos, sin);
                 hiddens.Add(output);
                 normedLast = null;
             }
@@ -190,8 +193,8 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
     }
 
     /// <summary>A checkpointed region over <paramref name="inputs"/>; the rotary tables travel as inputs so that they outlive this forward's scope.</summary>
-    static Tensor Recomputed(Func<Tensor[], Tensor, Tensor, Tensor> region, Tensor[] inputs, Tensor cos, Tensor sin) =>
-        Recompute.Run(all => region(all[..^2], all[^2], all[^1]), [.. inputs, cos, sin]);
+    static Tensor Recomputed(Func<Tensor[], Tensor, Tensor, bool, Tensor> region, Tensor[] inputs, Tensor cos, Tensor sin) =>
+        Recompute.Run((all, value) => region(all[..^2], all[^2], all[^1], value), [.. inputs, cos, sin]);
 
     /// <summary>
     /// The streams after layer i: hiddens h_0..h_{i+1} mixed by dynamic_dense.{i}(h_{i+1}) + dense_bs.{i}; normed: the

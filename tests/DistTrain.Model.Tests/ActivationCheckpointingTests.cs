@@ -61,4 +61,21 @@ public class ActivationCheckpointingTests
         }
         foreach (var g in plain.Values.Concat(checkpointed.Values)) g.Dispose();
     }
+
+    /// <summary>The region runs for its value in forward and for its graph alone in backward's re-run, which must not need the value.</summary>
+    [Fact]
+    public void TheReRunInBackwardIsToldItsValueIsNotNeeded()
+    {
+        using var scope = NewDisposeScope();
+        var x = randn(4, 3).requires_grad_(true);
+        var asked = new List<bool>();
+        Tensor Region(Tensor[] inputs, bool valueNeeded)
+        {
+            asked.Add(valueNeeded);
+            return inputs[0].mul(2.0);
+        }
+        Layers.Recompute.Run(Region, x).sum().backward();
+        Assert.Equal([true, false], asked);
+        Assert.True(x.grad!.eq(2.0).all().item<bool>());
+    }
 }

@@ -30,7 +30,20 @@ public sealed class FeedForward : nn.Module<Tensor, Tensor>, IUsesKernels
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
+        return Projection.Apply(Gate(x), w2.weight!).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>residual + forward(x) with the add inside w2's GEMM (<see cref="ProjectedResidual"/>; valueNeeded false: only the graph).</summary>
+    public Tensor AddForward(Tensor residual, Tensor x, bool valueNeeded = true)
+    {
+        using var scope = NewDisposeScope();
+        return ProjectedResidual.Apply(residual, Gate(x), w2.weight!, valueNeeded).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>silu(w1 x) · w3 x (..., H): w2's input.</summary>
+    Tensor Gate(Tensor x)
+    {
         var (a, b) = GateProjections.Apply(x, w1.weight, w3.weight);
-        return Projection.Apply(Kernels.SwiGlu(a, b), w2.weight!).MoveToOuterDisposeScope();
+        return Kernels.SwiGlu(a, b);
     }
 }

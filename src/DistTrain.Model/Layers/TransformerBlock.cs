@@ -34,19 +34,22 @@ public sealed class TransformerBlock : nn.Module
         RegisterComponents();
     }
 
-    /// <summary>Single residual stream: x (B, T, D) -> (B, T, D); kv: this layer's cache (<see cref="Attention.Forward"/>).</summary>
-    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, LayerKv? kv = null)
+    /// <summary>
+    /// Single residual stream: x (B, T, D) -> (B, T, D), the output's add done inside the FFN's last GEMM; kv: this
+    /// layer's cache (<see cref="Attention.Forward"/>); valueNeeded false: only the output's graph (a recomputed region).
+    /// </summary>
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, LayerKv? kv = null, bool valueNeeded = true)
     {
         using var scope = NewDisposeScope();
-        return Forward(new Residual(x), cos, sin, kv).Sum().MoveToOuterDisposeScope();
+        var (h, hNormed) = Attend(new Residual(x), cos, sin, kv);
+        return _feedForward.AddForward(h, hNormed, valueNeeded).MoveToOuterDisposeScope();
     }
 
     /// <summary>Single residual stream, the previous block's add still pending in x (B, T, D) -> this block's output, its add pending.</summary>
     public Residual Forward(Residual x, Tensor cos, Tensor sin, LayerKv? kv = null)
     {
         using var scope = NewDisposeScope();
-        var (sum, normed) = _attentionNorm!.Forward(x);   // the previous block's add, with this block's first norm
-        var (h, hNormed) = _ffnNorm.AddForward(sum, _attention.Forward(normed, normed, normed, cos, sin, kv));   // h = x + attn, ffn_norm(h)
+        var (h, hNormed) = Attend(x, cos, sin, kv);
         return new Residual(h, _feedForward.forward(hNormed)).MoveToOuterDisposeScope();
     }
 
@@ -54,12 +57,33 @@ public sealed class TransformerBlock : nn.Module
     public Residual Forward(Tensor q, Tensor k, Tensor v, Tensor r, Tensor cos, Tensor sin, LayerKv? kv = null)
     {
         using var scope = NewDisposeScope();
+        var (h, hNormed) = Attend(q, k, v, r, cos, sin, kv);
+        return new Residual(h, _feedForward.forward(hNormed)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>MUDD streams -> (B, T, D) with the output's add done inside the FFN's last GEMM; valueNeeded false: only its graph (a recomputed region).</summary>
+    public Tensor ForwardSum(Tensor q, Tensor k, Tensor v, Tensor r, Tensor cos, Tensor sin, bool valueNeeded = true)
+    {
+        using var scope = NewDisposeScope();
+        var (h, hNormed) = Attend(q, k, v, r, cos, sin, kv: null);
+        return _feedForward.AddForward(h, hNormed, valueNeeded).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>h = x + attn(attention_norm(x)) and ffn_norm(h); x's own pending add done with the norm.</summary>
+    (Tensor H, Tensor HNormed) Attend(Residual x, Tensor cos, Tensor sin, LayerKv? kv)
+    {
+        var (sum, normed) = _attentionNorm!.Forward(x);   // the previous block's add, with this block's first norm
+        return _ffnNorm.AddForward(sum, _attention.Forward(normed, normed, normed, cos, sin, kv));   // h = x + attn, ffn_norm(h)
+    }
+
+    /// <summary>h = r + attn(norms of q, k, v) and ffn_norm(h).</summary>
+    (Tensor H, Tensor HNormed) Attend(Tensor q, Tensor k, Tensor v, Tensor r, Tensor cos, Tensor sin, LayerKv? kv)
+    {
         Tensor nq, nk, nv;
         if (_attentionNorms is not null)
             (nq, nk, nv) = (_attentionNorms[0].forward(q), _attentionNorms[1].forward(k), _attentionNorms[2].forward(v));
         else
             (nq, nk, nv) = (_attentionNorm!.forward(q), _attentionNorm.forward(k), _attentionNorm.forward(v));
-        var (h, hNormed) = _ffnNorm.AddForward(r, _attention.Forward(nq, nk, nv, cos, sin, kv));   // h = r + attn, ffn_norm(h)
-        return new Residual(h, _feedForward.forward(hNormed)).MoveToOuterDisposeScope();
+        return _ffnNorm.AddForward(r, _attention.Forward(nq, nk, nv, cos, sin, kv));   // h = r + attn, ffn_norm(h)
     }
 }
