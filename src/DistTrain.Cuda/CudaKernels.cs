@@ -52,6 +52,13 @@ public sealed class CudaKernels : IKernels
     public Tensor RmsNorm(Tensor x, Tensor? weight, double eps) =>
         _rmsNorm.Supports(x, weight) ? RmsNormFunction.Apply(_rmsNorm, x, weight, eps) : ReferenceKernels.Instance.RmsNorm(x, weight, eps);
 
+    /// <summary>One launch each way for all of them where the kernels take them together, else each norm on its own.</summary>
+    public Tensor[] RmsNorms(IReadOnlyList<Tensor> xs, IReadOnlyList<Tensor> weights, double eps) =>
+        _rmsNorm.SupportsSets(xs, weights) ? RmsNormsFunction.Apply(_rmsNorm, xs, weights, eps) : xs.Select((x, i) => RmsNorm(x, weights[i], eps)).ToArray();
+
+    /// <summary>Whether <see cref="RmsNorms"/> runs them in one launch (kernel-test checks it did).</summary>
+    public bool FusesRmsNorms(IReadOnlyList<Tensor> xs, IReadOnlyList<Tensor> weights) => _rmsNorm.SupportsSets(xs, weights);
+
     /// <summary>Whether <see cref="AddRmsNorm"/> runs the fused kernels for these tensors (kernel-test checks it ran them).</summary>
     public bool FusesAddRmsNorm(Tensor a, Tensor b, Tensor? weight) => _rmsNorm.SupportsAdd(a, b, weight);
 

@@ -12,12 +12,12 @@ public partial class KernelSourceTests
     private static partial Regex Kernel();
 
     [Theory]
-    [InlineData("rmsnorm.cu", new[] { "rmsnorm_forward_f32", "rmsnorm_forward_bf16", "rmsnorm_backward_f32", "rmsnorm_backward_bf16", "rmsnorm_dw_reduce_f32", "rmsnorm_dw_reduce_bf16", "rmsnorm_forward_rows_bf16", "rmsnorm_backward_rows_bf16" })]
+    [InlineData("rmsnorm.cu", new[] { "rmsnorm_forward_f32", "rmsnorm_forward_bf16", "rmsnorm_backward_f32", "rmsnorm_backward_bf16", "rmsnorm_dw_reduce_f32", "rmsnorm_dw_reduce_bf16", "rmsnorm_forward_rows_bf16", "rmsnorm_backward_rows_bf16", "rmsnorm_forward_rows_sets_bf16", "rmsnorm_backward_rows_sets_bf16", "rmsnorm_dw_reduce_sets_bf16" })]
     [InlineData("adamw.cu", new[] { "adamw_norm_f32", "adamw_norm_bf16", "adamw_update_f32", "adamw_update_bf16" })]
     [InlineData("swiglu.cu", new[] { "swiglu_forward_f32", "swiglu_forward_bf16", "swiglu_backward_f32", "swiglu_backward_bf16" })]
     [InlineData("qkrotary.cu", new[] { "qkrotary_forward_f32", "qkrotary_forward_bf16", "qkrotary_backward_f32", "qkrotary_backward_bf16", "qkrotary_forward_f32_v", "qkrotary_forward_bf16_v", "qkrotary_backward_f32_v", "qkrotary_backward_bf16_v" })]
     [InlineData("mix.cu", new[] { "mix_forward_f32", "mix_forward_f32_v", "mix_forward_bf16", "mix_forward_bf16_v", "mix_backward_f32", "mix_backward_f32_v", "mix_backward_bf16", "mix_backward_bf16_v", "mix_backward_p_f32", "mix_backward_p_f32_v", "mix_backward_p_bf16", "mix_backward_p_bf16_v" })]
-    [InlineData("crossentropy.cu", new[] { "cross_entropy_rows_f32", "cross_entropy_rows_bf16" })]
+    [InlineData("crossentropy.cu", new[] { "cross_entropy_rows_f32", "cross_entropy_rows_bf16", "cross_entropy_scale_f32", "cross_entropy_scale_bf16" })]
     public void EverySourceIsEmbeddedWithTheKernelsItsOpLaunches(string resource, string[] kernels)
     {
         var source = KernelModule.Source(resource);
@@ -80,5 +80,14 @@ public partial class KernelSourceTests
         var source = KernelModule.Source("qkrotary.cu");
         Assert.Contains($"#define QKR_WARPS {FusedQkRotary.RowsPerBlock} ", source);
         Assert.Contains("#define QKR_MAX_D 256 ", source);   // Grouped: d/2 = 4 lanes' pairs x at most 32 lanes
+    }
+
+    [Fact]
+    public void TheNormSetsMatchTheKernelParameter()
+    {
+        // NormSets in rmsnorm.cu: six arrays of NORM_SETS pointers, as FusedRmsNorm fills the table; pick() reads three
+        var source = KernelModule.Source("rmsnorm.cu");
+        Assert.Contains($"#define NORM_SETS {FusedRmsNorm.MaxSets}", source);
+        Assert.Equal(3, FusedRmsNorm.MaxSets);
     }
 }

@@ -16,6 +16,7 @@ public class HiddenGradientsTests
     {
         public string Name => "plain";
         public Tensor RmsNorm(Tensor x, Tensor? weight, double eps) => ReferenceKernels.Instance.RmsNorm(x, weight, eps);
+        public Tensor[] RmsNorms(IReadOnlyList<Tensor> xs, IReadOnlyList<Tensor> weights, double eps) => ReferenceKernels.Instance.RmsNorms(xs, weights, eps);
         public (Tensor Sum, Tensor Normed) AddRmsNorm(Tensor a, Tensor b, Tensor? weight, double eps) => ReferenceKernels.Instance.AddRmsNorm(a, b, weight, eps);
         public Tensor SwiGlu(Tensor a, Tensor b) => ReferenceKernels.Instance.SwiGlu(a, b);
         public Tensor QkNormRotary(Tensor x, Tensor? weight, double eps, Tensor cos, Tensor sin) => ReferenceKernels.Instance.QkNormRotary(x, weight, eps, cos, sin);
@@ -31,6 +32,7 @@ public class HiddenGradientsTests
         public readonly List<HiddenGradients> Seen = [];
         public string Name => "buffered";
         public Tensor RmsNorm(Tensor x, Tensor? weight, double eps) => ReferenceKernels.Instance.RmsNorm(x, weight, eps);
+        public Tensor[] RmsNorms(IReadOnlyList<Tensor> xs, IReadOnlyList<Tensor> weights, double eps) => ReferenceKernels.Instance.RmsNorms(xs, weights, eps);
         public (Tensor Sum, Tensor Normed) AddRmsNorm(Tensor a, Tensor b, Tensor? weight, double eps) => ReferenceKernels.Instance.AddRmsNorm(a, b, weight, eps);
         public Tensor SwiGlu(Tensor a, Tensor b) => ReferenceKernels.Instance.SwiGlu(a, b);
         public Tensor QkNormRotary(Tensor x, Tensor? weight, double eps, Tensor cos, Tensor sin) => ReferenceKernels.Instance.QkNormRotary(x, weight, eps, cos, sin);

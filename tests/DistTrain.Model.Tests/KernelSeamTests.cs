@@ -16,6 +16,13 @@ public class KernelSeamTests
             if (weight is null) NoScale++; else Scaled++;
             return ReferenceKernels.Instance.RmsNorm(x, weight, eps);
         }
+        public int NormSets;
+        public Tensor[] RmsNorms(IReadOnlyList<Tensor> xs, IReadOnlyList<Tensor> weights, double eps)
+        {
+            NormSets++;
+            Scaled += xs.Count;
+            return ReferenceKernels.Instance.RmsNorms(xs, weights, eps);
+        }
         public (Tensor Sum, Tensor Normed) AddRmsNorm(Tensor a, Tensor b, Tensor? weight, double eps)
         {
             if (weight is null) AddNoScale++; else AddNorms++;
@@ -74,6 +81,7 @@ public class KernelSeamTests
         using var disposeTokens = tokens;
         // per layer: attention_norm(s) (3 with sepln after layer 0, else 1, called 1 or 3 times); then the final norm
         Assert.True(counting.Scaled >= config.NLayer + 1, $"{counting.Scaled} scaled norms");
+        Assert.Equal(config.Sepln ? config.NLayer - 1 : 0, counting.NormSets);   // sepln's Q, K, V norms as one op, after layer 0
         Assert.Equal(config.NLayer, counting.AddNorms);  // per layer: h = r + attn with ffn_norm(h)
         Assert.Equal(config.NLayer, counting.AddNoScale);   // one dynamic-dense input per layer, normed with the layer's output add
         Assert.Equal(0, counting.NoScale);

@@ -95,6 +95,44 @@ static void check_rmsnorm_bf16(long long rows, int d, unsigned grid, bool scaled
 
 // The warp-a-row bf16 kernels (rows_bf16) against the block-a-row ones on the same rows, with the fused residual add or
 // without: y, the sum (bit for bit), rstd, dx and dw within one bf16 rounding (their sums add the same terms in another order)
+// Several norms in one launch (rmsnorm_*_rows_sets_bf16, one a blockIdx.y) against each run alone through
+// rmsnorm_*_rows_bf16: the same device code, so y, rstd, dx and dw must be equal bit for bit; the sets whose bit
+// is in `accumulate` add dw into a preset gradient.
+static void check_rmsnorm_sets(long long rows, int d, unsigned grid, int sets, int accumulate) {
+  std::mt19937 rng(rows * 31 + d + sets);
+  std::normal_distribution<float> n01;
+  auto draw = [&](long long n) { std::vector<unsigned short> v(n); for (auto& e : v) e = rms::to_bf16(n01(rng)); return v; };
+  std::vector<std::vector<unsigned short>> x, w, dy, g0, y(2 * sets), dx(2 * sets), dw(2 * sets);
+  std::vector<std::vector<float>> rstd(2 * sets);
+  for (int s = 0; s < sets; ++s) {
+    x.push_back(draw(rows * d)); dy.push_back(draw(rows * d)); g0.push_back(draw(d)); w.push_back(draw(d));
+    for (auto& v : w.back()) v = rms::to_bf16(1.f + 0.1f * __uint_as_float((unsigned)v << 16));
+  }
+  for (int k = 0; k < 2 * sets; ++k) { y[k].resize(rows * d); dx[k].resize(rows * d); rstd[k].resize(rows); dw[k] = g0[k % sets]; }
+  std::vector<float> partial((long long)sets * grid * d, -1.f);
+  rms::NormSets ns{};
+  for (int s = 0; s < sets; ++s) {   // slots 0..sets-1: together
+    ns.x[s] = x[s].data(); ns.w[s] = w[s].data(); ns.out[s] = y[s].data(); ns.rstd[s] = rstd[s].data();
+  }
+  launch({grid, (unsigned)sets}, {256}, [&] { rms::rmsnorm_forward_rows_sets_bf16(ns, rows, d, 1e-5f); });
+  for (int s = 0; s < sets; ++s) { ns.dy[s] = dy[s].data(); ns.out[s] = dx[s].data(); ns.dw[s] = dw[s].data(); }
+  launch({grid, (unsigned)sets}, {256}, [&] { rms::rmsnorm_backward_rows_sets_bf16(ns, partial.data(), rows, d); });
+  launch({(unsigned)(d + 31) / 32, (unsigned)sets}, {32, 32}, [&] { rms::rmsnorm_dw_reduce_sets_bf16(ns, partial.data(), grid, d, accumulate); });
+  for (int s = 0; s < sets; ++s) {   // slots sets..2·sets-1: each alone
+    const int k = sets + s;
+    std::vector<float> part((long long)grid * d, -1.f);
+    launch({grid}, {256}, [&] { rms::rmsnorm_forward_rows_bf16(x[s].data(), nullptr, nullptr, w[s].data(), y[k].data(), rstd[k].data(), rows, d, 1e-5f); });
+    launch({grid}, {256}, [&] { rms::rmsnorm_backward_rows_bf16(x[s].data(), w[s].data(), dy[s].data(), nullptr, rstd[k].data(), dx[k].data(), part.data(), rows, d); });
+    launch({(unsigned)(d + 31) / 32}, {32, 32}, [&] { rms::rmsnorm_dw_reduce_bf16(part.data(), dw[k].data(), grid, d, (accumulate >> s) & 1); });
+  }
+  bool same = true;
+  for (int s = 0; s < sets; ++s)
+    same = same && y[s] == y[sets + s] && rstd[s] == rstd[sets + s] && dx[s] == dx[sets + s] && dw[s] == dw[sets + s] && y[s] != dx[s];
+  char what[128];
+  std::snprintf(what, sizeof what, "rmsnorm rows_sets_bf16 %d sets of %lldx%d grid %u accumulate 0x%x = each alone, bit for bit", sets, rows, d, grid, accumulate);
+  expect(same, what, same ? 0.0 : 1.0);
+}
+
 static void check_rmsnorm_rows(long long rows, int d, unsigned grid, bool scaled, bool add) {
   std::mt19937 rng(rows * 29 + d + add);
   std::normal_distribution<float> n01;
@@ -217,6 +255,9 @@ int main() {
     check_rmsnorm_rows(37, 768, 2, true, add);     // warp-stride over the rows, 3 vectors a lane
     check_rmsnorm_rows(19, 1024, 2, false, add);   // 4 vectors a lane, no scale
   }
+  check_rmsnorm_sets(3, 256, 1, 3, 0);       // fewer rows than warps
+  check_rmsnorm_sets(37, 768, 2, 3, 0x5);    // warp-stride rows; sets 0 and 2 add into a preset dw
+  check_rmsnorm_sets(19, 1024, 2, 2, 0x2);
   check_ops();
   check_add_rmsnorm_all();
   for (int vec : {1, 0}) {   // 1007 = 4·251 + 3: vectors then a tail; decay ends inside a vector at 642

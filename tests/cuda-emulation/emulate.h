@@ -47,7 +47,7 @@ inline float rsqrtf(float x) { return 1.f / std::sqrt(x); }
 #include <math.h>   // sqrtf, fminf, pow as NVRTC has them
 inline unsigned atomicAdd(unsigned* p, unsigned v) { return std::atomic_ref<unsigned>(*p).fetch_add(v); }
 
-// kernel(args...) over grid x block; blocks in order, every thread of a block concurrently
+// kernel(args...) over grid x block (grid.x, grid.y); blocks in order, every thread of a block concurrently
 template <typename F>
 void launch(dim3 grid, dim3 block, F kernel) {
   gridDim = grid; blockDim = block;
@@ -57,11 +57,12 @@ void launch(dim3 grid, dim3 block, F kernel) {
   warp_barriers.clear();
   for (unsigned w = 0; w < (n + 31) / 32; ++w) warp_barriers.push_back(std::make_unique<std::barrier<>>(n - w * 32 < 32 ? n - w * 32 : 32));
   warp_exchange.assign(n, 0.f);
-  for (unsigned bx = 0; bx < grid.x; ++bx) {
-    std::vector<std::thread> threads;
-    for (unsigned ty = 0; ty < block.y; ++ty)
-      for (unsigned tx = 0; tx < block.x; ++tx)
-        threads.emplace_back([=] { blockIdx = {bx, 0, 0}; threadIdx = {tx, ty, 0}; kernel(); });
-    for (auto& t : threads) t.join();
-  }
+  for (unsigned by = 0; by < grid.y; ++by)
+    for (unsigned bx = 0; bx < grid.x; ++bx) {
+      std::vector<std::thread> threads;
+      for (unsigned ty = 0; ty < block.y; ++ty)
+        for (unsigned tx = 0; tx < block.x; ++tx)
+          threads.emplace_back([=] { blockIdx = {bx, by, 0}; threadIdx = {tx, ty, 0}; kernel(); });
+      for (auto& t : threads) t.join();
+    }
 }

@@ -20,6 +20,12 @@ public interface IKernels
     Tensor RmsNorm(Tensor x, Tensor? weight, double eps);
 
     /// <summary>
+    /// Several scaled RMSNorms of tensors of one shape, each with its own weight: [<see cref="RmsNorm"/>(xs[i], weights[i], eps)].
+    /// MUDDFormer's sepln norms of the Q, K and V streams; the fused kernels run them in one launch each way.
+    /// </summary>
+    Tensor[] RmsNorms(IReadOnlyList<Tensor> xs, IReadOnlyList<Tensor> weights, double eps);
+
+    /// <summary>
     /// The residual add before a norm, with the norm: a, b (..., D) of one shape and dtype -> Sum = a + b
     /// (in a's dtype, rounded once, as a plain add) and Normed = <see cref="RmsNorm"/>(Sum, weight, eps).
     /// Backward: a and b both get dSum + the norm's gradient.

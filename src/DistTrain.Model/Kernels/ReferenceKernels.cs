@@ -15,6 +15,9 @@ public sealed class ReferenceKernels : IKernels
     public Tensor RmsNorm(Tensor x, Tensor? weight, double eps) =>
         weight is null ? Layers.RmsNorm.Normalize(x, eps) : Layers.RmsNorm.Normalize(x, eps) * weight;
 
+    public Tensor[] RmsNorms(IReadOnlyList<Tensor> xs, IReadOnlyList<Tensor> weights, double eps) =>
+        xs.Select((x, i) => RmsNorm(x, weights[i], eps)).ToArray();
+
     public (Tensor Sum, Tensor Normed) AddRmsNorm(Tensor a, Tensor b, Tensor? weight, double eps)
     {
         var sum = a.Plus(b);
@@ -61,7 +64,7 @@ public sealed class ReferenceKernels : IKernels
     {
         using var scope = NewDisposeScope();
         var scaled = Precision.Upcast(x).mul(scale);         // fp32 (fp64) math
-        if (accumulate) scaled.add_(y);
+        if (accumulate) scaled.PlusInPlace(y);
         y.copy_(scaled);                                      // rounded once to y's dtype
     }
 }

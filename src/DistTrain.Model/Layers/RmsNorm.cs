@@ -26,6 +26,10 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>, IUsesKernels
     /// <summary>The residual add before this norm, fused with it where the kernels can: (a + b, forward(a + b)).</summary>
     public (Tensor Sum, Tensor Normed) AddForward(Tensor a, Tensor b) => Kernels.AddRmsNorm(a, b, weight, _eps);
 
+    /// <summary>norms[i].forward(xs[i]) for each i (tensors of one shape) as one kernel op (<see cref="IKernels.RmsNorms"/>: one launch each way when fused).</summary>
+    public static Tensor[] Forward(IReadOnlyList<RmsNorm> norms, IReadOnlyList<Tensor> xs) =>
+        norms[0].Kernels.RmsNorms(xs, norms.Select(m => (Tensor)m.weight).ToArray(), norms[0]._eps);
+
     /// <summary>A block output whose add is still pending: (its sum, forward(sum)), the add fused into the norm.</summary>
     public (Tensor Sum, Tensor Normed) Forward(Residual x) => x.B is null ? (x.A, forward(x.A)) : AddForward(x.A, x.B);
 

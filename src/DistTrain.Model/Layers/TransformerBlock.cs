@@ -79,11 +79,9 @@ public sealed class TransformerBlock : nn.Module
     /// <summary>h = r + attn(norms of q, k, v) and ffn_norm(h).</summary>
     (Tensor H, Tensor HNormed) Attend(Tensor q, Tensor k, Tensor v, Tensor r, Tensor cos, Tensor sin, LayerKv? kv)
     {
-        Tensor nq, nk, nv;
-        if (_attentionNorms is not null)
-            (nq, nk, nv) = (_attentionNorms[0].forward(q), _attentionNorms[1].forward(k), _attentionNorms[2].forward(v));
-        else
-            (nq, nk, nv) = (_attentionNorm!.forward(q), _attentionNorm.forward(k), _attentionNorm.forward(v));
-        return _ffnNorm.AddForward(r, _attention.Forward(nq, nk, nv, cos, sin, kv));   // h = r + attn, ffn_norm(h)
+        var n = _attentionNorms is not null
+            ? RmsNorm.Forward([.. _attentionNorms], [q, k, v])   // sepln: three norms as one kernel op
+            : [_attentionNorm!.forward(q), _attentionNorm.forward(k), _attentionNorm.forward(v)];
+        return _ffnNorm.AddForward(r, _attention.Forward(n[0], n[1], n[2], cos, sin, kv));   // h = r + attn, ffn_norm(h)
     }
 }

@@ -1,4 +1,5 @@
 using DistTrain.Cuda;
+using DistTrain.Model;
 using DistTrain.Model.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -49,7 +50,7 @@ public static partial class KernelSelfTest
         if (!kernels.FusesScaleGradient(y0, x, s))
             throw new InvalidOperationException($"cross-entropy gradient scale: the fused kernel refused {dtype} [{n}]");
         var truth = x.to(ScalarType.Float64).mul(s.to(ScalarType.Float64));
-        if (accumulate) truth.add_(y0.to(ScalarType.Float64));
+        if (accumulate) truth.PlusInPlace(y0.to(ScalarType.Float64));
         Tensor Run(IKernels k)
         {
             var y = y0.clone();

@@ -65,6 +65,8 @@ public static partial class KernelSelfTest
             foreach (var (rows, d) in NormShapes)
                 foreach (bool scaled in new[] { true, false })
                     Add(RmsNorm(kernels, device, dtype, rows, d, scaled));
+        foreach (var (sets, rows, d) in NormSetShapes)
+            Add(RmsNormSets(kernels, device, sets, rows, d));
         Add(AddRmsNorms(kernels, device));         // KernelSelfTest.AddRmsNorm.cs
         Add(SwiGluAndQkRotary(kernels, device));   // KernelSelfTest.SwiGluQkRotary.cs
         Add(CrossEntropy(kernels, device));        // KernelSelfTest.CrossEntropy.cs
@@ -114,6 +116,48 @@ public static partial class KernelSelfTest
             var truthSum = g0.to(ScalarType.Float64).Plus(truth[2]);
             var (abs, rel) = Error(AccumulatedDw(kernels, x, w!, dy, g0), truthSum);
             result.Add(new KernelCheck(op, name, shape, "dw+=", abs, rel, Error(AccumulatedDw(ReferenceKernels.Instance, x, w!, dy, g0), truthSum).Rel, tol));
+        }
+        return result;
+    }
+
+    // sepln's Q, K, V norms at the 405M shape, and small ones (one launch for all: bf16, D a multiple of 256 up to 1024)
+    static readonly (int Sets, long Rows, long D)[] NormSetShapes = [(3, 2048 * 8, 1024), (3, 5, 256), (2, 37, 768)];
+
+    /// <summary>
+    /// Several norms in one launch (<see cref="IKernels.RmsNorms"/>), bf16, against fp64: each y, dx and dw (the second
+    /// set's weight holds a preset .grad, which its dw is added into), tolerance 1e-2 as for one norm.
+    /// </summary>
+    static List<KernelCheck> RmsNormSets(CudaKernels kernels, Device device, int sets, long rows, long d)
+    {
+        using var scope = NewDisposeScope();
+        using var ten = tensor(10.0);
+        var xs = Enumerable.Range(0, sets).Select(_ => randn([rows, d], ScalarType.Float32, device).to(ScalarType.BFloat16)).ToArray();
+        var ws = Enumerable.Range(0, sets).Select(_ => randn([d], ScalarType.Float32, device).div(ten).exp_().to(ScalarType.BFloat16)).ToArray();
+        var dys = Enumerable.Range(0, sets).Select(_ => randn([rows, d], ScalarType.Float32, device).to(ScalarType.BFloat16)).ToArray();
+        var g0 = randn([d], ScalarType.Float32, device).to(ScalarType.BFloat16);
+        if (!kernels.FusesRmsNorms(xs, ws))
+            throw new InvalidOperationException($"rmsnorm sets: the fused kernels refused {sets} x [{rows}, {d}]");
+        // outputs: y_i, dx_i, the weights' .grad (set 1: g0 + dw_1)
+        List<Tensor> Run(IKernels k, ScalarType dtype)
+        {
+            var xi = xs.Select(x => x.to(dtype).detach().requires_grad_(true)).ToArray();
+            var wi = ws.Select(w => w.to(dtype).detach().requires_grad_(true)).ToArray();
+            wi[1].grad = g0.to(dtype).clone();   // a copy: g0 itself would be added into (bf16: to() returns g0)
+            var ys = k.RmsNorms(xi, wi, Eps);
+            autograd.backward(ys, dys.Select(g => g.to(dtype)).ToArray());
+            return [.. ys.Select(y => y.detach()), .. xi.Select(x => x.grad!), .. wi.Select(w => w.grad!)];
+        }
+        var truth = Run(ReferenceKernels.Instance, ScalarType.Float64);
+        var reference = Run(ReferenceKernels.Instance, ScalarType.BFloat16);
+        var fused = Run(kernels, ScalarType.BFloat16);
+        cuda.synchronize(device);
+        var result = new List<KernelCheck>();
+        string[] kinds = ["y", "dx", "dw"];
+        for (int i = 0; i < truth.Count; i++)
+        {
+            var (abs, rel) = Error(fused[i], truth[i]);
+            string output = $"{kinds[i / sets]}{i % sets}{(i / sets == 2 && i % sets == 1 ? "+=" : "")}";
+            result.Add(new KernelCheck("rmsnorm_sets", "bf16", $"{sets}x{rows}x{d}", output, abs, rel, Error(reference[i], truth[i]).Rel, 1e-2));
         }
         return result;
     }

@@ -19,6 +19,7 @@ internal sealed class FusedRmsNorm
 
     readonly CudaDevice _device;
     readonly CudaFunction _forward32, _forward16, _backward32, _backward16, _reduce32, _reduce16, _forwardRows16, _backwardRows16;
+    readonly CudaFunction _forwardSets16, _backwardSets16, _reduceSets16;
 
     public FusedRmsNorm(CudaDevice device)
     {
@@ -28,6 +29,8 @@ internal sealed class FusedRmsNorm
         (_backward32, _backward16) = (module.Function("rmsnorm_backward_f32"), module.Function("rmsnorm_backward_bf16"));
         (_reduce32, _reduce16) = (module.Function("rmsnorm_dw_reduce_f32"), module.Function("rmsnorm_dw_reduce_bf16"));
         (_forwardRows16, _backwardRows16) = (module.Function("rmsnorm_forward_rows_bf16"), module.Function("rmsnorm_backward_rows_bf16"));
+        (_forwardSets16, _backwardSets16) = (module.Function("rmsnorm_forward_rows_sets_bf16"), module.Function("rmsnorm_backward_rows_sets_bf16"));
+        _reduceSets16 = module.Function("rmsnorm_dw_reduce_sets_bf16");
     }
 
     public CudaDevice Device => _device;
@@ -153,6 +156,90 @@ internal sealed class FusedRmsNorm
             Arg.Ptr(TensorArgs.Pointer(dw, _device, op, "dw", dtype)),
             Arg.I64(parts), Arg.I32((int)d), Arg.I32(dwInto is null ? 0 : 1));
         return (dx, dwInto is null ? dw : null);
+    }
+
+    public const int MaxSets = 3;   // NORM_SETS in rmsnorm.cu
+    // NormSets: x, w, dy, out, rstd, dw, MaxSets pointers each
+    const int SetX = 0, SetW = MaxSets, SetDy = 2 * MaxSets, SetOut = 3 * MaxSets, SetRstd = 4 * MaxSets, SetDw = 5 * MaxSets, SetSlots = 6 * MaxSets;
+
+    /// <summary>
+    /// Whether <see cref="ForwardSets"/> takes these: 2 or 3 norms of bf16 tensors of one shape on this device, each with a
+    /// weight, rows the warp-a-row kernels take (D a multiple of 256 up to 1024), contiguous and 16-byte aligned.
+    /// </summary>
+    public bool SupportsSets(IReadOnlyList<Tensor> xs, IReadOnlyList<Tensor> weights)
+    {
+        if (xs.Count is < 2 or > MaxSets || weights.Count != xs.Count) return false;
+        for (int i = 0; i < xs.Count; i++)
+            if (!Supports(xs[i], weights[i]) || xs[i].dtype != ScalarType.BFloat16 || !xs[i].shape.SequenceEqual(xs[0].shape) ||
+                !xs[i].is_contiguous() || !TensorArgs.Aligned16(xs[i]) || !TensorArgs.Aligned16(weights[i]))
+                return false;
+        return WarpRows(xs[0].shape[^1], ScalarType.BFloat16, 1);
+    }
+
+    /// <summary>xs (rows·D each, as <see cref="SupportsSets"/>), one weight each -> each y and its rstd, in one launch.</summary>
+    public (Tensor[] Y, Tensor[] Rstd) ForwardSets(IReadOnlyList<Tensor> xs, IReadOnlyList<Tensor> weights, double eps)
+    {
+        const string op = "rmsnorm forward (sets)";
+        long d = xs[0].shape[^1], rows = xs[0].numel() / d;
+        var ys = xs.Select(x => empty_like(x)).ToArray();
+        var rstds = xs.Select(x => empty([rows], ScalarType.Float32, x.device)).ToArray();
+        Span<ulong> table = stackalloc ulong[SetSlots];
+        table.Clear();
+        for (int i = 0; i < xs.Count; i++)
+        {
+            table[SetX + i] = Arg.Ptr(TensorArgs.Pointer(xs[i], _device, op, $"x{i}", ScalarType.BFloat16));
+            table[SetW + i] = Arg.Ptr(TensorArgs.Pointer(weights[i], _device, op, $"weight{i}", ScalarType.BFloat16));
+            table[SetOut + i] = Arg.Ptr(TensorArgs.Pointer(ys[i], _device, op, $"y{i}", ScalarType.BFloat16));
+            table[SetRstd + i] = Arg.Ptr(TensorArgs.Pointer(rstds[i], _device, op, $"rstd{i}", ScalarType.Float32));
+        }
+        uint blocks = (uint)Math.Min((rows + RowsWarps - 1) / RowsWarps, (long)_device.Multiprocessors * 8);
+        KernelLaunch.LaunchWithTable(_forwardSets16, (blocks, (uint)xs.Count), (RowsWarps * 32, 1), 0, () => $"{xs.Count} x {TensorArgs.Describe(xs[0])}", table,
+            Arg.I64(rows), Arg.I32((int)d), Arg.F32((float)eps));
+        return (ys, rstds);
+    }
+
+    /// <summary>
+    /// The backward of <see cref="ForwardSets"/>: dys like the xs (contiguous, 16-byte aligned) -> each dx, and each dw added
+    /// into intos[i] (the weight's .grad) where it is given (Dw[i] null), else a new tensor. One launch, one reduce.
+    /// </summary>
+    public (Tensor[] Dx, Tensor?[] Dw) BackwardSets(IReadOnlyList<Tensor> xs, IReadOnlyList<Tensor> weights, IReadOnlyList<Tensor> rstds,
+                                                     IReadOnlyList<Tensor> dys, IReadOnlyList<Tensor?> intos)
+    {
+        const string op = "rmsnorm backward (sets)";
+        long d = xs[0].shape[^1], rows = xs[0].numel() / d;
+        int n = xs.Count;
+        var dxs = xs.Select(x => empty_like(x)).ToArray();
+        var dws = new Tensor?[n];
+        Span<ulong> table = stackalloc ulong[SetSlots];
+        table.Clear();
+        int accumulate = 0;
+        for (int i = 0; i < n; i++)
+        {
+            if (!dys[i].shape.SequenceEqual(xs[i].shape) || !dys[i].is_contiguous() || !TensorArgs.Aligned16(dys[i]))
+                throw new ArgumentException($"{op}: dy {i} must be contiguous, 16-byte aligned and shaped as x");
+            table[SetX + i] = Arg.Ptr(TensorArgs.Pointer(xs[i], _device, op, $"x{i}", ScalarType.BFloat16));
+            table[SetW + i] = Arg.Ptr(TensorArgs.Pointer(weights[i], _device, op, $"weight{i}", ScalarType.BFloat16));
+            table[SetDy + i] = Arg.Ptr(TensorArgs.Pointer(dys[i], _device, op, $"dy{i}", ScalarType.BFloat16));
+            table[SetOut + i] = Arg.Ptr(TensorArgs.Pointer(dxs[i], _device, op, $"dx{i}", ScalarType.BFloat16));
+            table[SetRstd + i] = Arg.Ptr(TensorArgs.Pointer(rstds[i], _device, op, $"rstd{i}", ScalarType.Float32));
+            if (intos[i] is null) dws[i] = empty_like(weights[i]);
+            else accumulate |= 1 << i;
+            table[SetDw + i] = Arg.Ptr(TensorArgs.Pointer(intos[i] ?? dws[i]!, _device, op, $"dw{i}", ScalarType.BFloat16));
+        }
+        string Shapes() => $"{n} x {TensorArgs.Describe(xs[0])}";
+        uint blocks = (uint)Math.Min((rows + RowsWarps - 1) / RowsWarps, (long)_device.Multiprocessors * 4);
+        if (blocks == 0)
+        {
+            foreach (var dw in dws) dw?.zero_();   // no rows: nothing to reduce (an existing .grad keeps its value)
+            return (dxs, dws);
+        }
+        using var partial = empty([n, blocks, d], ScalarType.Float32, xs[0].device);   // one row a block, a set after another
+        nint ppartial = TensorArgs.Pointer(partial, _device, op, "dw partial", ScalarType.Float32);
+        KernelLaunch.LaunchWithTable(_backwardSets16, (blocks, (uint)n), (RowsWarps * 32, 1), 0, Shapes, table,
+            Arg.Ptr(ppartial), Arg.I64(rows), Arg.I32((int)d));
+        KernelLaunch.LaunchWithTable(_reduceSets16, ((uint)((d + 31) / 32), (uint)n), (32, 32), 0, Shapes, table,
+            Arg.Ptr(ppartial), Arg.I64(blocks), Arg.I32((int)d), Arg.I32(accumulate));
+        return (dxs, dws);
     }
 
     /// <summary>1 when rows are whole 16-byte vectors (D a multiple of 8 bf16 or 4 fp32) and every pointer (0: none) starts on 16 bytes.</summary>

@@ -241,7 +241,7 @@ __device__ void dw_reduce(const float* partial, T* dw, long long parts, int d, i
 __device__ __forceinline__ float bf(const Words& r, int j) { return unpack(r, j, (unsigned short*)0); }
 
 // y = x · r [· w] (and sum = x + res rounded to bf16, which is what is normed), r = rsqrt(mean(x²) + eps)
-extern "C" __global__ void __launch_bounds__(ROWS_WARPS * 32) rmsnorm_forward_rows_bf16(const unsigned short* x, const unsigned short* res, unsigned short* sum,
+__device__ void rows_forward(const unsigned short* x, const unsigned short* res, unsigned short* sum,
     const unsigned short* w, unsigned short* y, float* rstd, long long rows, int d, float eps) {
   const int lane = threadIdx.x & 31, vpl = d >> 8;
   const long long warps = (long long)gridDim.x * (blockDim.x >> 5);
@@ -283,7 +283,7 @@ extern "C" __global__ void __launch_bounds__(ROWS_WARPS * 32) rmsnorm_forward_ro
 }
 
 // dx = r · (g − x̂ · mean(g · x̂)) [+ dres], x̂ = x · r, g = dy [· w]; dw_partial[block] = Σ over its rows of dy · x̂
-extern "C" __global__ void __launch_bounds__(ROWS_WARPS * 32) rmsnorm_backward_rows_bf16(const unsigned short* x, const unsigned short* w, const unsigned short* dy,
+__device__ void rows_backward(const unsigned short* x, const unsigned short* w, const unsigned short* dy,
     const unsigned short* dres, const float* rstd, unsigned short* dx, float* dw_partial, long long rows, int d) {
   // slot (warp, i * 8 + j, lane): column (i * 32 + lane) * 8 + j; lanes on consecutive words (no bank conflicts)
   __shared__ float acc[ROWS_WARPS][ROWS_MAXV * 8][32];
@@ -341,6 +341,41 @@ extern "C" __global__ void __launch_bounds__(ROWS_WARPS * 32) rmsnorm_backward_r
       dw_partial[(long long)blockIdx.x * d + ((s >> 3) * 32 + l) * 8 + (s & 7)] = sum;
     }
   }
+}
+
+extern "C" __global__ void __launch_bounds__(ROWS_WARPS * 32) rmsnorm_forward_rows_bf16(const unsigned short* x, const unsigned short* res, unsigned short* sum,
+    const unsigned short* w, unsigned short* y, float* rstd, long long rows, int d, float eps) {
+  rows_forward(x, res, sum, w, y, rstd, rows, d, eps);
+}
+extern "C" __global__ void __launch_bounds__(ROWS_WARPS * 32) rmsnorm_backward_rows_bf16(const unsigned short* x, const unsigned short* w, const unsigned short* dy,
+    const unsigned short* dres, const float* rstd, unsigned short* dx, float* dw_partial, long long rows, int d) {
+  rows_backward(x, w, dy, dres, rstd, dx, dw_partial, rows, d);
+}
+
+// Up to NORM_SETS norms of one shape in one launch, one a blockIdx.y (MUDDFormer's sepln norms of the Q, K and V streams:
+// three launches each way and three reduces became one; each launch costs the GPU about 2 us between kernels besides its tail).
+// Set s's dw partial rows are partial[s · gridDim.x + block]; the reduce sums each set's `parts` rows into its dw.
+#define NORM_SETS 3
+struct NormSets {
+  const unsigned short* x[NORM_SETS];
+  const unsigned short* w[NORM_SETS];
+  const unsigned short* dy[NORM_SETS];   // backward
+  unsigned short* out[NORM_SETS];        // forward: y; backward: dx
+  float* rstd[NORM_SETS];
+  unsigned short* dw[NORM_SETS];         // reduce: the weights' gradients
+};
+// the set of this block (constant indices: a run-time index into a kernel parameter would copy it to local memory)
+template <typename P> __device__ __forceinline__ P pick(P const (&a)[NORM_SETS]) { return blockIdx.y == 0 ? a[0] : blockIdx.y == 1 ? a[1] : a[2]; }
+
+extern "C" __global__ void __launch_bounds__(ROWS_WARPS * 32) rmsnorm_forward_rows_sets_bf16(const NormSets s, long long rows, int d, float eps) {
+  rows_forward(pick(s.x), 0, 0, pick(s.w), pick(s.out), pick(s.rstd), rows, d, eps);
+}
+extern "C" __global__ void __launch_bounds__(ROWS_WARPS * 32) rmsnorm_backward_rows_sets_bf16(const NormSets s, float* dw_partial, long long rows, int d) {
+  rows_backward(pick(s.x), pick(s.w), pick(s.dy), 0, pick(s.rstd), pick(s.out), dw_partial == 0 ? 0 : dw_partial + (long long)blockIdx.y * gridDim.x * d, rows, d);
+}
+// accumulate: bit s set where set s's dw is added into (an existing .grad)
+extern "C" __global__ void __launch_bounds__(RMS_BOUNDS) rmsnorm_dw_reduce_sets_bf16(const NormSets s, const float* partial, long long parts, int d, int accumulate) {
+  dw_reduce<unsigned short>(partial + (long long)blockIdx.y * parts * d, pick(s.dw), parts, d, (accumulate >> blockIdx.y) & 1);
 }
 
 extern "C" __global__ void __launch_bounds__(RMS_BOUNDS) rmsnorm_forward_f32(const float* x, const float* res, float* sum, const float* w, float* y, float* rstd, long long rows, int d, float eps, int vec) {
