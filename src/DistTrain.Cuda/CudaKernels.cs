@@ -71,6 +71,13 @@ public sealed class CudaKernels : IKernels
     public Tensor QkNormRotary(Tensor x, Tensor? weight, double eps, Tensor cos, Tensor sin) =>
         _qkRotary.Supports(x, weight, cos, sin) ? QkRotaryFunction.Apply(_qkRotary, x, weight, eps, cos, sin) : ReferenceKernels.Instance.QkNormRotary(x, weight, eps, cos, sin);
 
+    public (Tensor Q, Tensor K) QkNormRotary(Tensor q, Tensor k, Tensor? qWeight, Tensor? kWeight, double eps, Tensor cos, Tensor sin) =>
+        _qkRotary.SupportsPair(q, k, qWeight, kWeight, cos, sin) ? QkRotaryPairFunction.Apply(_qkRotary, q, k, qWeight, kWeight, eps, cos, sin)
+            : (QkNormRotary(q, qWeight, eps, cos, sin), QkNormRotary(k, kWeight, eps, cos, sin));
+
+    /// <summary>Whether the pair form of <see cref="QkNormRotary(Tensor, Tensor, Tensor?, Tensor?, double, Tensor, Tensor)"/> runs in one launch (kernel-test checks it did).</summary>
+    public bool FusesQkPair(Tensor q, Tensor k, Tensor? qWeight, Tensor? kWeight, Tensor cos, Tensor sin) => _qkRotary.SupportsPair(q, k, qWeight, kWeight, cos, sin);
+
     /// <summary>Whether <see cref="Mix"/> runs the fused kernels for these tensors (kernel-test checks it ran them).</summary>
     public bool FusesMix(IReadOnlyList<Tensor> hiddens, Tensor dw) => _mix.Supports(hiddens, dw);
 

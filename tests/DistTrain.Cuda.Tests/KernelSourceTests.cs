@@ -15,7 +15,7 @@ public partial class KernelSourceTests
     [InlineData("rmsnorm.cu", new[] { "rmsnorm_forward_f32", "rmsnorm_forward_bf16", "rmsnorm_backward_f32", "rmsnorm_backward_bf16", "rmsnorm_dw_reduce_f32", "rmsnorm_dw_reduce_bf16", "rmsnorm_forward_rows_bf16", "rmsnorm_backward_rows_bf16", "rmsnorm_forward_rows_sets_bf16", "rmsnorm_backward_rows_sets_bf16", "rmsnorm_dw_reduce_sets_bf16" })]
     [InlineData("adamw.cu", new[] { "adamw_norm_f32", "adamw_norm_bf16", "adamw_update_f32", "adamw_update_bf16" })]
     [InlineData("swiglu.cu", new[] { "swiglu_forward_f32", "swiglu_forward_bf16", "swiglu_backward_f32", "swiglu_backward_bf16" })]
-    [InlineData("qkrotary.cu", new[] { "qkrotary_forward_f32", "qkrotary_forward_bf16", "qkrotary_backward_f32", "qkrotary_backward_bf16", "qkrotary_forward_f32_v", "qkrotary_forward_bf16_v", "qkrotary_backward_f32_v", "qkrotary_backward_bf16_v" })]
+    [InlineData("qkrotary.cu", new[] { "qkrotary_forward_f32", "qkrotary_forward_bf16", "qkrotary_backward_f32", "qkrotary_backward_bf16", "qkrotary_forward_f32_v", "qkrotary_forward_bf16_v", "qkrotary_backward_f32_v", "qkrotary_backward_bf16_v", "qkrotary_forward_pair_bf16_v", "qkrotary_backward_pair_bf16_v" })]
     [InlineData("mix.cu", new[] { "mix_forward_f32", "mix_forward_f32_v", "mix_forward_bf16", "mix_forward_bf16_v", "mix_backward_f32", "mix_backward_f32_v", "mix_backward_bf16", "mix_backward_bf16_v", "mix_backward_p_f32", "mix_backward_p_f32_v", "mix_backward_p_bf16", "mix_backward_p_bf16_v" })]
     [InlineData("crossentropy.cu", new[] { "cross_entropy_rows_f32", "cross_entropy_rows_bf16", "cross_entropy_scale_f32", "cross_entropy_scale_bf16" })]
     public void EverySourceIsEmbeddedWithTheKernelsItsOpLaunches(string resource, string[] kernels)

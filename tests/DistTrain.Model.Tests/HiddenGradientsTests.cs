@@ -20,6 +20,8 @@ public class HiddenGradientsTests
         public (Tensor Sum, Tensor Normed) AddRmsNorm(Tensor a, Tensor b, Tensor? weight, double eps) => ReferenceKernels.Instance.AddRmsNorm(a, b, weight, eps);
         public Tensor SwiGlu(Tensor a, Tensor b) => ReferenceKernels.Instance.SwiGlu(a, b);
         public Tensor QkNormRotary(Tensor x, Tensor? weight, double eps, Tensor cos, Tensor sin) => ReferenceKernels.Instance.QkNormRotary(x, weight, eps, cos, sin);
+        public (Tensor Q, Tensor K) QkNormRotary(Tensor q, Tensor k, Tensor? qWeight, Tensor? kWeight, double eps, Tensor cos, Tensor sin) =>
+            (QkNormRotary(q, qWeight, eps, cos, sin), QkNormRotary(k, kWeight, eps, cos, sin));
         public Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients) => ReferenceKernels.Instance.Mix(hiddens, dw, null);
         public Tensor DepthWeightedAverage(IReadOnlyList<Tensor> hiddens, Tensor weights) => ReferenceKernels.Instance.DepthWeightedAverage(hiddens, weights);
         public void CrossEntropyRows(Tensor logits, Tensor targets, Tensor losses, long? meanOver) => ReferenceKernels.Instance.CrossEntropyRows(logits, targets, losses, meanOver);
@@ -36,6 +38,8 @@ public class HiddenGradientsTests
         public (Tensor Sum, Tensor Normed) AddRmsNorm(Tensor a, Tensor b, Tensor? weight, double eps) => ReferenceKernels.Instance.AddRmsNorm(a, b, weight, eps);
         public Tensor SwiGlu(Tensor a, Tensor b) => ReferenceKernels.Instance.SwiGlu(a, b);
         public Tensor QkNormRotary(Tensor x, Tensor? weight, double eps, Tensor cos, Tensor sin) => ReferenceKernels.Instance.QkNormRotary(x, weight, eps, cos, sin);
+        public (Tensor Q, Tensor K) QkNormRotary(Tensor q, Tensor k, Tensor? qWeight, Tensor? kWeight, double eps, Tensor cos, Tensor sin) =>
+            (QkNormRotary(q, qWeight, eps, cos, sin), QkNormRotary(k, kWeight, eps, cos, sin));
         public Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients)
         {
             if (gradients is not null && !Seen.Contains(gradients)) Seen.Add(gradients);

@@ -38,6 +38,12 @@ public class KernelSeamTests
             if (weight is null) QkRotaryOnly++; else QkNormed++;
             return ReferenceKernels.Instance.QkNormRotary(x, weight, eps, cos, sin);
         }
+        public int QkPairs;
+        public (Tensor Q, Tensor K) QkNormRotary(Tensor q, Tensor k, Tensor? qWeight, Tensor? kWeight, double eps, Tensor cos, Tensor sin)
+        {
+            QkPairs++;
+            return (QkNormRotary(q, qWeight, eps, cos, sin), QkNormRotary(k, kWeight, eps, cos, sin));
+        }
         public int Mixes;
         public Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients)
         {
@@ -89,6 +95,7 @@ public class KernelSeamTests
         // q and k per layer: QK-norm with rotary, or rotary alone
         Assert.Equal(2 * config.NLayer, config.UseQkNorm ? counting.QkNormed : counting.QkRotaryOnly);
         Assert.Equal(0, config.UseQkNorm ? counting.QkRotaryOnly : counting.QkNormed);
+        Assert.Equal(config.NLayer, counting.QkPairs);   // q and k as one op per layer
         Assert.Equal(config.NLayer, counting.Mixes);     // one mix after each layer
         Assert.All(model.named_modules().Select(m => m.module).OfType<IUsesKernels>(), m => Assert.Same(counting, m.Kernels));
         // the chunked loss runs each chunk's softmax through the same kernels: 2·8 rows in chunks of 5 -> 4 chunks

@@ -128,7 +128,41 @@ static void check_qkrotary(int B, int Tn, int H, int d, bool normed, bool packed
   expect(rel < (bf ? 1.0 / 128 : 1e-5), what, rel);
 }
 
+// q and k in one launch (qkrotary_*_pair_bf16_v, one a blockIdx.y) against each alone through the _v kernels: the same
+// device code, so y, dx and the dw partial rows must be equal bit for bit. Contiguous (B, T, H, d) views.
+static void check_qk_pair(int B, int Tn, int H, int d, bool normed, unsigned grid) {
+  std::mt19937 rng(B * 7 + Tn * 5 + H * 3 + d + normed);
+  std::normal_distribution<float> n01;
+  const int half = d / 2, Tt = Tn + 1;
+  const long long rows = (long long)B * Tn * H, n = rows * d;
+  auto draw = [&](long long m, float scale, float shift) { std::vector<unsigned short> v(m); for (auto& e : v) e = rms::to_bf16(shift + scale * n01(rng)); return v; };
+  std::vector<unsigned short> x[2] = {draw(n, 2.f, 0.f), draw(n, 2.f, 0.f)}, w[2] = {draw(d, 0.1f, 1.f), draw(d, 0.1f, 1.f)},
+                              dy[2] = {draw(n, 1.f, 0.f), draw(n, 1.f, 0.f)}, y[4], dx[4];
+  for (int i = 0; i < 4; ++i) { y[i].resize(n); dx[i].resize(n); }
+  std::vector<float> cs(Tt * half), sn(Tt * half), pair(2 * grid * d, -1.f), alone(2 * grid * d, -1.f);
+  for (int i = 0; i < Tt * half; ++i) { cs[i] = std::cos(0.01f * i); sn[i] = std::sin(0.01f * i); }
+  const long long sh = d, st = (long long)H * d, sb = st * Tn;
+  qkr::QkPair p{};
+  for (int s = 0; s < 2; ++s) { p.x[s] = x[s].data(); p.w[s] = normed ? w[s].data() : nullptr; p.out[s] = y[s].data(); p.dy[s] = dy[s].data(); }
+  launch({grid, 2}, {32, 8}, [&] { qkr::qkrotary_forward_pair_bf16_v(p, cs.data(), sn.data(), rows, Tn, H, d, sb, st, sh, 1e-5f); });
+  for (int s = 0; s < 2; ++s) p.out[s] = dx[s].data();
+  launch({grid, 2}, {32, 8}, [&] { qkr::qkrotary_backward_pair_bf16_v(p, cs.data(), sn.data(), normed ? pair.data() : nullptr, rows, Tn, H, d, sb, st, sh, sb, st, sh, 1e-5f); });
+  for (int s = 0; s < 2; ++s) {
+    launch({grid}, {32, 8}, [&] { qkr::qkrotary_forward_bf16_v(x[s].data(), normed ? w[s].data() : nullptr, cs.data(), sn.data(), y[2 + s].data(), rows, Tn, H, d, sb, st, sh, 1e-5f); });
+    launch({grid}, {32, 8}, [&] { qkr::qkrotary_backward_bf16_v(x[s].data(), normed ? w[s].data() : nullptr, cs.data(), sn.data(), dy[s].data(), dx[2 + s].data(),
+                                                                   normed ? alone.data() + (long long)s * grid * d : nullptr, rows, Tn, H, d, sb, st, sh, sb, st, sh, 1e-5f); });
+  }
+  const bool same = y[0] == y[2] && y[1] == y[3] && dx[0] == dx[2] && dx[1] == dx[3] && pair == alone && y[0] != y[1];
+  char what[128];
+  std::snprintf(what, sizeof what, "qkrotary pair_bf16_v %dx%dx%dx%d%s grid %u = q and k alone, bit for bit", B, Tn, H, d, normed ? "" : " (no norm)", grid);
+  expect(same, what, same ? 0.0 : 1.0);
+}
+
 static void check_ops() {
+  for (bool normed : {true, false}) {
+    check_qk_pair(2, 4, 16, 64, normed, 3);   // the 405M head, 8 rows a warp, grid-stride
+    check_qk_pair(3, 5, 7, 32, normed, 2);
+  }
   check_swiglu(1, 1);
   check_swiglu(7, 1);          // fewer than one vector: the scalar tail only
   check_swiglu(8, 1);          // one bf16 vector, two fp32

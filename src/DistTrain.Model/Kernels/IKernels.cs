@@ -41,6 +41,12 @@ public interface IKernels
     /// <see cref="Layers.Rotary.Apply"/>(RMSNorm(x) · weight) as (B, T, H, d) in x's dtype.
     /// </summary>
     Tensor QkNormRotary(Tensor x, Tensor? weight, double eps, Tensor cos, Tensor sin);
+
+    /// <summary>
+    /// <see cref="QkNormRotary"/> of q and of k (each with its own weight, both or neither) as one op: the fused kernels run
+    /// both in one launch each way.
+    /// </summary>
+    (Tensor Q, Tensor K) QkNormRotary(Tensor q, Tensor k, Tensor? qWeight, Tensor? kWeight, double eps, Tensor cos, Tensor sin);
     /// <summary>
     /// The MUDD multiway mixing: hiddens h_0..h_{L-1} (each (B, T, D)) and weights dw (C, B, T, L) ->
     /// C streams (B, T, D) in the hiddens' dtype, stream_c = Σ_j dw[c, :, :, j] · h_j (dw taken in the

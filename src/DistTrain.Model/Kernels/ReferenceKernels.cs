@@ -37,6 +37,9 @@ public sealed class ReferenceKernels : IKernels
         return Rotary.Apply(normed, cos, sin).MoveToOuterDisposeScope();
     }
 
+    public (Tensor Q, Tensor K) QkNormRotary(Tensor q, Tensor k, Tensor? qWeight, Tensor? kWeight, double eps, Tensor cos, Tensor sin) =>
+        (QkNormRotary(q, qWeight, eps, cos, sin), QkNormRotary(k, kWeight, eps, cos, sin));
+
     public Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients) => MixFunction.Apply(hiddens, dw, gradients);
 
     public Tensor DepthWeightedAverage(IReadOnlyList<Tensor> hiddens, Tensor weights)

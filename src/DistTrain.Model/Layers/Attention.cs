@@ -74,8 +74,7 @@ public sealed class Attention : nn.Module, IUsesKernels
             v = Projection.Apply(xv, _wv!.weight!).view(b, t, _nHead, _headDim);
         }
         // QK-norm (q_norm/k_norm weights, eps as their RmsNorm) and rotary: one op each
-        q = Kernels.QkNormRotary(q, _qNorm?.weight, _normEps, cos, sin);
-        k = Kernels.QkNormRotary(k, _kNorm?.weight, _normEps, cos, sin);
+        (q, k) = Kernels.QkNormRotary(q, k, _qNorm?.weight, _kNorm?.weight, _normEps, cos, sin);
         // (B, T, H, d) -> (B, H, T, d)
         var (keys, values) = (k.transpose(1, 2), v.transpose(1, 2));
         var mask = kv?.Mask(t, xq.device);

@@ -42,7 +42,58 @@ public static partial class KernelSelfTest
                 foreach (bool normed in new[] { true, false })
                     checks.AddRange(QkRotary(kernels, device, dtype, shape, normed));
         }
+        foreach (var shape in QkPairShapes)
+            foreach (bool normed in new[] { true, false })
+                checks.AddRange(QkPair(kernels, device, shape, normed));
         return checks;
+    }
+
+    // q and k in one launch (bf16): the 405M head as Transformer++ (views of one packed wqkv output) and MUDDFormer (separate
+    // contiguous tensors) have them, SDPA's transposed gradients; and a small d = 32
+    static readonly (long B, long T, long H, long D, bool Packed, bool Transposed)[] QkPairShapes =
+    [
+        (8, 2048, 16, 64, true, true), (8, 2048, 16, 64, false, true), (3, 5, 7, 32, false, false),
+    ];
+
+    /// <summary>
+    /// <see cref="IKernels.QkNormRotary(Tensor, Tensor, Tensor?, Tensor?, double, Tensor, Tensor)"/> fused (one launch) against
+    /// fp64: both outputs, the input's gradient and both weights' (k's added into a preset .grad), tolerance 1e-2.
+    /// </summary>
+    static List<KernelCheck> QkPair(CudaKernels kernels, Device device, (long B, long T, long H, long D, bool Packed, bool Transposed) s, bool normed)
+    {
+        using var scope = NewDisposeScope();
+        using var ten = tensor(10.0);
+        var (cosAll, sinAll) = Rotary.Tables(s.T + 3, s.D, 10000, device);
+        var (cos, sin) = (cosAll.narrow(0, 0, s.T), sinAll.narrow(0, 0, s.T));
+        var bf = ScalarType.BFloat16;
+        // packed: q and k are qkv[:, :, 0] and [:, :, 1]; else two contiguous (B, T, H, d) tensors stacked here for the test's own bookkeeping
+        var x = randn(s.Packed ? [s.B, s.T, 3, s.H, s.D] : [2, s.B, s.T, s.H, s.D], ScalarType.Float32, device).to(bf);
+        var ws = normed ? Enumerable.Range(0, 2).Select(_ => randn([s.D], ScalarType.Float32, device).div(ten).exp_().to(bf)).ToArray() : null;
+        var dys = Enumerable.Range(0, 2).Select(_ => s.Transposed
+            ? randn([s.B, s.H, s.T, s.D], ScalarType.Float32, device).to(bf).transpose(1, 2)
+            : randn([s.B, s.T, s.H, s.D], ScalarType.Float32, device).to(bf)).ToArray();
+        var g0 = randn([s.D], ScalarType.Float32, device).to(bf);
+        (Tensor Q, Tensor K) Views(Tensor all) => s.Packed ? (all.select(2, 0), all.select(2, 1)) : (all[0], all[1]);
+        var (q0, k0) = Views(x);
+        if (!kernels.FusesQkPair(q0, k0, ws?[0], ws?[1], cos, sin))
+            throw new InvalidOperationException($"qk-rotary pair: the fused kernels refused {s}");
+        List<Tensor> Run(IKernels k, ScalarType dtype)
+        {
+            var xi = x.to(dtype).detach().requires_grad_(true);
+            var wi = ws?.Select(w => w.to(dtype).detach().requires_grad_(true)).ToArray();
+            if (wi is not null) wi[1].grad = g0.to(dtype).clone();   // a copy: to() returns g0 itself in bf16
+            var (q, kk) = Views(xi);
+            var (yq, yk) = k.QkNormRotary(q, kk, wi?[0], wi?[1], Eps, cos.to(ScalarType.Float32), sin.to(ScalarType.Float32));
+            autograd.backward([yq, yk], dys.Select(g => g.to(dtype)).ToArray());
+            return [yq.detach(), yk.detach(), xi.grad!, .. wi?.Select(w => w.grad!) ?? []];
+        }
+        var truth = Run(ReferenceKernels.Instance, ScalarType.Float64);
+        var reference = Run(ReferenceKernels.Instance, bf);
+        var fused = Run(kernels, bf);
+        cuda.synchronize(device);
+        string shape = $"{s.B}x{s.T}x{s.H}x{s.D}{(s.Packed ? "p" : "")}{(s.Transposed ? "t" : "")}";
+        string[] outputs = normed ? ["yq", "yk", "dx", "dwq", "dwk+="] : ["yq", "yk", "dx"];
+        return Compare(normed ? "qknorm_rotary_qk" : "rotary_qk", bf, shape, outputs, [.. fused], [.. reference], [.. truth]);
     }
 
     static List<KernelCheck> SwiGlu(CudaKernels kernels, Device device, ScalarType dtype, long rows, long h, bool misaligned)

@@ -1,5 +1,6 @@
 using DistTrain.Model;
 using DistTrain.Cuda.Native;
+using DistTrain.Cuda.Ops.RmsNorm;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -23,6 +24,7 @@ internal sealed class FusedQkRotary
     readonly CudaDevice _device;
     readonly CudaFunction _forward32, _forward16, _backward32, _backward16, _reduce32, _reduce16;
     readonly CudaFunction _forward32v, _forward16v, _backward32v, _backward16v;
+    readonly CudaFunction _forwardPair16v, _backwardPair16v, _reduceSets16;
 
     public FusedQkRotary(CudaDevice device)
     {
@@ -35,6 +37,8 @@ internal sealed class FusedQkRotary
         // (parts, d) fp32 partials -> dw: the same reduction as RMSNorm's
         var rms = KernelModule.Get(device, "rmsnorm.cu");
         (_reduce32, _reduce16) = (rms.Function("rmsnorm_dw_reduce_f32"), rms.Function("rmsnorm_dw_reduce_bf16"));
+        (_forwardPair16v, _backwardPair16v) = (module.Function("qkrotary_forward_pair_bf16_v"), module.Function("qkrotary_backward_pair_bf16_v"));
+        _reduceSets16 = rms.Function("rmsnorm_dw_reduce_sets_bf16");
     }
 
     /// <summary>
@@ -121,6 +125,97 @@ internal sealed class FusedQkRotary
             Arg.Ptr(TensorArgs.Pointer(dw, _device, op, "dw", dtype)),
             Arg.I64(parts), Arg.I32((int)d), Arg.I32(dwInto is null ? 0 : 1));
         return (dx, dwInto is null ? dw : null);
+    }
+
+    // QkPair in qkrotary.cu: x, w, dy, out, two pointers each
+    const int PairX = 0, PairW = 2, PairDy = 4, PairOut = 6, PairSlots = 8;
+
+    /// <summary>
+    /// Whether <see cref="ForwardPair"/> takes q and k together: both as <see cref="Supports"/> takes them, bf16, of one shape
+    /// and strides, both with a weight or neither, on the _v kernels (<see cref="Grouped"/>).
+    /// </summary>
+    public bool SupportsPair(Tensor q, Tensor k, Tensor? wq, Tensor? wk, Tensor cos, Tensor sin)
+    {
+        if (!Supports(q, wq, cos, sin) || !Supports(k, wk, cos, sin) || q.dtype != ScalarType.BFloat16 || k.dtype != q.dtype ||
+            (wq is null) != (wk is null) || !q.shape.SequenceEqual(k.shape) || !q.stride().SequenceEqual(k.stride()))
+            return false;
+        long rows = q.numel() / q.shape[3];
+        nint pcos = TensorMemory.Address(cos), psin = TensorMemory.Address(sin);
+        nint pwq = wq is null ? 0 : TensorMemory.Address(wq), pwk = wk is null ? 0 : TensorMemory.Address(wk);
+        return rows > 0 && Grouped(q, rows, TensorMemory.Address(q), pwq, pcos, psin) > 0 && Grouped(k, rows, TensorMemory.Address(k), pwk, pcos, psin) > 0;
+    }
+
+    /// <summary>q and k as <see cref="SupportsPair"/> takes them -> their y (contiguous), in one launch.</summary>
+    public (Tensor Q, Tensor K) ForwardPair(Tensor q, Tensor k, Tensor? wq, Tensor? wk, double eps, Tensor cos, Tensor sin)
+    {
+        const string op = "qk-norm rotary forward (q and k)";
+        var (yq, yk) = (empty(q.shape, q.dtype, q.device), empty(k.shape, k.dtype, k.device));
+        long rows = q.numel() / q.shape[3];
+        Span<ulong> table = stackalloc ulong[PairSlots];
+        table.Clear();
+        (table[PairX], table[PairX + 1]) = (Arg.Ptr(StridedPointer(q, op, "q", q.dtype)), Arg.Ptr(StridedPointer(k, op, "k", k.dtype)));
+        if (wq is not null)
+            (table[PairW], table[PairW + 1]) = (Arg.Ptr(TensorArgs.Pointer(wq, _device, op, "q weight", q.dtype)), Arg.Ptr(TensorArgs.Pointer(wk!, _device, op, "k weight", k.dtype)));
+        (table[PairOut], table[PairOut + 1]) = (Arg.Ptr(TensorArgs.Pointer(yq, _device, op, "q y", q.dtype)), Arg.Ptr(TensorArgs.Pointer(yk, _device, op, "k y", k.dtype)));
+        nint pcos = TensorArgs.Pointer(cos, _device, op, "cos", ScalarType.Float32), psin = TensorArgs.Pointer(sin, _device, op, "sin", ScalarType.Float32);
+        int perWarp = Grouped(q, rows, (nint)table[PairX], (nint)table[PairW], pcos, psin, (nint)table[PairOut]);
+        if (perWarp == 0 || Grouped(k, rows, (nint)table[PairX + 1], (nint)table[PairW + 1], pcos, psin, (nint)table[PairOut + 1]) != perWarp)
+            throw new ArgumentException($"{op}: q {Strided(q)} and k {Strided(k)} do not fit the grouped kernel; SupportsPair should have refused them");
+        long perBlock = RowsPerBlock * perWarp;
+        uint blocks = (uint)Math.Min((rows + perBlock - 1) / perBlock, (long)_device.Multiprocessors * 16);
+        KernelLaunch.LaunchWithTable(_forwardPair16v, (blocks, 2), (32, RowsPerBlock), 0, () => $"q {Strided(q)}, k {Strided(k)}, cos {TensorArgs.Describe(cos)}", table,
+            Arg.Ptr(pcos), Arg.Ptr(psin), Arg.I64(rows), Arg.I32((int)q.shape[1]), Arg.I32((int)q.shape[2]), Arg.I32((int)q.shape[3]),
+            Arg.I64(q.stride(0)), Arg.I64(q.stride(1)), Arg.I64(q.stride(2)), Arg.F32((float)eps));
+        return (yq, yk);
+    }
+
+    /// <summary>
+    /// The backward of <see cref="ForwardPair"/>: dq and dk (unit stride over d, one set of strides; else made contiguous)
+    /// -> dx of q and of k, and each weight's dw added into into[i] (its .grad) where given (Dw[i] null), else new. One launch, one reduce.
+    /// </summary>
+    public (Tensor Dq, Tensor Dk, Tensor? Dwq, Tensor? Dwk) BackwardPair(Tensor q, Tensor k, Tensor? wq, Tensor? wk, double eps, Tensor cos, Tensor sin,
+                                                                        Tensor dyq, Tensor dyk, Tensor? intoQ, Tensor? intoK)
+    {
+        const string op = "qk-norm rotary backward (q and k)";
+        long d = q.shape[3], rows = q.numel() / d;
+        var (dq, dk) = (empty(q.shape, q.dtype, q.device), empty(k.shape, k.dtype, k.device));
+        if (!dyq.stride().SequenceEqual(dyk.stride())) (dyq, dyk) = (dyq.contiguous(), dyk.contiguous());   // one set of strides for both
+        Span<ulong> table = stackalloc ulong[PairSlots];
+        table.Clear();
+        (table[PairX], table[PairX + 1]) = (Arg.Ptr(StridedPointer(q, op, "q", q.dtype)), Arg.Ptr(StridedPointer(k, op, "k", k.dtype)));
+        if (wq is not null)
+            (table[PairW], table[PairW + 1]) = (Arg.Ptr(TensorArgs.Pointer(wq, _device, op, "q weight", q.dtype)), Arg.Ptr(TensorArgs.Pointer(wk!, _device, op, "k weight", k.dtype)));
+        (table[PairDy], table[PairDy + 1]) = (Arg.Ptr(StridedPointer(dyq, op, "dq", q.dtype)), Arg.Ptr(StridedPointer(dyk, op, "dk", k.dtype)));
+        (table[PairOut], table[PairOut + 1]) = (Arg.Ptr(TensorArgs.Pointer(dq, _device, op, "q dx", q.dtype)), Arg.Ptr(TensorArgs.Pointer(dk, _device, op, "k dx", k.dtype)));
+        nint pcos = TensorArgs.Pointer(cos, _device, op, "cos", ScalarType.Float32), psin = TensorArgs.Pointer(sin, _device, op, "sin", ScalarType.Float32);
+        int perWarp = Grouped(q, rows, (nint)table[PairX], (nint)table[PairW], pcos, psin, (nint)table[PairOut]);
+        bool fits = perWarp > 0 && Grouped(k, rows, (nint)table[PairX + 1], (nint)table[PairW + 1], pcos, psin, (nint)table[PairOut + 1]) == perWarp &&
+                    Grouped(dyq, rows, (nint)table[PairDy]) > 0 && Grouped(dyk, rows, (nint)table[PairDy + 1]) > 0;
+        if (!fits)
+        {
+            // a gradient the grouped kernel cannot read (misaligned): each on its own, as the single op does
+            var (dxq, dwq) = Backward(q, wq, eps, cos, sin, dyq, intoQ);
+            var (dxk, dwk) = Backward(k, wk, eps, cos, sin, dyk, intoK);
+            dq.Dispose(); dk.Dispose();
+            return (dxq, dxk, dwq, dwk);
+        }
+        uint blocks = (uint)Math.Min((rows + RowsPerBlock * perWarp - 1) / (RowsPerBlock * perWarp), (long)_device.Multiprocessors * 8);
+        using var partial = wq is null ? null : empty([2, blocks, d], ScalarType.Float32, q.device);   // one row a block, q's then k's
+        nint ppartial = partial is null ? 0 : TensorArgs.Pointer(partial, _device, op, "dw partial", ScalarType.Float32);
+        string Shapes() => $"q {Strided(q)}, k {Strided(k)}, dq {Strided(dyq)}, cos {TensorArgs.Describe(cos)}";
+        KernelLaunch.LaunchWithTable(_backwardPair16v, (blocks, 2), (32, RowsPerBlock), 0, Shapes, table,
+            Arg.Ptr(pcos), Arg.Ptr(psin), Arg.Ptr(ppartial), Arg.I64(rows), Arg.I32((int)q.shape[1]), Arg.I32((int)q.shape[2]), Arg.I32((int)d),
+            Arg.I64(q.stride(0)), Arg.I64(q.stride(1)), Arg.I64(q.stride(2)), Arg.I64(dyq.stride(0)), Arg.I64(dyq.stride(1)), Arg.I64(dyq.stride(2)), Arg.F32((float)eps));
+        if (wq is null)
+            return (dq, dk, null, null);
+        var (dwQ, dwK) = (intoQ is null ? empty_like(wq) : null, intoK is null ? empty_like(wk!) : null);
+        Span<ulong> sets = stackalloc ulong[FusedRmsNorm.SetSlots];
+        sets.Clear();
+        sets[FusedRmsNorm.SetDw] = Arg.Ptr(TensorArgs.Pointer(intoQ ?? dwQ!, _device, op, "q dw", q.dtype));
+        sets[FusedRmsNorm.SetDw + 1] = Arg.Ptr(TensorArgs.Pointer(intoK ?? dwK!, _device, op, "k dw", k.dtype));
+        KernelLaunch.LaunchWithTable(_reduceSets16, ((uint)((d + 31) / 32), 2), (32, 32), 0, Shapes, sets,
+            Arg.Ptr(ppartial), Arg.I64(blocks), Arg.I32((int)d), Arg.I32((intoQ is null ? 0 : 1) | (intoK is null ? 0 : 2)));
+        return (dq, dk, dwQ, dwK);
     }
 
     /// <summary>

@@ -353,3 +353,24 @@ extern "C" __global__ void __launch_bounds__(256) qkrotary_backward_bf16_v(const
     long long rows, int t_len, int heads, int d, long long sb, long long st, long long sh, long long gb, long long gt, long long gh, float eps) {
   backward_v<unsigned short>(x, w, cos_t, sin_t, dy, dx, dw_partial, rows, t_len, heads, d, sb, st, sh, gb, gt, gh, eps);
 }
+
+// q and k of one layer in one launch, one a blockIdx.y (the _v kernels, bf16): two launches each way became one.
+// Both views share their strides (and dy theirs); set s's dw partial rows are dw_partial[s · gridDim.x + block],
+// summed by rmsnorm.cu's rmsnorm_dw_reduce_sets_bf16.
+struct QkPair {
+  const unsigned short* x[2];
+  const unsigned short* w[2];
+  const unsigned short* dy[2];   // backward
+  unsigned short* out[2];        // forward: y; backward: dx
+};
+template <typename P> __device__ __forceinline__ P pick2(P const (&a)[2]) { return blockIdx.y == 0 ? a[0] : a[1]; }
+
+extern "C" __global__ void __launch_bounds__(256) qkrotary_forward_pair_bf16_v(const QkPair p, const float* cos_t, const float* sin_t,
+    long long rows, int t_len, int heads, int d, long long sb, long long st, long long sh, float eps) {
+  forward_v<unsigned short>(pick2(p.x), pick2(p.w), cos_t, sin_t, pick2(p.out), rows, t_len, heads, d, sb, st, sh, eps);
+}
+extern "C" __global__ void __launch_bounds__(256) qkrotary_backward_pair_bf16_v(const QkPair p, const float* cos_t, const float* sin_t, float* dw_partial,
+    long long rows, int t_len, int heads, int d, long long sb, long long st, long long sh, long long gb, long long gt, long long gh, float eps) {
+  backward_v<unsigned short>(pick2(p.x), pick2(p.w), cos_t, sin_t, pick2(p.dy), pick2(p.out),
+      dw_partial == 0 ? 0 : dw_partial + (long long)blockIdx.y * gridDim.x * d, rows, t_len, heads, d, sb, st, sh, gb, gt, gh, eps);
+}

@@ -160,7 +160,7 @@ internal sealed class FusedRmsNorm
 
     public const int MaxSets = 3;   // NORM_SETS in rmsnorm.cu
     // NormSets: x, w, dy, out, rstd, dw, MaxSets pointers each
-    const int SetX = 0, SetW = MaxSets, SetDy = 2 * MaxSets, SetOut = 3 * MaxSets, SetRstd = 4 * MaxSets, SetDw = 5 * MaxSets, SetSlots = 6 * MaxSets;
+    internal const int SetX = 0, SetW = MaxSets, SetDy = 2 * MaxSets, SetOut = 3 * MaxSets, SetRstd = 4 * MaxSets, SetDw = 5 * MaxSets, SetSlots = 6 * MaxSets;
 
     /// <summary>
     /// Whether <see cref="ForwardSets"/> takes these: 2 or 3 norms of bf16 tensors of one shape on this device, each with a
