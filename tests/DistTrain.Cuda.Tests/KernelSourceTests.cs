@@ -2,6 +2,7 @@ using System.Text.RegularExpressions;
 using DistTrain.Cuda.Ops.Mix;
 using DistTrain.Cuda.Ops.QkRotary;
 using DistTrain.Cuda.Ops.RmsNorm;
+using static TorchSharp.torch;
 
 namespace DistTrain.Cuda.Tests;
 
@@ -70,7 +71,24 @@ public partial class KernelSourceTests
         var source = KernelModule.Source("mix.cu");
         Assert.Contains($"#define MIX_MAX_INPUTS {FusedMix.MaxInputs}", source);
         Assert.Contains($"#define MIX_MAX_STREAMS {FusedMix.MaxStreams}", source);
-        Assert.True((2 * FusedMix.MaxInputs + 2 * FusedMix.MaxStreams) * 8 + 64 <= 4096, "the table and the other parameters fit CUDA's 4 KB");
+        Assert.Contains("long long ws[2], w2s[2], gws[2];", source);   // the table's last six slots
+        Assert.Equal(2 * FusedMix.MaxInputs + 3 * FusedMix.MaxStreams + 6, FusedMix.TableSlots);
+        Assert.True(FusedMix.TableSlots * 8 + 64 <= 4096, "the table and the other parameters fit CUDA's 4 KB");
+    }
+
+    [Fact]
+    public void MuddFormersWeightViewIsReadInPlaceAndOtherLayoutsAreCopied()
+    {
+        // the dynamic-dense output (B, T, C·L) seen as (C, B, T, L): strides over (stream, token) = (L, C·L)
+        using var raw = zeros(2, 5, 4 * 7);
+        using var view = raw.view(2, 5, 4, 7).permute(2, 0, 1, 3);
+        Assert.Equal((7L, 28L), FusedMix.TokenStrides(view));
+        using var contiguous = zeros(4, 2, 5, 7);
+        Assert.Equal((70L, 7L), FusedMix.TokenStrides(contiguous));
+        using var expanded = zeros(1, 1, 1, 7).expand(1, 2, 5, 7);   // DenseFormer's α for every token: stride 0 over the tokens
+        Assert.Null(FusedMix.TokenStrides(expanded));
+        using var swapped = zeros(4, 5, 2, 7).transpose(1, 2);       // B and T not one token index
+        Assert.Null(FusedMix.TokenStrides(swapped));
     }
 
     [Fact]

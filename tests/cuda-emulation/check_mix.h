@@ -13,9 +13,11 @@ static void mix_layout(int d, int v, unsigned& tpt, unsigned& tpb) {
 
 // T: float or unsigned short (bf16). Values are drawn, stored in T, and the reference uses the stored values.
 // writemask: the hiddens whose gradient backward writes; nc2 > 0: a deferred mix over l2 hiddens (nc2 streams) is added too.
+// token_major: w, w2 and gw laid out (tokens, C, L) and read through the table's strides (MUDDFormer's view of the
+// dynamic-dense output), else (C, tokens, L) with the strides left 0.
 template <typename T>
 static void check_mix(long long tokens, int d, int nc, int l, unsigned grid, bool vec, unsigned long long addmask,
-                      unsigned long long writemask = ~0ull, int nc2 = 0, int l2 = 0) {
+                      unsigned long long writemask = ~0ull, int nc2 = 0, int l2 = 0, bool token_major = false) {
   const bool bf16 = sizeof(T) == 2;
   const int v = vec ? (bf16 ? 8 : 4) : 1;
   std::mt19937 rng(tokens * 7919 + d * 31 + nc * 7 + l);
@@ -36,6 +38,12 @@ static void check_mix(long long tokens, int d, int nc, int l, unsigned grid, boo
   draw(w);
   std::vector<std::vector<T>> old = gh;
   mixk::MixTable<T> tab{};
+  // element (c, t, j) of a (C, tokens, L) tensor in the chosen layout
+  auto ix = [&](int c, long long t, int j, int cs, int ls) { return token_major ? ((size_t)t * cs + c) * ls + j : ((size_t)c * tokens + t) * ls + j; };
+  if (token_major) {
+    tab.ws[0] = l; tab.ws[1] = (long long)nc * l; tab.gws[0] = l; tab.gws[1] = (long long)nc * l;
+    tab.w2s[0] = l2; tab.w2s[1] = (long long)nc2 * l2;
+  }
   for (int j = 0; j < l; ++j) { tab.h[j] = h[j].data(); tab.gh[j] = gh[j].data(); }
   for (int c = 0; c < nc; ++c) { tab.g[c] = g[c].data(); tab.out[c] = out[c].data(); }
   for (int c = 0; c < nc2; ++c) tab.g2[c] = g2[c].data();
@@ -69,7 +77,7 @@ static void check_mix(long long tokens, int d, int nc, int l, unsigned grid, boo
   });
   // error relative to the largest reference magnitude of each output
   double eo = 0, mo = 0, eh = 0, mh = 0, ew = 0, mw = 0;
-  auto W = [&](int c, long long t, int j) { return (double)val(w[((size_t)c * tokens + t) * l + j]); };
+  auto W = [&](int c, long long t, int j) { return (double)val(w[ix(c, t, j, nc, l)]); };
   for (long long t = 0; t < tokens; ++t) {
     for (int col = 0; col < d; ++col) {
       const size_t i = (size_t)t * d + col;
@@ -85,22 +93,22 @@ static void check_mix(long long tokens, int d, int nc, int l, unsigned grid, boo
         double r = (addmask >> j) & 1 ? (double)val(old[j][i]) : 0.0;
         for (int c = 0; c < nc; ++c) r += W(c, t, j) * val(g[c][i]);
         if (j < l2)
-          for (int c = 0; c < nc2; ++c) r += (double)val(w2[((size_t)c * tokens + t) * l2 + j]) * val(g2[c][i]);
+          for (int c = 0; c < nc2; ++c) r += (double)val(w2[ix(c, t, j, nc2, l2)]) * val(g2[c][i]);
         eh = std::max(eh, std::abs(val(gh[j][i]) - r)); mh = std::max(mh, std::abs(r));
       }
     }
     for (int c = 0; c < nc; ++c)
       for (int j = 0; j < l; ++j) {
         double r = 0; for (int col = 0; col < d; ++col) r += (double)val(g[c][(size_t)t * d + col]) * val(h[j][(size_t)t * d + col]);
-        const double got = gw[((size_t)c * tokens + t) * l + j];   // fp32 whatever T
+        const double got = gw[ix(c, t, j, nc, l)];   // fp32 whatever T
         ew = std::max(ew, std::abs(got - r)); mw = std::max(mw, std::abs(r));
       }
   }
   const double rel = std::max({eo / mo, eh / mh, ew / mw});
   const double tol = bf16 ? 1.0 / 128 : 1e-5;   // bf16: one rounding of the output (2^-8 relative) plus fp32 sums
   char what[160];
-  std::snprintf(what, sizeof what, "mix %s%s %lldx%d C=%d L=%d grid %u (tpt %u, tpb %u) add 0x%llx write 0x%llx deferred C=%d L=%d out/gh/gw",
-                bf16 ? "bf16" : "fp32", vec ? " vec" : "", tokens, d, nc, l, grid, tpt, tpb, addmask, writemask, nc2, l2);
+  std::snprintf(what, sizeof what, "mix %s%s %lldx%d C=%d L=%d grid %u (tpt %u, tpb %u) add 0x%llx write 0x%llx deferred C=%d L=%d%s out/gh/gw",
+                bf16 ? "bf16" : "fp32", vec ? " vec" : "", tokens, d, nc, l, grid, tpt, tpb, addmask, writemask, nc2, l2, token_major ? " token-major" : "");
   expect(rel < tol, what, rel);
 }
 
@@ -118,6 +126,10 @@ static void check_mix_all() {
   check_mix<float>(5, 7, 4, 6, 2, false, 0x25, 0x20);                               // writes h_5 only (the rest untouched)
   check_mix<unsigned short>(5, 1000, 4, 26, 2, true, 0x2aaaaaa, 1ull << 25);
   check_mix<float>(17, 7, 4, 5, 2, false, 0x5, 0x1f, 4, 6);                         // + a deferred mix over 6 hiddens
+  // MUDDFormer's weights read in place from the dynamic-dense output's (tokens, C, L) layout, gw written in it
+  check_mix<float>(17, 7, 4, 5, 2, false, 0x5, 0x1f, 4, 6, true);
+  check_mix<unsigned short>(5, 1000, 4, 26, 2, true, 0x2aaaaaa, 0x3ffffff, 4, 27, true);
+  check_mix<unsigned short>(3, 1000, 4, 26, 2, true, 0x3ffffff, 1ull << 25, 0, 0, true);
   check_mix<float>(5, 1000, 3, 25, 2, true, 0x1ffffff, 0x1ffffff, 1, 26);           // vectors of 4, a one-stream deferred mix
   check_mix<unsigned short>(5, 1000, 4, 25, 2, true, 0x0aaaaaa, 0x1ffffff, 4, 26);  // vectors of 8
   check_mix<unsigned short>(3, 1001, 4, 3, 2, false, 0x7, 0x7, 4, 4);               // scalar, 1024 threads a token

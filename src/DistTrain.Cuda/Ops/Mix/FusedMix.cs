@@ -1,3 +1,4 @@
+using DistTrain.Model;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -17,9 +18,11 @@ internal sealed class FusedMix
     public const int MaxStreams = 4;    // MIX_MAX_STREAMS
     public const int MaxThreadsPerToken = 1024;          // scalar columns: __launch_bounds__(1024)
     public const int MaxVectorThreadsPerToken = 256;     // the _v kernels: __launch_bounds__(256)
-    // MixTable<T>: h[MaxInputs], gh[MaxInputs], g[MaxStreams], out[MaxStreams], g2[MaxStreams], 8 bytes each
-    const int TableSlots = 2 * MaxInputs + 3 * MaxStreams, GhSlot = MaxInputs, GSlot = 2 * MaxInputs, OutSlot = 2 * MaxInputs + MaxStreams,
-              G2Slot = 2 * MaxInputs + 2 * MaxStreams;
+    // MixTable<T>: h[MaxInputs], gh[MaxInputs], g[MaxStreams], out[MaxStreams], g2[MaxStreams], then the (stream, token)
+    // strides of w, w2 and gw (two each; 0: contiguous), 8 bytes each
+    const int GhSlot = MaxInputs, GSlot = 2 * MaxInputs, OutSlot = 2 * MaxInputs + MaxStreams, G2Slot = 2 * MaxInputs + 2 * MaxStreams,
+              WsSlot = 2 * MaxInputs + 3 * MaxStreams, W2sSlot = WsSlot + 2, GwsSlot = WsSlot + 4;
+    internal const int TableSlots = WsSlot + 6;
 
     readonly CudaDevice _device;
     readonly CudaFunction _forward32, _forward32V, _forward16, _forward16V, _backward32, _backward32V, _backward16, _backward16V;
@@ -64,6 +67,14 @@ internal sealed class FusedMix
         return d >= 1 && (d <= MaxThreadsPerToken || (d % v == 0 && d <= (long)MaxVectorThreadsPerToken * v && hiddens.All(TensorArgs.Aligned16)));
     }
 
+    /// <summary>The address of weights the kernels read through <see cref="TokenStrides"/> (TensorArgs.Pointer wants contiguous tensors).</summary>
+    nint StridedPointer(Tensor t, string op, string name, ScalarType dtype)
+    {
+        if (!OnDevice(t) || t.dtype != dtype)
+            throw new ArgumentException($"{op}: {name} {TensorArgs.Describe(t)} must be {dtype} on cuda:{_device.Index}");
+        return TensorMemory.Address(t);   // data_ptr(): the storage offset included
+    }
+
     bool OnDevice(Tensor t) => t.device_type == DeviceType.CUDA && t.device_index == _device.Index;
 
     /// <summary>Threads per token (a multiple of 32 covering D in chunks of <paramref name="v"/>), tokens per block (≥ 256 threads a block).</summary>
@@ -87,9 +98,24 @@ internal sealed class FusedMix
         return layout;
     }
 
+    /// <summary>
+    /// The (stream, token) strides of weights (C, B, T, L) that the kernels read in place: unit stride over L, B and T
+    /// mergeable into one token index, positive strides (the dynamic-dense output (B, T, C·L) seen as (C, B, T, L)); null:
+    /// give the kernels a contiguous copy.
+    /// </summary>
+    internal static (long Stream, long Token)? TokenStrides(Tensor w) =>
+        w.dim() == 4 && w.stride(3) == 1 && w.stride(0) > 0 && w.stride(2) > 0 && (w.shape[1] == 1 || w.stride(1) == w.shape[2] * w.stride(2))
+            ? (w.stride(0), w.stride(2)) : null;
+
+    static void SetStrides(Span<ulong> table, int slot, Tensor w, string op, string name)
+    {
+        var s = TokenStrides(w) ?? throw new ArgumentException($"{op}: {name} {TensorArgs.Describe(w)} strides [{string.Join(", ", w.stride())}] cannot be read in place; pass a contiguous copy");
+        (table[slot], table[slot + 1]) = (Arg.I64(s.Stream), Arg.I64(s.Token));
+    }
+
     uint Blocks(long tokens, uint perBlock) => (uint)Math.Min((tokens + perBlock - 1) / perBlock, (long)_device.Multiprocessors * 16);
 
-    /// <summary>hiddens (B, T, D) each, w (C, B, T, L) contiguous in the hiddens' dtype -> C streams (B, T, D).</summary>
+    /// <summary>hiddens (B, T, D) each, w (C, B, T, L) in the hiddens' dtype, contiguous or as <see cref="TokenStrides"/> reads it -> C streams (B, T, D).</summary>
     public Tensor[] Forward(IReadOnlyList<Tensor> hiddens, Tensor w)
     {
         const string op = "mix forward";
@@ -102,6 +128,7 @@ internal sealed class FusedMix
         table.Clear();
         for (int j = 0; j < l; j++) table[j] = Arg.Ptr(TensorArgs.Pointer(hiddens[j], _device, op, $"h_{j}", dtype));
         for (int i = 0; i < c; i++) table[OutSlot + i] = Arg.Ptr(TensorArgs.Pointer(outs[i], _device, op, $"stream {i}", dtype));
+        SetStrides(table, WsSlot, w, op, "w");
         bool vec = Vectorizable(d, dtype, [.. table[..l].ToArray().Select(p => (nint)p), .. table.Slice(OutSlot, c).ToArray().Select(p => (nint)p)]);
         int v = vec ? VectorWidth(dtype) : 1;
         var (tpt, tpb) = Checked(d, v, op);
@@ -109,7 +136,7 @@ internal sealed class FusedMix
         var f = dtype == ScalarType.BFloat16 ? (vec ? _forward16V : _forward16) : (vec ? _forward32V : _forward32);
         KernelLaunch.LaunchWithTable(f, (Blocks(tokens, tpb), 1), (tpt, tpb), shared,
             () => $"{l} hiddens {TensorArgs.Describe(h0)}, w {TensorArgs.Describe(w)}", table,
-            Arg.Ptr(TensorArgs.Pointer(w, _device, op, "w", dtype)), Arg.I64(tokens), Arg.I32(c), Arg.I32(l), Arg.I32((int)d));
+            Arg.Ptr(StridedPointer(w, op, "w", dtype)), Arg.I64(tokens), Arg.I32(c), Arg.I32(l), Arg.I32((int)d));
         return outs;
     }
 
@@ -118,7 +145,9 @@ internal sealed class FusedMix
     /// its gradient, added to where bit j of <paramref name="addMask"/> is set, else overwritten; only the
     /// hiddens of <paramref name="writeMask"/> are written (their targets; the others may be null).
     /// <paramref name="deferred"/>: a later mix's stream gradients and weights (C2, B, T, L2) whose parts
-    /// for h_j (j &lt; L2) are added in the same pass. Returns the weights' gradient (C, B, T, L) in fp32.
+    /// for h_j (j &lt; L2) are added in the same pass. w and the deferred weights: contiguous or as <see cref="TokenStrides"/>
+    /// reads them. Returns the weights' gradient (C, B, T, L) in fp32, a view of a (B, T, C, L) tensor: the layout of the
+    /// dynamic-dense output whose gradient it becomes, so that no copy is needed there.
     /// </summary>
     public Tensor Backward(IReadOnlyList<Tensor> hiddens, Tensor w, IReadOnlyList<Tensor> grads, IReadOnlyList<Tensor?> targets, ulong addMask,
                            ulong writeMask, (IReadOnlyList<Tensor> Grads, Tensor W)? deferred = null)
@@ -129,7 +158,7 @@ internal sealed class FusedMix
         long d = h0.shape[2], tokens = h0.shape[0] * h0.shape[1];
         int c = (int)w.shape[0], l = hiddens.Count;
         int c2 = deferred is { } p ? (int)p.W.shape[0] : 0, l2 = deferred is { } q ? (int)q.W.shape[3] : 0;
-        var gw = empty(w.shape, ScalarType.Float32, w.device);
+        var gw = empty([w.shape[1], w.shape[2], w.shape[0], w.shape[3]], ScalarType.Float32, w.device).permute(2, 0, 1, 3);   // (C, B, T, L) view
         Span<ulong> table = stackalloc ulong[TableSlots];
         table.Clear();
         var rows = new List<nint>();
@@ -143,6 +172,9 @@ internal sealed class FusedMix
         }
         for (int i = 0; i < c; i++) rows.Add((nint)(table[GSlot + i] = Arg.Ptr(TensorArgs.Pointer(grads[i], _device, op, $"gradient of stream {i}", dtype))));
         for (int i = 0; i < c2; i++) rows.Add((nint)(table[G2Slot + i] = Arg.Ptr(TensorArgs.Pointer(deferred!.Value.Grads[i], _device, op, $"deferred gradient of stream {i}", dtype))));
+        SetStrides(table, WsSlot, w, op, "w");
+        if (deferred is { } dm) SetStrides(table, W2sSlot, dm.W, op, "deferred w");
+        (table[GwsSlot], table[GwsSlot + 1]) = (Arg.I64(gw.stride(0)), Arg.I64(gw.stride(2)));
         bool vec = Vectorizable(d, dtype, rows);
         int v = vec ? VectorWidth(dtype) : 1;
         var (tpt, tpb) = Checked(d, v, op);
@@ -155,9 +187,9 @@ internal sealed class FusedMix
         KernelLaunch.LaunchWithTable(f, (Blocks(tokens, tpb), 1), (tpt, tpb), shared,
             () => $"{l} hiddens {TensorArgs.Describe(h0)}, w {TensorArgs.Describe(w)}, add mask 0x{addMask:x}, write mask 0x{writeMask:x}" +
                   (deferred is { } e ? $", deferred w {TensorArgs.Describe(e.W)}" : ""), table,
-            Arg.Ptr(TensorArgs.Pointer(w, _device, op, "w", dtype)), Arg.Ptr(TensorArgs.Pointer(gw, _device, op, "gw", ScalarType.Float32)),
+            Arg.Ptr(StridedPointer(w, op, "w", dtype)), Arg.Ptr(TensorMemory.Address(gw)),
             Arg.I64(tokens), Arg.I32(c), Arg.I32(l), Arg.I32((int)d), addMask, writeMask,
-            Arg.Ptr(deferred is { } f2 ? TensorArgs.Pointer(f2.W, _device, op, "deferred w", dtype) : 0), Arg.I32(c2), Arg.I32(l2));
+            Arg.Ptr(deferred is { } f2 ? StridedPointer(f2.W, op, "deferred w", dtype) : 0), Arg.I32(c2), Arg.I32(l2));
         return gw;
     }
 }

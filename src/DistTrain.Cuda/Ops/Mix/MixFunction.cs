@@ -24,7 +24,7 @@ internal sealed class FusedMixFunction : MultiTensorFunction<FusedMixFunction>
         bool graph = is_grad_enabled() && (dw.requires_grad || hiddens.Any(h => h.requires_grad));
         if (!graph)
         {
-            using var w = dw.to(hiddens[0].dtype).contiguous();
+            using var w = Weights(dw, hiddens[0].dtype);
             return kernels.Forward(hiddens, w);
         }
         ReturnedGradients.Release();
@@ -34,12 +34,22 @@ internal sealed class FusedMixFunction : MultiTensorFunction<FusedMixFunction>
         return streams.Select(t => t.MoveToOuterDisposeScope()).ToArray();
     }
 
+    /// <summary>dw in the hiddens' dtype, as a view the kernels read in place where its strides allow (else a contiguous copy: n values a token).</summary>
+    static Tensor Weights(Tensor dw, ScalarType dtype)
+    {
+        var w = dw.to(dtype);   // dw itself (a new handle) when of that dtype
+        if (FusedMix.TokenStrides(w) is not null) return w;
+        var copy = w.contiguous();
+        w.Dispose();
+        return copy;
+    }
+
     /// <summary>vars: FusedMix, HiddenGradients (or null), dw (C, B, T, L), h_0..h_{L-1} (B, T, D).</summary>
     public override List<Tensor> forward(AutogradContext ctx, params object[] vars)
     {
         var (kernels, gradients, dw) = ((FusedMix)vars[0], vars[1] as HiddenGradients, (Tensor)vars[2]);
         var hiddens = vars.Skip(3).Cast<Tensor>().ToList();
-        var w = dw.to(hiddens[0].dtype).contiguous();   // (C, B, T, L): a small copy (dw arrives as a permuted view)
+        var w = Weights(dw, hiddens[0].dtype);   // (C, B, T, L): MUDDFormer's permuted view is read in place
         ctx.save_data("kernels", kernels);
         ctx.save_data("gradients", gradients!);
         ctx.save_data("dwType", dw.dtype);

@@ -23,7 +23,7 @@
 // Blocks walk the tokens grid-stride; indices are 64-bit.
 // Dynamic shared memory: the token's C·L weights as fp32 (RPB · C · L floats), and in backward one
 // partial of each gw[c, t, j] per warp (RPB · TPR/32 · C · L floats), then for the _p kernels the deferred
-// weights (RPB · C2 · L2 floats); static: the MixTable (1120 bytes).
+// weights (RPB · C2 · L2 floats); static: the MixTable (1168 bytes).
 
 #define MIX_MAX_INPUTS 64
 #ifndef MIX_UNROLL   // hiddens in flight per thread (docs/benchmarks/kernel-bench times other values)
@@ -45,6 +45,10 @@ struct MixTable {
   const T* g[MIX_MAX_STREAMS];   // backward: the streams' gradients
   T* out[MIX_MAX_STREAMS];       // forward: the streams
   const T* g2[MIX_MAX_STREAMS];  // backward (_p kernels): the deferred mix's streams' gradients
+  // Strides in elements over (stream, token) of w, of the deferred w2 and of gw; 0: contiguous (C, tokens, L), i.e. tokens·L
+  // and L. MUDDFormer's weights arrive as a (C, B, T, L) view of the dynamic-dense output (B, T, C·L): read in place, and
+  // gw written in that layout, neither needs a copy (a strided 4.6 us kernel each way a layer).
+  long long ws[2], w2s[2], gws[2];
 };
 
 // The kernels index the table with a run-time j. A dynamically indexed kernel parameter is copied
@@ -57,6 +61,8 @@ __device__ __forceinline__ void stage_table(const MixTable<T>& tab, MixTable<T>&
     for (int i = 0; i < MIX_MAX_INPUTS; ++i) { st.h[i] = tab.h[i]; st.gh[i] = tab.gh[i]; }
 #pragma unroll
     for (int i = 0; i < MIX_MAX_STREAMS; ++i) { st.g[i] = tab.g[i]; st.out[i] = tab.out[i]; st.g2[i] = tab.g2[i]; }
+#pragma unroll
+    for (int i = 0; i < 2; ++i) { st.ws[i] = tab.ws[i]; st.w2s[i] = tab.w2s[i]; st.gws[i] = tab.gws[i]; }
   }
   __syncthreads();
 }
@@ -164,12 +170,17 @@ template <typename T, int V> __device__ __forceinline__ void unpack(const RawChu
   for (int k = 0; k < V; ++k) f[k] = mix_to_float(r.v[k]);
 }
 
+// Element (c, row, j) of a (C, tokens, L) tensor with strides s over (stream, token) (0: contiguous) and unit stride over j.
+__device__ __forceinline__ long long at(const long long (&s)[2], int c, long long row, int j, long long tokens, int l) {
+  return (long long)c * (s[0] ? s[0] : tokens * l) + row * (s[1] ? s[1] : l) + j;
+}
+
 // The token's weights w[c, row, j] into sw[c * l + j] as fp32 (the token's TPR threads share the copy).
 template <typename T>
-__device__ __forceinline__ void load_weights(const T* w, float* sw, long long row, long long tokens, int nc, int l) {
+__device__ __forceinline__ void load_weights(const T* w, const long long (&s)[2], float* sw, long long row, long long tokens, int nc, int l) {
   for (int i = threadIdx.x; i < nc * l; i += blockDim.x) {
     const int c = i / l, j = i - c * l;
-    sw[i] = mix_to_float(w[((long long)c * tokens + row) * l + j]);
+    sw[i] = mix_to_float(w[at(s, c, row, j, tokens, l)]);
   }
 }
 
@@ -182,7 +193,7 @@ __device__ void mix_forward(const MixTable<T>& tab, const T* w, long long tokens
   for (long long base = (long long)blockIdx.x * blockDim.y; base < tokens; base += (long long)gridDim.x * blockDim.y) {
     const long long row = base + threadIdx.y;
     const bool valid = row < tokens;
-    if (valid) load_weights(w, sw, row, tokens, nc, l);
+    if (valid) load_weights(w, tab.ws, sw, row, tokens, nc, l);
     __syncthreads();
     if (valid && col < d) {
       const long long offset = row * d + col;
@@ -230,8 +241,8 @@ __device__ void mix_backward(const MixTable<T>& tab, const T* w, float* gw, long
     const bool valid = row < tokens;
     const bool mine = valid && col < d;   // this thread has columns (the others add zeros to the sums)
     const long long offset = (valid ? row : 0) * d + col;
-    if (valid) load_weights(w, sw, row, tokens, nc, l);
-    if (Pending && valid) load_weights(w2, sw2, row, tokens, nc2, l2);   // Pending: (nc2, tokens, l2)
+    if (valid) load_weights(w, tab.ws, sw, row, tokens, nc, l);
+    if (Pending && valid) load_weights(w2, tab.w2s, sw2, row, tokens, nc2, l2);   // Pending: (nc2, tokens, l2)
     __syncthreads();
     // The stream gradients stay as stored (bf16: half the registers of fp32) for the whole token: the
     // registers they leave free keep more warps resident, and each use unpacks them.
@@ -326,7 +337,7 @@ __device__ void mix_backward(const MixTable<T>& tab, const T* w, float* gw, long
         float s = 0.f;
         for (int k = 0; k < warps; ++k) s += red[k * cl + i];
         const int c = i / l, j = i - c * l;
-        mix_store1(gw + ((long long)c * tokens + row) * l + j, s);
+        mix_store1(gw + at(tab.gws, c, row, j, tokens, l), s);
       }
     }
     __syncthreads();   // sw and red are rewritten for the next token
