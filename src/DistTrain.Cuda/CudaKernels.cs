@@ -79,23 +79,18 @@ public sealed class CudaKernels : IKernels
     public bool FusesQkPair(Tensor q, Tensor k, Tensor? qWeight, Tensor? kWeight, Tensor cos, Tensor sin) => _qkRotary.SupportsPair(q, k, qWeight, kWeight, cos, sin);
 
     /// <summary>Whether <see cref="Mix"/> runs the fused kernels for these tensors (kernel-test checks it ran them).</summary>
-    public bool FusesMix(IReadOnlyList<Tensor> hiddens, Tensor dw) => _mix.Supports(hiddens, dw);
+    public bool FusesMix(IReadOnlyList<Tensor> hiddens, Tensor dw, Tensor? bias = null) => _mix.Supports(hiddens, dw, bias);
 
-    public Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients) =>
-        _mix.Supports(hiddens, dw) ? FusedMixFunction.Apply(_mix, hiddens, dw, gradients) : ReferenceKernels.Instance.Mix(hiddens, dw, gradients);
+    public Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, Tensor? bias, HiddenGradients? gradients) =>
+        _mix.Supports(hiddens, dw, bias) ? FusedMixFunction.Apply(_mix, hiddens, dw, bias, gradients) : ReferenceKernels.Instance.Mix(hiddens, dw, bias, gradients);
 
-    /// <summary>The mix kernels with one stream and α broadcast to every token ((n) -> (1, B, T, n), copied once: n values a token); autograd sums dw's gradient back to (n).</summary>
-    public Tensor DepthWeightedAverage(IReadOnlyList<Tensor> hiddens, Tensor weights)
-    {
-        var h0 = hiddens[0];
-        if (h0.dim() != 3 || weights.dim() != 1 || weights.shape[0] != hiddens.Count)
-            return ReferenceKernels.Instance.DepthWeightedAverage(hiddens, weights);
-        using var scope = NewDisposeScope();
-        // α in fp32 (n values): its gradient, per token from the kernel, is summed over the tokens in fp32 and rounded once
-        var dw = weights.to(ScalarType.Float32).view(1, 1, 1, weights.shape[0]).expand(1, h0.shape[0], h0.shape[1], weights.shape[0]);
-        var average = _mix.Supports(hiddens, dw) ? FusedMixFunction.Apply(_mix, hiddens, dw, gradients: null)[0] : ReferenceKernels.Instance.DepthWeightedAverage(hiddens, weights);
-        return average.MoveToOuterDisposeScope();
-    }
+    /// <summary>
+    /// The mix kernels with one stream whose weights are the bias α alone (read by every token): α's gradient, per token from
+    /// the kernel, is summed over the tokens in fp32 and rounded once, into its .grad where it has one.
+    /// </summary>
+    public Tensor DepthWeightedAverage(IReadOnlyList<Tensor> hiddens, Tensor weights) =>
+        _mix.Supports(hiddens, dw: null, weights) ? FusedMixFunction.Apply(_mix, hiddens, dw: null, weights, gradients: null)[0]
+            : ReferenceKernels.Instance.DepthWeightedAverage(hiddens, weights);
 
     public void CrossEntropyRows(Tensor logits, Tensor targets, Tensor losses, long? meanOver)
     {

@@ -204,8 +204,8 @@ public sealed class LanguageModel : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var dense = _dynamicDense![i];
-        var dw = (normed is null ? dense.forward(hiddens[^1]) : dense.FromNormed(normed)).Plus(_denseBs![i].unsqueeze(1).unsqueeze(1));   // (C, B, T, L)
-        return _kernels.Mix(hiddens, dw, gradients).Select(t => t.MoveToOuterDisposeScope()).ToArray();
+        var dw = normed is null ? dense.forward(hiddens[^1]) : dense.FromNormed(normed);   // (C, B, T, L)
+        return _kernels.Mix(hiddens, dw, _denseBs![i], gradients).Select(t => t.MoveToOuterDisposeScope()).ToArray();
     }
 
     /// <summary>The rotary tables of positions start..start+seqLen-1.</summary>

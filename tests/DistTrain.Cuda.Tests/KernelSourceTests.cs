@@ -17,7 +17,7 @@ public partial class KernelSourceTests
     [InlineData("adamw.cu", new[] { "adamw_norm_f32", "adamw_norm_bf16", "adamw_update_f32", "adamw_update_bf16" })]
     [InlineData("swiglu.cu", new[] { "swiglu_forward_f32", "swiglu_forward_bf16", "swiglu_backward_f32", "swiglu_backward_bf16" })]
     [InlineData("qkrotary.cu", new[] { "qkrotary_forward_f32", "qkrotary_forward_bf16", "qkrotary_backward_f32", "qkrotary_backward_bf16", "qkrotary_forward_f32_v", "qkrotary_forward_bf16_v", "qkrotary_backward_f32_v", "qkrotary_backward_bf16_v", "qkrotary_forward_pair_bf16_v", "qkrotary_backward_pair_bf16_v" })]
-    [InlineData("mix.cu", new[] { "mix_forward_f32", "mix_forward_f32_v", "mix_forward_bf16", "mix_forward_bf16_v", "mix_backward_f32", "mix_backward_f32_v", "mix_backward_bf16", "mix_backward_bf16_v", "mix_backward_p_f32", "mix_backward_p_f32_v", "mix_backward_p_bf16", "mix_backward_p_bf16_v" })]
+    [InlineData("mix.cu", new[] { "mix_forward_f32", "mix_forward_f32_v", "mix_forward_bf16", "mix_forward_bf16_v", "mix_backward_f32", "mix_backward_f32_v", "mix_backward_bf16", "mix_backward_bf16_v", "mix_backward_p_f32", "mix_backward_p_f32_v", "mix_backward_p_bf16", "mix_backward_p_bf16_v", "mix_bias_grad_f32", "mix_bias_grad_bf16" })]
     [InlineData("crossentropy.cu", new[] { "cross_entropy_rows_f32", "cross_entropy_rows_bf16", "cross_entropy_scale_f32", "cross_entropy_scale_bf16" })]
     public void EverySourceIsEmbeddedWithTheKernelsItsOpLaunches(string resource, string[] kernels)
     {
@@ -71,8 +71,12 @@ public partial class KernelSourceTests
         var source = KernelModule.Source("mix.cu");
         Assert.Contains($"#define MIX_MAX_INPUTS {FusedMix.MaxInputs}", source);
         Assert.Contains($"#define MIX_MAX_STREAMS {FusedMix.MaxStreams}", source);
-        Assert.Contains("long long ws[2], w2s[2], gws[2];", source);   // the table's last six slots
-        Assert.Equal(2 * FusedMix.MaxInputs + 3 * FusedMix.MaxStreams + 6, FusedMix.TableSlots);
+        Assert.Contains("long long ws[2], w2s[2], gws[2];\n  const T* b;", source);   // six stride slots, then the two biases
+        Assert.Contains("const T* b2;", source);
+        Assert.Equal(2 * FusedMix.MaxInputs + 3 * FusedMix.MaxStreams + 8, FusedMix.TableSlots);
+        // mix_bias_grad: one thread a column of the bias (C·L of them), the most a mix has
+        Assert.Contains($"#define MIX_BIAS_BLOCK {FusedMix.BiasBlock} ", source);
+        Assert.True(FusedMix.MaxInputs * FusedMix.MaxStreams <= FusedMix.BiasBlock);
         Assert.True(FusedMix.TableSlots * 8 + 64 <= 4096, "the table and the other parameters fit CUDA's 4 KB");
     }
 
@@ -89,6 +93,18 @@ public partial class KernelSourceTests
         Assert.Null(FusedMix.TokenStrides(expanded));
         using var swapped = zeros(4, 5, 2, 7).transpose(1, 2);       // B and T not one token index
         Assert.Null(FusedMix.TokenStrides(swapped));
+    }
+
+    [Fact]
+    public void AMixBiasHasOneValueAStreamAndHidden()
+    {
+        using var dense = zeros(4, 7);   // MUDDFormer's dense_bs.{i}: (C, L)
+        Assert.True(FusedMix.BiasShaped(dense, 4, 7));
+        Assert.False(FusedMix.BiasShaped(dense, 4, 6));
+        Assert.False(FusedMix.BiasShaped(dense, 1, 7));
+        using var alpha = zeros(7);      // DenseFormer's α: one stream
+        Assert.True(FusedMix.BiasShaped(alpha, 1, 7));
+        Assert.False(FusedMix.BiasShaped(alpha, 4, 7));
     }
 
     [Fact]

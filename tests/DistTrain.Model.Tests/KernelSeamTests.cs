@@ -45,10 +45,10 @@ public class KernelSeamTests
             return (QkNormRotary(q, qWeight, eps, cos, sin), QkNormRotary(k, kWeight, eps, cos, sin));
         }
         public int Mixes;
-        public Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients)
+        public Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, Tensor? bias, HiddenGradients? gradients)
         {
             Mixes++;
-            return ReferenceKernels.Instance.Mix(hiddens, dw, gradients);
+            return ReferenceKernels.Instance.Mix(hiddens, dw, bias, gradients);
         }
         public Tensor DepthWeightedAverage(IReadOnlyList<Tensor> hiddens, Tensor weights) => ReferenceKernels.Instance.DepthWeightedAverage(hiddens, weights);
         public int CrossEntropies;

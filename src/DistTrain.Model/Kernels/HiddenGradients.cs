@@ -48,6 +48,7 @@ public sealed class HiddenGradients
                 throw new InvalidOperationException($"a mix over {mix.Count} hiddens deferred its gradients while the one over {_deferred.Count} still waits");
             foreach (var g in mix.StreamGrads) g.DetachFromDisposeScope();
             mix.Weights.DetachFromDisposeScope();
+            mix.Bias?.DetachFromDisposeScope();
             _deferred = mix;
         }
     }
@@ -123,13 +124,14 @@ public sealed class HiddenGradients
 
 /// <summary>
 /// A mix over <paramref name="Count"/> hiddens whose gradients for h_0..h_{Count-2} are not yet added:
-/// its C stream gradients (B, T, D) and weights (C, B, T, Count) as its kernels use them.
+/// its C stream gradients (B, T, D), weights (C, B, T, Count) and the bias (C, Count) added to them, or null, as its kernels use them.
 /// </summary>
-public sealed record DeferredMix(int Count, Tensor[] StreamGrads, Tensor Weights) : IDisposable
+public sealed record DeferredMix(int Count, Tensor[] StreamGrads, Tensor Weights, Tensor? Bias = null) : IDisposable
 {
     public void Dispose()
     {
         foreach (var g in StreamGrads) g.Dispose();
         Weights.Dispose();
+        Bias?.Dispose();
     }
 }

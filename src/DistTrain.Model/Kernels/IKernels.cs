@@ -48,13 +48,14 @@ public interface IKernels
     /// </summary>
     (Tensor Q, Tensor K) QkNormRotary(Tensor q, Tensor k, Tensor? qWeight, Tensor? kWeight, double eps, Tensor cos, Tensor sin);
     /// <summary>
-    /// The MUDD multiway mixing: hiddens h_0..h_{L-1} (each (B, T, D)) and weights dw (C, B, T, L) ->
-    /// C streams (B, T, D) in the hiddens' dtype, stream_c = Σ_j dw[c, :, :, j] · h_j (dw taken in the
-    /// hiddens' dtype, fp32 accumulation). With <paramref name="gradients"/> (one per forward pass, whose
+    /// The MUDD multiway mixing: hiddens h_0..h_{L-1} (each (B, T, D)), weights dw (C, B, T, L) and a bias
+    /// (C, L) or null (the parameter dense_bs.{i}) -> C streams (B, T, D) in the hiddens' dtype,
+    /// stream_c = Σ_j w[c, :, :, j] · h_j with w = dw + bias (the bias broadcast over the tokens, the sum in dw's
+    /// dtype; w taken in the hiddens' dtype, fp32 accumulation). With <paramref name="gradients"/> (one per forward pass, whose
     /// mixes read growing prefixes h_0..h_{L-1}, L = 2, 3, ...) backward routes the hiddens' gradients
     /// through its in-place buffers (<see cref="HiddenGradients"/>); null: all go to autograd.
     /// </summary>
-    Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients);
+    Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, Tensor? bias, HiddenGradients? gradients);
 
     /// <summary>
     /// DenseFormer's depth-weighted average: hiddens h_0..h_{n-1} (each (B, T, D)) and static weights

@@ -40,7 +40,13 @@ public sealed class ReferenceKernels : IKernels
     public (Tensor Q, Tensor K) QkNormRotary(Tensor q, Tensor k, Tensor? qWeight, Tensor? kWeight, double eps, Tensor cos, Tensor sin) =>
         (QkNormRotary(q, qWeight, eps, cos, sin), QkNormRotary(k, kWeight, eps, cos, sin));
 
-    public Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, HiddenGradients? gradients) => MixFunction.Apply(hiddens, dw, gradients);
+    public Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, Tensor? bias, HiddenGradients? gradients)
+    {
+        if (bias is null) return MixFunction.Apply(hiddens, dw, gradients);
+        using var scope = NewDisposeScope();
+        var w = dw.Plus(bias.view(bias.shape[0], 1, 1, bias.shape[1]));   // (C, B, T, L)
+        return MixFunction.Apply(hiddens, w, gradients).Select(t => t.MoveToOuterDisposeScope()).ToArray();
+    }
 
     public Tensor DepthWeightedAverage(IReadOnlyList<Tensor> hiddens, Tensor weights)
     {

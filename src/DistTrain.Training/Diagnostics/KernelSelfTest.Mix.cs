@@ -7,8 +7,9 @@ using static TorchSharp.torch;
 namespace DistTrain.Training.Diagnostics;
 
 /// <summary>
-/// The MUDD mixing (<see cref="IKernels.Mix"/>): streams, the hiddens' gradients and the weights'
-/// gradient, fused and reference (same dtype) both measured against the reference in fp64, as RMSNorm:
+/// The MUDD mixing (<see cref="IKernels.Mix"/>) with its bias (dense_bs): streams, the hiddens' gradients, the weights'
+/// gradient and the bias's (a sum over the tokens; also added into a preset .grad, the trainer's flat buffer view),
+/// fused and reference (same dtype) both measured against the reference in fp64, as RMSNorm:
 /// tolerance 1e-5 (fp32) and 1e-2 (bf16: one bf16 rounding of each output is 2^-9 relative).
 /// DenseFormer's averages run the same kernels and are checked the same way. The reference average
 /// rounds every partial sum to bf16 (a chain of multiply-adds), the fused one sums in fp32 once: its
@@ -29,16 +30,19 @@ public static partial class KernelSelfTest
         using var scope = NewDisposeScope();
         var hiddens = Enumerable.Range(0, s.L).Select(_ => randn([s.B, s.T, s.D], ScalarType.Float32, device).to(dtype)).ToArray();
         var dw = randn([s.C, s.B, s.T, s.L], ScalarType.Float32, device).to(dtype);
+        var bias = randn([s.C, s.L], ScalarType.Float32, device).to(dtype);
         var dy = Enumerable.Range(0, s.C).Select(_ => randn([s.B, s.T, s.D], ScalarType.Float32, device).to(dtype)).ToArray();
-        if (kernels is CudaKernels cudaKernels && !cudaKernels.FusesMix(hiddens, dw))
+        var g0 = randn([s.C, s.L], ScalarType.Float32, device).to(dtype);   // the bias's preset .grad
+        if (kernels is CudaKernels cudaKernels && !cudaKernels.FusesMix(hiddens, dw, bias))
             throw new InvalidOperationException($"mix: the fused kernels refused {s.L} hiddens of [{s.B}, {s.T}, {s.D}] {dtype} with {s.C} streams");
-        var truth = RunMix(ReferenceKernels.Instance, [.. hiddens.Select(h => h.to(ScalarType.Float64))], dw.to(ScalarType.Float64), [.. dy.Select(g => g.to(ScalarType.Float64))]);
-        var reference = RunMix(ReferenceKernels.Instance, hiddens, dw, dy);
-        var fused = RunMix(kernels, hiddens, dw, dy);
+        Tensor F64(Tensor t) => t.to(ScalarType.Float64);
+        var truth = RunMix(ReferenceKernels.Instance, [.. hiddens.Select(F64)], F64(dw), F64(bias), [.. dy.Select(F64)], F64(g0));
+        var reference = RunMix(ReferenceKernels.Instance, hiddens, dw, bias, dy, g0);
+        var fused = RunMix(kernels, hiddens, dw, bias, dy, g0);
         Synchronize(device);   // an asynchronous kernel error surfaces here, at its op
         double tol = dtype == ScalarType.Float32 ? 1e-5 : 1e-2;
         string shape = $"{s.B}x{s.T}x{s.D} C{s.C} L{s.L}", name = DtypeName(dtype);
-        string[] outputs = ["streams", "dh", "ddw"];
+        string[] outputs = ["streams", "dh", "ddw", "dbias", "dbias+="];
         var result = new List<KernelCheck>();
         for (int i = 0; i < outputs.Length; i++)
         {
@@ -62,31 +66,35 @@ public static partial class KernelSelfTest
         // weights about 1/L so that the sums stay near 1 in magnitude along the chain
         var dws = Enumerable.Range(0, s.Mixes).Select(k => randn([k == s.Mixes - 1 ? 1 : 4, s.B, s.T, k + 2], ScalarType.Float32, device)
             .div_(Scalars.Of(4.0 * (k + 2))).to(dtype)).ToArray();
+        var biases = dws.Select(w => randn([w.shape[0], w.shape[3]], ScalarType.Float32, device).div_(Scalars.Of(4.0 * w.shape[3])).to(dtype)).ToArray();
         var dy = randn([s.B, s.T, s.D], ScalarType.Float32, device).to(dtype);
-        Tensor[] Run(IKernels k, Tensor[] hs, Tensor[] ws, Tensor g, HiddenGradients? gradients)
+        Tensor[] Run(IKernels k, Tensor[] hs, Tensor[] ws, Tensor[] bs, Tensor g, HiddenGradients? gradients)
         {
             var hi = hs.Select(h => h.detach().requires_grad_(true)).ToArray();
             var wi = ws.Select(w => w.detach().requires_grad_(true)).ToArray();
+            var bi = bs.Select(b => b.detach().requires_grad_(true)).ToArray();
             var all = new List<Tensor>(hi);
-            foreach (var w in wi)
+            for (int m = 0; m < wi.Length; m++)
             {
-                var streams = k.Mix(all, w, gradients);
+                var streams = k.Mix(all, wi[m], bi[m], gradients);
                 var next = streams[0];
                 for (int c = 1; c < streams.Length; c++) next = next.Plus(streams[c]);
                 all.Add(next);
             }
-            var grads = autograd.grad([all[^1]], [.. hi, .. wi], [g]);
+            var grads = autograd.grad([all[^1]], [.. hi, .. wi, .. bi], [g]);
             if (gradients is { Held: > 0 })
                 throw new InvalidOperationException($"mix chain: {gradients.Held} gradient buffers left after backward");
-            return [all[^1].detach(), stack(grads.Take(2)), cat(grads.Skip(2).Select(t => t.flatten()).ToArray())];
+            return [all[^1].detach(), stack(grads.Take(2)), cat(grads.Skip(2).Take(wi.Length).Select(t => t.flatten()).ToArray()),
+                    cat(grads.Skip(2 + wi.Length).Select(t => t.flatten()).ToArray())];
         }
-        var truth = Run(ReferenceKernels.Instance, [.. hiddens.Select(h => h.to(ScalarType.Float64))], [.. dws.Select(w => w.to(ScalarType.Float64))], dy.to(ScalarType.Float64), null);
-        var reference = Run(ReferenceKernels.Instance, hiddens, dws, dy, new HiddenGradients());
-        var fused = Run(kernels, hiddens, dws, dy, new HiddenGradients());
+        Tensor F64(Tensor t) => t.to(ScalarType.Float64);
+        var truth = Run(ReferenceKernels.Instance, [.. hiddens.Select(F64)], [.. dws.Select(F64)], [.. biases.Select(F64)], F64(dy), null);
+        var reference = Run(ReferenceKernels.Instance, hiddens, dws, biases, dy, new HiddenGradients());
+        var fused = Run(kernels, hiddens, dws, biases, dy, new HiddenGradients());
         Synchronize(device);
         double tol = dtype == ScalarType.Float32 ? 1e-5 : 1e-2;
         string shape = $"{s.B}x{s.T}x{s.D} {s.Mixes} mixes", name = DtypeName(dtype);
-        string[] outputs = ["out", "dh", "ddw"];
+        string[] outputs = ["out", "dh", "ddw", "dbias"];
         var result = new List<KernelCheck>();
         for (int i = 0; i < outputs.Length; i++)
         {
@@ -129,13 +137,20 @@ public static partial class KernelSelfTest
         return result;
     }
 
-    /// <summary>The streams (C, B, T, D), the hiddens' gradients (L, B, T, D) and dw's gradient of one mix with output gradients dy.</summary>
-    static Tensor[] RunMix(IKernels kernels, Tensor[] hiddens, Tensor dw, Tensor[] dy)
+    /// <summary>
+    /// The streams (C, B, T, D), the hiddens' gradients (L, B, T, D), dw's and the bias's gradients of one mix with output
+    /// gradients dy; then the bias's .grad after a backward into a preset <paramref name="g0"/> (g0 + its gradient).
+    /// </summary>
+    static Tensor[] RunMix(IKernels kernels, Tensor[] hiddens, Tensor dw, Tensor bias, Tensor[] dy, Tensor g0)
     {
         var hs = hiddens.Select(h => h.detach().requires_grad_(true)).ToArray();
         var w = dw.detach().requires_grad_(true);
-        var streams = kernels.Mix(hs, w, gradients: null);
-        var grads = autograd.grad(streams, [w, .. hs], dy);
-        return [stack(streams.Select(t => t.detach())), stack(grads.Skip(1)), grads[0]];
+        var b = bias.detach().requires_grad_(true);
+        var streams = kernels.Mix(hs, w, b, gradients: null);
+        var grads = autograd.grad(streams, [w, b, .. hs], dy);
+        var bi = bias.detach().requires_grad_(true);
+        bi.grad = g0.clone();   // a copy: g0 itself would be added into
+        autograd.backward(kernels.Mix(hs.Select(h => h.detach()).ToArray(), dw, bi, gradients: null), dy);
+        return [stack(streams.Select(t => t.detach())), stack(grads.Skip(2)), grads[0], grads[1], bi.grad!.detach()];
     }
 }

@@ -3,6 +3,8 @@
 // every kernel is extern "C" so the host finds it by its plain name.
 //
 //   forward:  out_c[t, :] = Σ_j w[c, t, j] · h_j[t, :]                     c < C, j < L
+//             with a bias b (C, L) (MUDDFormer's dense_bs, DenseFormer's α): w[c, t, j] = dw[c, t, j] + b[c, j],
+//             rounded to T as the separate add was; dw may be null (the bias alone: DenseFormer)
 //   backward: gh_j[t, :] (+)= Σ_c w[c, t, j] · g_c[t, :]                    (+= where bit j of addmask)
 //                           [+ Σ_c w2[c, t, j] · g2_c[t, :]]                (the _p kernels: a deferred mix)
 //                           only where bit j of writemask is set (the rest is left as it is)
@@ -23,7 +25,9 @@
 // Blocks walk the tokens grid-stride; indices are 64-bit.
 // Dynamic shared memory: the token's C·L weights as fp32 (RPB · C · L floats), and in backward one
 // partial of each gw[c, t, j] per warp (RPB · TPR/32 · C · L floats), then for the _p kernels the deferred
-// weights (RPB · C2 · L2 floats); static: the MixTable (1168 bytes).
+// weights (RPB · C2 · L2 floats); static: the MixTable (1184 bytes).
+// mix_bias_grad_*: the bias's gradient Σ_t gw[c, t, j] (per-block partials, summed by the last block in block order:
+// deterministic) and gw in T for the dynamic weights' own gradient, in one pass over gw.
 
 #define MIX_MAX_INPUTS 64
 #ifndef MIX_UNROLL   // hiddens in flight per thread (docs/benchmarks/kernel-bench times other values)
@@ -49,6 +53,8 @@ struct MixTable {
   // and L. MUDDFormer's weights arrive as a (C, B, T, L) view of the dynamic-dense output (B, T, C·L): read in place, and
   // gw written in that layout, neither needs a copy (a strided 4.6 us kernel each way a layer).
   long long ws[2], w2s[2], gws[2];
+  const T* b;    // the bias (C, L) contiguous, or null
+  const T* b2;   // the deferred mix's bias (C2, L2), or null
 };
 
 // The kernels index the table with a run-time j. A dynamically indexed kernel parameter is copied
@@ -63,6 +69,8 @@ __device__ __forceinline__ void stage_table(const MixTable<T>& tab, MixTable<T>&
     for (int i = 0; i < MIX_MAX_STREAMS; ++i) { st.g[i] = tab.g[i]; st.out[i] = tab.out[i]; st.g2[i] = tab.g2[i]; }
 #pragma unroll
     for (int i = 0; i < 2; ++i) { st.ws[i] = tab.ws[i]; st.w2s[i] = tab.w2s[i]; st.gws[i] = tab.gws[i]; }
+    st.b = tab.b;
+    st.b2 = tab.b2;
   }
   __syncthreads();
 }
@@ -79,6 +87,10 @@ __device__ __forceinline__ unsigned short mix_to_bf16(float f) {
   u += 0x7fffu + ((u >> 16) & 1u);
   return (unsigned short)(u >> 16);
 }
+
+// v rounded to what T holds: dw + b as the separate add in T rounded it
+__device__ __forceinline__ float mix_round(float v, const float*) { return v; }
+__device__ __forceinline__ float mix_round(float v, const unsigned short*) { return mix_to_float(mix_to_bf16(v)); }
 
 __device__ __forceinline__ void mix_store1(float* p, float v) { *p = v; }
 __device__ __forceinline__ void mix_store1(unsigned short* p, float v) { *p = mix_to_bf16(v); }
@@ -175,12 +187,13 @@ __device__ __forceinline__ long long at(const long long (&s)[2], int c, long lon
   return (long long)c * (s[0] ? s[0] : tokens * l) + row * (s[1] ? s[1] : l) + j;
 }
 
-// The token's weights w[c, row, j] into sw[c * l + j] as fp32 (the token's TPR threads share the copy).
+// The token's weights w[c, row, j] (+ b[c, j]) into sw[c * l + j] as fp32 (the token's TPR threads share the copy).
 template <typename T>
-__device__ __forceinline__ void load_weights(const T* w, const long long (&s)[2], float* sw, long long row, long long tokens, int nc, int l) {
+__device__ __forceinline__ void load_weights(const T* w, const long long (&s)[2], const T* b, float* sw, long long row, long long tokens, int nc, int l) {
   for (int i = threadIdx.x; i < nc * l; i += blockDim.x) {
     const int c = i / l, j = i - c * l;
-    sw[i] = mix_to_float(w[at(s, c, row, j, tokens, l)]);
+    const float v = w ? mix_to_float(w[at(s, c, row, j, tokens, l)]) : 0.f;
+    sw[i] = !b ? v : w ? mix_round(v + mix_to_float(b[i]), b) : mix_to_float(b[i]);
   }
 }
 
@@ -193,7 +206,7 @@ __device__ void mix_forward(const MixTable<T>& tab, const T* w, long long tokens
   for (long long base = (long long)blockIdx.x * blockDim.y; base < tokens; base += (long long)gridDim.x * blockDim.y) {
     const long long row = base + threadIdx.y;
     const bool valid = row < tokens;
-    if (valid) load_weights(w, tab.ws, sw, row, tokens, nc, l);
+    if (valid) load_weights(w, tab.ws, tab.b, sw, row, tokens, nc, l);
     __syncthreads();
     if (valid && col < d) {
       const long long offset = row * d + col;
@@ -241,8 +254,8 @@ __device__ void mix_backward(const MixTable<T>& tab, const T* w, float* gw, long
     const bool valid = row < tokens;
     const bool mine = valid && col < d;   // this thread has columns (the others add zeros to the sums)
     const long long offset = (valid ? row : 0) * d + col;
-    if (valid) load_weights(w, tab.ws, sw, row, tokens, nc, l);
-    if (Pending && valid) load_weights(w2, tab.w2s, sw2, row, tokens, nc2, l2);   // Pending: (nc2, tokens, l2)
+    if (valid) load_weights(w, tab.ws, tab.b, sw, row, tokens, nc, l);
+    if (Pending && valid) load_weights(w2, tab.w2s, tab.b2, sw2, row, tokens, nc2, l2);   // Pending: (nc2, tokens, l2)
     __syncthreads();
     // The stream gradients stay as stored (bf16: half the registers of fp32) for the whole token: the
     // registers they leave free keep more warps resident, and each use unpacks them.
@@ -413,4 +426,57 @@ extern "C" __global__ void __launch_bounds__(256, 1) mix_backward_p_bf16_v(const
   __shared__ MixTable<unsigned short> st;
   stage_table(tab, st);
   mix_backward<unsigned short, 8, true>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2);
+}
+
+// The bias's gradient and gw in T: dbias[i] (+)= Σ_t gw[t, i] and, where gw_out is given, gw_out[t, i] = gw[t, i] in T, for gw
+// (tokens, n) fp32 with n = C·L ≤ blockDim.x (the (B, T, C, L) layout mix_backward writes gw in, and the bias's (C, L) order).
+// Each block sums a contiguous range of tokens: blockDim.x / n groups of n threads take every groups-th token, a thread one
+// column (coalesced rows), then the groups add up in shared memory in group order; the last block to finish sums the blocks'
+// partials in block order. The order never depends on timing: the sums are deterministic.
+#define MIX_BIAS_BLOCK 256   // threads a block of mix_bias_grad_*: C·L ≤ MIX_BIAS_BLOCK
+template <typename T>
+__device__ void mix_bias_grad(const float* gw, T* gw_out, long long tokens, int n, float* partials, unsigned int* counter, T* dbias, int accumulate) {
+  __shared__ float part[MIX_BIAS_BLOCK];
+  __shared__ bool last;
+  const int groups = blockDim.x / n, g = threadIdx.x / n, i = threadIdx.x - g * n;
+  const long long per = (tokens + gridDim.x - 1) / gridDim.x, r0 = (long long)blockIdx.x * per;
+  const long long r1 = r0 + per < tokens ? r0 + per : tokens;
+  float s = 0.f;
+  if (g < groups) {
+#pragma unroll 4
+    for (long long t = r0 + g; t < r1; t += groups) {
+      const float v = gw[t * n + i];
+      s += v;
+      if (gw_out) mix_store1(gw_out + t * n + i, v);
+    }
+  }
+  part[threadIdx.x] = s;
+  __syncthreads();
+  if ((int)threadIdx.x < n) {
+    float p = 0.f;
+    for (int k = 0; k < groups; ++k) p += part[k * n + threadIdx.x];
+    partials[(long long)blockIdx.x * n + threadIdx.x] = p;
+    __threadfence();   // the partial is visible before the count says so
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(counter, 1u) == gridDim.x - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  if ((int)threadIdx.x < n) {
+    float t = 0.f;
+    for (unsigned k = 0; k < gridDim.x; ++k) t += ((volatile float*)partials)[(long long)k * n + threadIdx.x];
+    if (accumulate) t += mix_to_float(dbias[threadIdx.x]);
+    mix_store1(dbias + threadIdx.x, t);
+  }
+  if (threadIdx.x == 0) *counter = 0u;   // ready for the next call (kernels on one stream never overlap)
+}
+
+extern "C" __global__ void __launch_bounds__(MIX_BIAS_BLOCK) mix_bias_grad_f32(const float* gw, float* gw_out, long long tokens, int n, float* partials,
+    unsigned int* counter, float* dbias, int accumulate) {
+  mix_bias_grad<float>(gw, gw_out, tokens, n, partials, counter, dbias, accumulate);
+}
+extern "C" __global__ void __launch_bounds__(MIX_BIAS_BLOCK) mix_bias_grad_bf16(const float* gw, unsigned short* gw_out, long long tokens, int n, float* partials,
+    unsigned int* counter, unsigned short* dbias, int accumulate) {
+  mix_bias_grad<unsigned short>(gw, gw_out, tokens, n, partials, counter, dbias, accumulate);
 }
