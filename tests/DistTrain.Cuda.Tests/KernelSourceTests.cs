@@ -74,7 +74,7 @@ public partial class KernelSourceTests
         Assert.Contains("long long ws[2], w2s[2], gws[2];\n  const T* b;", source);   // six stride slots, then the two biases
         Assert.Contains("const T* b2;", source);
         Assert.Equal(2 * FusedMix.MaxInputs + 3 * FusedMix.MaxStreams + 8, FusedMix.TableSlots);
-        // mix_bias_grad: one thread a column of the bias (C·L of them), the most a mix has
+        // mix_bias_grad: groups of C·L threads (a column of the bias each), at least one group for the most a mix has
         Assert.Contains($"#define MIX_BIAS_BLOCK {FusedMix.BiasBlock} ", source);
         Assert.True(FusedMix.MaxInputs * FusedMix.MaxStreams <= FusedMix.BiasBlock);
         Assert.True(FusedMix.TableSlots * 8 + 64 <= 4096, "the table and the other parameters fit CUDA's 4 KB");

@@ -196,7 +196,8 @@ static void check_mix_all() {
   // the bias's gradient: odd token counts and widths, more blocks than tokens, a group of threads per column
   check_bias_grad<float>(1, 1, 1, false, false);
   check_bias_grad<float>(37, 7, 3, true, false);
-  check_bias_grad<unsigned short>(300, 100, 4, true, true);     // 2 groups of 100 threads
-  check_bias_grad<unsigned short>(5, 256, 8, false, true);      // n = 256: one group; blocks without tokens
-  check_bias_grad<unsigned short>(1000, 26, 3, false, false);   // 9 groups
+  check_bias_grad<unsigned short>(300, 100, 4, true, true);     // 10 groups of 100 threads
+  check_bias_grad<unsigned short>(5, 256, 8, false, true);      // n = 256: 4 groups; blocks without tokens
+  check_bias_grad<unsigned short>(3000, 26, 3, false, true);    // 39 groups, several batches of tokens a thread
+  check_bias_grad<float>(700, 256, 40, true, false);            // the last block: 40 partials in 4 groups, two batches
 }

@@ -182,5 +182,6 @@ static void check_ops() {
     check_qkrotary<float>(1, 3, 3, 256, normed, false, 1, true);
     check_qkrotary<unsigned short>(2, 4, 16, 64, normed, true, 3, true);
     check_qkrotary<unsigned short>(3, 5, 7, 32, normed, false, 2, true);   // 105 rows, 8 a warp, grid-stride
+    check_qkrotary<unsigned short>(4, 16, 16, 64, normed, true, 1, true);  // 1024 rows: 16 passes of QKR_ROWS rows a lane
   }
 }

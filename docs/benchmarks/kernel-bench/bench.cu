@@ -134,6 +134,18 @@ int main() {
       for (int i = 0; i < c; ++i) { cudaFree((void*)tab.g2[i]); tab.g2[i] = nullptr; }
       cudaFree(wts2);
     }
+    // the bias's gradient from gw (tokens, C·L) fp32, with gw in bf16 for the dynamic weights (read 4, write 2 bytes a value)
+    {
+      unsigned short *copy, *dbias;
+      float* parts;
+      unsigned* counter;
+      CHECK(cudaMalloc(&copy, (long long)c * tokens * l * 2)); CHECK(cudaMalloc(&dbias, c * l * 2));
+      CHECK(cudaMalloc(&parts, (long long)sms * c * l * 4)); CHECK(cudaMalloc(&counter, 4)); CHECK(cudaMemset(counter, 0, 4));
+      const unsigned bgrid = (unsigned)std::min<long long>((tokens + 63) / 64, (long long)sms);
+      std::snprintf(name, sizeof name, "mix bias grad C %d L %d", c, l);
+      bench(name, (double)c * tokens * l * 6, [&] { mixk::mix_bias_grad_bf16<<<bgrid, MIX_BIAS_BLOCK>>>(gw, copy, tokens, c * l, parts, counter, dbias, 1); });
+      cudaFree(copy); cudaFree(dbias); cudaFree(parts); cudaFree(counter);
+    }
     for (int j = 0; j < l; ++j) { cudaFree(hs[j]); cudaFree(tab.gh[j]); }
     for (int i = 0; i < c; ++i) { cudaFree(tab.out[i]); cudaFree((void*)tab.g[i]); }
     cudaFree(wts); cudaFree(gw);

@@ -25,7 +25,7 @@ internal sealed class FusedMix
     const int GhSlot = MaxInputs, GSlot = 2 * MaxInputs, OutSlot = 2 * MaxInputs + MaxStreams, G2Slot = 2 * MaxInputs + 2 * MaxStreams,
               WsSlot = 2 * MaxInputs + 3 * MaxStreams, W2sSlot = WsSlot + 2, GwsSlot = WsSlot + 4, BSlot = WsSlot + 6, B2Slot = WsSlot + 7;
     internal const int TableSlots = WsSlot + 8;
-    internal const uint BiasBlock = 256;   // MIX_BIAS_BLOCK in mix.cu: C·L ≤ 256 columns, one thread each
+    internal const uint BiasBlock = 1024;   // MIX_BIAS_BLOCK in mix.cu: groups of C·L ≤ 256 threads, a column each
 
     readonly CudaDevice _device;
     readonly CudaFunction _forward32, _forward32V, _forward16, _forward16V, _backward32, _backward32V, _backward16, _backward16V;
@@ -234,11 +234,11 @@ internal sealed class FusedMix
         var dtype = dbias.dtype;
         long tokens = gw.shape[1] * gw.shape[2];
         int n = (int)(gw.shape[0] * gw.shape[3]);
-        if (n > BiasBlock || dbias.numel() != n)
-            throw new ArgumentException($"{op}: {n} weights a token for a bias of {dbias.numel()} (at most {BiasBlock})");
+        if (n > MaxInputs * MaxStreams || dbias.numel() != n)
+            throw new ArgumentException($"{op}: {n} weights a token for a bias of {dbias.numel()} (at most {MaxInputs * MaxStreams})");
         if (copy is not null && (copy.dtype != dtype || !copy.stride().SequenceEqual(gw.stride()) || !copy.shape.SequenceEqual(gw.shape)))
             throw new ArgumentException($"{op}: the copy {TensorArgs.Describe(copy)} must be {dtype} in gw's layout");
-        uint blocks = (uint)Math.Clamp((tokens + BiasBlock - 1) / BiasBlock, 1, _device.Multiprocessors);   // about 256 tokens a block
+        uint blocks = (uint)Math.Clamp((tokens + 63) / 64, 1, _device.Multiprocessors);   // one a multiprocessor; the last block sums that many partials
         using var partials = empty([blocks * n], ScalarType.Float32, gw.device);
         KernelLaunch.Launch(dtype == ScalarType.BFloat16 ? _bias16 : _bias32, (blocks, 1), (BiasBlock, 1),
             () => $"gw {TensorArgs.Describe(gw)}, bias {TensorArgs.Describe(dbias)}",

@@ -429,11 +429,13 @@ extern "C" __global__ void __launch_bounds__(256, 1) mix_backward_p_bf16_v(const
 }
 
 // The bias's gradient and gw in T: dbias[i] (+)= Σ_t gw[t, i] and, where gw_out is given, gw_out[t, i] = gw[t, i] in T, for gw
-// (tokens, n) fp32 with n = C·L ≤ blockDim.x (the (B, T, C, L) layout mix_backward writes gw in, and the bias's (C, L) order).
+// (tokens, n) fp32 with n = C·L ≤ 256 (the (B, T, C, L) layout mix_backward writes gw in, and the bias's (C, L) order).
 // Each block sums a contiguous range of tokens: blockDim.x / n groups of n threads take every groups-th token, a thread one
-// column (coalesced rows), then the groups add up in shared memory in group order; the last block to finish sums the blocks'
-// partials in block order. The order never depends on timing: the sums are deterministic.
-#define MIX_BIAS_BLOCK 256   // threads a block of mix_bias_grad_*: C·L ≤ MIX_BIAS_BLOCK
+// column (coalesced rows), MIX_BIAS_BATCH tokens' loads in flight before any store (gw_out might alias gw for all the
+// compiler knows: a store between two loads serialises them); the groups add up in shared memory in group order, and the
+// last block to finish sums the blocks' partials the same way. The order never depends on timing: deterministic sums.
+#define MIX_BIAS_BLOCK 1024   // threads a block of mix_bias_grad_*: at least 4 groups for n ≤ 256
+#define MIX_BIAS_BATCH 8
 template <typename T>
 __device__ void mix_bias_grad(const float* gw, T* gw_out, long long tokens, int n, float* partials, unsigned int* counter, T* dbias, int accumulate) {
   __shared__ float part[MIX_BIAS_BLOCK];
@@ -443,11 +445,19 @@ __device__ void mix_bias_grad(const float* gw, T* gw_out, long long tokens, int 
   const long long r1 = r0 + per < tokens ? r0 + per : tokens;
   float s = 0.f;
   if (g < groups) {
-#pragma unroll 4
-    for (long long t = r0 + g; t < r1; t += groups) {
-      const float v = gw[t * n + i];
-      s += v;
-      if (gw_out) mix_store1(gw_out + t * n + i, v);
+    for (long long t0 = r0 + g; t0 < r1; t0 += (long long)groups * MIX_BIAS_BATCH) {
+      float v[MIX_BIAS_BATCH];
+#pragma unroll
+      for (int u = 0; u < MIX_BIAS_BATCH; ++u) {
+        const long long t = t0 + (long long)u * groups;
+        v[u] = t < r1 ? gw[t * n + i] : 0.f;
+      }
+#pragma unroll
+      for (int u = 0; u < MIX_BIAS_BATCH; ++u) {
+        const long long t = t0 + (long long)u * groups;
+        s += v[u];
+        if (gw_out && t < r1) mix_store1(gw_out + t * n + i, v[u]);
+      }
     }
   }
   part[threadIdx.x] = s;
@@ -463,9 +473,26 @@ __device__ void mix_bias_grad(const float* gw, T* gw_out, long long tokens, int 
   __syncthreads();
   if (!last) return;
   __threadfence();
+  // the last block: group g sums blocks g, g + groups, ... (volatile: written by other blocks), then the groups in order
+  s = 0.f;
+  if (g < groups) {
+    for (int k0 = g; k0 < (int)gridDim.x; k0 += groups * MIX_BIAS_BATCH) {
+      float v[MIX_BIAS_BATCH];
+#pragma unroll
+      for (int u = 0; u < MIX_BIAS_BATCH; ++u) {
+        const int k = k0 + u * groups;
+        v[u] = k < (int)gridDim.x ? ((volatile float*)partials)[(long long)k * n + i] : 0.f;
+      }
+#pragma unroll
+      for (int u = 0; u < MIX_BIAS_BATCH; ++u) s += v[u];
+    }
+  }
+  __syncthreads();   // part is rewritten
+  part[threadIdx.x] = s;
+  __syncthreads();
   if ((int)threadIdx.x < n) {
     float t = 0.f;
-    for (unsigned k = 0; k < gridDim.x; ++k) t += ((volatile float*)partials)[(long long)k * n + threadIdx.x];
+    for (int k = 0; k < groups; ++k) t += part[k * n + threadIdx.x];
     if (accumulate) t += mix_to_float(dbias[threadIdx.x]);
     mix_store1(dbias + threadIdx.x, t);
   }
