@@ -4,6 +4,7 @@ using DistTrain.Cuda.Ops.Mix;
 using DistTrain.Cuda.Ops.RmsNorm;
 using DistTrain.Cuda.Ops.SwiGlu;
 using DistTrain.Model.Kernels;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace DistTrain.Cuda;
@@ -74,6 +75,32 @@ public sealed class CudaKernels : IKernels
     public (Tensor Q, Tensor K) QkNormRotary(Tensor q, Tensor k, Tensor? qWeight, Tensor? kWeight, double eps, Tensor cos, Tensor sin) =>
         _qkRotary.SupportsPair(q, k, qWeight, kWeight, cos, sin) ? QkRotaryPairFunction.Apply(_qkRotary, q, k, qWeight, kWeight, eps, cos, sin)
             : (QkNormRotary(q, qWeight, eps, cos, sin), QkNormRotary(k, kWeight, eps, cos, sin));
+
+    public (Tensor Q, Tensor K, Tensor V) QkvRotary(IReadOnlyList<Tensor> xs, IReadOnlyList<Tensor> ws, int heads, Tensor? qWeight, Tensor? kWeight,
+                                                    double eps, Tensor cos, Tensor sin) =>
+        FusesQkv(xs, ws, heads, qWeight, kWeight, cos, sin) ? QkvRotaryFunction.Apply(_qkRotary, xs, ws, heads, qWeight, kWeight, eps, cos, sin)
+            : ReferenceKernels.QkvRotaryOf(this, xs, ws, heads, qWeight, kWeight, eps, cos, sin);
+
+    /// <summary>
+    /// Whether <see cref="QkvRotary"/> runs as batched GEMMs with the fused pair (kernel-test checks it did): three bf16 inputs
+    /// (B, T, D) back to back on this device, three weights (H·d, D) back to back, and q/k of the pair kernels' shape.
+    /// </summary>
+    public bool FusesQkv(IReadOnlyList<Tensor> xs, IReadOnlyList<Tensor> ws, int heads, Tensor? qWeight, Tensor? kWeight, Tensor cos, Tensor sin)
+    {
+        if (xs.Count != 3 || ws.Count != 3 || heads < 1) return false;
+        var (x0, w0) = (xs[0], ws[0]);
+        if (x0.dim() != 3 || w0.dim() != 2 || x0.dtype != ScalarType.BFloat16 || w0.dtype != x0.dtype || w0.shape[1] != x0.shape[2] || w0.shape[0] % heads != 0 ||
+            x0.device_type != DeviceType.CUDA || x0.device_index != Device.Index || w0.device_type != DeviceType.CUDA || w0.device_index != Device.Index)
+            return false;
+        using var x3 = QkvRotaryFunction.BackToBack(xs);
+        using var w3 = QkvRotaryFunction.BackToBack(ws);
+        if (x3 is null || w3 is null) return false;
+        // the pair kernels read q and k as the first two (B, T, H, d) slabs of one fresh allocation: a probe of that shape (no kernel runs)
+        using var probe = empty([2, x0.shape[0], x0.shape[1], heads, w0.shape[0] / heads], x0.dtype, x0.device);
+        using var pq = probe[0];
+        using var pk = probe[1];
+        return _qkRotary.SupportsPair(pq, pk, qWeight, kWeight, cos, sin);
+    }
 
     /// <summary>Whether the pair form of <see cref="QkNormRotary(Tensor, Tensor, Tensor?, Tensor?, double, Tensor, Tensor)"/> runs in one launch (kernel-test checks it did).</summary>
     public bool FusesQkPair(Tensor q, Tensor k, Tensor? qWeight, Tensor? kWeight, Tensor cos, Tensor sin) => _qkRotary.SupportsPair(q, k, qWeight, kWeight, cos, sin);

@@ -108,6 +108,39 @@ public partial class KernelSourceTests
     }
 
     [Fact]
+    public void TensorsBackToBackInMemoryAreOneBatchedViewAndOthersAreNot()
+    {
+        using var flat = arange(3 * 4 * 5, ScalarType.Float32).view(3, 4, 5);
+        using var a = flat[0];
+        using var b = flat[1];
+        using var c = flat[2];
+        using var batched = DistTrain.Cuda.Ops.QkRotary.QkvRotaryFunction.BackToBack([a, b, c]);
+        Assert.NotNull(batched);
+        Assert.True(batched!.eq(flat).all().item<bool>());
+        Assert.Equal(DistTrain.Model.TensorMemory.Address(a), DistTrain.Model.TensorMemory.Address(batched));
+        Assert.Null(DistTrain.Cuda.Ops.QkRotary.QkvRotaryFunction.BackToBack([a, c, b]));   // out of order
+        using var other = zeros(4, 5);
+        Assert.Null(DistTrain.Cuda.Ops.QkRotary.QkvRotaryFunction.BackToBack([a, b, other]));
+        Assert.Null(DistTrain.Cuda.Ops.QkRotary.QkvRotaryFunction.BackToBack([a, b, null]));   // a weight without .grad
+        using var offset = arange(2 + 2 * 4 * 5, ScalarType.Float32)[2..].view(2, 4, 5);       // a storage offset is kept
+        using var o0 = offset[0];
+        using var o1 = offset[1];
+        using var fromOffset = DistTrain.Cuda.Ops.QkRotary.QkvRotaryFunction.BackToBack([o0, o1]);
+        Assert.True(fromOffset!.eq(offset).all().item<bool>());
+    }
+
+    [Fact]
+    public void TheBatchedProductIsAddedToTheThirdOperand()
+    {
+        using var a = arange(2 * 3 * 4, ScalarType.Float64).view(2, 3, 4);
+        using var b = arange(2 * 4 * 5, ScalarType.Float64).view(2, 4, 5).div(7.0);
+        using var c = arange(2 * 3 * 5, ScalarType.Float64).view(2, 3, 5).neg();
+        using var expected = c + bmm(a, b);
+        using var got = DistTrain.Cuda.Ops.QkRotary.QkvRotaryFunction.AddBatchedProduct(c, a, b);
+        Assert.True(got.allclose(expected));
+    }
+
+    [Fact]
     public void TheQkRotaryBlockMatchesTheKernelsSharedRows()
     {
         // the _v backward sums its warps' dw rows in shared memory sized for QKR_WARPS warps of at most QKR_MAX_D columns

@@ -22,6 +22,8 @@ public class HiddenGradientsTests
         public Tensor QkNormRotary(Tensor x, Tensor? weight, double eps, Tensor cos, Tensor sin) => ReferenceKernels.Instance.QkNormRotary(x, weight, eps, cos, sin);
         public (Tensor Q, Tensor K) QkNormRotary(Tensor q, Tensor k, Tensor? qWeight, Tensor? kWeight, double eps, Tensor cos, Tensor sin) =>
             (QkNormRotary(q, qWeight, eps, cos, sin), QkNormRotary(k, kWeight, eps, cos, sin));
+        public (Tensor Q, Tensor K, Tensor V) QkvRotary(IReadOnlyList<Tensor> xs, IReadOnlyList<Tensor> ws, int heads, Tensor? qWeight, Tensor? kWeight, double eps, Tensor cos, Tensor sin) =>
+            ReferenceKernels.QkvRotaryOf(this, xs, ws, heads, qWeight, kWeight, eps, cos, sin);
         public Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, Tensor? bias, HiddenGradients? gradients) => ReferenceKernels.Instance.Mix(hiddens, dw, bias, null);
         public Tensor DepthWeightedAverage(IReadOnlyList<Tensor> hiddens, Tensor weights) => ReferenceKernels.Instance.DepthWeightedAverage(hiddens, weights);
         public void CrossEntropyRows(Tensor logits, Tensor targets, Tensor losses, long? meanOver) => ReferenceKernels.Instance.CrossEntropyRows(logits, targets, losses, meanOver);
@@ -40,6 +42,8 @@ public class HiddenGradientsTests
         public Tensor QkNormRotary(Tensor x, Tensor? weight, double eps, Tensor cos, Tensor sin) => ReferenceKernels.Instance.QkNormRotary(x, weight, eps, cos, sin);
         public (Tensor Q, Tensor K) QkNormRotary(Tensor q, Tensor k, Tensor? qWeight, Tensor? kWeight, double eps, Tensor cos, Tensor sin) =>
             (QkNormRotary(q, qWeight, eps, cos, sin), QkNormRotary(k, kWeight, eps, cos, sin));
+        public (Tensor Q, Tensor K, Tensor V) QkvRotary(IReadOnlyList<Tensor> xs, IReadOnlyList<Tensor> ws, int heads, Tensor? qWeight, Tensor? kWeight, double eps, Tensor cos, Tensor sin) =>
+            ReferenceKernels.QkvRotaryOf(this, xs, ws, heads, qWeight, kWeight, eps, cos, sin);
         public Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, Tensor? bias, HiddenGradients? gradients)
         {
             if (gradients is not null && !Seen.Contains(gradients)) Seen.Add(gradients);

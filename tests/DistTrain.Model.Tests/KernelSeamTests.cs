@@ -44,6 +44,12 @@ public class KernelSeamTests
             QkPairs++;
             return (QkNormRotary(q, qWeight, eps, cos, sin), QkNormRotary(k, kWeight, eps, cos, sin));
         }
+        public int Qkvs;
+        public (Tensor Q, Tensor K, Tensor V) QkvRotary(IReadOnlyList<Tensor> xs, IReadOnlyList<Tensor> ws, int heads, Tensor? qWeight, Tensor? kWeight, double eps, Tensor cos, Tensor sin)
+        {
+            Qkvs++;
+            return ReferenceKernels.QkvRotaryOf(this, xs, ws, heads, qWeight, kWeight, eps, cos, sin);
+        }
         public int Mixes;
         public Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, Tensor? bias, HiddenGradients? gradients)
         {
@@ -96,6 +102,7 @@ public class KernelSeamTests
         Assert.Equal(2 * config.NLayer, config.UseQkNorm ? counting.QkNormed : counting.QkRotaryOnly);
         Assert.Equal(0, config.UseQkNorm ? counting.QkRotaryOnly : counting.QkNormed);
         Assert.Equal(config.NLayer, counting.QkPairs);   // q and k as one op per layer
+        Assert.Equal(config.NLayer, counting.Qkvs);      // with their projections: the separate streams' Q, K, V
         Assert.Equal(config.NLayer, counting.Mixes);     // one mix after each layer
         Assert.All(model.named_modules().Select(m => m.module).OfType<IUsesKernels>(), m => Assert.Same(counting, m.Kernels));
         // the chunked loss runs each chunk's softmax through the same kernels: 2·8 rows in chunks of 5 -> 4 chunks

@@ -27,6 +27,17 @@ public class KernelSelfTestTests
     }
 
     [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void TheQkvCheckRunsAndPassesForTheReference(bool normed)
+    {
+        var rows = KernelSelfTest.Qkv(ReferenceKernels.Instance, Cpu, (2, 5, 2, 32, 48), normed);
+        string[] outputs = ["q", "k", "v", "dx", "dw+="];
+        Assert.Equal(normed ? [.. outputs, "dnorms"] : outputs, rows.Select(r => r.Output));
+        Assert.All(rows, r => Assert.True(r.Pass && r.Rel == r.ReferenceRel, r.Row()));
+    }
+
+    [Theory]
     [InlineData(ScalarType.Float32)]
     [InlineData(ScalarType.BFloat16)]
     public void TheAddNormChecksRunAndPassForTheReferenceInEveryCase(ScalarType dtype)

@@ -47,6 +47,15 @@ public interface IKernels
     /// both in one launch each way.
     /// </summary>
     (Tensor Q, Tensor K) QkNormRotary(Tensor q, Tensor k, Tensor? qWeight, Tensor? kWeight, double eps, Tensor cos, Tensor sin);
+
+    /// <summary>
+    /// MUDDFormer's attention inputs from its separate Q, K and V streams: q, k, v = xs[i] · ws[i]ᵀ (xs (B, T, D) each; ws
+    /// (H·d, D) each, the parameters themselves) viewed (B, T, H, d) with H = <paramref name="heads"/>, then
+    /// <see cref="QkNormRotary(Tensor, Tensor, Tensor?, Tensor?, double, Tensor, Tensor)"/> of q and k. The fused kernels run
+    /// the three products as one batched GEMM each way where the inputs lie back to back in memory (as <see cref="RmsNorms"/>
+    /// writes them) and so do the weights and their .grad (the trainer's flat buffers).
+    /// </summary>
+    (Tensor Q, Tensor K, Tensor V) QkvRotary(IReadOnlyList<Tensor> xs, IReadOnlyList<Tensor> ws, int heads, Tensor? qWeight, Tensor? kWeight, double eps, Tensor cos, Tensor sin);
     /// <summary>
     /// The MUDD multiway mixing: hiddens h_0..h_{L-1} (each (B, T, D)), weights dw (C, B, T, L) and a bias
     /// (C, L) or null (the parameter dense_bs.{i}) -> C streams (B, T, D) in the hiddens' dtype,

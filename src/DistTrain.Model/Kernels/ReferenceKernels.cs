@@ -40,6 +40,20 @@ public sealed class ReferenceKernels : IKernels
     public (Tensor Q, Tensor K) QkNormRotary(Tensor q, Tensor k, Tensor? qWeight, Tensor? kWeight, double eps, Tensor cos, Tensor sin) =>
         (QkNormRotary(q, qWeight, eps, cos, sin), QkNormRotary(k, kWeight, eps, cos, sin));
 
+    public (Tensor Q, Tensor K, Tensor V) QkvRotary(IReadOnlyList<Tensor> xs, IReadOnlyList<Tensor> ws, int heads, Tensor? qWeight, Tensor? kWeight,
+                                                    double eps, Tensor cos, Tensor sin) =>
+        QkvRotaryOf(this, xs, ws, heads, qWeight, kWeight, eps, cos, sin);
+
+    /// <summary><see cref="IKernels.QkvRotary"/> as three projections and <paramref name="kernels"/>' q/k norm-rotary pair.</summary>
+    public static (Tensor Q, Tensor K, Tensor V) QkvRotaryOf(IKernels kernels, IReadOnlyList<Tensor> xs, IReadOnlyList<Tensor> ws, int heads,
+                                                             Tensor? qWeight, Tensor? kWeight, double eps, Tensor cos, Tensor sin)
+    {
+        using var scope = NewDisposeScope();
+        var p = xs.Select((x, i) => Projection.Apply(x, ws[i]).view(x.shape[0], x.shape[1], heads, -1)).ToArray();   // (B, T, H, d)
+        var (q, k) = kernels.QkNormRotary(p[0], p[1], qWeight, kWeight, eps, cos, sin);
+        return (q.MoveToOuterDisposeScope(), k.MoveToOuterDisposeScope(), p[2].MoveToOuterDisposeScope());
+    }
+
     public Tensor[] Mix(IReadOnlyList<Tensor> hiddens, Tensor dw, Tensor? bias, HiddenGradients? gradients)
     {
         if (bias is null) return MixFunction.Apply(hiddens, dw, gradients);

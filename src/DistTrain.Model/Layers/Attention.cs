@@ -69,12 +69,10 @@ public sealed class Attention : nn.Module, IUsesKernels
         }
         else
         {
-            q = Projection.Apply(xq, _wq!.weight!).view(b, t, _nHead, _headDim);
-            k = Projection.Apply(xk, _wk!.weight!).view(b, t, _nHead, _headDim);
-            v = Projection.Apply(xv, _wv!.weight!).view(b, t, _nHead, _headDim);
+            (q, k, v) = Kernels.QkvRotary([xq, xk, xv], [_wq!.weight!, _wk!.weight!, _wv!.weight!], _nHead, _qNorm?.weight, _kNorm?.weight, _normEps, cos, sin);
         }
-        // QK-norm (q_norm/k_norm weights, eps as their RmsNorm) and rotary: one op each
-        (q, k) = Kernels.QkNormRotary(q, k, _qNorm?.weight, _kNorm?.weight, _normEps, cos, sin);
+        // QK-norm (q_norm/k_norm weights, eps as their RmsNorm) and rotary: one op (MUDDFormer's streams: with their projections)
+        if (_wqkv is not null) (q, k) = Kernels.QkNormRotary(q, k, _qNorm?.weight, _kNorm?.weight, _normEps, cos, sin);
         // (B, T, H, d) -> (B, H, T, d)
         var (keys, values) = (k.transpose(1, 2), v.transpose(1, 2));
         var mask = kv?.Mask(t, xq.device);

@@ -69,6 +69,9 @@ public static partial class KernelSelfTest
             Add(RmsNormSets(kernels, device, sets, rows, d));
         Add(AddRmsNorms(kernels, device));         // KernelSelfTest.AddRmsNorm.cs
         Add(SwiGluAndQkRotary(kernels, device));   // KernelSelfTest.SwiGluQkRotary.cs
+        foreach (var shape in QkvShapes)           // KernelSelfTest.Qkv.cs
+            foreach (bool normed in new[] { true, false })
+                Add(Qkv(kernels, device, shape, normed));
         Add(CrossEntropy(kernels, device));        // KernelSelfTest.CrossEntropy.cs
         using var adamW = new FusedAdamW(kernels.Device);
         foreach (var dtype in new[] { ScalarType.Float32, ScalarType.BFloat16 })

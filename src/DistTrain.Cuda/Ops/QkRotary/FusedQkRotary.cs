@@ -173,12 +173,20 @@ internal sealed class FusedQkRotary
     /// The backward of <see cref="ForwardPair"/>: dq and dk (unit stride over d, one set of strides; else made contiguous)
     /// -> dx of q and of k, and each weight's dw added into into[i] (its .grad) where given (Dw[i] null), else new. One launch, one reduce.
     /// </summary>
+    /// <summary>
+    /// The backward of <see cref="ForwardPair"/>: dq and dk (contiguous; written into <paramref name="outQ"/> and
+    /// <paramref name="outK"/> when given, contiguous tensors of q's shape), and each weight's gradient added into its .grad
+    /// (intoQ, intoK) where given, else returned.
+    /// </summary>
     public (Tensor Dq, Tensor Dk, Tensor? Dwq, Tensor? Dwk) BackwardPair(Tensor q, Tensor k, Tensor? wq, Tensor? wk, double eps, Tensor cos, Tensor sin,
-                                                                        Tensor dyq, Tensor dyk, Tensor? intoQ, Tensor? intoK)
+                                                                        Tensor dyq, Tensor dyk, Tensor? intoQ, Tensor? intoK, Tensor? outQ = null, Tensor? outK = null)
     {
         const string op = "qk-norm rotary backward (q and k)";
         long d = q.shape[3], rows = q.numel() / d;
-        var (dq, dk) = (empty(q.shape, q.dtype, q.device), empty(k.shape, k.dtype, k.device));
+        foreach (var o in new[] { outQ, outK })
+            if (o is not null && (!o.is_contiguous() || !o.shape.SequenceEqual(q.shape) || o.dtype != q.dtype))
+                throw new ArgumentException($"{op}: an output {TensorArgs.Describe(o)} must be contiguous and shaped as q {Strided(q)}");
+        var (dq, dk) = (outQ?.alias() ?? empty(q.shape, q.dtype, q.device), outK?.alias() ?? empty(k.shape, k.dtype, k.device));
         if (!dyq.stride().SequenceEqual(dyk.stride())) (dyq, dyk) = (dyq.contiguous(), dyk.contiguous());   // one set of strides for both
         Span<ulong> table = stackalloc ulong[PairSlots];
         table.Clear();
@@ -196,7 +204,8 @@ internal sealed class FusedQkRotary
             // a gradient the grouped kernel cannot read (misaligned): each on its own, as the single op does
             var (dxq, dwq) = Backward(q, wq, eps, cos, sin, dyq, intoQ);
             var (dxk, dwk) = Backward(k, wk, eps, cos, sin, dyk, intoK);
-            dq.Dispose(); dk.Dispose();
+            if (outQ is not null) { dq.copy_(dxq); dxq.Dispose(); dxq = dq; } else dq.Dispose();
+            if (outK is not null) { dk.copy_(dxk); dxk.Dispose(); dxk = dk; } else dk.Dispose();
             return (dxq, dxk, dwq, dwk);
         }
         uint blocks = (uint)Math.Min((rows + RowsPerBlock * perWarp - 1) / (RowsPerBlock * perWarp), (long)_device.Multiprocessors * 8);

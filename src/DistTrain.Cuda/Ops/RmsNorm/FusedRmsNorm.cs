@@ -176,12 +176,17 @@ internal sealed class FusedRmsNorm
         return WarpRows(xs[0].shape[^1], ScalarType.BFloat16, 1);
     }
 
-    /// <summary>xs (rows·D each, as <see cref="SupportsSets"/>), one weight each -> each y and its rstd, in one launch.</summary>
+    /// <summary>
+    /// xs (rows·D each, as <see cref="SupportsSets"/>), one weight each -> each y and its rstd, in one launch. The ys lie back
+    /// to back in one allocation (slices of (n, ...)): the Q, K and V projections after MUDDFormer's sepln norms read them
+    /// as one batched GEMM (<see cref="Model.Kernels.IKernels.QkvRotary"/>).
+    /// </summary>
     public (Tensor[] Y, Tensor[] Rstd) ForwardSets(IReadOnlyList<Tensor> xs, IReadOnlyList<Tensor> weights, double eps)
     {
         const string op = "rmsnorm forward (sets)";
         long d = xs[0].shape[^1], rows = xs[0].numel() / d;
-        var ys = xs.Select(x => empty_like(x)).ToArray();
+        using var stacked = empty([xs.Count, .. xs[0].shape], xs[0].dtype, xs[0].device);
+        var ys = Enumerable.Range(0, xs.Count).Select(i => stacked[i]).ToArray();
         var rstds = xs.Select(x => empty([rows], ScalarType.Float32, x.device)).ToArray();
         Span<ulong> table = stackalloc ulong[SetSlots];
         table.Clear();
