@@ -65,14 +65,15 @@ public sealed class Attention : nn.Module, IUsesKernels
             // unbind, not three selects: its backward stacks the three gradients in one copy, where each
             // select's backward fills a zero (B, T, 3, H, d) tensor and autograd adds the three up
             var qkv = Projection.Apply(xq, _wqkv.weight!).view(b, t, 3, _nHead, _headDim).unbind(2);
-            (q, k, v) = (qkv[0], qkv[1], qkv[2]);
+            // QK-norm (q_norm/k_norm weights, eps as their RmsNorm) and rotary: one op
+            (q, k) = Kernels.QkNormRotary(qkv[0], qkv[1], _qNorm?.weight, _kNorm?.weight, _normEps, cos, sin);
+            v = qkv[2];
         }
         else
         {
+            // separate streams: the three projections with q and k's QK-norm and rotary as one op
             (q, k, v) = Kernels.QkvRotary([xq, xk, xv], [_wq!.weight!, _wk!.weight!, _wv!.weight!], _nHead, _qNorm?.weight, _kNorm?.weight, _normEps, cos, sin);
         }
-        // QK-norm (q_norm/k_norm weights, eps as their RmsNorm) and rotary: one op (MUDDFormer's streams: with their projections)
-        if (_wqkv is not null) (q, k) = Kernels.QkNormRotary(q, k, _qNorm?.weight, _kNorm?.weight, _normEps, cos, sin);
         // (B, T, H, d) -> (B, H, T, d)
         var (keys, values) = (k.transpose(1, 2), v.transpose(1, 2));
         var mask = kv?.Mask(t, xq.device);
