@@ -15,8 +15,11 @@ namespace rms {
 namespace qkr {
 #include "../../../src/DistTrain.Cuda/Ops/QkRotary/qkrotary.cu"
 }
+#ifndef MIX_SOURCE   // another version of mix.cu to compare: -DMIX_SOURCE='"/path/mix.cu"'
+#define MIX_SOURCE "../../../src/DistTrain.Cuda/Ops/Mix/mix.cu"
+#endif
 namespace mixk {
-#include "../../../src/DistTrain.Cuda/Ops/Mix/mix.cu"
+#include MIX_SOURCE
 }
 namespace cek {
 #include "../../../src/DistTrain.Cuda/Ops/CrossEntropy/crossentropy.cu"

@@ -130,11 +130,23 @@ template <int V> __device__ __forceinline__ void store_chunk(float* p, const flo
     for (int k = 0; k < V; ++k) p[k] = v[k];
   }
 }
+// Two fp32 -> a bf16 pair (lo in the low half), round to nearest even: one cvt on sm_80 and later (its NaN is 0x7fff, not
+// torch's 0x7fc0: a NaN either way), two software roundings elsewhere (the CPU emulation)
+__device__ __forceinline__ unsigned int mix_pack2(float lo, float hi) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  unsigned int r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+#else
+  return (unsigned int)mix_to_bf16(lo) | ((unsigned int)mix_to_bf16(hi) << 16);
+#endif
+}
+
 template <int V> __device__ __forceinline__ void store_chunk(unsigned short* p, const float (&v)[V]) {
   if (V * 2 == 16) {
     Raw16 r;
 #pragma unroll
-    for (int k = 0; k < 4 && 2 * k + 1 < V; ++k) r.u[k] = (unsigned int)mix_to_bf16(v[2 * k]) | ((unsigned int)mix_to_bf16(v[2 * k + 1]) << 16);
+    for (int k = 0; k < 4 && 2 * k + 1 < V; ++k) r.u[k] = mix_pack2(v[2 * k], v[2 * k + 1]);
     *reinterpret_cast<Raw16*>(p) = r;
   } else {
 #pragma unroll
@@ -258,7 +270,9 @@ __device__ void mix_backward(const MixTable<T>& tab, const T* w, float* gw, long
     if (Pending && valid) load_weights(w2, tab.w2s, tab.b2, sw2, row, tokens, nc2, l2);   // Pending: (nc2, tokens, l2)
     __syncthreads();
     // The stream gradients stay as stored (bf16: half the registers of fp32) for the whole token: the
-    // registers they leave free keep more warps resident, and each use unpacks them.
+    // registers they leave free keep more warps resident, and each use unpacks them (kernel-bench: held in fp32, 74
+    // registers instead of 56, the deferring kernel ran 17% slower). Two chunks of 8 columns a thread (64 threads a token, half
+    // the warp sums) ran slower too: the deferring kernel by 4-28%, the pending one by 49%.
     RawChunk<T, V> g[MIX_MAX_STREAMS], g2[Pending ? MIX_MAX_STREAMS : 1];
 #pragma unroll
     for (int c = 0; c < MIX_MAX_STREAMS; ++c) {
@@ -292,7 +306,10 @@ __device__ void mix_backward(const MixTable<T>& tab, const T* w, float* gw, long
       if (mine && j + 1 < l && (((writemask & addmask) >> (j + 1)) & 1ull)) load_raw(tab.gh[j + 1] + offset, on);
       float h[V];
       unpack(hr, h);
-      if (mine && ((writemask >> j) & 1ull)) {
+      float dot[MIX_MAX_STREAMS];
+      // uniform over the warp in the pending kernel (its threads without columns compute zeros and store nothing)
+      const bool write = (Pending || mine) && ((writemask >> j) & 1ull);
+      if (write) {
         float gh[V];
         if ((addmask >> j) & 1ull) unpack(orr, gh);
         else {
@@ -301,10 +318,17 @@ __device__ void mix_backward(const MixTable<T>& tab, const T* w, float* gw, long
         }
 #pragma unroll
         for (int c = 0; c < MIX_MAX_STREAMS; ++c) {
+          float gc[V];
+          unpack(g[c], gc);
+          // the pending kernel unpacks each stream gradient once for its part of gh_j and its dot product with h_j (kernel-bench:
+          // 5-8% faster); in the other the dots' registers here would cost it a block an SM (55 -> 69 registers, 17% slower)
+          if constexpr (Pending) {
+            dot[c] = 0.f;
+#pragma unroll
+            for (int k = 0; k < V; ++k) dot[c] += gc[k] * h[k];
+          }
           if (c < nc) {
             const float wcj = sw[c * l + j];
-            float gc[V];
-            unpack(g[c], gc);
 #pragma unroll
             for (int k = 0; k < V; ++k) gh[k] += wcj * gc[k];
           }
@@ -323,17 +347,18 @@ __device__ void mix_backward(const MixTable<T>& tab, const T* w, float* gw, long
             }
           }
         }
-        store_chunk<V>(tab.gh[j] + offset, gh);
+        if (mine) store_chunk<V>(tab.gh[j] + offset, gh);
       }
-      // uniform: every lane of the warp sums (h and g are zero where a thread has no columns, and in the streams past nc)
-      float dot[MIX_MAX_STREAMS];
+      if (!Pending || !write) {
+        // uniform: every lane of the warp sums (h and g are zero where a thread has no columns, and in the streams past nc)
 #pragma unroll
-      for (int c = 0; c < MIX_MAX_STREAMS; ++c) {
-        float gc[V];
-        unpack(g[c], gc);
-        dot[c] = 0.f;
+        for (int c = 0; c < MIX_MAX_STREAMS; ++c) {
+          float gc[V];
+          unpack(g[c], gc);
+          dot[c] = 0.f;
 #pragma unroll
-        for (int k = 0; k < V; ++k) dot[c] += gc[k] * h[k];
+          for (int k = 0; k < V; ++k) dot[c] += gc[k] * h[k];
+        }
       }
       if (nc == 1) {
         const float s = mix_warp_sum(dot[0]);
