@@ -445,7 +445,8 @@ extern "C" __global__ void __launch_bounds__(256) mix_backward_bf16_v(const MixT
   mix_backward<unsigned short, 8, false>(st, w, gw, tokens, nc, l, d, addmask, writemask, w2, nc2, l2);
 }
 // ptxas allocates differently with the minimum of one block an SM stated: 109 registers instead of 106 for this kernel,
-// 2.6% faster (kernel-bench); the same for the kernel above took 69 instead of 54 registers and ran 7% slower.
+// 2.6% faster (kernel-bench); the same for the kernel above took 69 instead of 54 registers and ran 7% slower. Three blocks
+// an SM (72 registers, no spills) ran no faster: -0.8% at L 14, +2.5% at L 25.
 extern "C" __global__ void __launch_bounds__(256, 1) mix_backward_p_bf16_v(const MixTable<unsigned short> tab, const unsigned short* w, float* gw, long long tokens, int nc, int l, int d,
     unsigned long long addmask, unsigned long long writemask, const unsigned short* w2, int nc2, int l2) {
   __shared__ MixTable<unsigned short> st;

@@ -170,10 +170,6 @@ internal sealed class FusedQkRotary
     }
 
     /// <summary>
-    /// The backward of <see cref="ForwardPair"/>: dq and dk (unit stride over d, one set of strides; else made contiguous)
-    /// -> dx of q and of k, and each weight's dw added into into[i] (its .grad) where given (Dw[i] null), else new. One launch, one reduce.
-    /// </summary>
-    /// <summary>
     /// The backward of <see cref="ForwardPair"/>: dq and dk (contiguous; written into <paramref name="outQ"/> and
     /// <paramref name="outK"/> when given, contiguous tensors of q's shape), and each weight's gradient added into its .grad
     /// (intoQ, intoK) where given, else returned.
