@@ -272,7 +272,7 @@ __device__ void mix_backward(const MixTable<T>& tab, const T* w, float* gw, long
     // The stream gradients stay as stored (bf16: half the registers of fp32) for the whole token: the
     // registers they leave free keep more warps resident, and each use unpacks them (kernel-bench: held in fp32, 74
     // registers instead of 56, the deferring kernel ran 17% slower). Two chunks of 8 columns a thread (64 threads a token, half
-    // the warp sums) ran slower too: the deferring kernel by 4-28%, the pending one by 49%.
+    // the warp sums) ran slower too: the deferring kernel by 4-32%, the pending one by 49-58%.
     RawChunk<T, V> g[MIX_MAX_STREAMS], g2[Pending ? MIX_MAX_STREAMS : 1];
 #pragma unroll
     for (int c = 0; c < MIX_MAX_STREAMS; ++c) {
@@ -321,7 +321,7 @@ __device__ void mix_backward(const MixTable<T>& tab, const T* w, float* gw, long
           float gc[V];
           unpack(g[c], gc);
           // the pending kernel unpacks each stream gradient once for its part of gh_j and its dot product with h_j (kernel-bench:
-          // 5-8% faster); in the other the dots' registers here would cost it a block an SM (55 -> 69 registers, 17% slower)
+          // 6-7% faster); in the other the dots' registers here would cost it a block an SM (55 -> 69 registers, 17% slower)
           if constexpr (Pending) {
             dot[c] = 0.f;
 #pragma unroll
